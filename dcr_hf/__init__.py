@@ -1,0 +1,35 @@
+"""dcr-hf: Deep Coupled ResNet for low-resolution face recognition on the Hugging Face stack.
+
+Importing the package registers DCR with the transformers Auto classes.
+"""
+
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
+
+from .configuration_dcr import DCRConfig
+from .image_processing_dcr import DCRImageProcessor, convert_to_rgb, simulate_low_resolution
+from .modeling_dcr import (
+    DCRForImageClassification,
+    DCRImageClassifierOutput,
+    DCRModel,
+    DCRModelOutput,
+    DCRPreTrainedModel,
+)
+
+__version__ = "0.1.0"
+
+AutoConfig.register(DCRConfig.model_type, DCRConfig, exist_ok=True)
+AutoModel.register(DCRConfig, DCRModel, exist_ok=True)
+AutoModelForImageClassification.register(DCRConfig, DCRForImageClassification, exist_ok=True)
+AutoImageProcessor.register(DCRConfig, slow_image_processor_class=DCRImageProcessor, exist_ok=True)
+
+__all__ = [
+    "DCRConfig",
+    "DCRForImageClassification",
+    "DCRImageClassifierOutput",
+    "DCRImageProcessor",
+    "DCRModel",
+    "DCRModelOutput",
+    "DCRPreTrainedModel",
+    "convert_to_rgb",
+    "simulate_low_resolution",
+]

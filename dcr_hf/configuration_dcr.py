@@ -1,0 +1,133 @@
+"""DCR model configuration.
+
+This file travels to every Hub repository next to `modeling_dcr.py` (for `trust_remote_code`),
+so it imports only `transformers` and the standard library.
+"""
+
+from typing import ClassVar
+
+from transformers import PreTrainedConfig
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+
+class DCRConfig(PreTrainedConfig):
+    r"""
+    Configuration of a Deep Coupled ResNet (DCR, Lu, Jiang & Kot, IEEE SPL 2018) for
+    low-resolution face recognition: a residual **trunk** that embeds faces at any resolution,
+    optionally followed by one small **branch** per resolution that maps trunk embeddings of an
+    HR gallery image and of LR probes into one coupled space.
+
+    Args:
+        trunk_type (`str`, defaults to `"resnet"`):
+            `"resnet"`: 7x7/2 conv stem, max-pool and basic residual blocks with batch norm (the
+            original implementation's default trunk). `"paper"`: the paper's "Face-ResNet"
+            layout with a 3x3 stem, a 3x3 conv + 2x2 max-pool opening each stage, PReLU
+            activations and optional batch norm.
+        depths (`list[int]`, defaults to `[1, 2, 5, 3]`):
+            Residual blocks per stage; `[2, 2, 2, 2]` gives a ResNet-18 body, `[3, 4, 6, 3]` a
+            ResNet-34 body.
+        hidden_sizes (`list[int]`, defaults to `[64, 128, 256, 512]`):
+            Channels of each stage.
+        stem_hidden_size (`int`, *optional*):
+            Channels of the stem convolution; defaults to 64 for `"resnet"` and 32 for `"paper"`.
+        use_batch_norm (`bool`, defaults to `True`):
+            Batch norm in the `"paper"` trunk (the paper has none; the original authors found it
+            trains better). The `"resnet"` trunk always uses batch norm.
+        embedding_size (`int`, defaults to 512):
+            Size of the trunk embedding (`fc1`).
+        normalize_embeddings (`bool`, defaults to `True`):
+            L2-normalize trunk and branch embeddings (the published recipe does).
+        use_branches (`bool`, defaults to `False`):
+            Whether the model has the coupled branches: one for HR (index 0) and one per
+            `low_resolution_sizes` entry (index i for the i-th size).
+        branch_hidden_size (`int`, defaults to 512):
+            Size of a branch's coupled embedding (its `fc1`).
+        image_size (`int`, defaults to 120):
+            Side of the square input image; HR images are this size, LR probes are brought back
+            to it.
+        num_channels (`int`, defaults to 3):
+            Input channels.
+        low_resolution_sizes (`list[int]`, defaults to `[8, 12, 16, 20]`):
+            The probe resolutions the model is trained for (and has branches for).
+        center_loss_weight (`float`, defaults to 0.008):
+            Weight of the center loss (MSE between an embedding and its class center).
+        center_momentum (`float`, defaults to 0.6):
+            Step of the center update `c_j <- c_j + momentum / n_j * sum_i (e_i - c_j)`.
+        coupling_loss_weight (`float`, defaults to 0.008):
+            Weight of the coupled-mapping term: the MSE between the HR branch embedding and each
+            LR branch embedding, summed over LR sizes.
+        freeze_trunk (`bool`, defaults to `True`):
+            In the branch stage, keep the trunk frozen and in eval mode (so its batch norm
+            statistics stay those of the trained trunk).
+    """
+
+    model_type = "dcr"
+    trunk_types: ClassVar[tuple[str, ...]] = ("resnet", "paper")
+
+    trunk_type: str = "resnet"
+    depths: list[int] | tuple[int, ...] = (1, 2, 5, 3)
+    hidden_sizes: list[int] | tuple[int, ...] = (64, 128, 256, 512)
+    stem_hidden_size: int | None = None
+    use_batch_norm: bool = True
+    embedding_size: int = 512
+    normalize_embeddings: bool = True
+    use_branches: bool = False
+    branch_hidden_size: int = 512
+    image_size: int = 120
+    num_channels: int = 3
+    low_resolution_sizes: list[int] | tuple[int, ...] = (8, 12, 16, 20)
+    center_loss_weight: float = 0.008
+    center_momentum: float = 0.6
+    coupling_loss_weight: float = 0.008
+    freeze_trunk: bool = True
+
+    def __post_init__(self, **kwargs):
+        self.depths = [int(d) for d in self.depths]
+        self.hidden_sizes = [int(h) for h in self.hidden_sizes]
+        self.low_resolution_sizes = [int(s) for s in self.low_resolution_sizes]
+        if self.stem_hidden_size is None:
+            self.stem_hidden_size = 64 if self.trunk_type == "resnet" else 32
+        super().__post_init__(**kwargs)
+        # `@strict` runs the `validate_*` methods only when the class itself is decorated; this
+        # file must stay importable on its own, so the checks run here at construction.
+        self.validate_dcr()
+
+    def validate_dcr(self) -> None:
+        """Raise `ValueError` naming the field when an architecture choice is invalid."""
+        if self.trunk_type not in self.trunk_types:
+            raise ValueError(f"trunk_type={self.trunk_type!r} is not one of {self.trunk_types}.")
+        if len(self.depths) == 0 or len(self.depths) != len(self.hidden_sizes):
+            raise ValueError(
+                f"depths ({self.depths}) and hidden_sizes ({self.hidden_sizes}) must be non-empty "
+                "lists of the same length, one entry per stage."
+            )
+        for name in ("depths", "hidden_sizes"):
+            if any(v <= 0 for v in getattr(self, name)):
+                raise ValueError(f"{name} must hold positive integers, got {getattr(self, name)}.")
+        for name in ("stem_hidden_size", "embedding_size", "branch_hidden_size", "image_size", "num_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if len(self.low_resolution_sizes) == 0:
+            raise ValueError("low_resolution_sizes must list at least one probe size, got [].")
+        for size in self.low_resolution_sizes:
+            if size <= 0 or size >= self.image_size:
+                raise ValueError(
+                    f"low_resolution_sizes holds {size}; every size must be in (0, image_size={self.image_size})."
+                )
+        if len(set(self.low_resolution_sizes)) != len(self.low_resolution_sizes):
+            raise ValueError(f"low_resolution_sizes has duplicates: {self.low_resolution_sizes}.")
+        for name in ("center_loss_weight", "center_momentum", "coupling_loss_weight"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name} must be a non-negative number, got {value!r}.")
+
+    @property
+    def resolutions(self) -> list[int]:
+        """Resolution of each branch index: `[image_size, *low_resolution_sizes]` (index 0 = HR)."""
+        return [self.image_size, *self.low_resolution_sizes]
+
+
+__all__ = ["DCRConfig"]

@@ -1,0 +1,702 @@
+"""Deep Coupled ResNet (DCR) networks, heads and losses.
+
+Lu, Jiang & Kot, "Deep Coupled ResNet for Low-Resolution Face Recognition", IEEE SPL 2018.
+
+This file travels to every Hub repository next to `configuration_dcr.py` (for
+`trust_remote_code`), so it imports only torch, transformers and `.configuration_dcr`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput, logging
+
+from .configuration_dcr import DCRConfig
+
+logger = logging.get_logger(__name__)
+
+#: What `resolution=` accepts for the high-resolution (gallery) branch besides `image_size`.
+HIGH_RESOLUTION_ALIASES = (None, "hr", "HR")
+
+
+@dataclass
+class DCRModelOutput(ModelOutput):
+    """
+    Output of [`DCRModel`].
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `[batch, channels, h, w]`):
+            The trunk's last feature map.
+        pooler_output (`torch.FloatTensor` of shape `[batch, embedding_size]`):
+            The face embedding: the coupled branch embedding when the model has branches, the
+            trunk embedding otherwise.
+        trunk_embeddings (`torch.FloatTensor` of shape `[batch, embedding_size]`):
+            The trunk embedding (equal to `pooler_output` for a model without branches).
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            Feature maps after the stem and after each stage, with `output_hidden_states=True`.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    trunk_embeddings: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class DCRImageClassifierOutput(ModelOutput):
+    """
+    Output of [`DCRForImageClassification`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `[]`, *optional*, returned when `labels` is given):
+            Total training loss of the stage (trunk: softmax + center loss; branches: the coupled
+            mapping loss).
+        logits (`torch.FloatTensor` of shape `[batch, num_labels]` or `[batch, resolutions, num_labels]`):
+            Classifier scores; one row per resolution copy for multi-resolution input.
+        embeddings (`torch.FloatTensor` of shape `[batch, size]` or `[batch, resolutions, size]`):
+            Trunk embeddings (trunk stage) or branch embeddings (branch stage).
+        cross_entropy_loss, center_loss, coupling_loss (`torch.FloatTensor` of shape `[]`, *optional*):
+            The weighted terms of `loss`, for logging (`coupling_loss` only in the branch stage).
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            Trunk feature maps, with `output_hidden_states=True`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    embeddings: torch.FloatTensor | None = None
+    cross_entropy_loss: torch.FloatTensor | None = None
+    center_loss: torch.FloatTensor | None = None
+    coupling_loss: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Trunk building blocks
+# --------------------------------------------------------------------------------------------
+
+
+class DCRConvLayer(nn.Module):
+    """Convolution, optional batch norm, optional activation (`"relu"`, `"prelu"` or `None`)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        use_batch_norm: bool = True,
+        activation: str | None = "relu",
+    ):
+        super().__init__()
+        self.convolution = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False
+        )
+        self.normalization = nn.BatchNorm2d(out_channels) if use_batch_norm else nn.Identity()
+        if activation == "relu":
+            self.activation = nn.ReLU(inplace=True)
+        elif activation == "prelu":
+            self.activation = nn.PReLU()
+        else:
+            self.activation = nn.Identity()
+
+    def forward(self, hidden_state: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.normalization(self.convolution(hidden_state)))
+
+
+class DCRShortCut(nn.Module):
+    """1x1 convolution + batch norm that matches the residual to the block's output shape."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.convolution = nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False)
+        self.normalization = nn.BatchNorm2d(out_channels)
+
+    def forward(self, hidden_state: torch.Tensor) -> torch.Tensor:
+        return self.normalization(self.convolution(hidden_state))
+
+
+class DCRBasicLayer(GradientCheckpointingLayer):
+    """Basic residual block: two 3x3 convolutions plus a (projected when needed) identity.
+
+    `"resnet"` trunk: conv-BN-ReLU-conv-BN, add, ReLU. `"paper"` trunk: conv-[BN]-PReLU-conv-[BN],
+    add, PReLU; its blocks never change the shape (the stage convolution does).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, trunk_type: str, use_batch_norm: bool):
+        super().__init__()
+        act = "relu" if trunk_type == "resnet" else "prelu"
+        self.shortcut = (
+            DCRShortCut(in_channels, out_channels, stride)
+            if in_channels != out_channels or stride != 1
+            else nn.Identity()
+        )
+        self.layer = nn.Sequential(
+            DCRConvLayer(in_channels, out_channels, stride=stride, use_batch_norm=use_batch_norm, activation=act),
+            DCRConvLayer(out_channels, out_channels, use_batch_norm=use_batch_norm, activation=None),
+        )
+        self.activation = nn.ReLU(inplace=True) if act == "relu" else nn.PReLU()
+
+    def forward(self, hidden_state: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.layer(hidden_state) + self.shortcut(hidden_state))
+
+
+class DCRStage(nn.Module):
+    """One stage of the trunk: (paper trunk only: 3x3 conv to the stage width + 2x2 max-pool),
+    then `depth` basic residual blocks."""
+
+    def __init__(self, config: DCRConfig, in_channels: int, out_channels: int, depth: int, stride: int):
+        super().__init__()
+        if config.trunk_type == "paper":
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+                nn.MaxPool2d(kernel_size=2, stride=2),
+            )
+            in_channels, stride = out_channels, 1
+            use_batch_norm = config.use_batch_norm
+        else:
+            self.downsample = nn.Identity()
+            use_batch_norm = True
+        self.layers = nn.ModuleList(
+            DCRBasicLayer(
+                in_channels if i == 0 else out_channels,
+                out_channels,
+                stride=stride if i == 0 else 1,
+                trunk_type=config.trunk_type,
+                use_batch_norm=use_batch_norm,
+            )
+            for i in range(depth)
+        )
+
+    def forward(self, hidden_state: torch.Tensor) -> torch.Tensor:
+        hidden_state = self.downsample(hidden_state)
+        for layer in self.layers:
+            hidden_state = layer(hidden_state)
+        return hidden_state
+
+
+class DCREmbeddings(nn.Module):
+    """The stem: 7x7/2 conv-BN-ReLU + 3x3/2 max-pool (`"resnet"`) or 3x3 conv-[BN]-PReLU (`"paper"`)."""
+
+    def __init__(self, config: DCRConfig):
+        super().__init__()
+        if config.trunk_type == "resnet":
+            self.embedder = DCRConvLayer(config.num_channels, config.stem_hidden_size, kernel_size=7, stride=2)
+            self.pooler = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        else:
+            self.embedder = DCRConvLayer(
+                config.num_channels, config.stem_hidden_size, use_batch_norm=config.use_batch_norm, activation="prelu"
+            )
+            self.pooler = nn.Identity()
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.pooler(self.embedder(pixel_values))
+
+
+class DCRTrunk(nn.Module):
+    """The resolution-robust trunk: stem, residual stages, global average pool, `projection`
+    (the original's `fc1`) to the face embedding, optionally L2-normalized."""
+
+    def __init__(self, config: DCRConfig):
+        super().__init__()
+        self.config = config
+        self.embedder = DCREmbeddings(config)
+        widths = [config.stem_hidden_size, *config.hidden_sizes]
+        strides = [1] + [2] * (len(config.depths) - 1)
+        self.stages = nn.ModuleList(
+            DCRStage(config, widths[i], widths[i + 1], depth, strides[i]) for i, depth in enumerate(config.depths)
+        )
+        self.pooler = nn.AdaptiveAvgPool2d(1)
+        self.projection = nn.Linear(config.hidden_sizes[-1], config.embedding_size)
+
+    def forward(
+        self, pixel_values: torch.Tensor, output_hidden_states: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """`[batch, C, H, W]` -> (last feature map, embedding `[batch, embedding_size]`, hidden states)."""
+        hidden_state = self.embedder(pixel_values)
+        hidden_states = (hidden_state,) if output_hidden_states else None
+        for stage in self.stages:
+            hidden_state = stage(hidden_state)
+            if output_hidden_states:
+                hidden_states = hidden_states + (hidden_state,)
+        embedding = self.projection(self.pooler(hidden_state).flatten(1))
+        if self.config.normalize_embeddings:
+            embedding = F.normalize(embedding, dim=-1)
+        return hidden_state, embedding, hidden_states
+
+
+class DCRBranch(nn.Module):
+    """One resolution's coupling branch: `projection` (the original's branch `fc1`) of a trunk
+    embedding into the coupled space, optionally L2-normalized."""
+
+    def __init__(self, config: DCRConfig):
+        super().__init__()
+        self.normalize = config.normalize_embeddings
+        self.projection = nn.Linear(config.embedding_size, config.branch_hidden_size)
+
+    def forward(self, trunk_embeddings: torch.Tensor) -> torch.Tensor:
+        embedding = self.projection(trunk_embeddings)
+        return F.normalize(embedding, dim=-1) if self.normalize else embedding
+
+
+class DCRBranchClassifier(nn.Module):
+    """A branch's classifier: PReLU (one parameter) then `classifier` (the branch `fc2`)."""
+
+    def __init__(self, config: DCRConfig):
+        super().__init__()
+        self.activation = nn.PReLU()
+        self.classifier = nn.Linear(config.branch_hidden_size, config.num_labels)
+
+    def forward(self, branch_embeddings: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.activation(branch_embeddings))
+
+
+# --------------------------------------------------------------------------------------------
+# Losses (hand-written: the momentum center update of DCR is in no library)
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def update_centers(centers: torch.Tensor, embeddings: torch.Tensor, labels: torch.Tensor, momentum: float) -> None:
+    """Momentum update of class centers, in place, averaged across processes.
+
+    `c_j <- c_j + momentum / n_j * sum_{i: y_i = j} (e_i - c_j)` for every class `j` present in
+    the batch (`n_j` = its number of embeddings), then, when `torch.distributed` is initialized,
+    the centers are averaged over processes so every rank keeps identical centers.
+
+    Args:
+        centers: `[num_labels, size]` buffer, updated in place.
+        embeddings: `[n, size]` (detached here; the update carries no gradient).
+        labels: `[n]` int64.
+    """
+    embeddings = embeddings.detach().to(centers.dtype)
+    counts = torch.bincount(labels, minlength=centers.shape[0]).to(centers.dtype)
+    sums = torch.zeros_like(centers).index_add_(0, labels, embeddings)
+    step = (sums - counts[:, None] * centers) / counts.clamp(min=1)[:, None]
+    centers.add_(momentum * step)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        world_size = torch.distributed.get_world_size()
+        if world_size > 1:
+            torch.distributed.all_reduce(centers, op=torch.distributed.ReduceOp.SUM)
+            centers.div_(world_size)
+
+
+def center_loss(embeddings: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean squared error (over all elements) between embeddings `[n, size]` and their class
+    centers; the centers are constants here (they move by `update_centers`, not by gradient)."""
+    return F.mse_loss(embeddings.float(), centers[labels].detach())
+
+
+def coupling_loss(branch_embeddings: torch.Tensor) -> torch.Tensor:
+    """DCR's coupling term: sum over LR branches r >= 1 of MSE(HR branch embedding, branch r).
+
+    Args:
+        branch_embeddings: `[resolutions, batch, size]`, index 0 = HR.
+    """
+    high = branch_embeddings[:1].float()
+    low = branch_embeddings[1:].float()
+    # mean over batch and features, sum over resolutions
+    return (low - high).pow(2).mean(dim=(1, 2)).sum()
+
+
+# --------------------------------------------------------------------------------------------
+# Pretrained models
+# --------------------------------------------------------------------------------------------
+
+
+class DCRPreTrainedModel(PreTrainedModel):
+    config_class = DCRConfig
+    config: DCRConfig
+    base_model_prefix = "dcr"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["DCRBasicLayer"]
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # Every saved folder maps all Auto classes, whichever class saved it, so one folder loads
+        # as AutoConfig, AutoModel and AutoModelForImageClassification with trust_remote_code.
+        self.config.auto_map = dict(AUTO_MAP)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Conv2d):
+            # As the original: Kaiming normal, fan-out (He et al. 2015).
+            init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            # torch's own Linear.reset_parameters, which the original kept.
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                bound = 1 / math.sqrt(module.in_features) if module.in_features > 0 else 0
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, nn.BatchNorm2d):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            init.zeros_(module.running_mean)
+            init.ones_(module.running_var)
+            init.zeros_(module.num_batches_tracked)
+        elif isinstance(module, nn.PReLU):
+            init.constant_(module.weight, 0.25)
+        elif isinstance(module, DCRForImageClassification):
+            # Centers start as N(0, sqrt(2 / num_labels)), as in the original.
+            std = math.sqrt(2.0 / module.config.num_labels)
+            init.normal_(module.centers, mean=0.0, std=std)
+            if module.branch_centers is not None:
+                init.normal_(module.branch_centers, mean=0.0, std=std)
+
+
+def _resolution_index(config: DCRConfig, resolution) -> int:
+    """Branch index of one resolution value: HR (`None`, `"hr"`, `image_size`) -> 0, LR size s ->
+    its position in `low_resolution_sizes` + 1."""
+    if resolution in HIGH_RESOLUTION_ALIASES or resolution == config.image_size:
+        return 0
+    try:
+        return config.low_resolution_sizes.index(int(resolution)) + 1
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"resolution {resolution!r} has no branch; available: HR ({config.image_size}, 'hr' or None) "
+            f"and low-resolution sizes {config.low_resolution_sizes}."
+        ) from None
+
+
+def _check_pixel_values(pixel_values: torch.Tensor, config: DCRConfig, allow_resolutions: bool) -> None:
+    expected = "[batch, resolutions, C, H, W] or [batch, C, H, W]" if allow_resolutions else "[batch, C, H, W]"
+    if not torch.is_tensor(pixel_values):
+        raise ValueError(f"pixel_values must be a tensor of shape {expected}, got {type(pixel_values).__name__}.")
+    if pixel_values.ndim not in ((4, 5) if allow_resolutions else (4,)):
+        raise ValueError(f"pixel_values must have shape {expected}, got {tuple(pixel_values.shape)}.")
+    channels = pixel_values.shape[-3]
+    if channels != config.num_channels:
+        raise ValueError(
+            f"pixel_values has {channels} channels (shape {tuple(pixel_values.shape)}); the model expects "
+            f"num_channels={config.num_channels} in {expected}."
+        )
+
+
+class DCRModel(DCRPreTrainedModel):
+    """The DCR face embedder returned by `AutoModel`.
+
+    Without branches, `pooler_output` is the trunk embedding of any input resolution. With branches
+    (`config.use_branches`), `pooler_output` is the coupled embedding of the branch chosen by
+    `resolution`: the gallery (HR) branch by default, or the branch of an LR probe size, given per
+    batch (one value) or per sample (a sequence or tensor of values).
+    """
+
+    # A training-head checkpoint also holds classifiers and centers; the embedder does not need them.
+    _keys_to_ignore_on_load_unexpected = [r"^classifier\.", r"^centers$", r"^branch_classifiers\.", r"^branch_centers$"]
+
+    def __init__(self, config: DCRConfig):
+        super().__init__(config)
+        self.trunk = DCRTrunk(config)
+        self.branches = (
+            nn.ModuleList(DCRBranch(config) for _ in config.resolutions) if config.use_branches else None
+        )
+        self.post_init()
+
+    def branch_indices(self, resolution, batch_size: int) -> torch.Tensor | int:
+        """Branch index (int) for one resolution, or an int64 tensor `[batch]` for per-sample values."""
+        if isinstance(resolution, (str, int)) or resolution is None:
+            return _resolution_index(self.config, resolution)
+        values = resolution.tolist() if torch.is_tensor(resolution) else list(resolution)
+        if len(values) != batch_size:
+            raise ValueError(f"resolution has {len(values)} values for a batch of {batch_size} images.")
+        return torch.tensor([_resolution_index(self.config, v) for v in values], dtype=torch.long)
+
+    def embed_branches(self, trunk_embeddings: torch.Tensor, indices: torch.Tensor | int) -> torch.Tensor:
+        """Coupled embeddings `[batch, branch_hidden_size]` of trunk embeddings through the branch(es)."""
+        if self.branches is None:
+            raise ValueError("this DCR model has no branches (config.use_branches=False).")
+        if isinstance(indices, int):
+            return self.branches[indices](trunk_embeddings)
+        indices = indices.to(trunk_embeddings.device)
+        out = trunk_embeddings.new_empty(trunk_embeddings.shape[0], self.config.branch_hidden_size)
+        for index in indices.unique().tolist():
+            rows = (indices == index).nonzero(as_tuple=True)[0]
+            out[rows] = self.branches[index](trunk_embeddings[rows]).to(out.dtype)
+        return out
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        resolution: int | str | Sequence[int] | torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> DCRModelOutput | tuple:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `[batch, C, H, W]`):
+            Normalized images (see `DCRImageProcessor`); LR probes already brought back to
+            `image_size`.
+        resolution (`int`, `str`, sequence or tensor, *optional*):
+            Which branch to use for a model with branches: `None`/`"hr"`/`image_size` for HR
+            gallery images, or the LR size (e.g. `8`) of the probes; one value for the batch or one
+            per sample. Ignored by a trunk-only model (its embedding serves every resolution).
+        """
+        _check_pixel_values(pixel_values, self.config, allow_resolutions=False)
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else False
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        last_hidden_state, trunk_embeddings, hidden_states = self.trunk(pixel_values, output_hidden_states)
+        pooled = trunk_embeddings
+        if self.branches is not None:
+            pooled = self.embed_branches(trunk_embeddings, self.branch_indices(resolution, pixel_values.shape[0]))
+        if not return_dict:
+            return tuple(v for v in (last_hidden_state, pooled, trunk_embeddings, hidden_states) if v is not None)
+        return DCRModelOutput(
+            last_hidden_state=last_hidden_state,
+            pooler_output=pooled,
+            trunk_embeddings=trunk_embeddings,
+            hidden_states=hidden_states,
+        )
+
+
+class DCRForImageClassification(DCRPreTrainedModel):
+    """DCR training head, for both stages of the method.
+
+    * Trunk stage (`config.use_branches=False`): trunk + `classifier` (the original's `fc2`),
+      softmax cross-entropy + `center_loss_weight` x center loss, all resolution copies of a
+      sample sharing its label.
+    * Branch stage (`config.use_branches=True`): the (frozen, eval-mode by default) trunk feeds
+      resolution r's copy to branch r; per-branch classifiers and centers; the coupled mapping
+      loss = mean over resolutions of (cross-entropy + center loss) + `coupling_loss_weight` x
+      sum over LR branches of MSE(HR branch embedding, LR branch embedding).
+
+    Centers are buffers (`centers` `[num_labels, embedding_size]`, `branch_centers`
+    `[resolutions, num_labels, branch_hidden_size]`) saved with the weights, so a resume is exact.
+    Build the branch stage from a trained trunk with [`DCRForImageClassification.from_trunk`].
+    """
+
+    def __init__(self, config: DCRConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.dcr = DCRModel(config)
+        self.classifier = nn.Linear(config.embedding_size, config.num_labels)
+        self.register_buffer("centers", torch.zeros(config.num_labels, config.embedding_size))
+        if config.use_branches:
+            self.branch_classifiers = nn.ModuleList(DCRBranchClassifier(config) for _ in config.resolutions)
+            self.register_buffer(
+                "branch_centers", torch.zeros(len(config.resolutions), config.num_labels, config.branch_hidden_size)
+            )
+        else:
+            self.branch_classifiers = None
+            self.branch_centers = None
+        self.post_init()
+        if config.use_branches:
+            self.set_trunk_frozen(config.freeze_trunk)
+
+    # -- branch-stage trunk handling ---------------------------------------------------------
+
+    def set_trunk_frozen(self, frozen: bool) -> None:
+        """Freeze (no gradient, eval mode) or unfreeze the trunk and its classifier."""
+        self.config.freeze_trunk = frozen
+        for module in (self.dcr.trunk, self.classifier):
+            for parameter in module.parameters():
+                parameter.requires_grad_(not frozen)
+        self.train(self.training)
+
+    @property
+    def trunk_is_frozen(self) -> bool:
+        return bool(self.config.use_branches and self.config.freeze_trunk)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.trunk_is_frozen:
+            # The original left a frozen trunk's batch norm in train mode, so its statistics drifted.
+            self.dcr.trunk.eval()
+        return self
+
+    @classmethod
+    def from_trunk(
+        cls,
+        trunk: str | DCRPreTrainedModel,
+        specialized_initialization: bool = True,
+        freeze_trunk: bool = True,
+        **config_overrides,
+    ) -> DCRForImageClassification:
+        """Build the branch-stage model around a trained trunk.
+
+        Args:
+            trunk: a folder, a Hub id or a model object of a trunk-stage `DCRForImageClassification`
+                (its classifier is needed for the specialized initialization).
+            specialized_initialization: branch projections start as the identity (zero bias), each
+                branch classifier as a copy of the trunk classifier and each branch's centers as
+                the trunk centers, so branch embeddings equal trunk embeddings at step 0. With
+                `False` the branches keep their random initialization.
+            freeze_trunk: keep the trunk frozen and in eval mode.
+            config_overrides: other `DCRConfig` fields (e.g. `low_resolution_sizes`).
+        """
+        if isinstance(trunk, (str, bytes)) or hasattr(trunk, "__fspath__"):
+            trunk = DCRForImageClassification.from_pretrained(trunk)
+        if not isinstance(trunk, DCRPreTrainedModel):
+            raise TypeError(f"trunk must be a path, a Hub id or a DCR model, got {type(trunk).__name__}.")
+        if trunk.config.use_branches:
+            logger.warning("The given model already has branches; its branches are replaced.")
+        config_dict = trunk.config.to_dict()
+        config_dict.update(config_overrides, use_branches=True, freeze_trunk=freeze_trunk)
+        config_dict.pop("auto_map", None)
+        config = DCRConfig.from_dict(config_dict)
+        if specialized_initialization and config.branch_hidden_size != config.embedding_size:
+            raise ValueError(
+                "specialized initialization copies the trunk into square branches: branch_hidden_size "
+                f"({config.branch_hidden_size}) must equal embedding_size ({config.embedding_size})."
+            )
+        model = cls(config)
+        source = trunk.state_dict()
+        if isinstance(trunk, DCRModel):
+            source = {f"dcr.{k}": v for k, v in source.items()}
+        elif not isinstance(trunk, DCRForImageClassification):
+            raise TypeError(f"cannot take a trunk from {type(trunk).__name__}.")
+        own = model.state_dict()
+        copied = {k: v for k, v in source.items() if k.startswith("dcr.trunk.") or k in ("classifier.weight", "classifier.bias", "centers")}
+        if specialized_initialization and "classifier.weight" not in copied:
+            raise ValueError(
+                "specialized initialization needs the trunk's classifier: load the trunk with "
+                "DCRForImageClassification (a trunk-stage checkpoint), not the bare DCRModel."
+            )
+        for key, value in copied.items():
+            if own[key].shape != value.shape:
+                raise ValueError(f"trunk weight {key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}.")
+        model.load_state_dict(copied, strict=False)
+        if specialized_initialization:
+            with torch.no_grad():
+                for branch, branch_classifier, centers in zip(
+                    model.dcr.branches, model.branch_classifiers, model.branch_centers
+                ):
+                    branch.projection.weight.copy_(torch.eye(config.embedding_size))
+                    branch.projection.bias.zero_()
+                    branch_classifier.classifier.load_state_dict(model.classifier.state_dict())
+                    centers.copy_(model.centers)
+        model.set_trunk_frozen(freeze_trunk)
+        return model
+
+    # -- forward -----------------------------------------------------------------------------
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        low_resolution_pixel_values: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> DCRImageClassifierOutput | tuple:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `[batch, C, H, W]` or `[batch, resolutions, C, H, W]`):
+            HR images, or all resolution copies of each sample (index 0 = HR, then the LR sizes).
+        labels (`torch.LongTensor` of shape `[batch]`, *optional*):
+            One identity per sample, shared by its resolution copies.
+        low_resolution_pixel_values (`torch.FloatTensor` of shape `[batch, sizes, C, H, W]`, *optional*):
+            LR copies (in `config.low_resolution_sizes` order) to append to HR `pixel_values`.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        _check_pixel_values(pixel_values, self.config, allow_resolutions=True)
+        if low_resolution_pixel_values is not None:
+            _check_pixel_values(low_resolution_pixel_values, self.config, allow_resolutions=True)
+            if pixel_values.ndim == 4:
+                pixel_values = pixel_values.unsqueeze(1)
+            if low_resolution_pixel_values.ndim == 4:
+                low_resolution_pixel_values = low_resolution_pixel_values.unsqueeze(1)
+            pixel_values = torch.cat([pixel_values, low_resolution_pixel_values], dim=1)
+        multi = pixel_values.ndim == 5
+        stacked = pixel_values if multi else pixel_values.unsqueeze(1)
+        batch, resolutions = stacked.shape[:2]
+        if self.config.use_branches and resolutions != len(self.config.resolutions):
+            raise ValueError(
+                f"the branch stage needs every resolution copy of each sample ([batch, {len(self.config.resolutions)}, "
+                f"C, H, W]: HR then {self.config.low_resolution_sizes}), got {tuple(pixel_values.shape)}."
+            )
+        if labels is not None:
+            labels = self._check_labels(labels, batch)
+        # Resolution-major order, as the original concatenated the copies along the batch axis.
+        flat = stacked.transpose(0, 1).reshape(resolutions * batch, *stacked.shape[2:])
+
+        if self.trunk_is_frozen:
+            with torch.no_grad():
+                _, trunk_embeddings, hidden_states = self.dcr.trunk(flat, bool(output_hidden_states))
+        else:
+            _, trunk_embeddings, hidden_states = self.dcr.trunk(flat, bool(output_hidden_states))
+
+        loss = ce = cl = cpl = None
+        if self.config.use_branches:
+            per_resolution = trunk_embeddings.view(resolutions, batch, -1)
+            embeddings = torch.stack([branch(e) for branch, e in zip(self.dcr.branches, per_resolution)])
+            logits = torch.stack([head(e) for head, e in zip(self.branch_classifiers, embeddings)])
+            if labels is not None:
+                if self.training:
+                    for centers, emb in zip(self.branch_centers, embeddings):
+                        update_centers(centers, emb, labels, self.config.center_momentum)
+                ce = torch.stack([F.cross_entropy(lg.float(), labels) for lg in logits]).mean()
+                cl = self.config.center_loss_weight * torch.stack(
+                    [center_loss(e, c, labels) for e, c in zip(embeddings, self.branch_centers)]
+                ).mean()
+                cpl = self.config.coupling_loss_weight * coupling_loss(embeddings)
+                loss = ce + cl + cpl
+        else:
+            embeddings = trunk_embeddings.view(resolutions, batch, -1)
+            logits = self.classifier(trunk_embeddings).view(resolutions, batch, -1)
+            if labels is not None:
+                flat_labels = labels.repeat(resolutions)
+                if self.training:
+                    update_centers(self.centers, trunk_embeddings, flat_labels, self.config.center_momentum)
+                ce = F.cross_entropy(logits.reshape(resolutions * batch, -1).float(), flat_labels)
+                cl = self.config.center_loss_weight * center_loss(trunk_embeddings, self.centers, flat_labels)
+                loss = ce + cl
+
+        embeddings = embeddings.transpose(0, 1)
+        logits = logits.transpose(0, 1)
+        if not multi:
+            embeddings, logits = embeddings[:, 0], logits[:, 0]
+        if not return_dict:
+            return tuple(v for v in (loss, logits, embeddings, ce, cl, cpl, hidden_states) if v is not None)
+        return DCRImageClassifierOutput(
+            loss=loss,
+            logits=logits,
+            embeddings=embeddings,
+            cross_entropy_loss=ce,
+            center_loss=cl,
+            coupling_loss=cpl,
+            hidden_states=hidden_states,
+        )
+
+    def _check_labels(self, labels: torch.Tensor, batch: int) -> torch.Tensor:
+        if labels.ndim != 1 or labels.shape[0] != batch:
+            raise ValueError(f"labels must have shape [batch]=[{batch}] (one per sample), got {tuple(labels.shape)}.")
+        if labels.numel():
+            low, high = int(labels.min()), int(labels.max())
+            if low < 0 or high >= self.num_labels:
+                bad = low if low < 0 else high
+                raise ValueError(f"label {bad} is out of range for num_labels={self.num_labels} (expected 0..{self.num_labels - 1}).")
+        return labels.long()
+
+
+#: The Auto classes a saved DCR folder declares for `trust_remote_code` loading.
+AUTO_MAP = {
+    "AutoConfig": "configuration_dcr.DCRConfig",
+    "AutoModel": "modeling_dcr.DCRModel",
+    "AutoModelForImageClassification": "modeling_dcr.DCRForImageClassification",
+}
+# `register_for_auto_class` makes `save_pretrained` copy both model files into the folder.
+DCRConfig.register_for_auto_class()
+DCRModel.register_for_auto_class("AutoModel")
+DCRForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+
+__all__ = [
+    "DCRPreTrainedModel",
+    "DCRModel",
+    "DCRForImageClassification",
+    "DCRModelOutput",
+    "DCRImageClassifierOutput",
+    "update_centers",
+    "center_loss",
+    "coupling_loss",
+]

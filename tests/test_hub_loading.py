@@ -1,0 +1,142 @@
+"""Loading DCR folders through the Auto classes: remote code and the Hugging Face cache."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from helpers_model import tiny_config
+
+from dcr_hf import DCRForImageClassification, DCRImageProcessor
+
+EXPECTED_AUTO_MAP = {
+    "AutoConfig": "configuration_dcr.DCRConfig",
+    "AutoModel": "modeling_dcr.DCRModel",
+    "AutoModelForImageClassification": "modeling_dcr.DCRForImageClassification",
+}
+
+
+def _trunk_and_branch(tmp_path):
+    torch.manual_seed(0)
+    trunk = DCRForImageClassification(tiny_config()).eval()
+    branch = DCRForImageClassification.from_trunk(trunk, specialized_initialization=False).eval()
+    paths = {}
+    for name, model in (("trunk", trunk), ("branch", branch)):
+        paths[name] = tmp_path / name
+        model.save_pretrained(paths[name])
+        DCRImageProcessor(image_size=32).save_pretrained(paths[name])
+    return trunk, branch, paths
+
+
+def test_saved_folder_is_complete(tmp_path):
+    _, _, paths = _trunk_and_branch(tmp_path)
+    for path in paths.values():
+        files = set(os.listdir(path))
+        assert {"config.json", "model.safetensors", "configuration_dcr.py", "modeling_dcr.py", "preprocessor_config.json"} <= files
+        assert json.loads((path / "config.json").read_text())["auto_map"] == EXPECTED_AUTO_MAP
+
+
+def _run_without_dcr_hf(script: str, cwd, extra_env: dict | None = None) -> str:
+    """Run `script` in a fresh interpreter whose sys.path cannot reach the dcr_hf package."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HF_HUB_OFFLINE"] = "1"
+    env.update(extra_env or {})
+    guard = textwrap.dedent(
+        """
+        import importlib.abc, sys
+        class _Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name == "dcr_hf" or name.startswith("dcr_hf."):
+                    raise ImportError("dcr_hf is blocked in this test")
+        sys.meta_path.insert(0, _Block())
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", guard + textwrap.dedent(script)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_trust_remote_code_in_a_process_without_dcr_hf(tmp_path):
+    trunk, branch, paths = _trunk_and_branch(tmp_path)
+    x = torch.randn(2, 3, 32, 32)
+    torch.save(x, tmp_path / "x.pt")
+    out = _run_without_dcr_hf(
+        f"""
+        import torch
+        try:
+            import dcr_hf
+            raise SystemExit("dcr_hf was importable")
+        except ImportError:
+            pass
+        from transformers import AutoModel, AutoModelForImageClassification
+        x = torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True)
+        trunk = AutoModel.from_pretrained({str(paths['trunk'])!r}, trust_remote_code=True).eval()
+        branch = AutoModel.from_pretrained({str(paths['branch'])!r}, trust_remote_code=True).eval()
+        head = AutoModelForImageClassification.from_pretrained({str(paths['branch'])!r}, trust_remote_code=True).eval()
+        assert "transformers_modules" in type(trunk).__module__, type(trunk).__module__
+        with torch.no_grad():
+            torch.save({{
+                "trunk": trunk(x).pooler_output,
+                "branch8": branch(x, resolution=8).pooler_output,
+                "head": head(x.unsqueeze(1).expand(-1, 3, -1, -1, -1)).logits,
+            }}, {str(tmp_path / 'out.pt')!r})
+        print(type(head).__name__)
+        """,
+        cwd=tmp_path,
+    )
+    assert "DCRForImageClassification" in out
+    got = torch.load(tmp_path / "out.pt", weights_only=True)
+    with torch.no_grad():
+        torch.testing.assert_close(got["trunk"], trunk.dcr(x).pooler_output)
+        expected8 = branch.dcr.branches[1](branch.dcr(x).trunk_embeddings)
+        torch.testing.assert_close(got["branch8"], expected8)
+        torch.testing.assert_close(got["head"], branch(x.unsqueeze(1).expand(-1, 3, -1, -1, -1)).logits)
+
+
+def _populate_cache(cache, repo_id, folder):
+    """Lay a folder out as the Hub cache does: models--org--name/{refs/main, snapshots/<sha>/...}."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(folder, repo / "snapshots" / commit)
+
+
+@pytest.mark.parametrize("remote_code", [False, True])
+def test_auto_model_from_hub_ids_in_offline_cache(tmp_path, remote_code):
+    trunk, branch, paths = _trunk_and_branch(tmp_path)
+    cache = tmp_path / "hub-cache"
+    _populate_cache(cache, "org/dcr-trunk", paths["trunk"])
+    _populate_cache(cache, "org/dcr-branch", paths["branch"])
+    x = torch.randn(2, 3, 32, 32)
+    torch.save(x, tmp_path / "x.pt")
+    script = f"""
+        import torch
+        from transformers import AutoModel
+        {"kw = dict(trust_remote_code=True)" if remote_code else "import dcr_hf; kw = {}"}
+        x = torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True)
+        trunk = AutoModel.from_pretrained("org/dcr-trunk", **kw).eval()
+        branch = AutoModel.from_pretrained("org/dcr-branch", **kw).eval()
+        with torch.no_grad():
+            torch.save({{"trunk": trunk(x).pooler_output, "branch": branch(x, resolution=12).pooler_output}},
+                       {str(tmp_path / 'out.pt')!r})
+        """
+    env = {"HF_HUB_CACHE": str(cache), "HF_HOME": str(tmp_path / "hf-home")}
+    if remote_code:
+        _run_without_dcr_hf(script, cwd=tmp_path, extra_env=env)
+    else:
+        result = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(script)],
+            cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1", **env}, capture_output=True, text=True, timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    got = torch.load(tmp_path / "out.pt", weights_only=True)
+    with torch.no_grad():
+        torch.testing.assert_close(got["trunk"], trunk.dcr(x).pooler_output)
+        torch.testing.assert_close(got["branch"], branch.dcr.branches[2](branch.dcr(x).trunk_embeddings))

@@ -1,0 +1,252 @@
+import math
+
+import pytest
+import torch
+from helpers_model import tiny_config
+
+from dcr_hf import DCRConfig, DCRForImageClassification, DCRModel
+from dcr_hf.modeling_dcr import center_loss, coupling_loss, update_centers
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(trunk_type="resnet"),
+        dict(trunk_type="paper"),
+        dict(trunk_type="paper", use_batch_norm=False),
+        dict(trunk_type="resnet", depths=[2, 2, 2, 2]),
+    ],
+)
+def test_trunk_shapes(overrides):
+    config = tiny_config(**overrides)
+    model = DCRModel(config).eval()
+    out = model(torch.randn(3, 3, 32, 32), output_hidden_states=True)
+    assert out.pooler_output.shape == (3, 32)
+    assert out.last_hidden_state.shape[:2] == (3, 32)
+    assert len(out.hidden_states) == 1 + len(config.depths)
+    # L2-normalized embeddings by default
+    torch.testing.assert_close(out.pooler_output.norm(dim=-1), torch.ones(3))
+
+
+def test_default_architecture_shapes():
+    model = DCRModel(DCRConfig()).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 120, 120))
+    assert out.pooler_output.shape == (1, 512)
+    assert out.last_hidden_state.shape == (1, 512, 4, 4)
+    # ResNet-style blocks 1/2/5/3
+    assert [len(stage.layers) for stage in model.trunk.stages] == [1, 2, 5, 3]
+
+
+def test_unnormalized_embeddings():
+    model = DCRModel(tiny_config(normalize_embeddings=False)).eval()
+    norms = model(torch.randn(4, 3, 32, 32)).pooler_output.norm(dim=-1)
+    assert not torch.allclose(norms, torch.ones(4))
+
+
+def test_conv_init_is_kaiming_fan_out():
+    model = DCRModel(DCRConfig())
+    weight = model.trunk.stages[3].layers[0].layer[0].convolution.weight
+    fan_out = weight.shape[0] * weight.shape[2] * weight.shape[3]
+    assert weight.std().item() == pytest.approx(math.sqrt(2.0 / fan_out), rel=0.05)
+
+
+def test_classification_head_single_and_multi_resolution():
+    model = DCRForImageClassification(tiny_config())
+    labels = torch.tensor([0, 4])
+    out = model(torch.randn(2, 3, 32, 32), labels=labels)
+    assert out.logits.shape == (2, 5) and out.embeddings.shape == (2, 32) and out.loss.ndim == 0
+    out = model(torch.randn(2, 3, 3, 32, 32), labels=labels)
+    assert out.logits.shape == (2, 3, 5) and out.embeddings.shape == (2, 3, 32)
+    torch.testing.assert_close(out.loss, out.cross_entropy_loss + out.center_loss)
+    out.loss.backward()
+    assert model.classifier.weight.grad is not None
+    # HR + separate LR copies is the same as one stacked tensor
+    model.eval()
+    hr, lr = torch.randn(2, 3, 32, 32), torch.randn(2, 2, 3, 32, 32)
+    stacked = model(torch.cat([hr[:, None], lr], dim=1)).logits
+    torch.testing.assert_close(model(hr, low_resolution_pixel_values=lr).logits, stacked)
+
+
+def test_trunk_loss_is_cross_entropy_plus_weighted_center_mse():
+    model = DCRForImageClassification(tiny_config()).eval()
+    x, labels = torch.randn(3, 3, 32, 32), torch.tensor([1, 2, 1])
+    out = model(x, labels=labels)  # eval: centers are not updated
+    expected_ce = torch.nn.functional.cross_entropy(out.logits, labels)
+    expected_center = 0.008 * ((out.embeddings - model.centers[labels]) ** 2).mean()
+    torch.testing.assert_close(out.loss, expected_ce + expected_center)
+
+
+def test_center_update_hand_computed():
+    centers = torch.tensor([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]])
+    embeddings = torch.tensor([[1.0, 2.0], [3.0, 4.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1])
+    update_centers(centers, embeddings, labels, momentum=0.5)
+    # class 0: n=2, sum(e - c) = (1+3, 2+4) = (4, 6) -> c += 0.5/2 * (4, 6) = (1, 1.5)
+    # class 1: n=1, e - c = (-1, 0) -> c = (1, 1) + 0.5 * (-1, 0) = (0.5, 1)
+    # class 2: absent, unchanged
+    torch.testing.assert_close(centers, torch.tensor([[1.0, 1.5], [0.5, 1.0], [5.0, 5.0]]))
+
+
+def test_centers_update_only_in_training_and_use_all_resolution_copies():
+    model = DCRForImageClassification(tiny_config())
+    before = model.centers.clone()
+    x, labels = torch.randn(2, 3, 3, 32, 32), torch.tensor([3, 3])
+    model.eval()
+    model(x, labels=labels)
+    torch.testing.assert_close(model.centers, before)
+    model.train()
+    out = model(x, labels=labels)
+    emb = out.embeddings.reshape(-1, 32).detach()
+    expected = before[3] + 0.6 * (emb - before[3]).mean(0)
+    torch.testing.assert_close(model.centers[3], expected)
+    torch.testing.assert_close(model.centers[:3], before[:3])
+
+
+def test_center_init_std():
+    model = DCRForImageClassification(DCRConfig(num_labels=200, depths=[1, 1, 1, 1]))
+    assert model.centers.std().item() == pytest.approx(math.sqrt(2 / 200), rel=0.05)
+
+
+def test_coupling_loss_hand_computed():
+    # [resolutions=3, batch=1, size=2]; HR = (1, 1)
+    e = torch.tensor([[[1.0, 1.0]], [[0.0, 1.0]], [[1.0, 3.0]]])
+    # MSE(HR, r1) = (1 + 0) / 2 = 0.5; MSE(HR, r2) = (0 + 4) / 2 = 2 -> sum 2.5
+    assert coupling_loss(e).item() == pytest.approx(2.5)
+    assert center_loss(torch.tensor([[1.0, 3.0]]), torch.tensor([[0.0, 0.0], [1.0, 1.0]]), torch.tensor([1])).item() == pytest.approx(2.0)
+
+
+def test_branch_stage_loss_matches_hand_computation():
+    trunk = DCRForImageClassification(tiny_config())
+    model = DCRForImageClassification.from_trunk(trunk, specialized_initialization=False).eval()
+    x, labels = torch.randn(2, 3, 3, 32, 32), torch.tensor([0, 2])
+    out = model(x, labels=labels)
+    emb = out.embeddings.transpose(0, 1)  # [R, B, E]
+    logits = out.logits.transpose(0, 1)
+    ce = torch.stack([torch.nn.functional.cross_entropy(lg, labels) for lg in logits]).mean()
+    cl = torch.stack([((e - c[labels]) ** 2).mean() for e, c in zip(emb, model.branch_centers)]).mean()
+    couple = sum(((emb[0] - emb[r]) ** 2).mean() for r in (1, 2))
+    torch.testing.assert_close(out.loss, ce + 0.008 * cl + 0.008 * couple)
+
+
+def test_branch_stage_needs_every_resolution():
+    model = DCRForImageClassification.from_trunk(DCRForImageClassification(tiny_config()))
+    with pytest.raises(ValueError, match="every resolution"):
+        model(torch.randn(2, 2, 3, 32, 32), labels=torch.tensor([0, 1]))
+
+
+def test_specialized_init_branch_embeddings_equal_trunk_embeddings():
+    trunk = DCRForImageClassification(tiny_config()).eval()
+    model = DCRForImageClassification.from_trunk(trunk).eval()
+    x = torch.randn(2, 3, 3, 32, 32)
+    torch.testing.assert_close(model(x).embeddings, trunk(x).embeddings)
+    for branch_classifier in model.branch_classifiers:
+        torch.testing.assert_close(branch_classifier.classifier.weight, trunk.classifier.weight)
+    torch.testing.assert_close(model.branch_centers[1], trunk.centers)
+    # the embedder (AutoModel class) agrees for every resolution
+    embedder = DCRModel(model.config)
+    embedder.load_state_dict({k[4:]: v for k, v in model.state_dict().items() if k.startswith("dcr.")})
+    embedder.eval()
+    for resolution in ("hr", 8, 12):
+        torch.testing.assert_close(embedder(x[:, 0], resolution=resolution).pooler_output, trunk.dcr(x[:, 0]).pooler_output)
+
+
+def test_random_branch_init_differs_from_trunk():
+    trunk = DCRForImageClassification(tiny_config()).eval()
+    model = DCRForImageClassification.from_trunk(trunk, specialized_initialization=False).eval()
+    x = torch.randn(2, 3, 3, 32, 32)
+    assert not torch.allclose(model(x).embeddings, trunk(x).embeddings)
+
+
+def test_frozen_trunk_stays_in_eval_and_gets_no_gradient():
+    trunk = DCRForImageClassification(tiny_config())
+    model = DCRForImageClassification.from_trunk(trunk)
+    model.train()
+    assert model.training and not model.dcr.trunk.training
+    running_mean = model.dcr.trunk.embedder.embedder.normalization.running_mean.clone()
+    out = model(torch.randn(2, 3, 3, 32, 32), labels=torch.tensor([0, 1]))
+    out.loss.backward()
+    torch.testing.assert_close(model.dcr.trunk.embedder.embedder.normalization.running_mean, running_mean)
+    assert all(p.grad is None for p in model.dcr.trunk.parameters())
+    assert model.dcr.branches[1].projection.weight.grad is not None
+    # unfreezing: trunk trains again
+    model = DCRForImageClassification.from_trunk(trunk, freeze_trunk=False).train()
+    assert model.dcr.trunk.training
+    model(torch.randn(2, 3, 3, 32, 32), labels=torch.tensor([0, 1])).loss.backward()
+    assert model.dcr.trunk.projection.weight.grad is not None
+
+
+def test_from_trunk_rejects_bare_embedder_for_specialized_init():
+    with pytest.raises(ValueError, match="classifier"):
+        DCRForImageClassification.from_trunk(DCRModel(tiny_config()))
+
+
+def test_per_sample_resolution_routing():
+    trunk = DCRForImageClassification(tiny_config())
+    model = DCRForImageClassification.from_trunk(trunk, specialized_initialization=False)
+    embedder = DCRModel(model.config)
+    embedder.load_state_dict({k[4:]: v for k, v in model.state_dict().items() if k.startswith("dcr.")})
+    embedder.eval()
+    x = torch.randn(3, 3, 32, 32)
+    mixed = embedder(x, resolution=[8, "hr", 12]).pooler_output
+    torch.testing.assert_close(mixed[0], embedder(x[:1], resolution=8).pooler_output[0])
+    torch.testing.assert_close(mixed[1], embedder(x[1:2], resolution=32).pooler_output[0])
+    torch.testing.assert_close(mixed[2], embedder(x[2:], resolution=torch.tensor([12])).pooler_output[0])
+    with pytest.raises(ValueError, match=r"available.*\[8, 12\]"):
+        embedder(x, resolution=16)
+
+
+@pytest.mark.parametrize(
+    "shape, match",
+    [((2, 32, 32), "shape"), ((2, 1, 32, 32), "channels"), ((2, 2, 2, 3, 32, 32), "shape")],
+)
+def test_bad_input_rank_or_channels(shape, match):
+    model = DCRForImageClassification(tiny_config())
+    with pytest.raises(ValueError, match=match):
+        model(torch.randn(*shape))
+    with pytest.raises(ValueError, match=r"\[batch, C, H, W\]"):
+        DCRModel(tiny_config())(torch.randn(2, 2, 3, 32, 32))
+
+
+def test_labels_out_of_range():
+    model = DCRForImageClassification(tiny_config())
+    with pytest.raises(ValueError, match="label 5 .*num_labels=5"):
+        model(torch.randn(2, 3, 32, 32), labels=torch.tensor([0, 5]))
+    with pytest.raises(ValueError, match="label -1"):
+        model(torch.randn(2, 3, 32, 32), labels=torch.tensor([-1, 0]))
+
+
+def test_save_load_round_trip_identical_outputs_and_centers(tmp_path):
+    model = DCRForImageClassification(tiny_config())
+    model.train()
+    model(torch.randn(2, 3, 3, 32, 32), labels=torch.tensor([0, 1]))  # move centers and BN stats
+    model = DCRForImageClassification.from_trunk(model)
+    model.eval()
+    model.save_pretrained(tmp_path)
+    reloaded = DCRForImageClassification.from_pretrained(tmp_path).eval()
+    x = torch.randn(2, 3, 3, 32, 32)
+    torch.testing.assert_close(reloaded(x).embeddings, model(x).embeddings)
+    torch.testing.assert_close(reloaded.centers, model.centers)
+    torch.testing.assert_close(reloaded.branch_centers, model.branch_centers)
+    assert reloaded.trunk_is_frozen
+
+
+def test_gradient_checkpointing_gives_same_gradients():
+    config = tiny_config()
+    model = DCRForImageClassification(config)
+    x, labels = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model(x, labels=labels).loss.backward()
+    expected = model.dcr.trunk.stages[0].layers[0].layer[0].convolution.weight.grad.clone()
+    other = DCRForImageClassification(config)
+    other.load_state_dict(state)
+    other.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    other.train()
+    assert other.dcr.trunk.stages[0].layers[0].gradient_checkpointing
+    other(x, labels=labels).loss.backward()
+    torch.testing.assert_close(other.dcr.trunk.stages[0].layers[0].layer[0].convolution.weight.grad, expected)
