@@ -61,6 +61,9 @@ class DCRConfig(PreTrainedConfig):
         freeze_trunk (`bool`, defaults to `True`):
             In the branch stage, keep the trunk frozen and in eval mode (so its batch norm
             statistics stay those of the trained trunk).
+        freeze_batch_norm (`bool`, defaults to `False`):
+            Keep the trunk's batch norm layers in eval mode while training (the original's "fixed
+            BN" option, for fine-tuning on small data); their affine weights still learn.
     """
 
     model_type = "dcr"
@@ -82,6 +85,7 @@ class DCRConfig(PreTrainedConfig):
     center_momentum: float = 0.6
     coupling_loss_weight: float = 0.008
     freeze_trunk: bool = True
+    freeze_batch_norm: bool = False
 
     def __post_init__(self, **kwargs):
         self.depths = [int(d) for d in self.depths]

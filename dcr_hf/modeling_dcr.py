@@ -320,6 +320,8 @@ class DCRPreTrainedModel(PreTrainedModel):
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
     _no_split_modules = ["DCRBasicLayer"]
+    # The losses are per-batch means: the Trainer must scale them for gradient accumulation itself.
+    accepts_loss_kwargs = False
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # Every saved folder maps all Auto classes, whichever class saved it, so one folder loads
@@ -513,6 +515,10 @@ class DCRForImageClassification(DCRPreTrainedModel):
         if self.trunk_is_frozen:
             # The original left a frozen trunk's batch norm in train mode, so its statistics drifted.
             self.dcr.trunk.eval()
+        elif mode and self.config.freeze_batch_norm:
+            for module in self.dcr.trunk.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         return self
 
     @classmethod

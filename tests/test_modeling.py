@@ -250,3 +250,12 @@ def test_gradient_checkpointing_gives_same_gradients():
     assert other.dcr.trunk.stages[0].layers[0].gradient_checkpointing
     other(x, labels=labels).loss.backward()
     torch.testing.assert_close(other.dcr.trunk.stages[0].layers[0].layer[0].convolution.weight.grad, expected)
+
+
+def test_freeze_batch_norm_keeps_statistics():
+    model = DCRForImageClassification(tiny_config(freeze_batch_norm=True)).train()
+    bn = model.dcr.trunk.embedder.embedder.normalization
+    before = bn.running_mean.clone()
+    model(torch.randn(2, 3, 32, 32), labels=torch.tensor([0, 1])).loss.backward()
+    torch.testing.assert_close(bn.running_mean, before)
+    assert bn.weight.grad is not None
