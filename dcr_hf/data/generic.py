@@ -1,0 +1,127 @@
+"""Any face dataset: an identity-per-folder tree, a saved (prepared) dataset or a Hub dataset id.
+
+Whatever the source, the result has an `image` (Image) and a `label` (ClassLabel) column, the
+names the rest of `dcr_hf` (transforms, sampler, training) expects.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from datasets import ClassLabel, Dataset, DatasetDict, Image, Value, load_dataset, load_from_disk
+
+from ._layout import PathLike, column_numpy, image_extensions, is_saved_dataset, load_prepared, require_dir
+
+
+def load_image_folder(root: PathLike, *, cache_dir: PathLike | None = None) -> Dataset:
+    """Load `root/<identity>/<image>` as `image` (Image) + `label` (ClassLabel named by the folders).
+
+    Uses the `imagefolder` builder of `datasets` (offline, cached under `cache_dir`). Every file is
+    forced into one `train` split, because the builder would otherwise take identity folders or file
+    names containing "train"/"test"/"val" for split names. `root` may also be a directory prepared
+    with `python -m dcr_hf.data prepare --dataset folder`.
+    """
+    prepared = load_prepared(root, "folder", splits=("train",))
+    if prepared is not None:
+        return prepared["train"]
+    root = require_dir(root, "folder", "Image folder")
+    extensions = image_extensions()
+    loose = sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in extensions)
+    if loose:
+        raise ValueError(
+            f"'{root}' holds images directly ({loose[0]}, ...); expected one sub-folder per identity, "
+            f"e.g. '{root}/<identity>/{loose[0]}'."
+        )
+    if not any(p.is_dir() for p in root.iterdir()):
+        raise FileNotFoundError(f"'{root}' has no identity sub-folders; expected '{root}/<identity>/<image>'.")
+    return load_dataset(
+        "imagefolder",
+        data_dir=str(root),
+        data_files={"train": "**"},
+        split="train",
+        drop_labels=False,
+        drop_metadata=True,
+        cache_dir=None if cache_dir is None else str(cache_dir),
+    )
+
+
+def _standardize(dataset: Dataset, image_column: str, label_column: str) -> Dataset:
+    """Rename the image/label columns to `image`/`label` and give them `Image`/`ClassLabel` features."""
+    for role, column in (("image", image_column), ("label", label_column)):
+        if column not in dataset.column_names:
+            raise ValueError(
+                f"The dataset has no {role} column '{column}'; its columns are {dataset.column_names}. "
+                f"Pass {role}_column= with the right name."
+            )
+    mapping = {old: new for old, new in ((image_column, "image"), (label_column, "label")) if old != new}
+    clashes = [new for new in mapping.values() if new in dataset.column_names and new not in mapping]
+    if clashes:
+        raise ValueError(f"Cannot rename to {clashes}: the dataset already has such columns ({dataset.column_names}).")
+    dataset = dataset.rename_columns(mapping) if mapping else dataset
+
+    image = dataset.features["image"]
+    if isinstance(image, Value) and image.dtype in ("string", "large_string"):
+        dataset = dataset.cast_column("image", Image())
+    elif not isinstance(image, Image):
+        raise ValueError(f"Column '{image_column}' must hold images (Image feature or file paths), got {image}.")
+
+    label = dataset.features["label"]
+    if isinstance(label, ClassLabel):
+        return dataset
+    if isinstance(label, Value) and label.dtype in ("string", "large_string"):
+        return dataset.class_encode_column("label")
+    if isinstance(label, Value) and label.dtype.startswith(("int", "uint")):
+        # A cast (not a re-encoding) keeps the integer ids and does not rewrite the images.
+        values = column_numpy(dataset, "label")
+        if values.size and values.min() < 0:
+            raise ValueError(f"Column '{label_column}' has negative labels (min {values.min()}).")
+        num_classes = int(values.max()) + 1 if values.size else 0
+        return dataset.cast_column("label", ClassLabel(names=[str(i) for i in range(num_classes)]))
+    raise ValueError(f"Column '{label_column}' must hold class labels (ClassLabel, int or str), got {label}.")
+
+
+def _looks_like_path(name_or_path: str) -> bool:
+    # Hub ids are "name" or "owner/name"; anything else that is not on disk is a mistyped path.
+    return os.path.isabs(name_or_path) or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1
+
+
+def load_face_dataset(
+    name_or_path: PathLike,
+    split: str | None = None,
+    image_column: str = "image",
+    label_column: str = "label",
+    *,
+    cache_dir: PathLike | None = None,
+) -> Dataset | DatasetDict:
+    """Load a face dataset from a folder tree, a saved dataset directory or a Hub dataset id.
+
+    Args:
+        name_or_path: an identity-per-folder tree, a directory written by `save_to_disk` (including
+            `python -m dcr_hf.data prepare`), or a Hub dataset id (`owner/name`).
+        split: the split to return; `None` returns what the source holds (a `DatasetDict` for saved
+            dataset dicts and Hub datasets, a `Dataset` for a folder tree).
+        image_column, label_column: the source's column names, renamed to `image` and `label`.
+
+    The label column becomes a `ClassLabel` (string labels are encoded, integer ids kept).
+    """
+    name = str(name_or_path)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        loaded = load_from_disk(str(path)) if is_saved_dataset(path) else load_image_folder(path, cache_dir=cache_dir)
+    elif path.exists() or _looks_like_path(name):
+        raise FileNotFoundError(
+            f"'{name}' is not a directory; expected an identity-per-folder tree, a saved dataset "
+            "directory or a Hub dataset id ('owner/name')."
+        )
+    else:
+        loaded = load_dataset(name, split=split, cache_dir=None if cache_dir is None else str(cache_dir))
+
+    if isinstance(loaded, DatasetDict):
+        if split is not None:
+            if split not in loaded:
+                raise ValueError(f"'{name}' has no split '{split}'; its splits are {list(loaded)}.")
+            loaded = loaded[split]
+    if isinstance(loaded, DatasetDict):
+        return DatasetDict({key: _standardize(value, image_column, label_column) for key, value in loaded.items()})
+    return _standardize(loaded, image_column, label_column)

@@ -1,0 +1,140 @@
+"""Tiny face datasets in the real on-disk layouts, for tests (not a pytest conftest: import it).
+
+Every image is a 120x120 RGB JPEG of seeded noise, different for every path, so tests can tell
+images apart by their pixels.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SIZE = 120
+
+
+def save_face(path: Path, seed: int | None = None) -> Path:
+    """Write a 120x120 JPEG of noise seeded by `seed` (default: the CRC32 of the path's last two parts)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if seed is None:
+        seed = zlib.crc32("/".join(path.parts[-2:]).encode())
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, format="JPEG", quality=90)
+    return path
+
+
+def make_casia(root: Path, subjects: Iterable[int], images_per_subject: int = 2) -> list[tuple[str, int]]:
+    """`root/Casia/120x120_120/<subject:07d>/<i:03d>.jpg` + `casia_cleaned_list.txt`; returns the list lines."""
+    casia = Path(root) / "Casia"
+    entries = []
+    for subject in subjects:
+        for index in range(1, images_per_subject + 1):
+            relative = f"{subject:07d}/{index:03d}.jpg"
+            save_face(casia / "120x120_120" / relative)
+            entries.append((relative, subject))
+    write_casia_list(root, entries)
+    return entries
+
+
+def write_casia_list(root: Path, entries: Sequence[tuple[str, int]] | Sequence[str]) -> Path:
+    """Write `casia_cleaned_list.txt` from (path, subject) tuples or raw lines."""
+    lines = [entry if isinstance(entry, str) else f"{entry[0]} {entry[1]}" for entry in entries]
+    path = Path(root) / "Casia" / "casia_cleaned_list.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def lfw_name(name: str, number: int) -> str:
+    return f"{name}/{name}_{number:04d}.jpg"
+
+
+def make_lfw(root: Path, identities: dict[str, int]) -> list[str]:
+    """`root/LFW/LFW_120x120_120/<Name>/<Name>_0001.jpg`, `count` images per name; returns relative paths."""
+    image_dir = Path(root) / "LFW" / "LFW_120x120_120"
+    relatives = []
+    for name, count in identities.items():
+        for number in range(1, count + 1):
+            save_face(image_dir / lfw_name(name, number))
+            relatives.append(lfw_name(name, number))
+    return relatives
+
+
+def write_original_pairs(root: Path, pairs: Sequence[tuple[str, str, int]]) -> Path:
+    """`root/LFW/lfw_test_pair.txt`: `a b 0|1` per line."""
+    path = Path(root) / "LFW" / "lfw_test_pair.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{a} {b} {same}\n" for a, b, same in pairs))
+    return path
+
+
+def write_official_pairs(
+    root: Path,
+    sets: Sequence[tuple[Sequence[tuple[str, int, int]], Sequence[tuple[str, int, str, int]]]],
+    header: bool = True,
+    name: str = "pairs.txt",
+) -> Path:
+    """Official View 2 file: per set, matched `name\\tn1\\tn2` lines then mismatched `n1\\ti\\tn2\\tj` lines."""
+    lines = [f"{len(sets)}\t{len(sets[0][0])}"] if header else []
+    for matched, mismatched in sets:
+        lines += ["\t".join(map(str, fields)) for fields in matched]
+        lines += ["\t".join(map(str, fields)) for fields in mismatched]
+    path = Path(root) / "LFW" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def make_scface(
+    root: Path,
+    subjects: Iterable[int],
+    cameras: Sequence[int] = (1, 2, 3, 4, 5),
+    distances: Sequence[int] = (1, 2, 3),
+    skip: Iterable[tuple[int, int, int]] = (),
+    skip_mugshots: Iterable[int] = (),
+    camera_subfolders: bool = True,
+) -> None:
+    """SCface tree for 1-based `subjects`: mugshots and `NNN_camK_D.jpg` surveillance images.
+
+    `skip` lists (subject, camera, distance) images not to write; `skip_mugshots` subjects without mugshot.
+    """
+    scface = Path(root) / "SCface"
+    skip, skip_mugshots = set(skip), set(skip_mugshots)
+    for subject in subjects:
+        if subject not in skip_mugshots:
+            save_face(scface / "mugshot_frontal_cropped_all" / f"{subject:03d}_frontal.JPG")
+        for distance in distances:
+            for camera in cameras:
+                if (subject, camera, distance) in skip:
+                    continue
+                folder = scface / f"surveillance_cameras_distance_{distance}"
+                if camera_subfolders:
+                    folder = folder / f"cam{camera}"
+                save_face(folder / f"{subject:03d}_cam{camera}_{distance}.jpg")
+    for distance in distances:
+        (scface / f"surveillance_cameras_distance_{distance}").mkdir(parents=True, exist_ok=True)
+
+
+def make_identity_folder(root: Path, identities: dict[str, int]) -> list[str]:
+    """`root/<identity>/<identity>_<i>.jpg`; returns relative paths."""
+    relatives = []
+    for name, count in identities.items():
+        for index in range(count):
+            relative = f"{name}/{name}_{index}.jpg"
+            save_face(Path(root) / relative)
+            relatives.append(relative)
+    return relatives
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    """Decoded RGB pixels, [H, W, 3] uint8."""
+    return np.asarray(image.convert("RGB"))
+
+
+def read_pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return pixels(image)
