@@ -1,0 +1,357 @@
+import logging
+import pickle
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from datasets import Dataset, Image, List
+
+from dcr_hf.data.transforms import (
+    CorruptImageError,
+    EvalTransform,
+    FinetuneTransform,
+    PairTransform,
+    TrainTransform,
+    apply_transform,
+    make_low_resolution_copies,
+)
+from dcr_hf.image_processing_dcr import simulate_low_resolution
+
+
+SIZES = (8, 12, 16, 20)
+
+
+def blob(rng, height=120, width=120):
+    """A smooth random RGB image, uint8 [height, width, 3] (asymmetric, so a flip shows)."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    image = np.zeros((height, width, 3))
+    for _ in range(4):
+        center = rng.random(2) * (height, width)
+        spread = rng.uniform(0.1, 0.4) * min(height, width)
+        image += rng.random(3) * np.exp(-((rows - center[0]) ** 2 + (cols - center[1]) ** 2) / (2 * spread**2))[..., None]
+    image += cols[..., None] / width * 0.3
+    return (np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+def save(path, array_or_image, **kwargs):
+    image = array_or_image if isinstance(array_or_image, PIL.Image.Image) else PIL.Image.fromarray(array_or_image)
+    image.save(path, **kwargs)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def jpeg_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faces")
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(8):
+        folder = root / f"id_{index // 2}"
+        folder.mkdir(exist_ok=True)
+        paths.append(save(folder / f"{index}.jpg", blob(rng), quality=95))
+    return paths
+
+
+def path_dataset(paths, labels=None):
+    labels = list(range(len(paths))) if labels is None else labels
+    return Dataset.from_dict({"image": paths, "label": labels}).cast_column("image", Image())
+
+
+def oracle(path, size=120):
+    """Independent decode: PIL RGB, resized by PIL if needed, normalized with mean = std = 0.5."""
+    image = PIL.Image.open(path).convert("RGB")
+    if image.size != (size, size):
+        image = image.resize((size, size), PIL.Image.Resampling.BILINEAR)
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    return torch.from_numpy((array - 0.5) / 0.5).permute(2, 0, 1)
+
+
+def lr_oracle(pixel_values, sizes=SIZES):
+    return torch.stack([simulate_low_resolution(pixel_values, s).clamp(-1, 1) for s in sizes], dim=1)
+
+
+@pytest.mark.parametrize("augmentation", ["none", "flip", "aug_plus"])
+def test_train_batch_shapes_dtypes_and_range(jpeg_files, augmentation):
+    dataset = apply_transform(path_dataset(jpeg_files), TrainTransform(augmentation=augmentation))
+    torch.manual_seed(0)
+    batch = dataset[:5]
+    assert batch["pixel_values"].shape == (5, 3, 120, 120)
+    assert batch["low_resolution_pixel_values"].shape == (5, 4, 3, 120, 120)
+    assert batch["pixel_values"].dtype == batch["low_resolution_pixel_values"].dtype == torch.float32
+    assert batch["labels"].dtype == torch.int64 and batch["labels"].tolist() == [0, 1, 2, 3, 4]
+    for key in ("pixel_values", "low_resolution_pixel_values"):
+        assert batch[key].min() >= -1.0 and batch[key].max() <= 1.0
+        assert batch[key].std() > 0.05
+
+
+def test_no_augmentation_matches_independent_decoding(jpeg_files):
+    batch = apply_transform(path_dataset(jpeg_files), TrainTransform(augmentation="none"))[:]
+    expected = torch.stack([oracle(path) for path in jpeg_files])
+    torch.testing.assert_close(batch["pixel_values"], expected, atol=1e-6, rtol=0)
+
+
+def test_flip_flips_some_samples_whole(jpeg_files):
+    torch.manual_seed(1)
+    batch = apply_transform(path_dataset(jpeg_files), TrainTransform(augmentation="flip"))[:]
+    flipped = []
+    for pixel_values, path in zip(batch["pixel_values"], jpeg_files):
+        reference = oracle(path)
+        if torch.allclose(pixel_values, reference, atol=1e-6):
+            flipped.append(False)
+        else:
+            torch.testing.assert_close(pixel_values, reference.flip(-1), atol=1e-6, rtol=0)
+            flipped.append(True)
+    assert any(flipped) and not all(flipped)
+
+
+@pytest.mark.parametrize("augmentation", ["flip", "aug_plus"])
+def test_low_resolution_copies_come_from_the_augmented_view(jpeg_files, augmentation):
+    torch.manual_seed(2)
+    batch = apply_transform(path_dataset(jpeg_files), TrainTransform(augmentation=augmentation))[:]
+    torch.testing.assert_close(
+        batch["low_resolution_pixel_values"], lr_oracle(batch["pixel_values"]), atol=1e-5, rtol=0
+    )
+
+
+@pytest.mark.parametrize("augmentation", ["flip", "aug_plus"])
+def test_deterministic_under_torch_seed(jpeg_files, augmentation):
+    dataset = apply_transform(path_dataset(jpeg_files), TrainTransform(augmentation=augmentation))
+    torch.manual_seed(3)
+    first = dataset[:]
+    torch.manual_seed(3)
+    second = dataset[:]
+    torch.manual_seed(4)
+    third = dataset[:]
+    for key in first:
+        assert torch.equal(first[key], second[key])
+    assert not torch.equal(first["pixel_values"], third["pixel_values"])
+
+
+@pytest.mark.parametrize("augmentation", ["flip", "aug_plus"])
+def test_deferred_low_resolution_equals_in_transform_copies(jpeg_files, augmentation):
+    options = {"augmentation": augmentation, "low_resolution_sizes": (8, 20, 12)}
+    torch.manual_seed(5)
+    eager = apply_transform(path_dataset(jpeg_files), TrainTransform(**options))[:]
+    torch.manual_seed(5)
+    deferred = apply_transform(path_dataset(jpeg_files), TrainTransform(defer_low_resolution=True, **options))[:]
+    assert set(deferred) == {"pixel_values", "labels"}
+    assert torch.equal(eager["pixel_values"], deferred["pixel_values"])
+    assert torch.equal(
+        eager["low_resolution_pixel_values"], make_low_resolution_copies(deferred["pixel_values"], (8, 20, 12))
+    )
+
+
+@pytest.mark.parametrize(
+    "downsample,upsample,antialias",
+    [("bicubic", "bilinear", True), ("bilinear", "bicubic", False), ("area", "nearest", True)],
+)
+def test_make_low_resolution_copies_matches_simulate_low_resolution(downsample, upsample, antialias):
+    torch.manual_seed(6)
+    pixels01 = torch.rand(3, 3, 40, 56)
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    normalized = (pixels01 - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    copies = make_low_resolution_copies(normalized, (5, 16), mean, std, downsample, upsample, antialias)
+    assert copies.shape == (3, 2, 3, 40, 56)
+    for index, size in enumerate((5, 16)):
+        # Oracle: the LR copy of the [0, 1] image, clamped to [0, 1], then normalized.
+        low = simulate_low_resolution(
+            pixels01,
+            size,
+            downsample_interpolation=downsample,
+            upsample_interpolation=upsample,
+            antialias=antialias,
+            clamp=(0.0, 1.0),
+        )
+        expected = (low - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+        torch.testing.assert_close(copies[:, index], expected, atol=2e-5, rtol=0)
+
+
+def test_make_low_resolution_copies_keeps_half_precision_dtype():
+    pixel_values = torch.rand(2, 3, 32, 32, dtype=torch.bfloat16) * 2 - 1
+    copies = make_low_resolution_copies(pixel_values, (8,))
+    assert copies.dtype == torch.bfloat16 and copies.shape == (2, 1, 3, 32, 32)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"low_resolution_sizes": (8, 120)}, "smaller than image_size"),
+        ({"image_size": 16, "low_resolution_sizes": (8, 20)}, "smaller than image_size"),
+        ({"low_resolution_sizes": (8, 8)}, "duplicates"),
+        ({"low_resolution_sizes": (0,)}, "positive"),
+        ({"augmentation": "mixup"}, "augmentation"),
+        ({"downsample_interpolation": "lanczos"}, "downsample_interpolation"),
+        ({"image_std": (0.5, 0.0, 0.5)}, "positive"),
+    ],
+)
+def test_invalid_options_fail_at_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrainTransform(**kwargs)
+
+
+def test_odd_modes_and_sizes_become_image_size_rgb(tmp_path):
+    rng = np.random.default_rng(7)
+    rgb = blob(rng, 97, 131)
+    large = blob(rng, 480, 480)
+    paths = {
+        "grey": save(tmp_path / "grey.png", PIL.Image.fromarray(rgb).convert("L")),
+        "cmyk": save(tmp_path / "cmyk.jpg", PIL.Image.fromarray(rgb).convert("CMYK"), quality=95),
+        "rgba": save(tmp_path / "rgba.png", PIL.Image.fromarray(rgb).convert("RGBA")),
+        "sixteen": save(tmp_path / "sixteen.png", PIL.Image.fromarray(np.full((50, 50), 65535, np.uint16))),
+        "odd": save(tmp_path / "odd.jpg", rgb, quality=95),
+        "large": save(tmp_path / "large.jpg", large, quality=95),
+    }
+    batch = apply_transform(path_dataset(list(paths.values())), TrainTransform(augmentation="none"))[:]
+    pixel_values = dict(zip(paths, batch["pixel_values"]))
+    assert batch["pixel_values"].shape == (6, 3, 120, 120)
+    assert batch["low_resolution_pixel_values"].shape == (6, 4, 3, 120, 120)
+    grey = pixel_values["grey"]
+    assert torch.equal(grey[0], grey[1]) and torch.equal(grey[1], grey[2])
+    # A white 16-bit image stays white (PIL's plain convert would clip it).
+    assert torch.allclose(pixel_values["sixteen"], torch.ones(3, 120, 120))
+    reference = torch.from_numpy(np.array(PIL.Image.fromarray(rgb).resize((120, 120), PIL.Image.Resampling.BILINEAR)))
+    reference = (reference.permute(2, 0, 1).float() / 255 - 0.5) / 0.5
+    assert (pixel_values["rgba"] - reference).abs().max() < 0.02
+    assert (pixel_values["odd"] - reference).abs().mean() < 0.05
+    # The large JPEG goes through draft-mode decoding: close to a full decode + resize.
+    full = PIL.Image.fromarray(large).resize((120, 120), PIL.Image.Resampling.BICUBIC)
+    full = (torch.from_numpy(np.array(full)).permute(2, 0, 1).float() / 255 - 0.5) / 0.5
+    assert (pixel_values["large"] - full).abs().mean() < 0.03
+
+
+def test_transform_accepts_decoded_pil_images(jpeg_files):
+    images = [PIL.Image.open(path) for path in jpeg_files[:3]]
+    batch = TrainTransform(augmentation="none")({"image": images, "label": [0, 1, 2]})
+    expected = torch.stack([oracle(path) for path in jpeg_files[:3]])
+    torch.testing.assert_close(batch["pixel_values"], expected, atol=1e-6, rtol=0)
+
+
+def test_transforms_pickle(jpeg_files):
+    transform = TrainTransform(augmentation="aug_plus")
+    clone = pickle.loads(pickle.dumps(transform))
+    batch = {"image": [{"bytes": None, "path": path} for path in jpeg_files[:4]], "label": [0, 1, 2, 3]}
+    torch.manual_seed(8)
+    first = transform(batch)
+    torch.manual_seed(8)
+    second = clone(batch)
+    assert torch.equal(first["low_resolution_pixel_values"], second["low_resolution_pixel_values"])
+
+
+@pytest.fixture
+def files_with_truncated_jpeg(jpeg_files, tmp_path):
+    with open(jpeg_files[0], "rb") as file:
+        data = file.read()
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(data[: len(data) // 2])
+    return [*jpeg_files[:3], str(truncated), *jpeg_files[3:6]], truncated
+
+
+def test_corrupt_jpeg_is_skipped_with_a_warning_through_a_dataloader(files_with_truncated_jpeg, caplog):
+    paths, truncated = files_with_truncated_jpeg
+    dataset = apply_transform(path_dataset(paths), TrainTransform())
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, shuffle=False)
+    with caplog.at_level(logging.WARNING):
+        batches = list(loader)
+    assert [len(batch["labels"]) for batch in batches] == [3, 3]
+    assert torch.cat([batch["labels"] for batch in batches]).tolist() == [0, 1, 2, 4, 5, 6]
+    assert batches[0]["low_resolution_pixel_values"].shape == (3, 4, 3, 120, 120)
+    assert str(truncated) in caplog.text
+
+
+def test_corrupt_jpeg_is_skipped_in_dataloader_workers(files_with_truncated_jpeg):
+    paths, _ = files_with_truncated_jpeg
+    dataset = apply_transform(path_dataset(paths), TrainTransform(augmentation="aug_plus"))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=1)
+    assert sorted(torch.cat([batch["labels"] for batch in loader]).tolist()) == [0, 1, 2, 4, 5, 6]
+
+
+def test_corrupt_jpeg_in_strict_mode_raises_naming_the_file(files_with_truncated_jpeg):
+    paths, truncated = files_with_truncated_jpeg
+    dataset = apply_transform(path_dataset(paths), TrainTransform(strict=True))
+    with pytest.raises(CorruptImageError, match="truncated.jpg"):
+        dataset[:4]
+
+
+def test_batch_of_only_corrupt_images_raises(files_with_truncated_jpeg):
+    paths, truncated = files_with_truncated_jpeg
+    dataset = apply_transform(path_dataset([str(truncated)] * 2), TrainTransform())
+    with pytest.raises(CorruptImageError, match="Every image"):
+        dataset[:2]
+
+
+def test_corrupt_embedded_bytes_are_named_by_their_path(jpeg_files):
+    with open(jpeg_files[0], "rb") as file:
+        data = file.read()
+    rows = [{"bytes": data, "path": "id_0/good.jpg"}, {"bytes": data[:100], "path": "id_0/bad.jpg"}]
+    dataset = Dataset.from_dict({"image": rows, "label": [0, 1]}).cast_column("image", Image())
+    with pytest.raises(CorruptImageError, match="id_0/bad.jpg"):
+        apply_transform(dataset, TrainTransform(strict=True))[:]
+
+
+@pytest.mark.parametrize("intra_scale", [False, True])
+def test_pair_transform(jpeg_files, intra_scale):
+    pairs = Dataset.from_dict(
+        {"image_a": jpeg_files[:4], "image_b": jpeg_files[4:8], "is_same": [1, 0, 1, 0]}
+    ).cast_column("image_a", Image()).cast_column("image_b", Image())
+    batch = apply_transform(pairs, PairTransform(intra_scale=intra_scale))[:]
+    expected_a = torch.stack([oracle(path) for path in jpeg_files[:4]])
+    expected_b = torch.stack([oracle(path) for path in jpeg_files[4:8]])
+    torch.testing.assert_close(batch["pixel_values_a"], expected_a, atol=1e-6, rtol=0)
+    torch.testing.assert_close(batch["pixel_values_b"], expected_b, atol=1e-6, rtol=0)
+    torch.testing.assert_close(batch["low_resolution_pixel_values_b"], lr_oracle(expected_b), atol=1e-5, rtol=0)
+    assert batch["is_same"].dtype == torch.bool and batch["is_same"].tolist() == [True, False, True, False]
+    if intra_scale:
+        torch.testing.assert_close(batch["low_resolution_pixel_values_a"], lr_oracle(expected_a), atol=1e-5, rtol=0)
+    else:
+        assert "low_resolution_pixel_values_a" not in batch
+
+
+def test_eval_transform_with_and_without_synthetic_low_resolution(jpeg_files, tmp_path):
+    rng = np.random.default_rng(9)
+    real_probe = save(tmp_path / "probe.jpg", blob(rng, 40, 30), quality=95)
+    dataset = path_dataset([jpeg_files[0], real_probe], labels=[3, 7])
+    with_lr = apply_transform(dataset, EvalTransform())[:]
+    torch.testing.assert_close(with_lr["low_resolution_pixel_values"], lr_oracle(with_lr["pixel_values"]), atol=1e-5, rtol=0)
+    as_they_are = apply_transform(dataset, EvalTransform(low_resolution_sizes=()))[:]
+    assert set(as_they_are) == {"pixel_values", "labels"} and as_they_are["labels"].tolist() == [3, 7]
+    torch.testing.assert_close(as_they_are["pixel_values"][0], oracle(jpeg_files[0]), atol=1e-6, rtol=0)
+    # The real low-resolution probe is only enlarged (bilinear), never degraded further.
+    assert (as_they_are["pixel_values"][1] - oracle(real_probe)).abs().max() < 1e-5
+
+
+def test_eval_transform_raises_on_corrupt_images(files_with_truncated_jpeg):
+    paths, _ = files_with_truncated_jpeg
+    with pytest.raises(CorruptImageError, match="truncated.jpg"):
+        apply_transform(path_dataset(paths), EvalTransform(low_resolution_sizes=()))[:]
+
+
+def test_finetune_transform_flips_all_copies_of_a_sample_together(jpeg_files, tmp_path):
+    rng = np.random.default_rng(10)
+    captures = [[save(tmp_path / f"{row}_{d}.jpg", blob(rng, 24 + 8 * d, 20 + 8 * d), quality=95) for d in range(3)] for row in range(6)]
+    dataset = Dataset.from_dict(
+        {"image": jpeg_files[:6], "low_resolution_images": captures, "label": list(range(6))}
+    ).cast_column("image", Image()).cast_column("low_resolution_images", List(Image()))
+    torch.manual_seed(11)
+    batch = apply_transform(dataset, FinetuneTransform())[:]
+    assert batch["pixel_values"].shape == (6, 3, 120, 120)
+    assert batch["low_resolution_pixel_values"].shape == (6, 3, 3, 120, 120)
+    flips = []
+    for row in range(6):
+        expected = torch.stack([oracle(jpeg_files[row]), *[oracle(path) for path in captures[row]]])
+        got = torch.cat([batch["pixel_values"][row : row + 1], batch["low_resolution_pixel_values"][row]])
+        flipped = not torch.allclose(got, expected, atol=1e-5)
+        if flipped:
+            torch.testing.assert_close(got, expected.flip(-1), atol=1e-5, rtol=0)
+        flips.append(flipped)
+    assert any(flips) and not all(flips)
+
+
+def test_finetune_transform_rejects_ragged_capture_lists(jpeg_files):
+    batch = {"image": jpeg_files[:2], "low_resolution_images": [jpeg_files[2:4], jpeg_files[4:5]], "label": [0, 1]}
+    with pytest.raises(ValueError, match="same, non-zero number"):
+        FinetuneTransform()(batch)
+
+
+def test_apply_transform_reports_missing_columns(jpeg_files):
+    with pytest.raises(KeyError, match="image_a"):
+        apply_transform(path_dataset(jpeg_files), PairTransform())
