@@ -1,0 +1,396 @@
+"""Model cards for DCR folders, and pushing a folder to the Hub.
+
+Cards are rendered from the Jinja templates in `hub_cards/` (`trunk.md`, `branch.md` and their shared
+`_*.md` parts) into a `huggingface_hub.ModelCard`. Measured results live in the card's
+`model-index` metadata as `EvalResult`s and in a Markdown table between
+`<!-- dcr-results:start -->` and `<!-- dcr-results:end -->`; `update_model_card_results` replaces the
+results of the same dataset, protocol and resolution instead of appending duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from transformers.utils import logging
+
+from .configuration_dcr import DCRConfig
+from .reports import METRIC_TITLES, column_title, result_columns
+
+
+logger = logging.get_logger(__name__)
+
+#: Folder of the card templates (next to the package in a source checkout).
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "hub_cards"
+CARD_KINDS = ("trunk", "branch")
+RESULTS_START = "<!-- dcr-results:start -->"
+RESULTS_END = "<!-- dcr-results:end -->"
+NO_RESULTS = "No results recorded yet: run `python eval_hf.py ... --update_card` on this folder."
+TASK_TYPE = "image-feature-extraction"
+TASK_NAME = "Low-resolution face recognition"
+DEFAULT_TRAINING_DATA = "not recorded with this model (the published recipe trains on CASIA-WebFace)"
+#: Metrics of each protocol written to the card (all in percent).
+CARD_METRICS = {
+    "verification": ("accuracy", "auc", "eer"),
+    "intra-verification": ("accuracy", "auc", "eer"),
+    "identification": ("rank_1", "rank_5"),
+    "retrieval": ("precision_at_1", "map_at_r", "r_precision"),
+}
+_PROTOCOL_TITLES = {
+    "verification": "verification, HR gallery vs LR probe",
+    "intra-verification": "verification, both images at the same resolution",
+    "identification": "identification, HR gallery vs real LR probes",
+    "retrieval": "retrieval, LR queries vs HR references",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Results <-> EvalResult
+# --------------------------------------------------------------------------------------------
+
+
+def results_to_eval_results(
+    results: Mapping[str, Any],
+    dataset_name: str,
+    dataset_type: str | None = None,
+    dataset_split: str | None = None,
+    dataset_revision: str | None = None,
+) -> list[EvalResult]:
+    """One `EvalResult` per metric and column of a runner result (values in percent, 2 decimals).
+
+    The column is recorded as `metric_config = "<protocol>/<column>"` (e.g. `verification/8x8`,
+    `identification/d1`), so results of several protocols and resolutions on one dataset coexist.
+    """
+    protocol = results.get("protocol")
+    if protocol not in CARD_METRICS:
+        raise ValueError(f"Unknown protocol {protocol!r} in the results; expected one of {sorted(CARD_METRICS)}.")
+    dataset_type = dataset_type or dataset_name.lower().replace(" ", "-")
+    eval_results = []
+    for key, column in result_columns(results).items():
+        title = column_title(key)
+        for metric in CARD_METRICS[protocol]:
+            if column.get(metric) is None:
+                continue
+            eval_results.append(
+                EvalResult(
+                    task_type=TASK_TYPE,
+                    task_name=TASK_NAME,
+                    dataset_type=dataset_type,
+                    dataset_name=dataset_name,
+                    dataset_split=dataset_split,
+                    dataset_revision=dataset_revision,
+                    metric_type=metric,
+                    metric_value=round(100.0 * float(column[metric]), 2),
+                    metric_name=f"{dataset_name} {protocol} {title}: {METRIC_TITLES.get(metric, metric)}",
+                    metric_config=f"{protocol}/{title}",
+                )
+            )
+    if not eval_results:
+        raise ValueError(f"The {protocol} results hold none of the metrics {CARD_METRICS[protocol]}.")
+    return eval_results
+
+
+def _slot(result: EvalResult) -> tuple:
+    """What makes a result replace another: same task, dataset (type, config, split, revision) and
+    protocol/column (`metric_config`)."""
+    return (*result.unique_identifier, result.metric_config)
+
+
+def merge_eval_results(existing: Sequence[EvalResult], new: Sequence[EvalResult]) -> list[EvalResult]:
+    """`existing` without the entries whose dataset and protocol/column `new` measures again, then `new`."""
+    replaced = {_slot(result) for result in new}
+    return [result for result in existing if _slot(result) not in replaced] + list(new)
+
+
+def results_markdown(eval_results: Sequence[EvalResult]) -> str:
+    """Markdown tables of a card's results: one per dataset and protocol, rows = metrics,
+    columns = resolutions / distances."""
+    if not eval_results:
+        return NO_RESULTS
+    groups: dict[tuple, dict[str, dict[str, Any]]] = {}
+    for result in eval_results:
+        protocol, _, column = (result.metric_config or "/").partition("/")
+        heading = (result.dataset_name, result.dataset_split, protocol)
+        groups.setdefault(heading, {}).setdefault(result.metric_type, {})[column] = result.metric_value
+    blocks = []
+    for (dataset, split, protocol), rows in groups.items():
+        columns: list[str] = []
+        for values in rows.values():
+            columns += [c for c in values if c not in columns]
+        where = f"{dataset}" + (f" ({split})" if split else "")
+        lines = [
+            f"**{where}: {_PROTOCOL_TITLES.get(protocol, protocol)}** (%)",
+            "",
+            "| metric | " + " | ".join(columns) + " |",
+            "|---|" + "---|" * len(columns),
+        ]
+        for metric, values in rows.items():
+            name = METRIC_TITLES.get(metric, metric).replace(" (%)", "")
+            cells = [f"{values[c]:.2f}" if c in values else "-" for c in columns]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def _set_results_section(text: str, eval_results: Sequence[EvalResult]) -> str:
+    section = f"{RESULTS_START}\n{results_markdown(eval_results)}\n{RESULTS_END}"
+    start, end = text.find(RESULTS_START), text.find(RESULTS_END)
+    if start == -1 or end < start:
+        # A card written by hand: keep it and add the section at the end.
+        return text.rstrip("\n") + f"\n\n## Evaluation results\n\n{section}\n"
+    return text[:start] + section + text[end + len(RESULTS_END) :]
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------
+
+
+def _config_dict(config: DCRConfig | Mapping[str, Any] | None) -> dict[str, Any]:
+    if config is None:
+        return DCRConfig().to_dict()
+    if isinstance(config, DCRConfig):
+        return config.to_dict()
+    return {**DCRConfig().to_dict(), **dict(config)}
+
+
+def render_model_card(
+    kind: Literal["trunk", "branch"],
+    repo_id: str | None = None,
+    training_recipe: Mapping[str, Any] | None = None,
+    results: Mapping[str, Any] | None = None,
+    dataset_name: str | None = None,
+    *,
+    config: DCRConfig | Mapping[str, Any] | None = None,
+    image_processor: Any | None = None,
+    model_name: str | None = None,
+    training_data: str = DEFAULT_TRAINING_DATA,
+    datasets: Sequence[str] | None = None,
+    base_model: str | None = None,
+    specialized_initialization: bool = True,
+    eval_results: Sequence[EvalResult] = (),
+    template_dir: str | Path | None = None,
+) -> ModelCard:
+    """Render the trunk or branch model card.
+
+    Args:
+        kind: `"trunk"` or `"branch"` (a model with `use_branches=True`).
+        repo_id: Hub id used in the code examples and as the default model name.
+        training_recipe: settings to list in the "Training data and recipe" table (e.g. the
+            training arguments); `None` describes the published recipe instead.
+        results: a runner result (e.g. `evaluate_verification(...)`) to record as `model-index`
+            results, measured on `dataset_name` (e.g. `"LFW"`); more results are added with
+            `update_model_card_results`.
+        config: the model's `DCRConfig` (architecture table); default: `DCRConfig()`.
+        image_processor: its processor (mean/std in the table); default 0.5/0.5.
+        training_data: one line naming the training data.
+        datasets: Hub dataset ids for the metadata.
+        base_model: Hub id of the trunk a branch model was built from (metadata and text).
+        eval_results: `EvalResult`s to keep (e.g. from an earlier card), merged before `results`.
+        template_dir: another folder of templates with the same file names.
+    """
+    if kind not in CARD_KINDS:
+        raise ValueError(f"kind={kind!r} is not a card kind; expected one of {CARD_KINDS}.")
+    import jinja2  # installed with torch
+
+    template_dir = Path(template_dir) if template_dir is not None else TEMPLATES_DIR
+    if not (template_dir / f"{kind}.md").is_file():
+        raise FileNotFoundError(
+            f"No model card template '{template_dir / f'{kind}.md'}'. The templates ship in the `hub_cards/` folder of "
+            "the dcr-hf source tree; pass template_dir= to use another folder."
+        )
+    values = _config_dict(config)
+    model_id = repo_id or "path/to/model"
+    model_name = model_name or (repo_id.split("/")[-1] if repo_id else f"dcr-{kind}")
+    merged = list(eval_results)
+    if results is not None:
+        if not dataset_name:
+            raise ValueError("results need dataset_name, the dataset they were measured on (e.g. 'LFW').")
+        merged = merge_eval_results(merged, results_to_eval_results(results, dataset_name))
+    card_data = ModelCardData(
+        license="apache-2.0",
+        library_name="transformers",
+        pipeline_tag=TASK_TYPE,
+        tags=["face-recognition", "low-resolution", "dcr", "image-feature-extraction", "custom_code"],
+        datasets=list(datasets) if datasets else None,
+        base_model=base_model if kind == "branch" else None,
+        metrics=["accuracy"],
+        model_name=model_name,
+        eval_results=merged or None,
+    )
+    trunk_description = (
+        "ResNet-style trunk (7x7/2 conv, max-pool, basic residual blocks with batch norm)"
+        if values["trunk_type"] == "resnet"
+        else "paper-style Face-ResNet trunk (3x3 convs, PReLU" + (", batch norm)" if values["use_batch_norm"] else ")")
+    )
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+    )
+    content = environment.get_template(f"{kind}.md").render(
+        card_data=card_data.to_yaml(),
+        model_name=model_name,
+        model_id=model_id,
+        trunk_description=trunk_description,
+        depths=values["depths"],
+        hidden_sizes=values["hidden_sizes"],
+        embedding_size=values["embedding_size"],
+        branch_hidden_size=values["branch_hidden_size"],
+        normalize_embeddings=values["normalize_embeddings"],
+        use_branches=kind == "branch",
+        image_size=values["image_size"],
+        low_resolution_sizes=values["low_resolution_sizes"],
+        image_mean=list(getattr(image_processor, "image_mean", [0.5, 0.5, 0.5])),
+        image_std=list(getattr(image_processor, "image_std", [0.5, 0.5, 0.5])),
+        training_data=training_data,
+        training_recipe=dict(training_recipe) if training_recipe else None,
+        results_section=results_markdown(merged),
+        base_model=base_model,
+        specialized_initialization=specialized_initialization,
+    )
+    return ModelCard(content)
+
+
+def _read_config(model_dir: Path) -> DCRConfig:
+    config_file = model_dir / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"'{model_dir}' has no config.json; expected a DCR model folder (save_pretrained).")
+    model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+    if model_type != DCRConfig.model_type:
+        raise ValueError(f"'{config_file}' has model_type={model_type!r}; model cards are for DCR models ('dcr').")
+    return DCRConfig.from_pretrained(model_dir)
+
+
+def _read_processor(model_dir: Path) -> Any | None:
+    if not (model_dir / "preprocessor_config.json").is_file():
+        return None
+    from .image_processing_dcr import DCRImageProcessor
+
+    return DCRImageProcessor.from_pretrained(model_dir)
+
+
+def write_model_card(
+    model_dir: str | Path,
+    kind: Literal["trunk", "branch"] | None = None,
+    repo_id: str | None = None,
+    training_recipe: Mapping[str, Any] | None = None,
+    results: Mapping[str, Any] | None = None,
+    dataset_name: str | None = None,
+    **kwargs: Any,
+) -> Path:
+    """Render the card of a saved DCR folder into its `README.md` and return the path.
+
+    `kind` defaults to the folder's `config.use_branches`; the architecture comes from its
+    `config.json` and the normalization from its processor. Results already in an existing
+    `README.md` are kept (those measured again in `results` are replaced). Other keyword arguments
+    go to `render_model_card`.
+    """
+    model_dir = Path(model_dir)
+    config = _read_config(model_dir)
+    kind = kind or ("branch" if config.use_branches else "trunk")
+    readme = model_dir / "README.md"
+    kept: list[EvalResult] = []
+    existing_name = None
+    if readme.is_file():
+        existing = ModelCard.load(readme)
+        kept = list(existing.data.eval_results or [])
+        existing_name = existing.data.model_name
+    if kwargs.get("model_name") is None:
+        kwargs["model_name"] = existing_name or (repo_id.split("/")[-1] if repo_id else model_dir.resolve().name)
+    card = render_model_card(
+        kind,
+        repo_id=repo_id,
+        training_recipe=training_recipe,
+        results=results,
+        dataset_name=dataset_name,
+        config=config,
+        image_processor=kwargs.pop("image_processor", None) or _read_processor(model_dir),
+        eval_results=kept,
+        **kwargs,
+    )
+    card.save(readme)
+    return readme
+
+
+def update_model_card_results(
+    model_dir: str | Path,
+    results: Mapping[str, Any],
+    dataset_name: str,
+    dataset_type: str | None = None,
+    dataset_split: str | None = None,
+    dataset_revision: str | None = None,
+    **card_kwargs: Any,
+) -> ModelCard:
+    """Record a runner result in `model_dir/README.md` (`model-index` and the results table).
+
+    Earlier results for the same dataset (type, split, revision), protocol and resolution are
+    replaced, others kept. A folder without a README first gets one from the template
+    (`write_model_card(model_dir, **card_kwargs)`). Returns the saved card.
+    """
+    model_dir = Path(model_dir)
+    readme = model_dir / "README.md"
+    if not readme.is_file():
+        write_model_card(model_dir, **card_kwargs)
+    card = ModelCard.load(readme)
+    new = results_to_eval_results(results, dataset_name, dataset_type, dataset_split, dataset_revision)
+    card.data.eval_results = merge_eval_results(card.data.eval_results or [], new)
+    if card.data.model_name is None:
+        card.data.model_name = model_dir.resolve().name
+    card.text = _set_results_section(card.text, card.data.eval_results)
+    card.save(readme)
+    return card
+
+
+# --------------------------------------------------------------------------------------------
+# Pushing
+# --------------------------------------------------------------------------------------------
+
+
+def push_folder_to_hub(
+    model_dir: str | Path,
+    repo_id: str,
+    commit_message: str = "Upload DCR model",
+    token: str | None = None,
+    private: bool = False,
+    revision: str | None = None,
+    ignore_patterns: Sequence[str] = ("checkpoint-*", "checkpoint-*/**", "runs/**", "*.tmp"),
+) -> Any:
+    """Create `repo_id` if needed (`HfApi.create_repo(exist_ok=True)`) and upload `model_dir`.
+
+    A folder without `README.md` first gets a card (`write_model_card`, with `repo_id` in the code
+    examples). Training checkpoints and TensorBoard runs are not uploaded (`ignore_patterns`).
+    Returns what `HfApi.upload_folder` returns (the commit info).
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"'{model_dir}' is not a folder; expected a saved DCR model folder.")
+    if not (model_dir / "README.md").is_file():
+        write_model_card(model_dir, repo_id=repo_id)
+    api = HfApi(token=token)
+    api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
+    return api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(model_dir),
+        repo_type="model",
+        commit_message=commit_message,
+        revision=revision,
+        ignore_patterns=list(ignore_patterns),
+    )
+
+
+__all__ = [
+    "CARD_KINDS",
+    "TEMPLATES_DIR",
+    "merge_eval_results",
+    "push_folder_to_hub",
+    "render_model_card",
+    "results_markdown",
+    "results_to_eval_results",
+    "update_model_card_results",
+    "write_model_card",
+]

@@ -1,0 +1,152 @@
+"""The `eval_hf.py` command line, end to end on synthetic data and on a tiny LFW tree."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from fixtures_faces import lfw_name, make_lfw, write_original_pairs
+from helpers_model import tiny_config
+from huggingface_hub import ModelCard
+from PIL import Image
+
+from dcr_hf import DCRForImageClassification, DCRImageProcessor, DCRModel
+
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("eval_hf", ROOT / "eval_hf.py")
+eval_hf = importlib.util.module_from_spec(_spec)
+sys.modules["eval_hf"] = eval_hf  # dataclasses look their module up while the script is executed
+_spec.loader.exec_module(eval_hf)
+
+SYNTHETIC = [
+    "--dataset", "synthetic", "--synthetic_identities", "20", "--synthetic_images_per_identity", "3",
+    "--synthetic_pairs", "20", "--synthetic_subjects", "3", "--synthetic_image_size", "48",
+]
+
+
+def _save(folder: Path, use_branches: bool, seed: int) -> str:
+    torch.manual_seed(seed)
+    model_class = DCRModel if use_branches else DCRForImageClassification
+    model_class(tiny_config(use_branches=use_branches)).save_pretrained(folder)
+    DCRImageProcessor(image_size=32).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> tuple[str, str]:
+    root = tmp_path_factory.mktemp("models")
+    return _save(root / "dcr-trunk", False, 0), _save(root / "dcr-branch", True, 1)
+
+
+def test_compare_two_models_end_to_end(models, tmp_path, capsys):
+    trunk, branch = models
+    output = tmp_path / "eval"
+    argv = [
+        "--model", trunk, "--compare", branch, *SYNTHETIC, "--protocol", "verification",
+        "--sizes", "8", "12", "--batch_size", "8", "--output_dir", str(output), "--update_card",
+    ]
+    results = eval_hf.main(argv)
+    assert list(results) == ["dcr-trunk", "dcr-branch"]
+    table = capsys.readouterr().out
+    header = next(line for line in table.splitlines() if line.startswith("model"))
+    assert header.split() == ["model", "8x8", "12x12", "HR"]
+    for name, result in results.items():
+        row = next(line for line in table.splitlines() if line.startswith(name))
+        cell = f"{100 * result['by_resolution']['8']['accuracy']:.2f}±{100 * result['by_resolution']['8']['accuracy_std']:.2f}"
+        assert row.split()[1] == cell
+
+    saved = json.loads((output / "results.json").read_text())
+    assert set(saved["results"]) == {"dcr-trunk", "dcr-branch"}
+    assert saved["metadata"]["models"] == {"dcr-trunk": trunk, "dcr-branch": branch}
+    assert saved["results"]["dcr-branch"]["model_kind"] == "branch"
+    assert saved["results"]["dcr-trunk"]["by_resolution"]["hr"]["accuracy"] == pytest.approx(
+        results["dcr-trunk"]["by_resolution"]["hr"]["accuracy"]
+    )
+    assert "| dcr-branch |" in (output / "results.md").read_text()
+    for name in ("dcr-trunk", "dcr-branch"):
+        with Image.open(output / f"roc_{name}.png") as image:
+            assert image.format == "PNG"
+
+    # --update_card wrote the results into each folder's card; a second run does not duplicate them.
+    eval_hf.main(argv)
+    for folder, name in ((trunk, "dcr-trunk"), (branch, "dcr-branch")):
+        card = ModelCard.load(Path(folder) / "README.md")
+        accuracy = {r.metric_config: r.metric_value for r in card.data.eval_results if r.metric_type == "accuracy"}
+        assert accuracy == {
+            f"verification/{title}": round(100 * results[name]["by_resolution"][key]["accuracy"], 2)
+            for key, title in (("8", "8x8"), ("12", "12x12"), ("hr", "HR"))
+        }
+        assert len(card.data.eval_results) == 9 and card.data.eval_results[0].dataset_type == "synthetic"
+
+
+def test_identification_with_probe_resolutions(models, capsys):
+    _, branch = models
+    results = eval_hf.main(
+        ["--model", branch, *SYNTHETIC, "--protocol", "identification", "--probe_resolution", "1=8", "2=12", "3=hr"]
+    )
+    result = results["dcr-branch"]
+    assert result["probe_resolution"] == {"1": 8, "2": 12, "3": "hr"}
+    assert result["by_distance"]["all"]["num_probes"] == 3 * 5 * 3  # subjects x cameras x distances
+    assert "rank-1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("protocol", ["intra-verification", "retrieval"])
+def test_other_protocols(models, protocol, capsys):
+    trunk, _ = models
+    results = eval_hf.main(["--model", trunk, *SYNTHETIC, "--protocol", protocol, "--sizes", "12", "--flip_tta"])
+    result = results["dcr-trunk"]
+    assert result["protocol"] == protocol and result["flip_tta"] is True
+    assert list(result["by_resolution"]) == ["12", "hr"]
+    assert protocol in capsys.readouterr().out
+
+
+def test_lfw_layout(models, tmp_path):
+    """The original LFW layout (folder tree + lfw_test_pair.txt), with the original threshold grid."""
+    trunk, _ = models
+    make_lfw(tmp_path, {f"Person_{i}": 2 for i in range(6)})
+    pairs = []
+    for i in range(10):
+        pairs.append((lfw_name(f"Person_{i % 6}", 1), lfw_name(f"Person_{i % 6}", 2), 1))
+        pairs.append((lfw_name(f"Person_{i % 6}", 1), lfw_name(f"Person_{(i + 1) % 6}", 2), 0))
+    write_original_pairs(tmp_path, pairs)
+    results = eval_hf.main(
+        ["--model", trunk, "--dataset", "lfw", "--data_root", str(tmp_path), "--sizes", "8", "--threshold_grid", "original"]
+    )
+    result = results["dcr-trunk"]
+    assert result["num_pairs"] == 20 and result["threshold_grid"] == "original"
+    assert set(result["by_resolution"]) == {"8", "hr"}
+
+
+def test_bad_command_lines(models, tmp_path):
+    trunk, branch = models
+    with pytest.raises(ValueError, match="does not apply to dataset='scface'"):
+        eval_hf.main(["--model", trunk, "--dataset", "scface", "--data_root", str(tmp_path), "--protocol", "verification"])
+    with pytest.raises(ValueError, match="needs data_root"):
+        eval_hf.main(["--model", trunk, "--dataset", "lfw"])
+    with pytest.raises(ValueError, match="no branch for 16x16"):
+        eval_hf.main(["--model", branch, *SYNTHETIC, "--sizes", "8", "16"])
+    with pytest.raises(ValueError, match="listed twice"):
+        eval_hf.main(["--model", trunk, "--compare", trunk, *SYNTHETIC])
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text(json.dumps({"model_type": "resnet"}))
+    with pytest.raises(ValueError, match="DCR models only"):
+        eval_hf.main(["--model", str(tmp_path / "other"), *SYNTHETIC])
+
+
+def test_parse_probe_resolution():
+    assert eval_hf.parse_probe_resolution([]) is None
+    assert eval_hf.parse_probe_resolution(["hr"]) == "hr"
+    assert eval_hf.parse_probe_resolution(["8"]) == 8
+    assert eval_hf.parse_probe_resolution(["1=8", "3=HR"]) == {1: 8, 3: "hr"}
+    with pytest.raises(ValueError, match="DISTANCE=SIZE"):
+        eval_hf.parse_probe_resolution(["a=8", "2=12"])
+
+
+def test_display_names():
+    assert eval_hf.display_names(["/x/a", "org/b"]) == ["a", "b"]
+    assert eval_hf.display_names(["/x/a", "/y/a"]) == ["/x/a", "/y/a"]

@@ -1,0 +1,192 @@
+"""Model cards (templates, model-index results that replace rather than duplicate) and pushing (offline)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers_model import tiny_config
+from huggingface_hub import HfApi, ModelCard
+
+from dcr_hf import DCRForImageClassification, DCRImageProcessor, DCRModel
+from dcr_hf.hub import (
+    RESULTS_END,
+    RESULTS_START,
+    push_folder_to_hub,
+    render_model_card,
+    results_to_eval_results,
+    update_model_card_results,
+    write_model_card,
+)
+
+
+def _verification(accuracy: float, sizes=("8", "12")) -> dict:
+    columns = {key: {"accuracy": accuracy, "accuracy_std": 0.01, "auc": 0.9, "eer": 0.1} for key in (*sizes, "hr")}
+    return {"protocol": "verification", "by_resolution": columns}
+
+
+def _identification(rank_1: float) -> dict:
+    return {
+        "protocol": "identification",
+        "by_distance": {"d1": {"rank_1": rank_1, "rank_5": 0.9}, "all": {"rank_1": rank_1, "rank_5": 0.95}},
+    }
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    folder = tmp_path / "dcr-branch"
+    DCRModel(tiny_config(use_branches=True)).save_pretrained(folder)
+    DCRImageProcessor(image_size=32, image_mean=[0.4, 0.5, 0.6]).save_pretrained(folder)
+    return folder
+
+
+def _results(card: ModelCard) -> dict:
+    return {(r.dataset_type, r.metric_config, r.metric_type): r.metric_value for r in card.data.eval_results or []}
+
+
+@pytest.mark.parametrize("kind", ["trunk", "branch"])
+def test_rendered_card(kind):
+    recipe = {"learning_rate": 0.01, "epochs": 200, "augmentation": "aug_plus"}
+    card = render_model_card(kind, repo_id="org/dcr-" + kind, training_recipe=recipe, config=tiny_config())
+    data = card.data.to_dict()
+    assert data["license"] == "apache-2.0"
+    assert data["pipeline_tag"] == "image-feature-extraction"
+    assert "face-recognition" in data["tags"]
+    text = card.text
+    assert 'AutoModel.from_pretrained("org/dcr-' + kind + '")' in text
+    assert "low_resolution_size=8" in text and "resolution=8" in text
+    assert "| learning_rate | 0.01 |" in text and "| augmentation | aug_plus |" in text
+    assert "Deep Coupled ResNet for Low-Resolution Face Recognition" in text and "pages   = {526--530}" in text
+    assert "surveillance" in text and "Limitations and bias" in text
+    assert RESULTS_START in text and "No results recorded yet" in text
+    assert ("Pick the branch that matches the image" in text) == (kind == "branch")
+    assert "{{" not in card.content and "{%" not in card.content
+
+
+def test_rendered_card_with_results():
+    card = render_model_card("trunk", results=_verification(0.9), dataset_name="LFW")
+    assert len(card.data.eval_results) == 9 and card.data.eval_results[0].dataset_name == "LFW"
+    assert "| verification accuracy | 90.00 | 90.00 | 90.00 |" in card.text
+    with pytest.raises(ValueError, match="dataset_name"):
+        render_model_card("trunk", results=_verification(0.9))
+
+
+def test_card_without_recipe_describes_the_published_one():
+    text = render_model_card("trunk").text
+    assert "No training recipe was recorded" in text and "Adam" in text
+
+
+def test_unknown_kind_and_missing_templates(tmp_path):
+    with pytest.raises(ValueError, match="card kind"):
+        render_model_card("head")
+    with pytest.raises(FileNotFoundError, match="template"):
+        render_model_card("trunk", template_dir=tmp_path)
+
+
+def test_eval_results_are_percentages_per_column():
+    results = results_to_eval_results(_verification(0.8691), "LFW")
+    configs = {(r.metric_config, r.metric_type): r.metric_value for r in results}
+    assert configs[("verification/8x8", "accuracy")] == 86.91
+    assert configs[("verification/HR", "eer")] == 10.0
+    assert len(results) == 3 * 3  # 3 columns x (accuracy, auc, eer)
+    assert {r.dataset_type for r in results} == {"lfw"}
+    with pytest.raises(ValueError, match="Unknown protocol"):
+        results_to_eval_results({"protocol": "x", "by_resolution": {}}, "LFW")
+
+
+def test_update_twice_replaces_and_round_trips(model_dir):
+    # No README yet: the card is rendered from the branch template first.
+    update_model_card_results(model_dir, _verification(0.5), "LFW", dataset_type="lfw")
+    card = update_model_card_results(model_dir, _verification(0.75), "LFW", dataset_type="lfw")
+    loaded = ModelCard.load(model_dir / "README.md")
+    assert _results(loaded) == _results(card)
+    assert len(loaded.data.eval_results) == 9  # no duplicates
+    assert _results(loaded)[("lfw", "verification/8x8", "accuracy")] == 75.0
+    assert "Pick the branch" in loaded.text  # the branch template, inferred from config.use_branches
+    assert loaded.data.model_name == "dcr-branch"
+    # The Markdown table between the markers shows the latest values only.
+    section = loaded.text.split(RESULTS_START)[1].split(RESULTS_END)[0]
+    assert "75.00" in section and "50.00" not in section
+    assert loaded.text.count(RESULTS_START) == 1
+
+
+def test_other_datasets_protocols_and_resolutions_are_kept(model_dir):
+    update_model_card_results(model_dir, _verification(0.5, sizes=("8", "12")), "LFW")
+    intra = dict(_verification(0.6, sizes=("8",)), protocol="intra-verification")
+    update_model_card_results(model_dir, intra, "LFW")
+    update_model_card_results(model_dir, _identification(0.7), "SCface")
+    # Measuring only 8x8 again replaces 8x8 and keeps 12x12.
+    card = update_model_card_results(model_dir, _verification(0.9, sizes=("8",)), "LFW")
+    results = _results(ModelCard.load(model_dir / "README.md"))
+    assert results[("lfw", "verification/8x8", "accuracy")] == 90.0
+    assert results[("lfw", "verification/12x12", "accuracy")] == 50.0
+    assert results[("lfw", "intra-verification/8x8", "accuracy")] == 60.0
+    assert results[("scface", "identification/d1", "rank_1")] == 70.0
+    assert len(results) == len(card.data.eval_results) == 9 + 6 + 4
+    # Different splits of one dataset are different results.
+    update_model_card_results(model_dir, _identification(0.1), "SCface", dataset_split="test")
+    assert len(ModelCard.load(model_dir / "README.md").data.eval_results) == 9 + 6 + 4 + 4
+
+
+def test_hand_written_card_gets_a_results_section(model_dir):
+    (model_dir / "README.md").write_text("---\nlicense: apache-2.0\n---\n# My model\n\nNotes.\n")
+    update_model_card_results(model_dir, _verification(0.5), "LFW")
+    text = (model_dir / "README.md").read_text()
+    assert "Notes." in text and "## Evaluation results" in text and RESULTS_START in text
+
+
+def test_write_model_card_uses_the_folder_and_keeps_results(model_dir):
+    update_model_card_results(model_dir, _verification(0.5), "LFW")
+    path = write_model_card(model_dir, training_recipe={"epochs": 3}, results=_identification(0.7), dataset_name="SCface")
+    card = ModelCard.load(path)
+    assert len(card.data.eval_results) == 9 + 4  # the earlier LFW results are kept
+    assert "| epochs | 3 |" in card.text
+    assert "mean [0.4, 0.5, 0.6]" in card.text  # from the saved processor
+    assert "8, 12" in card.text  # the folder's low-resolution sizes
+
+
+def test_non_dcr_folder_is_rejected(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "resnet"}))
+    with pytest.raises(ValueError, match="model_type='resnet'"):
+        write_model_card(tmp_path)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        write_model_card(tmp_path / "missing")
+
+
+def test_push_folder_to_hub_records_calls(tmp_path, monkeypatch):
+    folder = tmp_path / "trunk"
+    DCRForImageClassification(tiny_config()).save_pretrained(folder)
+    calls = []
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, **kwargs: calls.append(("create_repo", kwargs)))
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kwargs: calls.append(("upload_folder", kwargs)) or "commit")
+    assert push_folder_to_hub(folder, "org/dcr-trunk", commit_message="Trunk", private=True) == "commit"
+    assert [name for name, _ in calls] == ["create_repo", "upload_folder"]
+    assert calls[0][1] == {"repo_id": "org/dcr-trunk", "repo_type": "model", "private": True, "exist_ok": True}
+    upload = calls[1][1]
+    assert upload["repo_id"] == "org/dcr-trunk" and upload["folder_path"] == str(folder)
+    assert upload["commit_message"] == "Trunk" and "checkpoint-*" in upload["ignore_patterns"]
+    # A card was written before the upload, with the repo id in its examples.
+    assert 'from_pretrained("org/dcr-trunk")' in (folder / "README.md").read_text()
+    with pytest.raises(FileNotFoundError):
+        push_folder_to_hub(tmp_path / "missing", "org/x")
+
+
+@pytest.mark.parametrize("use_branches", [False, True])
+def test_card_usage_example_runs(tmp_path, use_branches):
+    """The card's Python example works as written, on a local folder and generated images."""
+    import re
+
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "model"
+    DCRModel(tiny_config(use_branches=use_branches)).save_pretrained(folder)
+    DCRImageProcessor(image_size=32).save_pretrained(folder)
+    card = render_model_card("branch" if use_branches else "trunk", repo_id=str(folder), config=tiny_config())
+    code = re.search(r"```python\n(.*?)```", card.text, re.S).group(1)
+    face = Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 40, 3), dtype=np.uint8))
+    namespace = {"__name__": "card_example"}
+    code = re.sub(r'Image\.open\("[^"]+"\)', "FACE", code)
+    exec(compile(code.replace("print(", "similarity = ("), "card_example", "exec"), {**namespace, "FACE": face}, namespace)
+    assert namespace["g"].shape == namespace["p"].shape == (1, 32)
+    assert -1.0 <= float(namespace["similarity"]) <= 1.0

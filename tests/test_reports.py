@@ -1,0 +1,149 @@
+"""Reports: tables, results.json and the ROC plot, from hand-made result dicts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dcr_hf.reports import (
+    column_title,
+    format_results_table,
+    one_line_summary,
+    plot_roc_curves,
+    to_jsonable,
+    write_reports,
+    write_results_json,
+)
+
+
+def _verification(accuracies: dict[str, tuple[float, float]], seed: int = 0) -> dict:
+    """A verification result shaped like `evaluate_verification`'s, with ROC curves of random scores."""
+    rng = np.random.default_rng(seed)
+    by_resolution, curves = {}, {}
+    for key, (accuracy, std) in accuracies.items():
+        fpr = np.concatenate([[0.0], np.sort(rng.uniform(0, 1, 30)), [1.0]])
+        tpr = np.maximum.accumulate(np.clip(fpr + rng.uniform(0, 0.4, fpr.size), 0, 1))
+        tpr[0], tpr[-1] = 0.0, 1.0
+        by_resolution[key] = {
+            "accuracy": accuracy,
+            "accuracy_std": std,
+            "threshold": np.float64(0.31),
+            "fold_accuracies": np.full(10, accuracy),
+            "auc": float(np.trapezoid(tpr, fpr)),
+            "eer": 0.2,
+            "tar_at_far": {"0.001": 0.1, "0.01": 0.3, "0.1": 0.6},
+        }
+        curves[key] = {"fpr": fpr, "tpr": tpr}
+    low = [v[0] for k, v in accuracies.items() if k != "hr"]
+    return {
+        "protocol": "verification",
+        "num_pairs": 600,
+        "sizes": [int(k) for k in accuracies if k != "hr"],
+        "by_resolution": by_resolution,
+        "mean_lr_accuracy": float(np.mean(low)),
+        "curves": curves,
+    }
+
+
+TRUNK = {"8": (0.869, 0.0121), "12": (0.91, 0.01), "16": (0.93, 0.009), "20": (0.93, 0.008), "hr": (0.935, 0.007)}
+BRANCH = {"8": (0.777, 0.02), "12": (0.908, 0.01), "16": (0.903, 0.01), "20": (0.922, 0.01), "hr": (0.915, 0.01)}
+
+
+def test_column_titles():
+    assert [column_title(k) for k in ("8", "20", "hr", "d1", "all")] == ["8x8", "20x20", "HR", "d1", "all"]
+
+
+def test_console_table_has_one_row_per_model_and_the_original_columns():
+    table = format_results_table({"dcr-trunk": _verification(TRUNK), "dcr-branch": _verification(BRANCH)})
+    lines = table.splitlines()
+    header = next(line for line in lines if line.startswith("model"))
+    assert header.split() == ["model", "8x8", "12x12", "16x16", "20x20", "HR"]
+    trunk_row = next(line for line in lines if line.startswith("dcr-trunk"))
+    assert trunk_row.split() == ["dcr-trunk", "86.90±1.21", "91.00±1.00", "93.00±0.90", "93.00±0.80", "93.50±0.70"]
+    assert any(line.startswith("dcr-branch") and "77.70±2.00" in line for line in lines)
+    # Aligned: every row of the table body has the header's width.
+    body = [line for line in lines if line.startswith(("model", "dcr-"))]
+    assert len({len(line) for line in body}) == 1
+
+
+def test_markdown_table():
+    table = format_results_table({"a": _verification(TRUNK)}, markdown=True)
+    rows = [line for line in table.splitlines() if line.startswith("|")]
+    assert rows[0] == "| model | 8x8 | 12x12 | 16x16 | 20x20 | HR |"
+    assert rows[1] == "|---|---|---|---|---|---|"
+    assert rows[2] == "| a | 86.90 ± 1.21 | 91.00 ± 1.00 | 93.00 ± 0.90 | 93.00 ± 0.80 | 93.50 ± 0.70 |"
+
+
+def test_table_of_models_with_different_columns_and_other_metrics():
+    partial = _verification({"8": (0.5, 0.1), "hr": (0.6, 0.1)})
+    table = format_results_table({"full": _verification(TRUNK), "partial": partial}, metric="auc")
+    partial_row = next(line for line in table.splitlines() if line.startswith("partial"))
+    assert partial_row.split()[2:5] == ["-", "-", "-"]  # no 12/16/20 columns
+    assert "ROC AUC" in table
+
+
+def test_identification_table():
+    result = {
+        "protocol": "identification",
+        "by_distance": {
+            "d1": {"rank_1": 0.733, "rank_5": 0.9},
+            "d2": {"rank_1": 0.935, "rank_5": 1.0},
+            "all": {"rank_1": 0.8, "rank_5": 0.95},
+        },
+    }
+    table = format_results_table({"m": result})
+    assert "rank-1" in table
+    assert next(line for line in table.splitlines() if line.startswith("m ")).split() == ["m", "73.30", "93.50", "80.00"]
+
+
+def test_mixed_protocols_are_rejected():
+    with pytest.raises(ValueError, match="different protocols"):
+        format_results_table({"a": _verification(TRUNK), "b": {"protocol": "retrieval", "by_resolution": {}}})
+
+
+def test_results_json_is_plain_json_without_curves(tmp_path):
+    result = _verification(TRUNK)
+    result["by_resolution"]["8"]["eer"] = float("nan")
+    path = write_results_json({"trunk": result}, tmp_path / "out" / "results.json", {"dataset": "lfw"})
+    loaded = json.loads(path.read_text())
+    assert loaded["metadata"] == {"dataset": "lfw"}
+    saved = loaded["results"]["trunk"]
+    assert "curves" not in saved
+    assert saved["by_resolution"]["8"]["eer"] is None
+    assert saved["by_resolution"]["8"]["fold_accuracies"] == [0.869] * 10
+    assert saved["by_resolution"]["hr"]["accuracy"] == 0.935
+    assert to_jsonable(np.float32(0.5)) == 0.5
+
+
+def test_one_line_summary():
+    line = one_line_summary(_verification(TRUNK))
+    assert line == "verification, verification accuracy: 8x8 86.90%, 12x12 91.00%, 16x16 93.00%, 20x20 93.00%, HR 93.50%"
+
+
+def test_roc_plot_is_a_png_with_one_curve_per_resolution(tmp_path):
+    path = plot_roc_curves(_verification(TRUNK), tmp_path / "roc.png", title="trunk")
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert image.size == (640, 480)
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    # matplotlib's first five default colours are all drawn (one curve per resolution).
+    for colour in ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"):
+        rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])
+        assert (np.abs(pixels - rgb).sum(-1) < 30).sum() > 100, colour
+
+
+def test_roc_plot_needs_curves(tmp_path):
+    result = _verification(TRUNK)
+    del result["curves"]
+    with pytest.raises(ValueError, match="no ROC curves"):
+        plot_roc_curves(result, tmp_path / "roc.png")
+
+
+def test_write_reports(tmp_path):
+    written = write_reports({"a/b": _verification(TRUNK), "c": _verification(BRANCH, seed=1)}, tmp_path)
+    assert written["json"] == tmp_path / "results.json"
+    assert (tmp_path / "results.md").read_text().count("\n| ") == 3
+    assert sorted(p.name for p in tmp_path.glob("roc_*.png")) == ["roc_a_b.png", "roc_c.png"]
