@@ -217,14 +217,14 @@ def load_training_data(data_args: DataArguments, image_size: int) -> TrainingDat
     if data_args.dataset == "synthetic":
         from .data.synthetic import load_synthetic
 
-        synthetic = load_synthetic(
+        # Only the split needed: building every split renders the surveillance set too.
+        train = load_synthetic(
+            "train",
             num_identities=data_args.synthetic_num_identities,
             images_per_identity=data_args.synthetic_images_per_identity,
             image_size=image_size,
             seed=data_args.synthetic_seed,
-            num_pairs=data_args.synthetic_num_pairs,
         )
-        train = synthetic["train"]
     elif data_args.dataset == "casia":
         from .data.casia import load_casia
 
@@ -256,11 +256,9 @@ def load_training_data(data_args: DataArguments, image_size: int) -> TrainingDat
     if validation_name == "synthetic":
         from .data.synthetic import load_synthetic
 
-        if data_args.dataset == "synthetic":
-            validation = {"pairs": synthetic["pairs"]}
-        else:
-            validation = {"pairs": load_synthetic("pairs", image_size=image_size, seed=data_args.synthetic_seed,
-                                                   num_pairs=data_args.synthetic_num_pairs)}
+        validation = {"pairs": load_synthetic("pairs", image_size=image_size, seed=data_args.synthetic_seed,
+                                               images_per_identity=data_args.synthetic_images_per_identity,
+                                               num_pairs=data_args.synthetic_num_pairs)}
         protocol = "verification"
     elif validation_name == "lfw":
         from .data.lfw import load_lfw_pairs
@@ -386,6 +384,7 @@ class DCRTrainer(Trainer):
         validation_sizes: list[int] | None = None,
         deferred_low_resolution_sizes: list[int] | None = None,
         samples_per_class: int | None = None,
+        random_flip: bool = False,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -394,6 +393,7 @@ class DCRTrainer(Trainer):
         self.validation_sizes = validation_sizes
         self.deferred_low_resolution_sizes = deferred_low_resolution_sizes
         self.samples_per_class = samples_per_class
+        self.random_flip = random_flip
         self._loss_terms: dict[str, float] = {}
         self._loss_term_count = 0
         self.last_validation: dict[str, Any] | None = None
@@ -428,7 +428,26 @@ class DCRTrainer(Trainer):
         self._created_lr_scheduler = True
         return self.lr_scheduler
 
+    def _flip(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Flip each sample horizontally with probability 1/2, its HR and LR copies alike.
+
+        Drawn here rather than in the data loader: on a resume the Trainer restores the checkpoint's
+        RNG state only after fetching the first batch, so a loader-side draw would make a resumed run
+        differ from an uninterrupted one. (Flipping commutes with the LR simulation.)
+        """
+        # The CPU generator, whatever the device: its state is the one checkpoints save everywhere.
+        flip = torch.rand(inputs["pixel_values"].shape[0]) < 0.5
+        inputs = dict(inputs)
+        for name in ("pixel_values", "low_resolution_pixel_values"):
+            value = inputs.get(name)
+            if value is not None:
+                mask = flip.to(value.device).view(-1, *([1] * (value.ndim - 1)))
+                inputs[name] = torch.where(mask, value.flip(-1), value)
+        return inputs
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.random_flip and model.training:
+            inputs = self._flip(inputs)
         if self.deferred_low_resolution_sizes and "low_resolution_pixel_values" not in inputs:
             processor = self.processing_class
             inputs = dict(inputs)
@@ -591,12 +610,15 @@ def run_training(
         upsample_interpolation=processor.upsample_interpolation,
         strict=data_args.strict_data,
     )
+    # The flip is drawn in the training step (see `DCRTrainer._flip`), so a resume is exact.
+    random_flip = data_args.augmentation == "flip"
+    loader_augmentation = "none" if random_flip else data_args.augmentation
     if data.real_low_resolution:
-        transform = FinetuneTransform(augmentation=data_args.augmentation, **transform_options)
+        transform = FinetuneTransform(augmentation=loader_augmentation, **transform_options)
     else:
         transform = TrainTransform(
             low_resolution_sizes=config.low_resolution_sizes,
-            augmentation=data_args.augmentation,
+            augmentation=loader_augmentation,
             defer_low_resolution=data_args.defer_low_resolution,
             **transform_options,
         )
@@ -619,6 +641,7 @@ def run_training(
         validation_sizes=data_args.validation_sizes or list(config.low_resolution_sizes),
         deferred_low_resolution_sizes=list(config.low_resolution_sizes) if data_args.defer_low_resolution else None,
         samples_per_class=data_args.samples_per_class,
+        random_flip=random_flip,
     )
 
     before = None

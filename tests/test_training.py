@@ -1,0 +1,429 @@
+"""`train_hf.py` / `dcr_hf.training` end to end on tiny synthetic faces (CPU, offline).
+
+The three stages, an interrupted and resumed run against an uninterrupted one, early stopping,
+a 2-process run, the Hub push, argument errors, the NaN guard, and the scheduling options.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import HfApi, ModelCard
+from huggingface_hub.utils import filter_repo_objects
+from safetensors.torch import load_file
+from transformers import HfArgumentParser, TrainerCallback
+
+import dcr_hf.training as training
+from dcr_hf.data.sampler import MPerClassSampler
+from dcr_hf.data.synthetic import load_synthetic
+from dcr_hf.evaluation import evaluate_verification
+from dcr_hf.modeling_dcr import DCRForImageClassification
+from dcr_hf.training import DataArguments, DCRTrainingArguments, ModelArguments, NonFiniteLossError, run_training
+
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = Path(__file__).resolve().with_name("training_worker.py")
+_spec = importlib.util.spec_from_file_location("train_hf", ROOT / "train_hf.py")
+train_hf = importlib.util.module_from_spec(_spec)
+sys.modules["train_hf"] = train_hf
+_spec.loader.exec_module(train_hf)
+
+NUM_IDENTITIES, IMAGES_PER_IDENTITY, NUM_PAIRS, IMAGE_SIZE, BATCH = 8, 3, 40, 48, 8
+STEPS_PER_EPOCH = NUM_IDENTITIES * IMAGES_PER_IDENTITY // BATCH  # 3
+TINY = [
+    "--synthetic_num_identities", str(NUM_IDENTITIES), "--synthetic_images_per_identity", str(IMAGES_PER_IDENTITY),
+    "--synthetic_num_pairs", str(NUM_PAIRS), "--image_size", str(IMAGE_SIZE), "--low_resolution_sizes", "8", "12",
+    "--architecture", "small", "--depths", "1", "1", "1", "1", "--hidden_sizes", "8", "8", "16", "16",
+    "--embedding_size", "16", "--per_device_train_batch_size", str(BATCH), "--report_to", "none",
+    "--dataloader_num_workers", "0", "--seed", "0", "--disable_tqdm", "true", "--use_cpu", "true",
+]
+NO_VALIDATION = ["--validation_dataset", "none", "--eval_strategy", "no", "--load_best_model_at_end", "false"]
+VALIDATE_AT_END = ["--evaluate_before_training", "false", "--eval_strategy", "steps", "--save_strategy", "steps"]
+FOLDER_FILES = {
+    "config.json", "model.safetensors", "modeling_dcr.py", "configuration_dcr.py", "preprocessor_config.json",
+    "README.md",
+}
+TRUNK_KEYS = ("dcr.trunk.", "classifier.", "centers")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # Tiny convolutions on 2 shared cores: a 2-thread OpenMP pool is ~30x slower than one thread.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _argv(output_dir: Path, *extra: str) -> list[str]:
+    return ["--output_dir", str(output_dir), *TINY, *extra]
+
+
+def train(output_dir: Path, *extra: str) -> dict:
+    """One run through the command line's `main`."""
+    return train_hf.main(_argv(output_dir, *extra))
+
+
+def parse(output_dir: Path, *extra: str):
+    parser = HfArgumentParser((ModelArguments, DataArguments, DCRTrainingArguments))
+    return parser.parse_args_into_dataclasses(args=_argv(output_dir, *extra))
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def _state(folder: Path) -> dict:
+    return json.loads((folder / "trainer_state.json").read_text())
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def _assert_complete_folder(folder: Path, result: dict) -> None:
+    assert FOLDER_FILES <= {path.name for path in folder.iterdir()}
+    config = json.loads((folder / "config.json").read_text())
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_dcr.DCRConfig",
+        "AutoModel": "modeling_dcr.DCRModel",
+        "AutoModelForImageClassification": "modeling_dcr.DCRForImageClassification",
+    }
+    # The card carries the final validation: one accuracy per column, in percent.
+    after = result["after"]
+    card_accuracy = {
+        r.metric_config: r.metric_value for r in ModelCard.load(folder / "README.md").data.eval_results
+        if r.metric_type == "accuracy"
+    }
+    expected = {f"verification/{k}x{k}": v["accuracy"] for k, v in after["by_resolution"].items() if k != "hr"}
+    expected["verification/HR"] = after["by_resolution"]["hr"]["accuracy"]
+    assert set(card_accuracy) == set(expected)
+    for column, accuracy in expected.items():
+        assert card_accuracy[column] == pytest.approx(100 * accuracy, abs=0.01)
+
+
+class _Recorder(TrainerCallback):
+    """Keeps what the Trainer hands to callbacks at the start, and the labels of every training batch."""
+
+    def __init__(self):
+        self.batches: list[list[int]] = []
+        self.optimizer = self.train_dataloader = self.model = None
+
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, train_dataloader=None, **kwargs):
+        self.model, self.optimizer, self.train_dataloader = model, optimizer, train_dataloader
+
+        def record(module, positional, keyword):
+            if module.training:
+                self.batches.append(keyword["labels"].tolist())
+
+        model.register_forward_pre_hook(record, with_kwargs=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The three stages
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trunk(tmp_path_factory) -> tuple[Path, dict]:
+    folder = tmp_path_factory.mktemp("trunk")
+    result = train(folder, "--max_steps", "3", "--eval_strategy", "steps", "--eval_steps", "3",
+                   "--save_strategy", "steps", "--save_steps", "3")
+    return folder, result
+
+
+def test_trunk_stage_writes_a_complete_validated_folder(trunk):
+    folder, result = trunk
+    assert result["output_dir"] == str(folder) and result["protocol"] == "verification"
+    assert result["before"]["num_pairs"] == result["after"]["num_pairs"] == NUM_PAIRS
+    _assert_complete_folder(folder, result)
+    assert _state(folder)["global_step"] == 3
+    model = DCRForImageClassification.from_pretrained(folder)
+    assert not model.config.use_branches and model.config.num_labels == NUM_IDENTITIES
+    assert model.config.low_resolution_sizes == [8, 12] and model.config.image_size == IMAGE_SIZE
+    # Trained: the centers moved away from their zero start.
+    assert model.centers.abs().sum() > 0
+
+
+def test_branch_stage_keeps_the_frozen_trunk(trunk, tmp_path):
+    trunk_folder, _ = trunk
+    folder = tmp_path / "branch"
+    result = train(folder, "--stage", "branch", "--trunk", str(trunk_folder), "--max_steps", "2",
+                   *VALIDATE_AT_END, "--eval_steps", "2", "--save_steps", "2")
+    _assert_complete_folder(folder, result)
+    assert result["after"]["model_kind"] == "branch"
+    before, after = _weights(trunk_folder), _weights(folder)
+    trunk_keys = [key for key in before if key.startswith(TRUNK_KEYS)]
+    assert any(key.startswith("dcr.trunk.") and "running_mean" in key for key in trunk_keys)
+    for key in trunk_keys:  # weights, centers and batch-norm statistics alike
+        assert torch.equal(before[key], after[key]), key
+    # ... while the branches did train away from the specialized (identity) start.
+    projection = after["dcr.branches.0.projection.weight"]
+    assert not torch.equal(projection, torch.eye(projection.shape[0]))
+    assert DCRForImageClassification.from_pretrained(folder).config.use_branches
+
+
+def test_finetune_with_more_classes_recreates_classifier_and_centers(trunk, tmp_path, caplog):
+    trunk_folder, _ = trunk
+    folder = tmp_path / "finetune"
+    caplog.set_level(logging.WARNING, logger="dcr_hf.training")
+    # Learning rate 0: the loaded trunk must come out unchanged, the new head with the new shape.
+    train(folder, "--stage", "finetune", "--init_from", str(trunk_folder), "--synthetic_num_identities", "12",
+          "--learning_rate", "0", "--max_steps", "2", *VALIDATE_AT_END, "--eval_steps", "2", "--save_steps", "2")
+    messages = [r.getMessage() for r in caplog.records if r.name == "dcr_hf.training"]
+    assert any("8 classes" in m and "12" in m and "re-created" in m for m in messages), messages
+    model = DCRForImageClassification.from_pretrained(folder)
+    assert model.config.num_labels == 12
+    assert model.classifier.weight.shape == (12, 16) and model.centers.shape == (12, 16)
+    source = DCRForImageClassification.from_pretrained(trunk_folder)
+    for name, parameter in source.dcr.trunk.named_parameters():
+        assert torch.equal(parameter, model.dcr.trunk.get_parameter(name)), name
+
+
+# --------------------------------------------------------------------------------------------
+# Resume, early stopping, several processes, the Hub
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sampling", [[], ["--samples_per_class", "2"]], ids=["random", "m_per_class"])
+def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, sampling):
+    # 3 steps per epoch: checkpoint-4 sits inside epoch 2, so the resume skips a batch and then
+    # crosses into epoch 3. The default flip augmentation is on.
+    options = [*NO_VALIDATION, *sampling, "--max_steps", "8", "--save_strategy", "steps", "--save_steps", "4",
+               "--logging_steps", "1"]
+    uninterrupted, interrupted = tmp_path / "a", tmp_path / "b"
+    train(uninterrupted, *options)
+
+    killed = subprocess.run(
+        [sys.executable, str(WORKER), "--kill_at_step", "5", "--", *_argv(interrupted, *options)],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert (interrupted / "checkpoint-4").is_dir()
+    assert not (interrupted / "checkpoint-8").exists() and not (interrupted / "model.safetensors").exists()
+
+    train(interrupted, *options, "--resume_from_checkpoint", str(interrupted / "checkpoint-4"))
+    expected, resumed = _weights(uninterrupted), _weights(interrupted)
+    assert set(expected) == set(resumed) and "centers" in expected
+    for key in expected:
+        torch.testing.assert_close(resumed[key], expected[key], rtol=0, atol=1e-6, msg=key)
+    # Steps 5..8 did change the model: the comparison is not between two copies of checkpoint-4.
+    assert not torch.equal(_weights(interrupted / "checkpoint-4")["centers"], resumed["centers"])
+    losses = [[h["loss"] for h in _state(folder)["log_history"] if "loss" in h and h["step"] > 4]
+              for folder in (uninterrupted, interrupted)]
+    assert len(losses[0]) == 4 and losses[0] == pytest.approx(losses[1], abs=1e-6)
+
+
+@pytest.mark.parametrize("patience", [1, 2])
+def test_early_stopping_stops_when_validation_does_not_improve(tmp_path, patience):
+    # No learning and fixed batch-norm statistics: every validation scores the same.
+    train(tmp_path, "--learning_rate", "0", "--freeze_batch_norm", "true", "--max_steps", "20",
+          "--early_stopping_patience", str(patience), *VALIDATE_AT_END, "--eval_steps", "1", "--save_steps", "1")
+    state = _state(tmp_path)
+    scores = [h["eval_mean_lr_accuracy"] for h in state["log_history"] if "eval_mean_lr_accuracy" in h]
+    # The first validation sets the best score; `patience` equal ones after it stop the run.
+    assert state["global_step"] == 1 + patience
+    assert len(scores) == 1 + patience and len(set(scores)) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_agree_and_count_every_pair_once(tmp_path):
+    output_dir = tmp_path / "ddp"
+    # 40 pairs in batches of 16 are 3 batches: the 2 processes get uneven shares, padded by Accelerate.
+    options = ["--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "16", "--max_steps", "3",
+               *VALIDATE_AT_END, "--eval_steps", "3", "--save_steps", "3"]
+    completed = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(_free_port()), str(WORKER), "--save_rank_state_to", str(tmp_path), "--",
+         *_argv(output_dir, *options)],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    first, second = ranks[0]["state_dict"], ranks[1]["state_dict"]
+    assert set(first) == set(second) and "centers" in first
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+    assert json.loads((output_dir / "training_recipe.json").read_text())["global_batch_size"] == 8
+    history = _state(output_dir)["log_history"]
+    counts = [h[key] for h in history for key in ("eval_num_pairs", "final_num_pairs") if key in h]
+    assert counts == [NUM_PAIRS, NUM_PAIRS]
+    assert [r["results"]["num_pairs"] for r in ranks] == [NUM_PAIRS, NUM_PAIRS]
+
+    # Oracle: one process validating the saved model over the same pairs.
+    model = DCRForImageClassification.from_pretrained(output_dir)
+    for key, value in first.items():
+        assert torch.equal(model.state_dict()[key], value), key
+    pairs = load_synthetic("pairs", image_size=IMAGE_SIZE, images_per_identity=IMAGES_PER_IDENTITY,
+                           num_pairs=NUM_PAIRS, seed=0)
+    single = evaluate_verification(model.eval(), pairs, sizes=[8, 12], batch_size=64, show_progress=False)
+    for column, scores in single["by_resolution"].items():
+        distributed = ranks[0]["results"]["by_resolution"][column]
+        assert distributed["auc"] == pytest.approx(scores["auc"], abs=1e-6), column
+        assert distributed["accuracy"] == pytest.approx(scores["accuracy"], abs=1e-6), column
+
+
+def test_push_to_hub_sends_the_complete_folder_once(tmp_path, monkeypatch):
+    calls: dict[str, list] = {"create_repo": [], "upload_folder": []}
+
+    def create_repo(self, repo_id, **kwargs):
+        calls["create_repo"].append(repo_id)
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, repo_id, folder_path, **kwargs):
+        folder = Path(folder_path)
+        files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+        sent = set(filter_repo_objects(files, allow_patterns=kwargs.get("allow_patterns"),
+                                       ignore_patterns=kwargs.get("ignore_patterns")))
+        calls["upload_folder"].append((repo_id, sent, (folder / "README.md").read_text()))
+        return f"https://huggingface.co/{repo_id}"
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    train(tmp_path, "--push_to_hub", "true", "--hub_model_id", "org/dcr-trunk", "--max_steps", "2",
+          *VALIDATE_AT_END, "--eval_steps", "1", "--save_steps", "1")
+    assert (tmp_path / "checkpoint-2").is_dir()
+    assert calls["create_repo"] == ["org/dcr-trunk"]
+    [(repo_id, sent, card)] = calls["upload_folder"]
+    assert repo_id == "org/dcr-trunk"
+    assert FOLDER_FILES <= sent
+    assert not [name for name in sent if name.startswith("checkpoint-")]
+    assert "org/dcr-trunk" in card  # the card's code examples name the repository
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "error", "match"),
+    [
+        (["--dataset", "no_such_dataset"], ValueError, "unknown dataset 'no_such_dataset'"),
+        (["--dataset", "casia"], ValueError, "--data_root"),
+        (["--dataset", "casia", "--data_root", "{missing}"], FileNotFoundError, "does not exist"),
+        (["--stage", "branch"], ValueError, "--trunk"),
+        (["--stage", "finetune"], ValueError, "--init_from"),
+        (["--low_resolution_sizes", "8", "48"], ValueError, r"LR size 48 must be in \(0, image_size=48\)"),
+        (["--samples_per_class", "3"], ValueError, "multiple of --samples_per_class 3"),
+    ],
+    ids=["unknown-dataset", "no-data-root", "missing-data-root", "branch-without-trunk", "finetune-without-model",
+         "lr-size-too-large", "samples-per-class"],
+)
+def test_bad_arguments_fail_before_data_or_model(tmp_path, monkeypatch, extra, error, match):
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("reached before the arguments were checked")
+
+    monkeypatch.setattr(training, "build_model", must_not_run)
+    monkeypatch.setattr(training, "load_training_data", must_not_run)
+    extra = [value.format(missing=tmp_path / "missing") for value in extra]
+    with pytest.raises(error, match=match):
+        train(tmp_path / "out", *extra)
+
+
+def test_trunk_with_other_low_resolution_sizes_is_refused(trunk, tmp_path):
+    trunk_folder, _ = trunk
+    with pytest.raises(ValueError, match=r"LR sizes \[8, 12\].*--low_resolution_sizes is \[8, 16\]"):
+        train(tmp_path, "--stage", "branch", "--trunk", str(trunk_folder), "--low_resolution_sizes", "8", "16",
+              "--max_steps", "1", *NO_VALIDATION)
+
+
+class _PoisonAt(TrainerCallback):
+    """Make the classifier infinite just before optimizer step `step` (1-based)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step + 1 == self.step:
+            with torch.no_grad():
+                model.classifier.weight.fill_(float("inf"))
+
+
+def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    arguments = parse(tmp_path, *NO_VALIDATION, "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "1")
+    with pytest.raises(NonFiniteLossError, match="at step 3") as raised:
+        run_training(*arguments, callbacks=[_PoisonAt(3)])
+    assert "checkpoint-2" in str(raised.value)
+    assert not (tmp_path / "checkpoint-3").exists() and not (tmp_path / "model.safetensors").exists()
+    model = DCRForImageClassification.from_pretrained(tmp_path / "checkpoint-2")
+    assert all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point())
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling, schedule, deferred LR copies, weight decay
+# --------------------------------------------------------------------------------------------
+
+
+def _find_sampler(dataloader) -> object:
+    """The index sampler under Accelerate's and torch's batch-sampler wrappers."""
+    sampler = dataloader.batch_sampler
+    while not isinstance(sampler, MPerClassSampler) and hasattr(sampler, "sampler"):
+        sampler = sampler.sampler
+    return sampler
+
+
+def test_samples_per_class_batches_hold_m_images_of_each_class(tmp_path):
+    recorder = _Recorder()
+    arguments = parse(tmp_path, *NO_VALIDATION, "--samples_per_class", "2", "--max_steps", "4",
+                      "--save_strategy", "no")
+    run_training(*arguments, callbacks=[recorder])
+    assert isinstance(_find_sampler(recorder.train_dataloader), MPerClassSampler)
+    assert len(recorder.batches) == 4
+    for labels in recorder.batches:
+        assert len(labels) == BATCH
+        assert sorted(labels.count(label) for label in set(labels)) == [2] * (BATCH // 2)
+
+
+@pytest.mark.parametrize("length", [["--max_steps", "8"], ["--num_train_epochs", "3"]], ids=["max_steps", "epochs"])
+def test_lr_milestones_divide_the_learning_rate_by_ten_at_epoch_boundaries(tmp_path, length):
+    train(tmp_path, *NO_VALIDATION, *length, "--learning_rate", "0.1", "--lr_milestones", "1", "2",
+          "--logging_steps", "1", "--save_strategy", "no")
+    logged = {h["step"]: h["learning_rate"] for h in _state(tmp_path)["log_history"] if "learning_rate" in h}
+    # The logged rate is the one of that step's update: epoch 1 (steps 1-3) at 0.1, epoch 2 at 0.01, ...
+    expected = {step: 0.1 * 0.1 ** ((step - 1) // STEPS_PER_EPOCH) for step in logged}
+    assert len(logged) == (8 if "--max_steps" in length else 9)
+    assert logged == pytest.approx(expected, rel=1e-6)
+
+
+def test_deferred_low_resolution_copies_train_the_same_model(tmp_path):
+    options = [*NO_VALIDATION, "--augmentation", "none", "--max_steps", "3", "--save_strategy", "no"]
+    recorder = _Recorder()
+    run_training(*parse(tmp_path / "deferred", *options, "--defer_low_resolution", "true"), callbacks=[recorder])
+    # The loader really leaves the LR copies to the training step.
+    assert "low_resolution_pixel_values" not in recorder.train_dataloader.dataset[:2]
+    train(tmp_path / "loader", *options)
+    deferred, loader = _weights(tmp_path / "deferred"), _weights(tmp_path / "loader")
+    for key in loader:
+        torch.testing.assert_close(deferred[key], loader[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_weight_decay_reaches_the_optimizer(tmp_path):
+    recorder = _Recorder()
+    run_training(*parse(tmp_path, *NO_VALIDATION, "--weight_decay", "0.05", "--max_steps", "1",
+                        "--save_strategy", "no"), callbacks=[recorder])
+    decay_of = {id(p): group["weight_decay"] for group in recorder.optimizer.param_groups for p in group["params"]}
+    model = recorder.model
+    assert decay_of[id(model.dcr.trunk.embedder.embedder.convolution.weight)] == 0.05
+    assert decay_of[id(model.classifier.weight)] == 0.05
+    # The Trainer's own grouping: no decay on biases.
+    assert decay_of[id(model.classifier.bias)] == 0.0
+    assert decay_of[id(model.dcr.trunk.projection.bias)] == 0.0
+    # Every trainable parameter is in the optimizer, once.
+    assert sorted(decay_of) == sorted(id(p) for p in model.parameters() if p.requires_grad)
