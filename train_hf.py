@@ -20,7 +20,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser = HfArgumentParser((ModelArguments, DataArguments, DCRTrainingArguments))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     logging.set_verbosity_warning()
-    return run_training(model_args, data_args, training_args)
+    result = run_training(model_args, data_args, training_args)
+    if result.get("table"):
+        print(f"\nValidation on {result['validation_name']} data:\n{result['table']}")
+    if result.get("pushed"):
+        print(f"Pushed {result['output_dir']} to {training_args.hub_model_id}")
+    return result
 
 
 if __name__ == "__main__":

@@ -221,6 +221,10 @@ class DCRTrunk(nn.Module):
         self, pixel_values: torch.Tensor, output_hidden_states: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """`[batch, C, H, W]` -> (last feature map, embedding `[batch, embedding_size]`, hidden states)."""
+        if self.embedder.embedder.convolution.weight.is_contiguous(memory_format=torch.channels_last):
+            # A model moved to channels-last (`model.to(memory_format=torch.channels_last)`, faster
+            # convolutions on CPU and GPU) gets its input in the same layout.
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         hidden_state = self.embedder(pixel_values)
         hidden_states = (hidden_state,) if output_hidden_states else None
         for stage in self.stages:

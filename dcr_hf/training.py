@@ -40,7 +40,7 @@ VALIDATION_CARD_NAMES = {"synthetic": "dcr-hf synthetic faces", "lfw": "LFW", "s
 #: Trunk presets; every field can still be overridden (`--depths`, `--hidden_sizes`, ...).
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     # small enough for the CPU quickstart on synthetic faces
-    "small": {"depths": [1, 1, 1, 1], "hidden_sizes": [16, 32, 64, 128], "embedding_size": 128},
+    "small": {"depths": [1, 1, 1, 1], "hidden_sizes": [16, 32, 64, 128], "embedding_size": 128, "stem_hidden_size": 16},
     # the original implementation's default trunk
     "dcr": {"depths": [1, 2, 5, 3], "hidden_sizes": [64, 128, 256, 512], "embedding_size": 512},
     "resnet18": {"depths": [2, 2, 2, 2], "hidden_sizes": [64, 128, 256, 512], "embedding_size": 512},
@@ -79,6 +79,7 @@ class ModelArguments:
     init_from: str | None = field(default=None, metadata={"help": "Fine-tune stage: DCR checkpoint folder or Hub id."})
     freeze_batch_norm: bool = field(default=False, metadata={"help": "Keep the trunk's batch norm statistics fixed."})
     sync_batch_norm: bool = field(default=False, metadata={"help": "SyncBatchNorm across processes (multi-GPU)."})
+    channels_last: bool = field(default=True, metadata={"help": "Channels-last memory layout (faster convolutions)."})
 
 
 @dataclass
@@ -117,7 +118,7 @@ class DCRTrainingArguments(TrainingArguments):
 
     output_dir: str | None = field(default=None, metadata={"help": "Default: outputs/dcr-<stage>."})
     learning_rate: float = field(default=2e-3, metadata={"help": "Initial learning rate (the published recipe: 1e-2)."})
-    num_train_epochs: float = field(default=6.0, metadata={"help": "Epochs."})
+    num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Samples per device and step."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Images per device in validation."})
     eval_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "When to validate."})
@@ -139,7 +140,10 @@ class DCRTrainingArguments(TrainingArguments):
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Raised when a training loss is NaN or infinite; no update was applied for that step."""
+    """Raised when a training loss is NaN or infinite, before the optimizer step of that batch.
+
+    The checkpoints on disk are untouched; the in-memory centers may already hold that batch's
+    update (they move in the forward pass), so training stops instead of skipping the batch."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -598,6 +602,8 @@ def run_training(
         )
     if model_args.sync_batch_norm and training_args.world_size > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if model_args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     processor = DCRImageProcessor(
         image_size=config.image_size, image_mean=model_args.image_mean, image_std=model_args.image_std
     )
@@ -625,8 +631,11 @@ def run_training(
     train_dataset = apply_transform(data.train, transform)
 
     callbacks = list(callbacks or [])
-    if training_args.early_stopping_patience is not None and data.validation_protocol:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=training_args.early_stopping_patience))
+    if training_args.early_stopping_patience is not None:
+        if data.validation_protocol:
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=training_args.early_stopping_patience))
+        else:
+            logger.warning("--early_stopping_patience is ignored: there is no validation set to watch.")
 
     trainer = DCRTrainer(
         model=model,
@@ -658,7 +667,7 @@ def run_training(
     trainer.save_state()
 
     result = {"output_dir": training_args.output_dir, "before": before, "after": after,
-              "validation_name": data.validation_name, "protocol": data.validation_protocol}
+              "validation_name": data.validation_name, "protocol": data.validation_protocol, "table": None}
     if trainer.is_world_process_zero():
         _finish_folder(model_args, data_args, training_args, trainer, result, push_to_hub, hub_model_id)
     trainer.accelerator.wait_for_everyone()
@@ -703,8 +712,7 @@ def _finish_folder(model_args, data_args, training_args, trainer, result, push_t
         rows[f"{model_args.stage} (trained)"] = result["after"]
     (output_dir / "training_recipe.json").write_text(json.dumps(recipe, indent=2, default=str))
     if rows:
-        table = reports.format_results_table(rows)
-        print(f"\nValidation on {result['validation_name']} data:\n{table}")
+        result["table"] = reports.format_results_table(rows)
     hub.write_model_card(
         output_dir,
         repo_id=hub_model_id,
@@ -714,8 +722,7 @@ def _finish_folder(model_args, data_args, training_args, trainer, result, push_t
         base_model=model_args.trunk if model_args.stage == "branch" else model_args.init_from,
     )
     if push_to_hub:
-        url = hub.push_folder_to_hub(output_dir, hub_model_id, commit_message=f"DCR {model_args.stage} stage")
-        print(f"Pushed {output_dir} to {url}")
+        result["pushed"] = hub.push_folder_to_hub(output_dir, hub_model_id, commit_message=f"DCR {model_args.stage} stage")
 
 
 def arguments_as_dict(*arguments) -> dict[str, Any]:
