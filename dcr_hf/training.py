@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -723,7 +723,3 @@ def _finish_folder(model_args, data_args, training_args, trainer, result, push_t
     )
     if push_to_hub:
         result["pushed"] = hub.push_folder_to_hub(output_dir, hub_model_id, commit_message=f"DCR {model_args.stage} stage")
-
-
-def arguments_as_dict(*arguments) -> dict[str, Any]:
-    return {type(a).__name__: asdict(a) for a in arguments}
