@@ -259,3 +259,12 @@ def test_freeze_batch_norm_keeps_statistics():
     model(torch.randn(2, 3, 32, 32), labels=torch.tensor([0, 1])).loss.backward()
     torch.testing.assert_close(bn.running_mean, before)
     assert bn.weight.grad is not None
+
+
+def test_channels_last_model_gives_the_same_embeddings():
+    model = DCRModel(tiny_config()).eval()
+    x = torch.randn(3, 3, 32, 32)
+    expected = model(x).pooler_output
+    model = model.to(memory_format=torch.channels_last)
+    assert model.trunk.embedder.embedder.convolution.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(model(x).pooler_output, expected, rtol=1e-4, atol=1e-5)
