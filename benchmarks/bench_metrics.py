@@ -9,26 +9,21 @@ Workloads (the original implementation took about 0.43 s and 0.28 s on them):
 """
 
 import os
+import sys
+from pathlib import Path
 
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")  # before numpy/faiss start their thread pools
 
-import time  # noqa: E402
 
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import best_time  # noqa: E402
+
 from dcr_hf.metrics import retrieval_metrics, verification_accuracy  # noqa: E402
-
-
-def best_of(function, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -45,8 +40,8 @@ def main() -> None:
     def verification(grid=None):
         return [verification_accuracy(s, is_same, threshold_grid=grid) for s in scores]
 
-    exact = best_of(verification, 50)
-    grid = best_of(lambda: verification("original"), 50)
+    exact = best_time(verification, warmup=0, repeats=50)
+    grid = best_time(lambda: verification("original"), warmup=0, repeats=50)
     print(f"verification, 4 x 6000 pairs, exact thresholds:   {exact * 1e3:7.2f} ms  (goal 20, original ~430)")
     print(f"verification, 4 x 6000 pairs, original grid:      {grid * 1e3:7.2f} ms")
 
@@ -57,9 +52,9 @@ def main() -> None:
     queries = centers[query_labels] + 1.5 * rng.normal(size=(5000, dim)).astype(np.float32)
     references = centers[reference_labels] + 1.5 * rng.normal(size=(5000, dim)).astype(np.float32)
 
-    retrieval = best_of(lambda: retrieval_metrics(queries, query_labels, references, reference_labels), 7)
-    retrieval_l2 = best_of(
-        lambda: retrieval_metrics(queries, query_labels, references, reference_labels, metric="l2"), 7
+    retrieval = best_time(lambda: retrieval_metrics(queries, query_labels, references, reference_labels), warmup=0, repeats=7)
+    retrieval_l2 = best_time(
+        lambda: retrieval_metrics(queries, query_labels, references, reference_labels, metric="l2"), warmup=0, repeats=7
     )
     k = int(np.bincount(reference_labels).max())
 
@@ -68,8 +63,8 @@ def main() -> None:
         index.add(references)
         index.search(queries, k)
 
-    search = best_of(search_only, 7)
-    gemm = best_of(lambda: queries @ references.T, 7)
+    search = best_time(search_only, warmup=0, repeats=7)
+    gemm = best_time(lambda: queries @ references.T, warmup=0, repeats=7)
     print(f"retrieval, 5000 x 5000 x {dim}-d, cosine:          {retrieval * 1e3:7.2f} ms  (goal 140, original ~280)")
     print(f"retrieval, 5000 x 5000 x {dim}-d, l2:              {retrieval_l2 * 1e3:7.2f} ms")
     print(f"  of which exact faiss search alone (k={k}):        {search * 1e3:7.2f} ms")
