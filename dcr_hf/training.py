@@ -608,14 +608,10 @@ def run_training(
         image_size=config.image_size, image_mean=model_args.image_mean, image_std=model_args.image_std
     )
 
-    transform_options = dict(
-        image_size=config.image_size,
-        image_mean=processor.image_mean,
-        image_std=processor.image_std,
-        downsample_interpolation=processor.downsample_interpolation,
-        upsample_interpolation=processor.upsample_interpolation,
-        strict=data_args.strict_data,
-    )
+    from .evaluation import transform_options as processor_transform_options
+
+    # The training transforms preprocess exactly as the saved processor does.
+    transform_options = {**processor_transform_options(model, processor), "strict": data_args.strict_data}
     # The flip is drawn in the training step (see `DCRTrainer._flip`), so a resume is exact.
     random_flip = data_args.augmentation == "flip"
     loader_augmentation = "none" if random_flip else data_args.augmentation
