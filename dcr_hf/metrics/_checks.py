@@ -1,0 +1,75 @@
+"""Input checks shared by the metric modules.
+
+Each helper turns one argument into the array layout a metric needs (1-D, boolean, float32
+embeddings) or checks arguments against each other (lengths, classes, dimensions), and raises
+`ValueError` naming the argument at fault.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+
+def _as_1d(name: str, values: ArrayLike, finite: bool = False) -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(f"`{name}` must be 1-D, got an array of shape {array.shape}.")
+    if array.size == 0:
+        raise ValueError(f"`{name}` is empty; at least one value is needed.")
+    if finite:
+        if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+            raise ValueError(f"`{name}` must hold real numbers, got dtype {array.dtype}.")
+        num_bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if num_bad:
+            raise ValueError(f"`{name}` holds {num_bad} NaN or infinite value(s) out of {array.size}.")
+    return array
+
+
+def _as_binary(name: str, values: ArrayLike) -> np.ndarray:
+    array = _as_1d(name, values)
+    if array.dtype != bool:
+        bad = ~np.isin(array, (0, 1))
+        if bad.any():
+            raise ValueError(
+                f"`{name}` must be boolean or 0/1, got {int(bad.sum())} other value(s), "
+                f"e.g. {array[bad][0]!r} at index {int(np.flatnonzero(bad)[0])}."
+            )
+    return array.astype(bool)
+
+
+def _as_embeddings(name: str, values: ArrayLike) -> np.ndarray:
+    """[num, dim] finite float32 C-contiguous copy (faiss needs that layout)."""
+    array = np.array(values, dtype=np.float32, order="C", copy=True)
+    if array.ndim != 2:
+        raise ValueError(f"`{name}` must be 2-D [num, dim], got an array of shape {array.shape}.")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"`{name}` is empty (shape {array.shape}).")
+    num_bad = int(array.shape[0] - np.count_nonzero(np.isfinite(array).all(axis=1)))
+    if num_bad:
+        raise ValueError(f"`{name}` has {num_bad} row(s) with NaN or infinite values out of {array.shape[0]}.")
+    return array
+
+
+def _check_lengths(**arrays: np.ndarray) -> None:
+    lengths = {name: len(array) for name, array in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        described = ", ".join(f"`{name}` has {length}" for name, length in lengths.items())
+        raise ValueError(f"Mismatched lengths: {described}; they must be equal.")
+
+
+def _check_both_classes(is_same: np.ndarray) -> tuple[int, int]:
+    num_same = int(is_same.sum())
+    num_different = len(is_same) - num_same
+    if num_same == 0 or num_different == 0:
+        raise ValueError(
+            f"`is_same` must hold both classes, got {num_same} same and {num_different} different pair(s)."
+        )
+    return num_same, num_different
+
+
+def _check_dims(query_name: str, queries: np.ndarray, reference_name: str, references: np.ndarray) -> None:
+    if queries.shape[1] != references.shape[1]:
+        raise ValueError(
+            f"`{query_name}` has dimension {queries.shape[1]} but `{reference_name}` has {references.shape[1]}."
+        )

@@ -1,0 +1,313 @@
+"""Verification metrics of face pairs as pure functions on numpy arrays (no model inside).
+
+- `cosine_similarity_pairs`: the similarity score of each pair of embeddings.
+- `verification_accuracy`: k-fold accuracy with a threshold chosen on the other folds, either
+  exactly (every distinct decision) or on a grid (`ORIGINAL_THRESHOLD_GRID`, the original's).
+- `roc_metrics`: ROC curve, AUC, EER and TAR at fixed FAR.
+
+Every function validates its inputs and raises `ValueError` naming the argument at fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from ._checks import _as_1d, _as_binary, _check_both_classes, _check_lengths
+
+
+# The original's threshold grid: `np.arange(-1.0, 1.0, 0.005)`, i.e. 400 values
+# -1.0, -0.995, ..., 0.995 (1.0 itself is excluded), bit-identical to the original's values.
+ORIGINAL_THRESHOLD_GRID = np.arange(-1.0, 1.0, 0.005)
+ORIGINAL_THRESHOLD_GRID.setflags(write=False)
+
+
+def cosine_similarity_pairs(embeddings_a: ArrayLike, embeddings_b: ArrayLike) -> np.ndarray:
+    """Cosine similarity of row i of `embeddings_a` with row i of `embeddings_b`.
+
+    Args:
+        embeddings_a, embeddings_b: `[num_pairs, dim]` float arrays.
+
+    Returns:
+        `[num_pairs]` float64 similarities in [-1, 1].
+    """
+    a = np.asarray(embeddings_a, dtype=np.float64)
+    b = np.asarray(embeddings_b, dtype=np.float64)
+    for name, array in (("embeddings_a", a), ("embeddings_b", b)):
+        if array.ndim != 2 or array.shape[0] == 0:
+            raise ValueError(f"`{name}` must be a non-empty 2-D [num_pairs, dim] array, got shape {array.shape}.")
+        num_bad = int(array.shape[0] - np.count_nonzero(np.isfinite(array).all(axis=1)))
+        if num_bad:
+            raise ValueError(f"`{name}` has {num_bad} row(s) with NaN or infinite values out of {array.shape[0]}.")
+    if a.shape != b.shape:
+        raise ValueError(f"`embeddings_a` has shape {a.shape} but `embeddings_b` has shape {b.shape}.")
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    num_zero = int(np.count_nonzero(norms == 0))
+    if num_zero:
+        raise ValueError(f"{num_zero} pair(s) contain a zero embedding, whose cosine similarity is undefined.")
+    return np.einsum("ij,ij->i", a, b) / norms
+
+
+@dataclass(frozen=True)
+class VerificationResult:
+    """k-fold verification accuracy.
+
+    Attributes:
+        accuracy: mean over folds of the held-out accuracy.
+        accuracy_std: population standard deviation (ddof=0) of the fold accuracies, as the original.
+        threshold: mean of the fold thresholds.
+        fold_accuracies: `[num_folds]` held-out accuracy of each fold (folds in sorted id order).
+        fold_thresholds: `[num_folds]` threshold chosen on the other folds.
+    """
+
+    accuracy: float
+    accuracy_std: float
+    threshold: float
+    fold_accuracies: np.ndarray
+    fold_thresholds: np.ndarray
+
+
+def _fold_ids(folds: ArrayLike | None, num_pairs: int, num_folds: int | None) -> tuple[np.ndarray, int]:
+    """Dense fold ids `[num_pairs]` in 0..num_folds-1."""
+    if folds is None:
+        num_folds = 10 if num_folds is None else num_folds
+        if num_folds < 2:
+            raise ValueError(f"`num_folds` must be at least 2, got {num_folds}.")
+        if num_pairs < num_folds:
+            raise ValueError(f"{num_pairs} pair(s) cannot be split into `num_folds`={num_folds} non-empty folds.")
+        # Contiguous blocks in order, with the original's boundaries: fold k = [k*n//K, (k+1)*n//K).
+        bounds = np.arange(num_folds + 1) * num_pairs // num_folds
+        return np.repeat(np.arange(num_folds), np.diff(bounds)), num_folds
+    if num_folds is not None:
+        raise ValueError("Pass either `folds` (fold id of every pair) or `num_folds` (contiguous blocks), not both.")
+    fold_values = _as_1d("folds", folds)
+    if not np.issubdtype(fold_values.dtype, np.integer):
+        raise ValueError(f"`folds` must hold integer fold ids, got dtype {fold_values.dtype}.")
+    unique_folds, dense = np.unique(fold_values, return_inverse=True)
+    if len(unique_folds) < 2:
+        raise ValueError(f"`folds` must name at least 2 folds, got only fold {unique_folds.tolist()}.")
+    return dense, len(unique_folds)
+
+
+def verification_accuracy(
+    scores: ArrayLike,
+    is_same: ArrayLike,
+    folds: ArrayLike | None = None,
+    *,
+    num_folds: int | None = None,
+    threshold_grid: Literal["original"] | ArrayLike | None = None,
+) -> VerificationResult:
+    """k-fold verification accuracy: threshold chosen on the other folds, accuracy on the held-out one.
+
+    A pair is predicted "same" when `score > threshold` (the original's rule). For each fold the
+    threshold maximises the accuracy on the other folds; among equally accurate thresholds the
+    largest wins (the original scans its grid upwards and keeps the last best).
+
+    Candidate thresholds:
+    - `threshold_grid=None` (default): every distinct decision on the training folds, i.e. with
+      `u_1 < ... < u_m` the distinct training scores, "all same" and "same iff score > u_j" for each
+      j. The returned value is the midpoint between the largest training score predicted different
+      and the smallest predicted same; with all training pairs predicted different it is `u_m`,
+      with all predicted same it is the float just below `u_1` (`np.nextafter`). This equals a
+      brute-force search over all those midpoints, but is computed by sorting once and taking
+      cumulative counts, for all folds at once.
+    - `threshold_grid="original"`: the original's grid `np.arange(-1.0, 1.0, 0.005)`.
+    - an array: that grid of thresholds (sorted and deduplicated).
+
+    Args:
+        scores: `[num_pairs]` similarity scores (e.g. `cosine_similarity_pairs`).
+        is_same: `[num_pairs]` booleans or 0/1, true when the pair shows one identity.
+        folds: `[num_pairs]` integer fold id of every pair (e.g. the sets of LFW `pairs.txt`).
+            None: `num_folds` contiguous blocks in order, as the original (LFW's 10 sets of 600).
+        num_folds: number of contiguous blocks when `folds` is None (default 10).
+        threshold_grid: see above.
+
+    Returns:
+        `VerificationResult` with mean/std accuracy, mean threshold and per-fold values.
+    """
+    scores = _as_1d("scores", scores, finite=True).astype(np.float64)
+    is_same = _as_binary("is_same", is_same)
+    _check_lengths(scores=scores, is_same=is_same)
+    _check_both_classes(is_same)
+    if folds is not None:
+        _check_lengths(scores=scores, folds=np.asarray(folds).reshape(-1))
+    fold_ids, num_folds = _fold_ids(folds, len(scores), num_folds)
+
+    # One sort for everything: distinct scores ascending and the position of each pair in them.
+    values, positions = np.unique(scores, return_inverse=True)
+    thresholds = _fold_thresholds(values, positions, fold_ids, num_folds, is_same, threshold_grid)
+
+    held_out_correct = (scores > thresholds[fold_ids]) == is_same
+    fold_accuracies = np.bincount(fold_ids, weights=held_out_correct, minlength=num_folds) / np.bincount(
+        fold_ids, minlength=num_folds
+    )
+    return VerificationResult(
+        accuracy=float(fold_accuracies.mean()),
+        accuracy_std=float(fold_accuracies.std()),
+        threshold=float(thresholds.mean()),
+        fold_accuracies=fold_accuracies,
+        fold_thresholds=thresholds,
+    )
+
+
+def _fold_thresholds(
+    values: np.ndarray,
+    positions: np.ndarray,
+    fold_ids: np.ndarray,
+    num_folds: int,
+    is_same: np.ndarray,
+    threshold_grid: Literal["original"] | ArrayLike | None,
+) -> np.ndarray:
+    """Threshold `[folds]` chosen on the other folds for each fold, by the rule of `threshold_grid`."""
+    gain = _training_gain(fold_ids, num_folds, positions, len(values), is_same)
+    if threshold_grid is None:
+        return _exact_thresholds(values, positions, fold_ids, num_folds, gain)
+    return _grid_thresholds(values, gain, threshold_grid)
+
+
+def _training_gain(
+    fold_ids: np.ndarray, num_folds: int, positions: np.ndarray, num_values: int, is_same: np.ndarray
+) -> np.ndarray:
+    """Gain `[folds, m + 1]` in correct training pairs of each cut over cut 0, for every held-out fold."""
+    # Cut c (0..m) predicts "different" for the c lowest distinct scores and "same" above them.
+    # Relative to cut 0 ("all same"), each pair at or below the cut adds +1 correct if it is
+    # different and -1 if it is same: training accuracy = (training same pairs + gain) / pairs.
+    fold_gain = np.bincount(
+        fold_ids * num_values + positions, weights=np.where(is_same, -1.0, 1.0), minlength=num_folds * num_values
+    ).reshape(num_folds, num_values)
+    np.cumsum(fold_gain, axis=1, out=fold_gain)
+    gain = np.zeros((num_folds, num_values + 1))  # column 0: cut 0, "all same"
+    np.subtract(fold_gain.sum(axis=0), fold_gain, out=gain[:, 1:])  # all folds minus the held-out one
+    return gain
+
+
+def _exact_thresholds(
+    values: np.ndarray, positions: np.ndarray, fold_ids: np.ndarray, num_folds: int, gain: np.ndarray
+) -> np.ndarray:
+    """Threshold `[folds]` of the best distinct decision of each fold (`threshold_grid=None`).
+
+    Overwrites the entries of `gain` that are no decision of their fold with -inf.
+    """
+    num_values = len(values)
+    # A distinct score whose pairs all lie in fold k is no training score of fold k: the cut just
+    # above it is no new decision there (it repeats the previous cut's gain), so it is excluded.
+    fold_min = np.full(num_values, num_folds)
+    fold_max = np.full(num_values, -1)
+    np.minimum.at(fold_min, positions, fold_ids)
+    np.maximum.at(fold_max, positions, fold_ids)
+    only_fold = np.where(fold_min == fold_max, fold_min, -1)  # [m], -1 when spread over folds
+    in_one_fold = np.flatnonzero(only_fold >= 0)
+    gain[only_fold[in_one_fold], in_one_fold + 1] = -np.inf
+    in_train = only_fold != np.arange(num_folds)[:, None]  # [folds, m]
+    return _cut_thresholds(values, in_train, _last_argmax(gain))
+
+
+def _grid_thresholds(
+    values: np.ndarray, gain: np.ndarray, threshold_grid: Literal["original"] | ArrayLike
+) -> np.ndarray:
+    """Threshold `[folds]` of the best grid value of each fold (`threshold_grid` "original" or an array)."""
+    if isinstance(threshold_grid, str):
+        if threshold_grid != "original":
+            raise ValueError(f"`threshold_grid` must be None, 'original' or an array, got {threshold_grid!r}.")
+        grid = ORIGINAL_THRESHOLD_GRID
+    else:
+        grid = np.unique(_as_1d("threshold_grid", threshold_grid, finite=True).astype(np.float64))
+    # `score > g` holds exactly for the distinct scores above the first `grid_cuts` ones.
+    grid_cuts = np.searchsorted(values, grid, side="right")
+    return grid[_last_argmax(gain[:, grid_cuts])]
+
+
+def _last_argmax(values: np.ndarray) -> np.ndarray:
+    """Index of the last maximum along the last axis (ties go to the larger threshold)."""
+    return values.shape[-1] - 1 - np.argmax(values[..., ::-1], axis=-1)
+
+
+def _cut_thresholds(values: np.ndarray, in_train: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """Concrete threshold `[folds]` for each fold's chosen cut (see `verification_accuracy`).
+
+    `values` `[m]` are the distinct scores, `in_train` `[folds, m]` says which are training scores of
+    each fold and `cuts` `[folds]` is the number of distinct scores predicted different.
+    """
+    num_values = len(values)
+    # Smallest training score predicted same: the first training score at or after the cut (m if none).
+    at_or_after = in_train & (np.arange(num_values) >= cuts[:, None])
+    above = np.where(at_or_after.any(axis=1), np.argmax(at_or_after, axis=1), num_values)
+    lower = values[np.maximum(cuts - 1, 0)]  # largest training score predicted different (when cuts > 0)
+    upper = np.append(values, np.inf)[above]
+    midpoint = lower + (upper - lower) / 2
+    # Between two adjacent floats the midpoint may round up onto `upper`, which `>` would then
+    # call different; `lower` is then the threshold that keeps the decision.
+    thresholds = np.where(midpoint < upper, midpoint, lower)
+    thresholds = np.where(above == num_values, lower, thresholds)  # all predicted different
+    return np.where(cuts == 0, np.nextafter(upper, -np.inf), thresholds)  # all predicted same
+
+
+@dataclass(frozen=True)
+class RocResult:
+    """ROC figures of a verification protocol.
+
+    Attributes:
+        auc: area under the ROC curve (trapezoids; ties count half).
+        eer: equal error rate, where the ROC curve (linear between its points) crosses FPR = 1 - TPR.
+        tar_at_far: `{far: tar}`, the largest TPR among ROC points with FPR <= far.
+        fpr, tpr: `[num_points]` the ROC curve, from (0, 0) to (1, 1).
+        thresholds: `[num_points]` accept when `score >= threshold`; the first is +inf.
+    """
+
+    auc: float
+    eer: float
+    tar_at_far: dict[float, float]
+    fpr: np.ndarray
+    tpr: np.ndarray
+    thresholds: np.ndarray
+
+
+def roc_metrics(
+    scores: ArrayLike, is_same: ArrayLike, far_targets: Sequence[float] = (1e-3, 1e-2, 1e-1)
+) -> RocResult:
+    """ROC curve, AUC, EER and TAR at fixed FAR of similarity scores.
+
+    The curve has one point per distinct score (accept when `score >= threshold`, as
+    scikit-learn's `roc_curve` with `drop_intermediate=False`), so the operating points are the
+    same as `verification_accuracy`'s `score > threshold` decisions.
+
+    Args:
+        scores: `[num_pairs]` similarity scores.
+        is_same: `[num_pairs]` booleans or 0/1.
+        far_targets: false accept rates in (0, 1] at which to report the true accept rate.
+    """
+    scores = _as_1d("scores", scores, finite=True).astype(np.float64)
+    is_same = _as_binary("is_same", is_same)
+    _check_lengths(scores=scores, is_same=is_same)
+    num_same, num_different = _check_both_classes(is_same)
+    for far in far_targets:
+        if not 0 < far <= 1:
+            raise ValueError(f"`far_targets` must lie in (0, 1], got {far}.")
+
+    values, positions = np.unique(scores, return_inverse=True)
+    counts = np.bincount(is_same * len(values) + positions, minlength=2 * len(values)).reshape(2, len(values))
+    # Walk the distinct scores downwards: accepted pairs are those at or above the threshold.
+    accepted = np.zeros((2, len(values) + 1), dtype=np.int64)
+    np.cumsum(counts[:, ::-1], axis=1, out=accepted[:, 1:])
+    fpr = accepted[0] / num_different
+    tpr = accepted[1] / num_same
+    thresholds = np.concatenate([[np.inf], values[::-1]])
+
+    auc = float(np.trapezoid(tpr, fpr))
+    # tpr + fpr - 1 rises from -1 to 1 along the curve; the EER is where it crosses 0.
+    gap = tpr + fpr - 1
+    after = int(np.argmax(gap >= 0))
+    if gap[after] == 0:
+        eer = float(fpr[after])
+    else:
+        weight = -gap[after - 1] / (gap[after] - gap[after - 1])
+        eer = float(fpr[after - 1] + weight * (fpr[after] - fpr[after - 1]))
+    # fpr is non-decreasing, so the points with FPR <= far are a prefix of the curve.
+    tar_at_far = {
+        float(far): float(tpr[: np.searchsorted(fpr, far, side="right")].max()) for far in far_targets
+    }
+    return RocResult(auc=auc, eer=eer, tar_at_far=tar_at_far, fpr=fpr, tpr=tpr, thresholds=thresholds)

@@ -1,0 +1,189 @@
+"""Tests of dcr_hf.metrics.ranking against independent oracles: scikit-learn, brute force, hand cases."""
+
+import numpy as np
+import pytest
+from sklearn.metrics.pairwise import cosine_similarity
+
+from dcr_hf.metrics.ranking import identification_accuracy, retrieval_metrics
+from dcr_hf.metrics.verification import cosine_similarity_pairs
+
+
+faiss = pytest.importorskip("faiss")
+
+
+def _unit_circle(degrees) -> np.ndarray:
+    radians = np.deg2rad(np.asarray(degrees, dtype=np.float64))
+    return np.stack([np.cos(radians), np.sin(radians)], axis=1)
+
+
+# ----------------------------------------------------------------------------- identification
+
+
+def test_identification_hand_case():
+    # Gallery on the unit circle (degrees): A 0; B 30, 38, 45; C 60; D 90; E 120; F 150; G 180.
+    norms = np.array([[1.0], [2], [3], [1], [5], [1], [2], [1], [4]])  # cosine ignores them
+    gallery = _unit_circle([0, 30, 38, 45, 60, 90, 120, 150, 180]) * norms
+    gallery_labels = np.array(["A", "B", "B", "B", "C", "D", "E", "F", "G"])
+    # Probe (degrees, subject) -> ranking of subjects by nearest gallery image:
+    #   10 A: A first                                   -> rank 1
+    #   50 A: B45 (5), C (10), B38, B30, D (40), A (50) -> subjects B, C, D, A: rank 4
+    #         (A is the 6th gallery image but the 4th subject)
+    #  175 A: G, F, E, D, C, B, A                        -> rank 7
+    #   35 B: B38 first                                 -> rank 1
+    #  200 Z: not in the gallery                        -> unmatched
+    probes = _unit_circle([10, 50, 175, 35, 200]) * 3.0
+    probe_labels = np.array(["A", "A", "A", "B", "Z"])
+
+    result = identification_accuracy(probes, probe_labels, gallery, gallery_labels, ranks=(1, 5, 7))
+    assert result.num_probes == 5
+    assert result.num_unmatched_probes == 1
+    assert result.accuracy_at_rank == {1: 2 / 4, 5: 3 / 4, 7: 4 / 4}
+    assert result.accuracy_at_rank_all_probes == {1: 2 / 5, 5: 3 / 5, 7: 4 / 5}
+    # Rank 2 searches only (2 - 1) * 3 + 1 = 4 gallery images; the probe at 50 degrees is a miss there.
+    rank_2 = identification_accuracy(probes, probe_labels, gallery, gallery_labels, ranks=(2,))
+    assert rank_2.accuracy_at_rank == {2: 2 / 4}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_identification_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(45, 8))
+    gallery_labels = rng.integers(0, 40, 120)  # several images per subject
+    gallery = centers[gallery_labels] + 0.7 * rng.normal(size=(120, 8))
+    probe_labels = rng.integers(0, 45, 300)  # subjects 40-44 are absent from the gallery
+    probes = centers[probe_labels] + 1.2 * rng.normal(size=(300, 8))
+    ranks = (1, 3, 5, 10)
+
+    similarity = cosine_similarity(probes, gallery)
+    subjects = np.unique(gallery_labels)
+    best_per_subject = np.stack([similarity[:, gallery_labels == s].max(axis=1) for s in subjects], axis=1)
+    matched = np.isin(probe_labels, subjects)
+    probe_rank = np.full(300, 10**9)
+    for i in np.flatnonzero(matched):
+        own = best_per_subject[i, subjects == probe_labels[i]][0]
+        probe_rank[i] = 1 + np.sum(best_per_subject[i] > own)
+
+    result = identification_accuracy(probes, probe_labels, gallery, gallery_labels, ranks=ranks)
+    assert result.num_unmatched_probes == int((~matched).sum()) > 0
+    for rank in ranks:
+        assert result.accuracy_at_rank[rank] == pytest.approx(np.mean(probe_rank[matched] <= rank))
+        assert result.accuracy_at_rank_all_probes[rank] == pytest.approx(np.mean(probe_rank <= rank))
+
+
+# ----------------------------------------------------------------------------- retrieval
+
+
+def test_retrieval_hand_case_separate_sets():
+    # References (degrees, label): 0/0, 10/0, 20/0, 40/1, 50/1, 90/2. R: label 0 -> 3, 1 -> 2, 2 -> 1.
+    # Query 12, label 0: 10, 20, 0 all label 0        -> rel 1 1 1: P@1 1, R-prec 1,   AP@R 1
+    # Query 27, label 1: 20 (l0), 40 (l1)              -> rel 0 1:   P@1 0, R-prec 1/2, AP@R (1/2)/2
+    # Query 60, label 2: 50 (l1)                       -> rel 0:     P@1 0, R-prec 0,   AP@R 0
+    # Query 47, label 1: 50, 40                        -> rel 1 1:   P@1 1, R-prec 1,   AP@R 1
+    # Query 100, label 3: no reference                 -> unmatched, left out
+    references = _unit_circle([0, 10, 20, 40, 50, 90]) * np.array([[1.0], [3], [2], [1], [7], [1]])
+    queries = _unit_circle([12, 27, 60, 47, 100])
+    result = retrieval_metrics(queries, [0, 1, 2, 1, 3], references, [0, 0, 0, 1, 1, 2])
+    assert result.precision_at_1 == pytest.approx(2 / 4)
+    assert result.r_precision == pytest.approx((1 + 0.5 + 0 + 1) / 4)
+    assert result.mean_average_precision_at_r == pytest.approx((1 + 0.25 + 0 + 1) / 4)
+    assert (result.num_queries, result.num_unmatched_queries) == (5, 1)
+
+
+def test_retrieval_hand_case_same_set_excludes_self():
+    # Items (degrees, label): a 0/0, b 10/0, c 25/1, d 30/0, e 60/1, f 200/2 (f's label is lone).
+    # R excludes the item itself: label 0 -> 2, label 1 -> 1.
+    # a: b (l0), c (l1)        -> rel 1 0: P@1 1, R-prec 1/2, AP@R (1/1)/2
+    # b: a (l0), c (l1)        -> rel 1 0: P@1 1, R-prec 1/2, AP@R 1/2
+    # c: d (l0)                -> rel 0:   0, 0, 0
+    # d: c (l1), b (l0)        -> rel 0 1: P@1 0, R-prec 1/2, AP@R (1/2)/2
+    # e: d (l0)                -> rel 0:   0, 0, 0
+    embeddings = _unit_circle([0, 10, 25, 30, 60, 200])
+    result = retrieval_metrics(embeddings, [0, 0, 1, 0, 1, 2])
+    assert result.precision_at_1 == pytest.approx(2 / 5)
+    assert result.r_precision == pytest.approx(1.5 / 5)
+    assert result.mean_average_precision_at_r == pytest.approx(1.25 / 5)
+    assert (result.num_queries, result.num_unmatched_queries) == (6, 1)
+
+
+def test_retrieval_l2_differs_from_cosine_on_raw_embeddings():
+    # The query (1, 0) points along r1 = (10, 0) but is closer in L2 to r2 = (0.9, 0.3).
+    queries, references = np.array([[1.0, 0.0]]), np.array([[10.0, 0.0], [0.9, 0.3]])
+    assert retrieval_metrics(queries, [0], references, [0, 1], metric="cosine").precision_at_1 == 1.0
+    assert retrieval_metrics(queries, [0], references, [0, 1], metric="l2").precision_at_1 == 0.0
+
+
+def _brute_force_retrieval(queries, query_labels, references, reference_labels, metric, same_set):
+    """Full distance matrix, argsort, and the AccuracyCalculator definitions, one query at a time."""
+    if metric == "cosine":
+        distances = -cosine_similarity(queries, references)
+    else:
+        distances = ((queries[:, None, :] - references[None, :, :]) ** 2).sum(-1)
+    if same_set:
+        np.fill_diagonal(distances, np.inf)
+    precision_at_1, r_precision, average_precision = [], [], []
+    for i in range(len(queries)):
+        num_relevant = np.sum(reference_labels == query_labels[i]) - int(same_set)
+        if num_relevant == 0:
+            continue
+        retrieved = reference_labels[np.argsort(distances[i], kind="stable")[:num_relevant]] == query_labels[i]
+        precision_at_1.append(retrieved[0])
+        r_precision.append(retrieved.sum() / num_relevant)
+        average_precision.append(
+            sum(retrieved[: j + 1].sum() / (j + 1) for j in range(num_relevant) if retrieved[j]) / num_relevant
+        )
+    return np.mean(precision_at_1), np.mean(r_precision), np.mean(average_precision)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("same_set", [False, True])
+def test_retrieval_matches_brute_force(metric, same_set):
+    rng = np.random.default_rng(7)
+    centers = rng.normal(size=(30, 16))
+    query_labels = rng.integers(0, 32, 400)  # labels 30 and 31: unmatched queries
+    queries = centers[query_labels % 30] + 0.9 * rng.normal(size=(400, 16))
+    query_labels[:3] = [100, 101, 102]  # lone labels: unmatched when queries are their own references
+    if same_set:
+        references, reference_labels = queries, query_labels
+    else:
+        reference_labels = rng.integers(0, 30, 350)
+        references = centers[reference_labels] + 0.9 * rng.normal(size=(350, 16))
+
+    expected = _brute_force_retrieval(queries, query_labels, references, reference_labels, metric, same_set)
+    if same_set:
+        result = retrieval_metrics(queries, query_labels, metric=metric)
+    else:
+        result = retrieval_metrics(queries, query_labels, references, reference_labels, metric=metric)
+
+    np.testing.assert_allclose(
+        [result.precision_at_1, result.r_precision, result.mean_average_precision_at_r], expected, rtol=1e-12
+    )
+    assert 0 < result.num_unmatched_queries < result.num_queries
+
+
+# ----------------------------------------------------------------------------- bad inputs
+
+
+def test_embedding_metrics_reject_bad_inputs():
+    rng = np.random.default_rng(0)
+    embeddings, labels = rng.normal(size=(10, 4)), np.arange(10) % 3
+    bad = embeddings.copy()
+    bad[[1, 4], 2] = np.nan
+    bad[7, 0] = np.inf
+    with pytest.raises(ValueError, match="`query_embeddings` has 3 row"):
+        retrieval_metrics(bad, labels)
+    with pytest.raises(ValueError, match="`gallery_embeddings` has 3 row"):
+        identification_accuracy(embeddings, labels, bad, labels)
+    with pytest.raises(ValueError, match="`probe_embeddings` has 10, `probe_labels` has 9"):
+        identification_accuracy(embeddings, labels[:9], embeddings, labels)
+    with pytest.raises(ValueError, match="dimension 4 but `reference_embeddings` has 3"):
+        retrieval_metrics(embeddings, labels, embeddings[:, :3], labels)
+    with pytest.raises(ValueError, match="empty"):
+        retrieval_metrics(np.zeros((0, 4)), [])
+    with pytest.raises(ValueError, match="No probe subject"):
+        identification_accuracy(embeddings, labels + 10, embeddings, labels)
+    with pytest.raises(ValueError, match="No query"):
+        retrieval_metrics(embeddings, np.arange(10))  # every label is lone
+    with pytest.raises(ValueError, match="zero embedding"):
+        cosine_similarity_pairs(np.zeros((2, 3)), np.ones((2, 3)))
+    with pytest.raises(ValueError, match="`embeddings_b` has 1 row"):
+        cosine_similarity_pairs(np.ones((2, 3)), [[1.0, 2.0, np.nan], [1.0, 1.0, 1.0]])
