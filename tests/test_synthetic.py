@@ -11,6 +11,7 @@ from datasets import ClassLabel, DatasetDict, Image
 from PIL import Image as PILImage
 from sklearn.neighbors import NearestCentroid
 
+from dcr_hf.data.features import PAIRS_FEATURES, gallery_features, identity_features, probe_features, subject_name
 from dcr_hf.data.synthetic import CAMERAS, PROBE_SIZES, SYNTHETIC_SPLITS, load_synthetic
 from dcr_hf.image_processing_dcr import simulate_low_resolution
 
@@ -44,8 +45,26 @@ def test_splits_columns_and_labels(small):
         label = small[name].features["label"]
         assert isinstance(label, ClassLabel) and label.num_classes == classes
         assert Counter(small[name]["label"]) == {c: 3 for c in range(classes)}
-    assert set(small["pairs"].column_names) == {"image_a", "image_b", "is_same", "fold", "label_a", "label_b"}
-    assert set(small["probe"].column_names) == {"image", "label", "subject", "camera", "distance"}
+    # Like the real LFW pairs, no identity columns: the pairs only say same or not.
+    assert small["pairs"].column_names == ["image_a", "image_b", "is_same", "fold"]
+    assert small["probe"].column_names == ["image", "label", "subject", "distance", "camera"]
+
+
+def test_splits_have_the_shared_schemas(small):
+    """The synthetic splits have exactly the features (types and column order) of the real loaders."""
+    schemas = {
+        "train": identity_features(small["train"].features["label"]),
+        "retrieval": identity_features(small["retrieval"].features["label"]),
+        "pairs": PAIRS_FEATURES,
+        "gallery": gallery_features(small["gallery"].features["label"]),
+        "probe": probe_features(small["probe"].features["label"]),
+    }
+    assert tuple(schemas) == SYNTHETIC_SPLITS
+    for name, schema in schemas.items():
+        assert small[name].features == schema, name
+        assert list(small[name].features) == list(schema) == small[name].column_names, name
+    assert all(isinstance(value, bool) for value in small["pairs"]["is_same"])
+    assert all(isinstance(value, str) for name in ("gallery", "probe") for value in small[name]["subject"])
 
 
 def test_same_seed_same_pixels_other_seed_other_pixels(small):
@@ -80,30 +99,32 @@ def test_pairs_form_ten_balanced_identity_disjoint_folds(small):
     pairs, retrieval = small["pairs"], small["retrieval"]
     folds = np.array(pairs["fold"])
     same = np.array(pairs["is_same"])
-    label_a, label_b = np.array(pairs["label_a"]), np.array(pairs["label_b"])
-    assert len(pairs) == 40
+    # Pair images are byte-identical retrieval images (distinct ones, so each has one identity):
+    # the retrieval labels recover each pair's identities, as the pairs carry none.
+    label_of = dict(zip(_bytes(retrieval), retrieval["label"]))
+    assert len(label_of) == len(retrieval)
+    images_a, images_b = _bytes(pairs, "image_a"), _bytes(pairs, "image_b")
+    assert all(a in label_of and b in label_of for a, b in zip(images_a, images_b))
+    label_a, label_b = np.array([label_of[a] for a in images_a]), np.array([label_of[b] for b in images_b])
+    assert same.dtype == bool and len(pairs) == 40
     assert (np.diff(folds) >= 0).all() and sorted(set(folds)) == list(range(10))  # contiguous blocks
     for fold in range(10):
-        assert Counter(same[folds == fold]) == {0: 2, 1: 2}
+        assert Counter(same[folds == fold]) == {False: 2, True: 2}
     np.testing.assert_array_equal(same, label_a == label_b)
     fold_identities = [set(label_a[folds == k]) | set(label_b[folds == k]) for k in range(10)]
     assert sum(len(s) for s in fold_identities) == len(set().union(*fold_identities))
-    # Pair images are retrieval images of the stated identities, and no pair repeats.
-    by_label: dict[int, set] = {}
-    for image, label in zip(_bytes(retrieval), retrieval["label"]):
-        by_label.setdefault(label, set()).add(image)
-    images_a, images_b = _bytes(pairs, "image_a"), _bytes(pairs, "image_b")
-    assert all(a in by_label[la] and b in by_label[lb] for a, b, la, lb in zip(images_a, images_b, label_a, label_b))
+    # No pair shows one image twice, and no pair repeats.
     assert all(a != b for a, b in zip(images_a, images_b))
     assert len({frozenset(p) for p in zip(images_a, images_b)}) == len(pairs)
 
 
 def test_gallery_and_probes_follow_scface_layout(small):
     gallery, probe = small["gallery"], small["probe"]
-    assert gallery["label"] == [0, 1, 2] and gallery["subject"] == [1, 2, 3]
+    assert gallery["label"] == [0, 1, 2] and gallery["subject"] == ["001", "002", "003"]
     keys = Counter(zip(probe["label"], probe["camera"], probe["distance"]))
     assert keys == {(s, c, d): 1 for s in range(3) for c in CAMERAS for d in PROBE_SIZES}
-    assert probe["subject"] == [label + 1 for label in probe["label"]]
+    assert probe["subject"] == [subject_name(label) for label in probe["label"]]
+    assert probe["subject"] == [f"{label + 1:03d}" for label in probe["label"]]
     assert gallery.features["label"] == probe.features["label"]
 
 
