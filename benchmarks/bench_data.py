@@ -24,6 +24,7 @@ import PIL.Image
 import torch
 from datasets import Dataset, Image, load_from_disk
 
+from dcr_hf import DCRConfig, DCRImageProcessor
 from dcr_hf.data.transforms import TrainTransform, apply_transform
 
 
@@ -59,7 +60,7 @@ def write_tree(root: str, num_images: int, images_per_identity: int, size: int, 
 def time_loader(dataset: Dataset, augmentation: str, args: argparse.Namespace) -> float:
     """Best samples/s over `args.repeats` full passes, after one warm-up pass (worker start-up)."""
     transform = TrainTransform(
-        image_size=args.image_size,
+        DCRImageProcessor(image_size=args.image_size),
         low_resolution_sizes=args.sizes,
         augmentation=augmentation,
         defer_low_resolution=args.defer_low_resolution,
@@ -88,8 +89,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-images", type=int, default=2000)
     parser.add_argument("--images-per-identity", type=int, default=20)
-    parser.add_argument("--image-size", type=int, default=120)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[8, 12, 16, 20])
+    parser.add_argument("--image-size", type=int, default=DCRConfig.image_size)
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(DCRConfig.low_resolution_sizes))
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)

@@ -21,25 +21,25 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import best_time, set_threads  # noqa: E402
 
-from dcr_hf import DCRConfig, DCRForImageClassification  # noqa: E402
-from dcr_hf.data.transforms import make_low_resolution_copies  # noqa: E402
+from dcr_hf import DCRConfig, DCRForImageClassification, DCRImageProcessor, make_low_resolution_copies  # noqa: E402
 
-SIZES = [8, 12, 16, 20]
+SIZES = list(DCRConfig.low_resolution_sizes)
+PROCESSOR = DCRImageProcessor()
 
 
 def step_images_per_second(model, device: str, bf16: bool, repeats: int) -> float:
     model = model.to(device=device, memory_format=torch.channels_last).train()
-    hr = torch.randn(32, 3, 120, 120, device=device)
+    hr = torch.randn(32, 3, PROCESSOR.image_size, PROCESSOR.image_size, device=device).clamp(-1, 1)
     labels = torch.randint(0, 200, (32,), device=device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-3)
 
     # On the CPU the data loader makes the LR copies (in its workers); on a GPU the trainer makes
     # them in the step (`--defer_low_resolution`), so they are timed there.
-    prepared = make_low_resolution_copies(hr, SIZES) if device == "cpu" else None
+    prepared = make_low_resolution_copies(hr, SIZES, PROCESSOR, normalized=True) if device == "cpu" else None
 
     def step():
-        low = prepared if prepared is not None else make_low_resolution_copies(hr, SIZES)
+        low = prepared if prepared is not None else make_low_resolution_copies(hr, SIZES, PROCESSOR, normalized=True)
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
             loss = model(hr, labels=labels, low_resolution_pixel_values=low).loss
         loss.backward()

@@ -6,7 +6,9 @@ Importing the package registers DCR with the transformers Auto classes.
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
 
 from .configuration_dcr import DCRConfig
+from .configuration_dcr import check_low_resolution_sizes
 from .image_processing_dcr import DCRImageProcessor, convert_to_rgb, simulate_low_resolution
+from .low_resolution import make_low_resolution_copies
 from .modeling_dcr import (
     DCRForImageClassification,
     DCRImageClassifierOutput,
@@ -30,6 +32,8 @@ __all__ = [
     "DCRModel",
     "DCRModelOutput",
     "DCRPreTrainedModel",
+    "check_low_resolution_sizes",
     "convert_to_rgb",
+    "make_low_resolution_copies",
     "simulate_low_resolution",
 ]

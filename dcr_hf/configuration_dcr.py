@@ -12,6 +12,31 @@ from transformers.utils import logging
 logger = logging.get_logger(__name__)
 
 
+def check_low_resolution_sizes(sizes, image_size: int, name: str = "low_resolution_sizes") -> list[int]:
+    """The one rule for low-resolution probe sizes; returns them as a list of ints.
+
+    A size is a whole number of pixels in [1, image_size - 1] (the HR image itself is not a
+    probe size) and no size is listed twice. Raises `ValueError` naming `name` and the value.
+    """
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise ValueError(f"{name} must be a list of integers, got {sizes!r}.")
+    checked = []
+    for size in sizes:
+        whole = not isinstance(size, bool) and isinstance(size, (int, float)) and float(size).is_integer()
+        if not whole and hasattr(size, "item") and getattr(size, "ndim", 1) == 0:
+            size = size.item()  # numpy / torch scalars
+            whole = not isinstance(size, bool) and isinstance(size, (int, float)) and float(size).is_integer()
+        if not whole or not 0 < int(size) < image_size:
+            raise ValueError(
+                f"{name} holds {size!r}; every size must be a whole number of pixels in [1, {image_size - 1}] "
+                f"(below image_size={image_size})."
+            )
+        checked.append(int(size))
+    if len(set(checked)) != len(checked):
+        raise ValueError(f"{name} has duplicates: {checked}.")
+    return checked
+
+
 class DCRConfig(PreTrainedConfig):
     r"""
     Configuration of a Deep Coupled ResNet (DCR, Lu, Jiang & Kot, IEEE SPL 2018) for
@@ -90,7 +115,7 @@ class DCRConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         self.depths = [int(d) for d in self.depths]
         self.hidden_sizes = [int(h) for h in self.hidden_sizes]
-        self.low_resolution_sizes = [int(s) for s in self.low_resolution_sizes]
+        self.low_resolution_sizes = list(self.low_resolution_sizes)
         if self.stem_hidden_size is None:
             self.stem_hidden_size = 64 if self.trunk_type == "resnet" else 32
         super().__post_init__(**kwargs)
@@ -116,13 +141,7 @@ class DCRConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         if len(self.low_resolution_sizes) == 0:
             raise ValueError("low_resolution_sizes must list at least one probe size, got [].")
-        for size in self.low_resolution_sizes:
-            if size <= 0 or size >= self.image_size:
-                raise ValueError(
-                    f"low_resolution_sizes holds {size}; every size must be in (0, image_size={self.image_size})."
-                )
-        if len(set(self.low_resolution_sizes)) != len(self.low_resolution_sizes):
-            raise ValueError(f"low_resolution_sizes has duplicates: {self.low_resolution_sizes}.")
+        self.low_resolution_sizes = check_low_resolution_sizes(self.low_resolution_sizes, self.image_size)
         for name in ("center_loss_weight", "center_momentum", "coupling_loss_weight"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0:
@@ -134,4 +153,4 @@ class DCRConfig(PreTrainedConfig):
         return [self.image_size, *self.low_resolution_sizes]
 
 
-__all__ = ["DCRConfig"]
+__all__ = ["DCRConfig", "check_low_resolution_sizes"]

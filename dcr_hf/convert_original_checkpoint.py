@@ -95,7 +95,7 @@ def infer_config(state_dict: dict, original_args: dict | None = None) -> DCRConf
         hidden_sizes.append(state_dict[f"trunk.layer{s}.{last}.conv2.weight"].shape[0])
     embedding_size, last_width = state_dict["trunk.fc1.weight"].shape
     branch_ids = sorted({int(m.group(1)) for k in state_dict if (m := re.match(r"branches\.(\d+)\.", k))})
-    sizes = args.get("scale_list", [8, 12, 16, 20])
+    sizes = args.get("scale_list", list(DCRConfig.low_resolution_sizes))
     if branch_ids and len(branch_ids) != len(sizes) + 1:
         raise ValueError(
             f"the checkpoint has {len(branch_ids)} branches but the LR scales are {sizes}: pass the "
@@ -116,7 +116,7 @@ def infer_config(state_dict: dict, original_args: dict | None = None) -> DCRConf
         normalize_embeddings=bool(args.get("normalized_embeddings", True)),
         use_branches=bool(branch_ids),
         branch_hidden_size=state_dict[f"branches.{branch_ids[0]}.fc1.weight"].shape[0] if branch_ids else embedding_size,
-        image_size=int(args.get("img_size", 120)),
+        image_size=int(args.get("img_size", DCRConfig.image_size)),
         num_channels=state_dict["trunk.conv1.weight"].shape[1],
         low_resolution_sizes=[int(s) for s in sizes],
         num_labels=num_labels,
@@ -191,8 +191,8 @@ def convert_original_checkpoint(
 
     processor = DCRImageProcessor(
         image_size=dcr_config.image_size,
-        image_mean=original_args.get("rgb_mean", (0.5, 0.5, 0.5)),
-        image_std=original_args.get("rgb_std", (0.5, 0.5, 0.5)),
+        image_mean=original_args.get("rgb_mean", DCRImageProcessor.image_mean),
+        image_std=original_args.get("rgb_std", DCRImageProcessor.image_std),
     )
     output = Path(output)
     model.save_pretrained(output)

@@ -1,4 +1,4 @@
-"""Model cards for DCR folders, and pushing a folder to the Hub.
+"""DCR folders and the Hub: loading a model with its processor, model cards, pushing a folder.
 
 Cards are rendered from the Jinja templates in `hub_cards/` (`trunk.md`, `branch.md` and their shared
 `_*.md` parts) into a `huggingface_hub.ModelCard`. Measured results live in the card's
@@ -18,6 +18,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from transformers.utils import logging
 
 from .configuration_dcr import DCRConfig
+from .image_processing_dcr import DCRImageProcessor
 from .reports import METRIC_TITLES, column_title, result_columns
 
 
@@ -45,6 +46,55 @@ _PROTOCOL_TITLES = {
     "identification": "identification, HR gallery vs real LR probes",
     "retrieval": "retrieval, LR queries vs HR references",
 }
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def load_image_processor(name_or_path: str, image_size: int, **from_pretrained_kwargs: Any) -> DCRImageProcessor:
+    """The `DCRImageProcessor` saved with a model folder or Hub repo.
+
+    A folder saved without a processor gets a default `DCRImageProcessor(image_size=image_size)`,
+    with a warning; a processor of another class or image size raises `ValueError`.
+    """
+    from transformers import AutoImageProcessor
+
+    try:
+        processor = AutoImageProcessor.from_pretrained(name_or_path, **from_pretrained_kwargs)
+    except (OSError, ValueError) as error:
+        logger.warning(f"No image processor found for '{name_or_path}' ({error}); using DCRImageProcessor's defaults.")
+        return DCRImageProcessor(image_size=image_size)
+    if not isinstance(processor, DCRImageProcessor):
+        raise ValueError(f"'{name_or_path}' saved a {type(processor).__name__}; DCR models need a DCRImageProcessor.")
+    if processor.image_size != image_size:
+        raise ValueError(
+            f"'{name_or_path}' saved a processor for {processor.image_size}x{processor.image_size} images, but its "
+            f"model expects image_size={image_size}."
+        )
+    return processor
+
+
+def load_model_and_processor(name_or_path: str, **from_pretrained_kwargs: Any) -> tuple[Any, DCRImageProcessor]:
+    """Load a DCR embedder (`DCRModel`) and its image processor from a folder or a Hub id.
+
+    The config is read first so that a non-DCR checkpoint fails with a `ValueError` before any
+    weights are loaded. The model comes back channels-last (faster convolutions on CPU and GPU).
+    """
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(name_or_path, **from_pretrained_kwargs)
+    if config.model_type != DCRConfig.model_type:
+        raise ValueError(
+            f"'{name_or_path}' holds a {type(config).__name__} (model_type={config.model_type!r}); "
+            "dcr_hf evaluates DCR models only (model_type='dcr')."
+        )
+    model = AutoModel.from_pretrained(name_or_path, config=config, **from_pretrained_kwargs)
+    processor = load_image_processor(name_or_path, config.image_size, **from_pretrained_kwargs)
+    model = getattr(model, "dcr", model)
+    return model.to(memory_format=torch.channels_last), processor
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,6 +207,23 @@ def _config_dict(config: DCRConfig | Mapping[str, Any] | None) -> dict[str, Any]
     return {**DCRConfig().to_dict(), **dict(config)}
 
 
+def _architecture_values(config: Mapping[str, Any], processor: DCRImageProcessor) -> dict[str, Any]:
+    """The architecture and preprocessing facts the card templates show."""
+    trunk_description = (
+        "ResNet-style trunk (7x7/2 conv, max-pool, basic residual blocks with batch norm)"
+        if config["trunk_type"] == "resnet"
+        else "paper-style Face-ResNet trunk (3x3 convs, PReLU" + (", batch norm)" if config["use_batch_norm"] else ")")
+    )
+    names = ("depths", "hidden_sizes", "embedding_size", "branch_hidden_size", "normalize_embeddings", "image_size",
+             "low_resolution_sizes")
+    return {
+        "trunk_description": trunk_description,
+        **{name: config[name] for name in names},
+        "image_mean": list(processor.image_mean),
+        "image_std": list(processor.image_std),
+    }
+
+
 def render_model_card(
     kind: Literal["trunk", "branch"],
     repo_id: str | None = None,
@@ -221,11 +288,6 @@ def render_model_card(
         model_name=model_name,
         eval_results=merged or None,
     )
-    trunk_description = (
-        "ResNet-style trunk (7x7/2 conv, max-pool, basic residual blocks with batch norm)"
-        if values["trunk_type"] == "resnet"
-        else "paper-style Face-ResNet trunk (3x3 convs, PReLU" + (", batch norm)" if values["use_batch_norm"] else ")")
-    )
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template_dir)),
         undefined=jinja2.StrictUndefined,
@@ -236,22 +298,13 @@ def render_model_card(
         card_data=card_data.to_yaml(),
         model_name=model_name,
         model_id=model_id,
-        trunk_description=trunk_description,
-        depths=values["depths"],
-        hidden_sizes=values["hidden_sizes"],
-        embedding_size=values["embedding_size"],
-        branch_hidden_size=values["branch_hidden_size"],
-        normalize_embeddings=values["normalize_embeddings"],
         use_branches=kind == "branch",
-        image_size=values["image_size"],
-        low_resolution_sizes=values["low_resolution_sizes"],
-        image_mean=list(getattr(image_processor, "image_mean", [0.5, 0.5, 0.5])),
-        image_std=list(getattr(image_processor, "image_std", [0.5, 0.5, 0.5])),
         training_data=training_data,
         training_recipe=dict(training_recipe) if training_recipe else None,
         results_section=results_markdown(merged),
         base_model=base_model,
         specialized_initialization=specialized_initialization,
+        **_architecture_values(values, image_processor or DCRImageProcessor()),
     )
     return ModelCard(content)
 
@@ -269,8 +322,6 @@ def _read_config(model_dir: Path) -> DCRConfig:
 def _read_processor(model_dir: Path) -> Any | None:
     if not (model_dir / "preprocessor_config.json").is_file():
         return None
-    from .image_processing_dcr import DCRImageProcessor
-
     return DCRImageProcessor.from_pretrained(model_dir)
 
 
@@ -385,6 +436,8 @@ def push_folder_to_hub(
 
 __all__ = [
     "CARD_KINDS",
+    "load_image_processor",
+    "load_model_and_processor",
     "TEMPLATES_DIR",
     "merge_eval_results",
     "push_folder_to_hub",

@@ -1,25 +1,47 @@
-"""Image processor for DCR models, and the one low-resolution simulation used everywhere.
+"""Image processor for DCR models: the one definition of DCR's preprocessing.
 
-`simulate_low_resolution` is the single implementation of "make an s x s probe and bring it
-back to the model's input size"; the image processor, the dataset transforms and the
-on-device LR synthesis of the trainer all call it.
+Decoding (EXIF orientation included), conversion to 8-bit RGB, the resize to `image_size`,
+rescaling to [0, 1], normalization and the low-resolution (LR) probe simulation all live here.
+The dataset transforms of `dcr_hf.data`, training, validation and evaluation call a processor
+object instead of preprocessing on their own, and the batched fast path of the LR operator
+(`dcr_hf.low_resolution`) is read off this processor's own resize steps.
+
+This file travels to every Hub repository next to the model files (for `trust_remote_code`), so
+it imports only torch, transformers, PIL, numpy and `.configuration_dcr`.
 """
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 import torch
 import torch.nn.functional as F
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
+from transformers.image_utils import PILImageResampling
+from transformers.processing_utils import ImagesKwargs
 from transformers.utils import logging
+
+from .configuration_dcr import DCRConfig, check_low_resolution_sizes
 
 logger = logging.get_logger(__name__)
 
-#: Interpolation modes accepted for the downsampling and upsampling steps.
+#: Interpolation modes of the two resizes of the LR simulation (torch, on float pixels).
 INTERPOLATION_MODES = ("bicubic", "bilinear", "area", "nearest")
+
+#: The torch mode that stands for a PIL filter when a float tensor (no PIL image) must be resized.
+_TORCH_MODE_OF_RESAMPLE = {
+    PILImageResampling.BILINEAR: "bilinear",
+    PILImageResampling.BICUBIC: "bicubic",
+    PILImageResampling.NEAREST: "nearest",
+    PILImageResampling.BOX: "area",
+}
+_RESAMPLE_NAMES = {"bilinear": 2, "bicubic": 3, "nearest": 0, "box": 4, "lanczos": 1, "hamming": 5, "area": 4}
 
 
 def convert_to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
@@ -52,6 +74,12 @@ def _check_mode(name: str, mode: str) -> None:
         raise ValueError(f"{name}={mode!r} is not supported; expected one of {INTERPOLATION_MODES}.")
 
 
+def _resize_float(pixels: torch.Tensor, size: tuple[int, int], mode: str, antialias: bool = True) -> torch.Tensor:
+    """Resize float pixels `[N, C, H, W]` to `size` with torch (antialiased when shrinking)."""
+    kwargs = {"align_corners": False, "antialias": antialias} if mode in ("bilinear", "bicubic") else {}
+    return F.interpolate(pixels, size=size, mode=mode, **kwargs)
+
+
 def simulate_low_resolution(
     pixel_values: torch.Tensor,
     size: int,
@@ -63,42 +91,33 @@ def simulate_low_resolution(
 ) -> torch.Tensor:
     """Simulate a low-resolution probe: downsample to `size` x `size`, then resize back.
 
-    Works on any float tensor shaped `[..., channels, height, width]` (a single image, a batch
-    `[batch, 3, H, W]` or a multi-resolution batch) on any device, without a per-image loop.
+    Works on any float tensor shaped `[..., channels, height, width]` (one image, a batch, a
+    multi-resolution batch) on any device, without a per-image loop. Both resizes are linear, so
+    the result is the same before or after a per-channel normalization (up to `clamp`).
 
-    The original implementation used PIL's Lanczos filter for the downsampling step. torch has no
-    Lanczos kernel, so the default is antialiased bicubic (PIL's other separable antialiasing
-    filter): both low-pass the image before decimation, which is what removes detail finer than
-    the probe size. Upsampling defaults to bilinear, as in the original.
-
-    Resizing is linear, so the result is the same whether it is applied before or after a
-    per-channel normalization (up to `clamp`); pass `clamp=(0, 1)` for `[0, 1]` pixels to mimic
-    the uint8 rounding range of an image file.
+    The original implementation downsampled with PIL's Lanczos filter; torch has no Lanczos
+    kernel, so the default is antialiased bicubic (both low-pass the image before decimation).
 
     Args:
         pixel_values: float tensor `[..., C, H, W]`.
-        size: side of the low-resolution image, in pixels (> 0).
-        output_size: side (or `(height, width)`) to bring the image back to; defaults to the
-            input's own height and width.
+        size: side of the low-resolution image, in pixels (> 0, below the output size).
+        output_size: side (or `(height, width)`) to bring the image back to; default: the input's.
         downsample_interpolation / upsample_interpolation: one of `INTERPOLATION_MODES`.
-        antialias: low-pass filter while downsampling (only for bilinear/bicubic).
-        clamp: optional `(min, max)` to clamp the result to.
+        antialias: low-pass filter while downsampling (bilinear/bicubic only).
+        clamp: optional `(min, max)` for the result (`(0, 1)` for `[0, 1]` pixels).
 
     Returns:
-        Tensor with the same leading dimensions, `[..., C, out_h, out_w]`, same dtype and device.
+        `[..., C, out_h, out_w]`, same dtype and device.
     """
     if not torch.is_tensor(pixel_values) or not pixel_values.is_floating_point():
-        raise ValueError(
-            f"pixel_values must be a floating point tensor [..., C, H, W], got "
-            f"{type(pixel_values).__name__}{'' if not torch.is_tensor(pixel_values) else ' of ' + str(pixel_values.dtype)}."
-        )
+        described = type(pixel_values).__name__ + (f" of {pixel_values.dtype}" if torch.is_tensor(pixel_values) else "")
+        raise ValueError(f"pixel_values must be a floating point tensor [..., C, H, W], got {described}.")
     if pixel_values.ndim < 3:
         raise ValueError(f"pixel_values must have shape [..., C, H, W], got {tuple(pixel_values.shape)}.")
-    if not isinstance(size, int) or size <= 0:
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
         raise ValueError(f"size must be a positive integer, got {size!r}.")
     _check_mode("downsample_interpolation", downsample_interpolation)
     _check_mode("upsample_interpolation", upsample_interpolation)
-
     *lead, channels, height, width = pixel_values.shape
     if output_size is None:
         out_hw = (height, width)
@@ -111,175 +130,279 @@ def simulate_low_resolution(
             f"low-resolution size {size} must be smaller than the output size {out_hw}; "
             "the high-resolution image is not a low-resolution probe."
         )
-
     flat = pixel_values.reshape(-1, channels, height, width)
-    # Interpolation kernels are fastest and best supported in float32; bf16/fp16 batches come back
-    # in their own dtype.
+    # Interpolation kernels are fastest and best supported in float32; bf16/fp16 come back as given.
     work = flat if flat.dtype in (torch.float32, torch.float64) else flat.float()
-
-    def _resize(x: torch.Tensor, hw: tuple[int, int], mode: str) -> torch.Tensor:
-        kwargs = {}
-        if mode in ("bilinear", "bicubic"):
-            kwargs = {"align_corners": False, "antialias": antialias}
-        return F.interpolate(x, size=hw, mode=mode, **kwargs)
-
-    low = _resize(work, (size, size), downsample_interpolation)
-    restored = _resize(low, out_hw, upsample_interpolation)
+    low = _resize_float(work, (size, size), downsample_interpolation, antialias)
+    restored = _resize_float(low, out_hw, upsample_interpolation, antialias)
     if clamp is not None:
         restored = restored.clamp(clamp[0], clamp[1])
     return restored.to(pixel_values.dtype).reshape(*lead, channels, *out_hw)
 
 
-def _to_float_tensor(image) -> torch.Tensor:
-    """One image (PIL, numpy or torch; HWC or CHW; 8/16-bit integer, bool or float in [0, 1])
-    -> float32 tensor `[3, H, W]` in [0, 1] (on the tensor's own device)."""
-    if isinstance(image, PIL.Image.Image):
-        array = np.asarray(convert_to_rgb(image))
-        return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
-    if isinstance(image, np.ndarray):
-        tensor = torch.from_numpy(np.ascontiguousarray(image))
-    elif torch.is_tensor(image):
-        tensor = image
-    else:
-        raise ValueError(f"cannot read an image from {type(image).__name__}; expected a PIL image, numpy array or tensor.")
-    if tensor.ndim == 2:
-        tensor = tensor.unsqueeze(0)
-    elif tensor.ndim == 3:
-        channels_first = tensor.shape[0] in (1, 2, 3, 4) and tensor.shape[-1] not in (1, 2, 3, 4)
-        if not channels_first:
-            tensor = tensor.permute(2, 0, 1)
-    else:
-        raise ValueError(f"an image must have 2 or 3 dimensions ([H, W], [C, H, W] or [H, W, C]), got {tuple(tensor.shape)}.")
-    if tensor.dtype == torch.uint8:
-        tensor = tensor.float() / 255.0
-    elif tensor.dtype in (torch.uint16, torch.int16, torch.int32):
-        tensor = tensor.float() / (65535.0 if tensor.max() > 255 else 255.0)
-    else:
-        tensor = tensor.float()
-    channels = tensor.shape[0]
-    if channels in (1, 2):  # grey or grey + alpha
-        tensor = tensor[:1].expand(3, -1, -1)
-    elif channels == 4:  # RGBA: drop alpha (CMYK should come as a PIL image)
-        tensor = tensor[:3]
-    elif channels != 3:
-        raise ValueError(f"an image must have 1 to 4 channels, got {channels} (shape {tuple(tensor.shape)}).")
-    return tensor.contiguous()
+def _resample_value(resample: Any) -> int:
+    """A PIL resampling filter from its number, a `PILImageResampling` or its name ("bilinear")."""
+    if isinstance(resample, str) and resample.lower() in _RESAMPLE_NAMES:
+        return _RESAMPLE_NAMES[resample.lower()]
+    if not isinstance(resample, bool) and isinstance(resample, (int, np.integer)) and int(resample) in range(6):
+        return int(resample)
+    raise ValueError(f"resample={resample!r} is not a PIL filter; expected one of {sorted(_RESAMPLE_NAMES)} or 0..5.")
+
+
+class DCRImageProcessorKwargs(ImagesKwargs, total=False):
+    """Per-call options of `DCRImageProcessor` beyond transformers' common image options."""
+
+    image_size: int
+    low_resolution_size: int | None
+    downsample_interpolation: str
+    upsample_interpolation: str
 
 
 class DCRImageProcessor(BaseImageProcessor):
     r"""
-    Prepares faces for a DCR model: any PIL / numpy / tensor image (grayscale, RGBA, CMYK, 16-bit
-    included) -> RGB -> resized to `image_size` -> rescaled to [0, 1] -> optionally turned into a
-    simulated low-resolution probe -> normalized.
+    Prepares faces for a DCR model, and defines DCR's preprocessing for every other part of dcr_hf.
+
+    Per image: decode (a PIL image, a file path, encoded bytes or a `datasets` `{"bytes", "path"}`
+    dict; EXIF orientation applied) -> 8-bit RGB (grey, RGBA, CMYK, 16-bit included) -> resized to
+    `image_size` x `image_size` by PIL in 8 bits with `resample` -> rescaled to [0, 1]; then, per
+    batch: optionally turned into a simulated low-resolution probe (`low_resolution_size`) ->
+    normalized with `image_mean` / `image_std`. A float tensor batch `[batch, 3, H, W]` in [0, 1]
+    is processed as one batch on its own device (resized, when needed, by torch's antialiased
+    filter of the same name).
 
     Args:
-        image_size (`int`, defaults to 120): side of the square model input.
+        image_size (`int`, defaults to `DCRConfig.image_size`): side of the square model input.
         do_resize (`bool`, defaults to `True`): resize inputs to `image_size`.
-        interpolation (`str`, defaults to `"bilinear"`): resize mode (antialiased when shrinking).
-        image_mean, image_std (`list[float]`, default 0.5 each): per-channel normalization.
-        do_normalize (`bool`, defaults to `True`).
-        low_resolution_size (`int`, *optional*): make every image an LR probe of this size (antialiased
-            downsample to s x s, then back to `image_size`); can also be given per call.
+        resample (`PILImageResampling`, defaults to `BILINEAR`): filter of that resize (the
+            original's `Resize(120)` is PIL bilinear).
+        do_normalize (`bool`, defaults to `True`), image_mean / image_std (default 0.5 each).
+        do_convert_rgb (`bool`, defaults to `True`): any mode becomes 8-bit RGB.
+        low_resolution_size (`int`, *optional*): make every image an s x s LR probe; also per call.
         downsample_interpolation (`str`, defaults to `"bicubic"`), upsample_interpolation (`str`,
-            defaults to `"bilinear"`): the two resizes of the LR simulation (see
-            `simulate_low_resolution`; the original used Lanczos down, bilinear up).
+            defaults to `"bilinear"`): the two resizes of the LR simulation.
     """
 
     model_input_names = ["pixel_values"]
+    valid_kwargs = DCRImageProcessorKwargs
 
-    def __init__(
-        self,
-        image_size: int = 120,
-        do_resize: bool = True,
-        interpolation: str = "bilinear",
-        do_normalize: bool = True,
-        image_mean: Sequence[float] = (0.5, 0.5, 0.5),
-        image_std: Sequence[float] = (0.5, 0.5, 0.5),
-        low_resolution_size: int | None = None,
-        downsample_interpolation: str = "bicubic",
-        upsample_interpolation: str = "bilinear",
-        **kwargs,
-    ):
+    image_size = DCRConfig.image_size
+    do_resize = True
+    resample = PILImageResampling.BILINEAR
+    do_normalize = True
+    image_mean = [0.5, 0.5, 0.5]
+    image_std = [0.5, 0.5, 0.5]
+    do_convert_rgb = True
+    low_resolution_size = None
+    downsample_interpolation = "bicubic"
+    upsample_interpolation = "bilinear"
+
+    def __init__(self, **kwargs: Any):
+        if "interpolation" in kwargs:
+            # Folders saved before `resample` existed name the HR resize filter `interpolation`.
+            kwargs.setdefault("resample", kwargs.pop("interpolation"))
+        options = {}
+        for name in ("image_size", "do_resize", "resample", "do_normalize", "image_mean", "image_std", "do_convert_rgb",
+                     "low_resolution_size", "downsample_interpolation", "upsample_interpolation"):
+            options[name] = kwargs.pop(name, getattr(type(self), name))
         super().__init__(**kwargs)
-        _check_mode("interpolation", interpolation)
-        _check_mode("downsample_interpolation", downsample_interpolation)
-        _check_mode("upsample_interpolation", upsample_interpolation)
-        if len(image_mean) != 3 or len(image_std) != 3 or any(s <= 0 for s in image_std):
-            raise ValueError(f"image_mean and image_std need 3 values (std > 0), got {image_mean} and {image_std}.")
-        self.image_size = int(image_size)
-        self.do_resize = do_resize
-        self.interpolation = interpolation
-        self.do_normalize = do_normalize
-        self.image_mean = [float(m) for m in image_mean]
-        self.image_std = [float(s) for s in image_std]
-        self.low_resolution_size = low_resolution_size
-        self.downsample_interpolation = downsample_interpolation
-        self.upsample_interpolation = upsample_interpolation
-        self._check_low_resolution_size(low_resolution_size)
+        _check_mode("downsample_interpolation", options["downsample_interpolation"])
+        _check_mode("upsample_interpolation", options["upsample_interpolation"])
+        mean, std = list(options["image_mean"]), list(options["image_std"])
+        if len(mean) != 3 or len(std) != 3 or any(float(s) <= 0 for s in std):
+            raise ValueError(f"image_mean and image_std need 3 values (std > 0), got {mean} and {std}.")
+        image_size = options["image_size"]
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 1:
+            raise ValueError(f"image_size must be an integer > 1, got {image_size!r}.")
+        self.image_size = image_size
+        self.do_resize = bool(options["do_resize"])
+        self.resample = _resample_value(options["resample"])
+        self.do_normalize = bool(options["do_normalize"])
+        self.image_mean = [float(m) for m in mean]
+        self.image_std = [float(s) for s in std]
+        self.do_convert_rgb = bool(options["do_convert_rgb"])
+        self.downsample_interpolation = options["downsample_interpolation"]
+        self.upsample_interpolation = options["upsample_interpolation"]
+        self.low_resolution_size = self.check_low_resolution_size(options["low_resolution_size"])
 
-    def _check_low_resolution_size(self, size: int | None) -> None:
-        if size is not None and (int(size) <= 0 or int(size) >= self.image_size):
-            raise ValueError(f"low_resolution_size={size} must be in (0, image_size={self.image_size}).")
+    # -- the steps, one method each (the dataset transforms call them) -----------------------
+
+    def check_low_resolution_size(self, size: Any) -> int | None:
+        """`None` or a valid LR size for this processor's `image_size` (as an int)."""
+        if size is None:
+            return None
+        return check_low_resolution_sizes([size], self.image_size, name="low_resolution_size")[0]
+
+    def open_image(self, image: Any) -> PIL.Image.Image:
+        """A (lazily decoded) PIL image from a PIL image, a local path, bytes or a `{"bytes", "path"}` dict."""
+        if isinstance(image, PIL.Image.Image):
+            return image
+        if isinstance(image, dict):
+            data, path = image.get("bytes"), image.get("path")
+            image = data if data is not None else path
+            if image is None:
+                raise ValueError("the image dict has neither 'bytes' nor 'path'.")
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            return PIL.Image.open(io.BytesIO(bytes(image)))
+        if isinstance(image, (str, os.PathLike)):
+            with open(image, "rb") as file:
+                return PIL.Image.open(io.BytesIO(file.read()))
+        raise ValueError(f"cannot read an image from {type(image).__name__}; expected a PIL image, a path or bytes.")
+
+    def load_image(self, image: Any) -> np.ndarray:
+        """Decode one image to what the model sees before rescaling: uint8 `[image_size, image_size, 3]`.
+
+        EXIF orientation is applied (as `datasets.Image` decoding does), any mode becomes 8-bit RGB,
+        and the image is resized by PIL with `resample` when its size differs. Raises PIL's own
+        errors (`OSError`, ...) on unreadable data.
+        """
+        image = self.open_image(image)
+        image.load()
+        if image.getexif().get(PIL.Image.ExifTags.Base.Orientation) is not None:
+            image = PIL.ImageOps.exif_transpose(image)
+        if self.do_convert_rgb:
+            image = convert_to_rgb(image)
+        target = (self.image_size, self.image_size)
+        if self.do_resize and image.size != target:
+            image = image.resize(target, self.resample)
+        return np.asarray(image)
+
+    def rescale_pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 `[..., 3, H, W]` -> float32 in [0, 1] (on the tensor's device)."""
+        return images.to(torch.float32).mul_(self.rescale_factor)
+
+    def normalize_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`[..., 3, H, W]` in [0, 1] -> normalized with `image_mean` / `image_std` (identity without `do_normalize`)."""
+        if not self.do_normalize:
+            return pixel_values
+        mean = torch.tensor(self.image_mean, dtype=pixel_values.dtype, device=pixel_values.device)[:, None, None]
+        std = torch.tensor(self.image_std, dtype=pixel_values.dtype, device=pixel_values.device)[:, None, None]
+        return (pixel_values - mean) / std
+
+    def pixel_range(self) -> tuple[list[float], list[float]]:
+        """Per-channel lowest and highest normalized value (the images of pixels 0 and 1)."""
+        if not self.do_normalize:
+            return [0.0] * 3, [1.0] * 3
+        low = [(0.0 - m) / s for m, s in zip(self.image_mean, self.image_std)]
+        high = [(1.0 - m) / s for m, s in zip(self.image_mean, self.image_std)]
+        return low, high
+
+    def downsample(self, pixel_values: torch.Tensor, size: int) -> torch.Tensor:
+        """First step of the LR simulation: float `[N, C, H, W]` -> `[N, C, size, size]`."""
+        return _resize_float(pixel_values, (size, size), self.downsample_interpolation)
+
+    def upsample(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Second step of the LR simulation: float `[N, C, s, s]` -> `[N, C, image_size, image_size]`."""
+        return _resize_float(pixel_values, (self.image_size, self.image_size), self.upsample_interpolation)
 
     def simulate_low_resolution(self, pixel_values: torch.Tensor, size: int) -> torch.Tensor:
-        """This processor's LR simulation on `[..., 3, H, W]` pixels in [0, 1] (any device)."""
+        """This processor's LR simulation on `[..., 3, image_size, image_size]` pixels in [0, 1] (any device):
+        `downsample` to s x s, `upsample` back, clamped to [0, 1] as an 8-bit image file would be."""
         return simulate_low_resolution(
             pixel_values,
-            size,
+            self.check_low_resolution_size(size),
             output_size=self.image_size,
             downsample_interpolation=self.downsample_interpolation,
             upsample_interpolation=self.upsample_interpolation,
             clamp=(0.0, 1.0),
         )
 
-    def normalize_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """`[..., 3, H, W]` in [0, 1] -> normalized with `image_mean` / `image_std`."""
-        mean = torch.tensor(self.image_mean, dtype=pixel_values.dtype, device=pixel_values.device)[:, None, None]
-        std = torch.tensor(self.image_std, dtype=pixel_values.dtype, device=pixel_values.device)[:, None, None]
-        return (pixel_values - mean) / std
+    # -- whole preprocessing -----------------------------------------------------------------
 
-    def _resize(self, image: torch.Tensor) -> torch.Tensor:
-        if not self.do_resize or image.shape[-2:] == (self.image_size, self.image_size):
-            return image
-        kwargs = {"antialias": True, "align_corners": False} if self.interpolation in ("bilinear", "bicubic") else {}
-        out = F.interpolate(image.unsqueeze(0) if image.ndim == 3 else image, size=(self.image_size,) * 2,
-                            mode=self.interpolation, **kwargs)
-        return (out[0] if image.ndim == 3 else out).clamp(0.0, 1.0)
+    def _float_image(self, image: np.ndarray | torch.Tensor) -> torch.Tensor | None:
+        """A float array or tensor image in [0, 1] as `[3, H, W]` float32, or `None` for other inputs."""
+        tensor = torch.from_numpy(np.ascontiguousarray(image)) if isinstance(image, np.ndarray) else image
+        if not torch.is_tensor(tensor) or not tensor.is_floating_point():
+            return None
+        if tensor.ndim == 2:
+            tensor = tensor.unsqueeze(0)
+        elif tensor.ndim == 3 and not (tensor.shape[0] in (1, 2, 3, 4) and tensor.shape[-1] not in (1, 2, 3, 4)):
+            tensor = tensor.permute(2, 0, 1)
+        if tensor.ndim != 3 or tensor.shape[0] not in (1, 2, 3, 4):
+            raise ValueError(f"an image must be [H, W], [C, H, W] or [H, W, C] with 1 to 4 channels, got {tuple(image.shape)}.")
+        tensor = tensor[:1].expand(3, -1, -1) if tensor.shape[0] in (1, 2) else tensor[:3]
+        return tensor.float().contiguous()
+
+    def _pil_from_array(self, image: np.ndarray | torch.Tensor) -> PIL.Image.Image:
+        """An integer array or tensor image (HW, HWC or CHW; 8 or 16 bits) as a PIL image."""
+        array = image.detach().cpu().numpy() if torch.is_tensor(image) else np.asarray(image)
+        if array.ndim == 3 and array.shape[0] in (1, 2, 3, 4) and array.shape[-1] not in (1, 2, 3, 4):
+            array = np.moveaxis(array, 0, -1)
+        if array.ndim == 3 and array.shape[-1] in (1, 2):
+            array = array[..., 0]
+        elif array.ndim == 3 and array.shape[-1] == 4:
+            array = array[..., :3]
+        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] != 3):
+            raise ValueError(f"an image must be [H, W], [C, H, W] or [H, W, C] with 1 to 4 channels, got {array.shape}.")
+        if array.dtype == np.bool_:
+            array = array.astype(np.uint8) * 255
+        if array.dtype != np.uint8:
+            if array.ndim == 3:  # wide RGB: keep the top 8 bits of each channel
+                peak = 65535.0 if array.max() > 255 else 255.0
+                array = np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            else:
+                array = array.astype(np.uint16 if array.max() > 255 else np.uint8)
+        return PIL.Image.fromarray(np.ascontiguousarray(array))
+
+    def _pixels_of(self, image: Any) -> torch.Tensor:
+        """One input image -> float32 `[3, image_size, image_size]` in [0, 1]."""
+        if isinstance(image, (np.ndarray, torch.Tensor)):
+            as_float = self._float_image(image)
+            if as_float is not None:
+                return self._resize_tensor(as_float.unsqueeze(0))[0]
+            image = self._pil_from_array(image)
+        return self.rescale_pixels(torch.from_numpy(self.load_image(image).copy()).permute(2, 0, 1))
+
+    def _resize_tensor(self, batch: torch.Tensor) -> torch.Tensor:
+        if not self.do_resize or batch.shape[-2:] == (self.image_size, self.image_size):
+            return batch
+        mode = _TORCH_MODE_OF_RESAMPLE.get(self.resample)
+        if mode is None:
+            raise ValueError(
+                f"float tensors are resized by torch, which has no {PILImageResampling(self.resample).name} filter; "
+                "pass uint8 images or PIL images, or images already at image_size."
+            )
+        return _resize_float(batch, (self.image_size, self.image_size), mode).clamp_(0.0, 1.0)
+
+    def _batch_pixels(self, images: Any) -> torch.Tensor:
+        """Any accepted input -> float32 `[batch, 3, image_size, image_size]` in [0, 1]."""
+        if torch.is_tensor(images) and images.ndim == 4:
+            if images.shape[1] != 3:
+                raise ValueError(f"a batch tensor must be [batch, 3, H, W], got {tuple(images.shape)}.")
+            if images.dtype == torch.uint8 and (not self.do_resize or images.shape[-2:] == (self.image_size,) * 2):
+                return self.rescale_pixels(images)  # already decoded and sized: stays on its device
+            if images.is_floating_point():
+                return self._resize_tensor(images.float())
+            return torch.stack([self._pixels_of(image) for image in images]).to(images.device)
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        if len(images) == 0:
+            raise ValueError("no images were given.")
+        return torch.stack([self._pixels_of(image) for image in images])
 
     def preprocess(
         self,
-        images,
+        images: Any,
         low_resolution_size: int | None = None,
         return_tensors: str | None = "pt",
         device: str | torch.device | None = None,
-        **kwargs,
+        **kwargs: Any,
     ) -> BatchFeature:
-        """Turn one image or a list/batch of images into `pixel_values` `[batch, 3, image_size, image_size]`.
+        """Turn one image or a list / batch of images into `pixel_values` `[batch, 3, image_size, image_size]`.
 
-        A float tensor batch `[batch, C, H, W]` (values in [0, 1]) is processed as one batch on its own
-        device. `low_resolution_size` overrides the processor's default for this call.
+        `low_resolution_size` (this call) overrides the processor's `low_resolution_size`.
         """
         if kwargs:
             logger.warning("DCRImageProcessor ignores unknown arguments: %s", sorted(kwargs))
-        size = low_resolution_size if low_resolution_size is not None else self.low_resolution_size
-        self._check_low_resolution_size(size)
-        if torch.is_tensor(images) and images.ndim == 4:
-            batch = self._resize(torch.stack([_to_float_tensor(img) for img in images]) if images.shape[1] != 3 or not images.is_floating_point() else images.float())
-        else:
-            if not isinstance(images, (list, tuple)):
-                images = [images]
-            if len(images) == 0:
-                raise ValueError("no images were given.")
-            batch = torch.stack([self._resize(_to_float_tensor(img)) for img in images])
+        size = self.check_low_resolution_size(low_resolution_size if low_resolution_size is not None else self.low_resolution_size)
+        batch = self._batch_pixels(images)
         if device is not None:
             batch = batch.to(device)
         if size is not None:
-            batch = self.simulate_low_resolution(batch, int(size))
-        if self.do_normalize:
-            batch = self.normalize_pixels(batch)
+            batch = self.simulate_low_resolution(batch, size)
+        batch = self.normalize_pixels(batch)
         if return_tensors in ("np", "numpy"):
             return BatchFeature({"pixel_values": batch.cpu().numpy()}, tensor_type="np")
         return BatchFeature({"pixel_values": batch}, tensor_type=None if return_tensors is None else "pt")
 
 
-__all__ = ["DCRImageProcessor", "convert_to_rgb", "simulate_low_resolution", "INTERPOLATION_MODES"]
+__all__ = ["DCRImageProcessor", "INTERPOLATION_MODES", "convert_to_rgb", "simulate_low_resolution"]

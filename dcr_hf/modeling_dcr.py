@@ -441,28 +441,58 @@ class DCRModel(DCRPreTrainedModel):
         **kwargs,
     ) -> DCRModelOutput | tuple:
         r"""
-        pixel_values (`torch.FloatTensor` of shape `[batch, C, H, W]`):
+        pixel_values (`torch.FloatTensor` of shape `[batch, C, H, W]` or `[batch, resolutions, C, H, W]`):
             Normalized images (see `DCRImageProcessor`); LR probes already brought back to
-            `image_size`.
+            `image_size`. The 5-D form holds every resolution copy of each sample (index 0 = HR,
+            then `config.low_resolution_sizes`): copy r goes through branch r, and the outputs keep
+            the resolutions axis (`pooler_output` `[batch, resolutions, size]`).
         resolution (`int`, `str`, sequence or tensor, *optional*):
-            Which branch to use for a model with branches: `None`/`"hr"`/`image_size` for HR
-            gallery images, or the LR size (e.g. `8`) of the probes; one value for the batch or one
+            4-D input of a model with branches: which branch to use, `None`/`"hr"`/`image_size` for HR
+            gallery images or the LR size (e.g. `8`) of the probes; one value for the batch or one
             per sample. Ignored by a trunk-only model (its embedding serves every resolution).
         """
-        _check_pixel_values(pixel_values, self.config, allow_resolutions=False)
+        _check_pixel_values(pixel_values, self.config, allow_resolutions=True)
         output_hidden_states = output_hidden_states if output_hidden_states is not None else False
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        last_hidden_state, trunk_embeddings, hidden_states = self.trunk(pixel_values, output_hidden_states)
-        pooled = trunk_embeddings
+        if pixel_values.ndim == 5:
+            outputs = self._forward_copies(pixel_values, output_hidden_states)
+        else:
+            last_hidden_state, trunk_embeddings, hidden_states = self.trunk(pixel_values, output_hidden_states)
+            pooled = trunk_embeddings
+            if self.branches is not None:
+                pooled = self.embed_branches(trunk_embeddings, self.branch_indices(resolution, pixel_values.shape[0]))
+            outputs = DCRModelOutput(
+                last_hidden_state=last_hidden_state,
+                pooler_output=pooled,
+                trunk_embeddings=trunk_embeddings,
+                hidden_states=hidden_states,
+            )
+        return outputs if return_dict else outputs.to_tuple()
+
+    def _forward_copies(self, pixel_values: torch.Tensor, output_hidden_states: bool) -> DCRModelOutput:
+        """`[batch, resolutions, C, H, W]` -> outputs with a resolutions axis; copy r through branch r."""
+        batch, copies = pixel_values.shape[:2]
+        if self.branches is not None and copies != len(self.branches):
+            raise ValueError(
+                f"a model with branches needs every resolution copy of each sample ([batch, {len(self.branches)}, "
+                f"C, H, W]: HR then {self.config.low_resolution_sizes}), got {tuple(pixel_values.shape)}."
+            )
+        # Resolution-major, as the original concatenated the copies along the batch axis.
+        flat = pixel_values.transpose(0, 1).reshape(copies * batch, *pixel_values.shape[2:])
+        last_hidden_state, trunk_embeddings, hidden_states = self.trunk(flat, output_hidden_states)
+        per_copy = trunk_embeddings.view(copies, batch, -1)
+        pooled = per_copy
         if self.branches is not None:
-            pooled = self.embed_branches(trunk_embeddings, self.branch_indices(resolution, pixel_values.shape[0]))
-        if not return_dict:
-            return tuple(v for v in (last_hidden_state, pooled, trunk_embeddings, hidden_states) if v is not None)
+            pooled = torch.stack([branch(embeddings) for branch, embeddings in zip(self.branches, per_copy)])
+
+        def by_sample(value: torch.Tensor) -> torch.Tensor:
+            return value.view(copies, batch, *value.shape[1:]).transpose(0, 1)
+
         return DCRModelOutput(
-            last_hidden_state=last_hidden_state,
-            pooler_output=pooled,
-            trunk_embeddings=trunk_embeddings,
-            hidden_states=hidden_states,
+            last_hidden_state=by_sample(last_hidden_state),
+            pooler_output=pooled.transpose(0, 1),
+            trunk_embeddings=per_copy.transpose(0, 1),
+            hidden_states=tuple(by_sample(h) for h in hidden_states) if hidden_states is not None else None,
         )
 
 
@@ -609,6 +639,35 @@ class DCRForImageClassification(DCRPreTrainedModel):
             LR copies (in `config.low_resolution_sizes` order) to append to HR `pixel_values`.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        stacked, multi = self._stack_copies(pixel_values, low_resolution_pixel_values)
+        if labels is not None:
+            labels = self._check_labels(labels, stacked.shape[0])
+        outputs = self.dcr(stacked, output_hidden_states=output_hidden_states, return_dict=True)
+        if self.config.use_branches:
+            embeddings = outputs.pooler_output
+            logits = torch.stack([head(embeddings[:, r]) for r, head in enumerate(self.branch_classifiers)], dim=1)
+            terms = self._branch_stage_loss(embeddings, logits, labels) if labels is not None else {}
+        else:
+            embeddings = outputs.trunk_embeddings
+            logits = self.classifier(embeddings)
+            terms = self._trunk_stage_loss(embeddings, logits, labels) if labels is not None else {}
+        if not multi:
+            embeddings, logits = embeddings[:, 0], logits[:, 0]
+        output = DCRImageClassifierOutput(
+            loss=sum(terms.values()) if terms else None,
+            logits=logits,
+            embeddings=embeddings,
+            cross_entropy_loss=terms.get("cross_entropy_loss"),
+            center_loss=terms.get("center_loss"),
+            coupling_loss=terms.get("coupling_loss"),
+            hidden_states=outputs.hidden_states,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _stack_copies(
+        self, pixel_values: torch.Tensor, low_resolution_pixel_values: torch.Tensor | None
+    ) -> tuple[torch.Tensor, bool]:
+        """The input as `[batch, resolutions, C, H, W]`, and whether it had a resolutions axis."""
         _check_pixel_values(pixel_values, self.config, allow_resolutions=True)
         if low_resolution_pixel_values is not None:
             _check_pixel_values(low_resolution_pixel_values, self.config, allow_resolutions=True)
@@ -618,65 +677,47 @@ class DCRForImageClassification(DCRPreTrainedModel):
                 low_resolution_pixel_values = low_resolution_pixel_values.unsqueeze(1)
             pixel_values = torch.cat([pixel_values, low_resolution_pixel_values], dim=1)
         multi = pixel_values.ndim == 5
-        stacked = pixel_values if multi else pixel_values.unsqueeze(1)
-        batch, resolutions = stacked.shape[:2]
-        if self.config.use_branches and resolutions != len(self.config.resolutions):
-            raise ValueError(
-                f"the branch stage needs every resolution copy of each sample ([batch, {len(self.config.resolutions)}, "
-                f"C, H, W]: HR then {self.config.low_resolution_sizes}), got {tuple(pixel_values.shape)}."
-            )
-        if labels is not None:
-            labels = self._check_labels(labels, batch)
-        # Resolution-major order, as the original concatenated the copies along the batch axis.
-        flat = stacked.transpose(0, 1).reshape(resolutions * batch, *stacked.shape[2:])
+        return (pixel_values if multi else pixel_values.unsqueeze(1)), multi
 
-        if self.trunk_is_frozen:
-            with torch.no_grad():
-                _, trunk_embeddings, hidden_states = self.dcr.trunk(flat, bool(output_hidden_states))
-        else:
-            _, trunk_embeddings, hidden_states = self.dcr.trunk(flat, bool(output_hidden_states))
+    def _trunk_stage_loss(
+        self, embeddings: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Softmax + center loss over every resolution copy, all copies of a sample sharing its label.
 
-        loss = ce = cl = cpl = None
-        if self.config.use_branches:
-            per_resolution = trunk_embeddings.view(resolutions, batch, -1)
-            embeddings = torch.stack([branch(e) for branch, e in zip(self.dcr.branches, per_resolution)])
-            logits = torch.stack([head(e) for head, e in zip(self.branch_classifiers, embeddings)])
-            if labels is not None:
-                if self.training:
-                    for centers, emb in zip(self.branch_centers, embeddings):
-                        update_centers(centers, emb, labels, self.config.center_momentum)
-                ce = torch.stack([F.cross_entropy(lg.float(), labels) for lg in logits]).mean()
-                cl = self.config.center_loss_weight * torch.stack(
-                    [center_loss(e, c, labels) for e, c in zip(embeddings, self.branch_centers)]
-                ).mean()
-                cpl = self.config.coupling_loss_weight * coupling_loss(embeddings)
-                loss = ce + cl + cpl
-        else:
-            embeddings = trunk_embeddings.view(resolutions, batch, -1)
-            logits = self.classifier(trunk_embeddings).view(resolutions, batch, -1)
-            if labels is not None:
-                flat_labels = labels.repeat(resolutions)
-                if self.training:
-                    update_centers(self.centers, trunk_embeddings, flat_labels, self.config.center_momentum)
-                ce = F.cross_entropy(logits.reshape(resolutions * batch, -1).float(), flat_labels)
-                cl = self.config.center_loss_weight * center_loss(trunk_embeddings, self.centers, flat_labels)
-                loss = ce + cl
+        `embeddings` `[batch, resolutions, size]`, `logits` `[batch, resolutions, num_labels]`; the
+        centers move first (training only), as in the original.
+        """
+        resolutions = embeddings.shape[1]
+        # Resolution-major, as the original concatenated the copies along the batch axis.
+        flat_embeddings = embeddings.transpose(0, 1).reshape(-1, embeddings.shape[-1])
+        flat_logits = logits.transpose(0, 1).reshape(-1, logits.shape[-1])
+        flat_labels = labels.repeat(resolutions)
+        if self.training:
+            update_centers(self.centers, flat_embeddings, flat_labels, self.config.center_momentum)
+        return {
+            "cross_entropy_loss": F.cross_entropy(flat_logits.float(), flat_labels),
+            "center_loss": self.config.center_loss_weight * center_loss(flat_embeddings, self.centers, flat_labels),
+        }
 
-        embeddings = embeddings.transpose(0, 1)
-        logits = logits.transpose(0, 1)
-        if not multi:
-            embeddings, logits = embeddings[:, 0], logits[:, 0]
-        if not return_dict:
-            return tuple(v for v in (loss, logits, embeddings, ce, cl, cpl, hidden_states) if v is not None)
-        return DCRImageClassifierOutput(
-            loss=loss,
-            logits=logits,
-            embeddings=embeddings,
-            cross_entropy_loss=ce,
-            center_loss=cl,
-            coupling_loss=cpl,
-            hidden_states=hidden_states,
-        )
+    def _branch_stage_loss(
+        self, embeddings: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """DCR's coupled mapping loss: per branch cross-entropy and center loss (means over the
+        branches) + `coupling_loss_weight` x sum over LR branches of MSE(HR branch, LR branch).
+
+        `embeddings` `[batch, resolutions, size]` (copy r from branch r), `logits` likewise.
+        """
+        per_branch = embeddings.transpose(0, 1)
+        if self.training:
+            for centers, branch_embeddings in zip(self.branch_centers, per_branch):
+                update_centers(centers, branch_embeddings, labels, self.config.center_momentum)
+        cross_entropy = torch.stack([F.cross_entropy(lg.float(), labels) for lg in logits.transpose(0, 1)]).mean()
+        centers = torch.stack([center_loss(e, c, labels) for e, c in zip(per_branch, self.branch_centers)]).mean()
+        return {
+            "cross_entropy_loss": cross_entropy,
+            "center_loss": self.config.center_loss_weight * centers,
+            "coupling_loss": self.config.coupling_loss_weight * coupling_loss(per_branch),
+        }
 
     def _check_labels(self, labels: torch.Tensor, batch: int) -> torch.Tensor:
         if labels.ndim != 1 or labels.shape[0] != batch:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from datasets import Image
-from fixtures_faces import make_casia, pixels, read_pixels, write_casia_list
+from tests.layouts import make_casia, pixels, read_pixels, write_casia_list
 
 from dcr_hf.data.casia import casia_validation_mask, load_casia
 

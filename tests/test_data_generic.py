@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
-from fixtures_faces import make_identity_folder, pixels, read_pixels, save_face
+from tests.layouts import make_identity_folder, pixels, read_pixels, save_face
 
 import dcr_hf.data.generic as generic
 from dcr_hf.data.generic import load_face_dataset, load_image_folder

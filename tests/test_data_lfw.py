@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from datasets import Image
-from fixtures_faces import lfw_name, make_lfw, pixels, read_pixels, write_official_pairs, write_original_pairs
+from tests.layouts import lfw_name, make_lfw, pixels, read_pixels, write_official_pairs, write_original_pairs
 from sklearn.model_selection import KFold
 
 from dcr_hf.data.lfw import load_lfw_identities, load_lfw_pairs

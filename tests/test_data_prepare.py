@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from datasets import DatasetDict
-from fixtures_faces import (
+from tests.layouts import (
     lfw_name,
     make_casia,
     make_identity_folder,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from datasets import Image
-from fixtures_faces import make_scface, pixels, read_pixels
+from tests.layouts import make_scface, pixels, read_pixels
 
 from dcr_hf.data.scface import load_scface, load_scface_finetune, load_scface_images
 

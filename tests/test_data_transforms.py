@@ -3,9 +3,12 @@ import pickle
 
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 import pytest
 import torch
 from datasets import Dataset, Image, List
+
+from tests.layouts import smooth_photo
 
 from dcr_hf.data.transforms import (
     CorruptImageError,
@@ -14,24 +17,12 @@ from dcr_hf.data.transforms import (
     PairTransform,
     TrainTransform,
     apply_transform,
-    make_low_resolution_copies,
 )
-from dcr_hf.image_processing_dcr import simulate_low_resolution
+from dcr_hf.image_processing_dcr import DCRImageProcessor, simulate_low_resolution
+from dcr_hf.low_resolution import make_low_resolution_copies
 
 
 SIZES = (8, 12, 16, 20)
-
-
-def blob(rng, height=120, width=120):
-    """A smooth random RGB image, uint8 [height, width, 3] (asymmetric, so a flip shows)."""
-    rows, cols = np.mgrid[0:height, 0:width]
-    image = np.zeros((height, width, 3))
-    for _ in range(4):
-        center = rng.random(2) * (height, width)
-        spread = rng.uniform(0.1, 0.4) * min(height, width)
-        image += rng.random(3) * np.exp(-((rows - center[0]) ** 2 + (cols - center[1]) ** 2) / (2 * spread**2))[..., None]
-    image += cols[..., None] / width * 0.3
-    return (np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 
 def save(path, array_or_image, **kwargs):
@@ -48,7 +39,7 @@ def jpeg_files(tmp_path_factory):
     for index in range(8):
         folder = root / f"id_{index // 2}"
         folder.mkdir(exist_ok=True)
-        paths.append(save(folder / f"{index}.jpg", blob(rng), quality=95))
+        paths.append(save(folder / f"{index}.jpg", smooth_photo(rng), quality=95))
     return paths
 
 
@@ -136,63 +127,32 @@ def test_deferred_low_resolution_equals_in_transform_copies(jpeg_files, augmenta
     deferred = apply_transform(path_dataset(jpeg_files), TrainTransform(defer_low_resolution=True, **options))[:]
     assert set(deferred) == {"pixel_values", "labels"}
     assert torch.equal(eager["pixel_values"], deferred["pixel_values"])
-    assert torch.equal(
-        eager["low_resolution_pixel_values"], make_low_resolution_copies(deferred["pixel_values"], (8, 20, 12))
-    )
+    on_device = make_low_resolution_copies(deferred["pixel_values"], (8, 20, 12), DCRImageProcessor(), normalized=True)
+    assert torch.equal(eager["low_resolution_pixel_values"], on_device)
 
 
 @pytest.mark.parametrize(
-    "downsample,upsample,antialias",
-    [("bicubic", "bilinear", True), ("bilinear", "bicubic", False), ("area", "nearest", True)],
-)
-def test_make_low_resolution_copies_matches_simulate_low_resolution(downsample, upsample, antialias):
-    torch.manual_seed(6)
-    pixels01 = torch.rand(3, 3, 40, 56)
-    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
-    normalized = (pixels01 - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
-    copies = make_low_resolution_copies(normalized, (5, 16), mean, std, downsample, upsample, antialias)
-    assert copies.shape == (3, 2, 3, 40, 56)
-    for index, size in enumerate((5, 16)):
-        # Oracle: the LR copy of the [0, 1] image, clamped to [0, 1], then normalized.
-        low = simulate_low_resolution(
-            pixels01,
-            size,
-            downsample_interpolation=downsample,
-            upsample_interpolation=upsample,
-            antialias=antialias,
-            clamp=(0.0, 1.0),
-        )
-        expected = (low - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
-        torch.testing.assert_close(copies[:, index], expected, atol=2e-5, rtol=0)
-
-
-def test_make_low_resolution_copies_keeps_half_precision_dtype():
-    pixel_values = torch.rand(2, 3, 32, 32, dtype=torch.bfloat16) * 2 - 1
-    copies = make_low_resolution_copies(pixel_values, (8,))
-    assert copies.dtype == torch.bfloat16 and copies.shape == (2, 1, 3, 32, 32)
-
-
-@pytest.mark.parametrize(
-    "kwargs,match",
+    "build,match",
     [
-        ({"low_resolution_sizes": (8, 120)}, "smaller than image_size"),
-        ({"image_size": 16, "low_resolution_sizes": (8, 20)}, "smaller than image_size"),
-        ({"low_resolution_sizes": (8, 8)}, "duplicates"),
-        ({"low_resolution_sizes": (0,)}, "positive"),
-        ({"augmentation": "mixup"}, "augmentation"),
-        ({"downsample_interpolation": "lanczos"}, "downsample_interpolation"),
-        ({"image_std": (0.5, 0.0, 0.5)}, "positive"),
+        (lambda: TrainTransform(low_resolution_sizes=(8, 120)), "below image_size"),
+        (lambda: TrainTransform(DCRImageProcessor(image_size=16), low_resolution_sizes=(8, 20)), "below image_size"),
+        (lambda: TrainTransform(low_resolution_sizes=(8, 8)), "duplicates"),
+        (lambda: TrainTransform(low_resolution_sizes=(0,)), "whole number of pixels"),
+        (lambda: TrainTransform(low_resolution_sizes=(8.5,)), "whole number of pixels"),
+        (lambda: TrainTransform(augmentation="mixup"), "augmentation"),
+        (lambda: TrainTransform(DCRImageProcessor(downsample_interpolation="lanczos")), "downsample_interpolation"),
+        (lambda: TrainTransform(DCRImageProcessor(image_std=(0.5, 0.0, 0.5))), "std > 0"),
     ],
 )
-def test_invalid_options_fail_at_construction(kwargs, match):
+def test_invalid_options_fail_at_construction(build, match):
     with pytest.raises(ValueError, match=match):
-        TrainTransform(**kwargs)
+        build()
 
 
 def test_odd_modes_and_sizes_become_image_size_rgb(tmp_path):
     rng = np.random.default_rng(7)
-    rgb = blob(rng, 97, 131)
-    large = blob(rng, 480, 480)
+    rgb = smooth_photo(rng, 97, 131)
+    large = smooth_photo(rng, 480, 480)
     paths = {
         "grey": save(tmp_path / "grey.png", PIL.Image.fromarray(rgb).convert("L")),
         "cmyk": save(tmp_path / "cmyk.jpg", PIL.Image.fromarray(rgb).convert("CMYK"), quality=95),
@@ -213,10 +173,10 @@ def test_odd_modes_and_sizes_become_image_size_rgb(tmp_path):
     reference = (reference.permute(2, 0, 1).float() / 255 - 0.5) / 0.5
     assert (pixel_values["rgba"] - reference).abs().max() < 0.02
     assert (pixel_values["odd"] - reference).abs().mean() < 0.05
-    # The large JPEG goes through draft-mode decoding: close to a full decode + resize.
-    full = PIL.Image.fromarray(large).resize((120, 120), PIL.Image.Resampling.BICUBIC)
+    # The large JPEG is decoded in full and resized by PIL (bilinear), exactly as the processor does.
+    full = PIL.Image.open(paths["large"]).convert("RGB").resize((120, 120), PIL.Image.Resampling.BILINEAR)
     full = (torch.from_numpy(np.array(full)).permute(2, 0, 1).float() / 255 - 0.5) / 0.5
-    assert (pixel_values["large"] - full).abs().mean() < 0.03
+    torch.testing.assert_close(pixel_values["large"], full, atol=1e-6, rtol=0)
 
 
 def test_transform_accepts_decoded_pil_images(jpeg_files):
@@ -308,7 +268,7 @@ def test_pair_transform(jpeg_files, intra_scale):
 
 def test_eval_transform_with_and_without_synthetic_low_resolution(jpeg_files, tmp_path):
     rng = np.random.default_rng(9)
-    real_probe = save(tmp_path / "probe.jpg", blob(rng, 40, 30), quality=95)
+    real_probe = save(tmp_path / "probe.jpg", smooth_photo(rng, 40, 30), quality=95)
     dataset = path_dataset([jpeg_files[0], real_probe], labels=[3, 7])
     with_lr = apply_transform(dataset, EvalTransform())[:]
     torch.testing.assert_close(with_lr["low_resolution_pixel_values"], lr_oracle(with_lr["pixel_values"]), atol=1e-5, rtol=0)
@@ -327,7 +287,7 @@ def test_eval_transform_raises_on_corrupt_images(files_with_truncated_jpeg):
 
 def test_finetune_transform_flips_all_copies_of_a_sample_together(jpeg_files, tmp_path):
     rng = np.random.default_rng(10)
-    captures = [[save(tmp_path / f"{row}_{d}.jpg", blob(rng, 24 + 8 * d, 20 + 8 * d), quality=95) for d in range(3)] for row in range(6)]
+    captures = [[save(tmp_path / f"{row}_{d}.jpg", smooth_photo(rng, 24 + 8 * d, 20 + 8 * d), quality=95) for d in range(3)] for row in range(6)]
     dataset = Dataset.from_dict(
         {"image": jpeg_files[:6], "low_resolution_images": captures, "label": list(range(6))}
     ).cast_column("image", Image()).cast_column("low_resolution_images", List(Image()))
@@ -355,3 +315,48 @@ def test_finetune_transform_rejects_ragged_capture_lists(jpeg_files):
 def test_apply_transform_reports_missing_columns(jpeg_files):
     with pytest.raises(KeyError, match="image_a"):
         apply_transform(path_dataset(jpeg_files), PairTransform())
+
+
+@pytest.mark.parametrize("photo", ["large", "small", "exact", "grey", "exif"])
+def test_every_transform_preprocesses_exactly_as_the_processor(face_photos, photo):
+    """The one preprocessing definition: the HR and every LR tensor of the training, pair and SCface
+    transforms equal `processor(image, low_resolution_size=s)` for the same file."""
+    processor = DCRImageProcessor(image_mean=(0.45, 0.4, 0.35), image_std=(0.22, 0.25, 0.3))
+    sizes = (8, 12, 16, 20)
+    path = face_photos[photo]
+    hr = processor(path).pixel_values[0]
+    low = torch.stack([processor(path, low_resolution_size=s).pixel_values[0] for s in sizes])
+    torch.testing.assert_close(processor(PIL.Image.open(path)).pixel_values[0], hr, atol=0, rtol=0)
+
+    def exact(actual, expected):
+        torch.testing.assert_close(actual, expected, atol=2e-5, rtol=0)
+
+    train = TrainTransform(processor, sizes, augmentation="none")({"image": [path], "label": [0]})
+    exact(train["pixel_values"][0], hr)
+    exact(train["low_resolution_pixel_values"][0], low)
+    pair = PairTransform(processor, sizes, intra_scale=True)({"image_a": [path], "image_b": [path], "is_same": [True]})
+    for side in ("a", "b"):
+        exact(pair[f"pixel_values_{side}"][0], hr)
+        exact(pair[f"low_resolution_pixel_values_{side}"][0], low)
+    evaluation = EvalTransform(processor, sizes)({"image": [{"bytes": open(path, "rb").read(), "path": None}]})
+    exact(evaluation["pixel_values"][0], hr)
+    exact(evaluation["low_resolution_pixel_values"][0], low)
+    # SCface: real LR probes and fine-tuning captures are used as they are, like `processor(image)`.
+    probe = EvalTransform(processor, low_resolution_sizes=())({"image": [path]})
+    exact(probe["pixel_values"][0], hr)
+    finetune = FinetuneTransform(processor, augmentation="none")(
+        {"image": [path], "low_resolution_images": [[path, path]], "label": [0]}
+    )
+    exact(finetune["pixel_values"][0], hr)
+    exact(finetune["low_resolution_pixel_values"][0], torch.stack([hr, hr]))
+
+
+def test_exif_orientation_is_applied(face_photos):
+    processor = DCRImageProcessor()
+    upright = PIL.ImageOps.exif_transpose(PIL.Image.open(face_photos["exif"]))
+    assert upright.size == (90, 140)  # stored 140 wide x 90 high, shown rotated
+    torch.testing.assert_close(processor(face_photos["exif"]).pixel_values, processor(upright).pixel_values, atol=0, rtol=0)
+    stored = PIL.Image.open(face_photos["exif"])
+    stored.load()
+    without_tag = PIL.Image.frombytes(stored.mode, stored.size, stored.tobytes())
+    assert not torch.equal(processor(without_tag).pixel_values, processor(upright).pixel_values)

@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures_faces import lfw_name, make_lfw, write_original_pairs
-from helpers_model import tiny_config
+from tests.layouts import lfw_name, make_lfw, write_original_pairs
+from tests.models import tiny_config
 from huggingface_hub import ModelCard
 from PIL import Image
 
 from dcr_hf import DCRForImageClassification, DCRImageProcessor, DCRModel
+from dcr_hf.evaluation.command import display_names, parse_probe_resolution
+
+pytestmark = pytest.mark.slow  # end-to-end runs and subprocesses
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,8 +27,8 @@ sys.modules["eval_hf"] = eval_hf  # dataclasses look their module up while the s
 _spec.loader.exec_module(eval_hf)
 
 SYNTHETIC = [
-    "--dataset", "synthetic", "--synthetic_identities", "20", "--synthetic_images_per_identity", "3",
-    "--synthetic_pairs", "20", "--synthetic_subjects", "3", "--synthetic_image_size", "48",
+    "--dataset", "synthetic", "--synthetic_num_verification_identities", "20", "--synthetic_images_per_identity", "3",
+    "--synthetic_num_pairs", "20", "--synthetic_num_subjects", "3", "--synthetic_image_size", "48",
 ]
 
 
@@ -124,9 +127,9 @@ def test_lfw_layout(models, tmp_path):
 
 def test_bad_command_lines(models, tmp_path):
     trunk, branch = models
-    with pytest.raises(ValueError, match="does not apply to dataset='scface'"):
+    with pytest.raises(ValueError, match="does not apply to dataset .scface."):
         eval_hf.main(["--model", trunk, "--dataset", "scface", "--data_root", str(tmp_path), "--protocol", "verification"])
-    with pytest.raises(ValueError, match="needs data_root"):
+    with pytest.raises(ValueError, match="needs --data_root"):
         eval_hf.main(["--model", trunk, "--dataset", "lfw"])
     with pytest.raises(ValueError, match="no branch for 16x16"):
         eval_hf.main(["--model", branch, *SYNTHETIC, "--sizes", "8", "16"])
@@ -139,14 +142,14 @@ def test_bad_command_lines(models, tmp_path):
 
 
 def test_parse_probe_resolution():
-    assert eval_hf.parse_probe_resolution([]) is None
-    assert eval_hf.parse_probe_resolution(["hr"]) == "hr"
-    assert eval_hf.parse_probe_resolution(["8"]) == 8
-    assert eval_hf.parse_probe_resolution(["1=8", "3=HR"]) == {1: 8, 3: "hr"}
+    assert parse_probe_resolution([]) is None
+    assert parse_probe_resolution(["hr"]) == "hr"
+    assert parse_probe_resolution(["8"]) == 8
+    assert parse_probe_resolution(["1=8", "3=HR"]) == {1: 8, 3: "hr"}
     with pytest.raises(ValueError, match="DISTANCE=SIZE"):
-        eval_hf.parse_probe_resolution(["a=8", "2=12"])
+        parse_probe_resolution(["a=8", "2=12"])
 
 
 def test_display_names():
-    assert eval_hf.display_names(["/x/a", "org/b"]) == ["a", "b"]
-    assert eval_hf.display_names(["/x/a", "/y/a"]) == ["/x/a", "/y/a"]
+    assert display_names(["/x/a", "org/b"]) == ["a", "b"]
+    assert display_names(["/x/a", "/y/a"]) == ["/x/a", "/y/a"]

@@ -49,6 +49,7 @@ def test_module_accumulates_batches(metric):
     assert metric.compute()["accuracy"] == verification_accuracy(scores, is_same).accuracy
 
 
+@pytest.mark.slow
 def test_module_loads_offline_in_a_fresh_process(tmp_path):
     # A fresh module cache and no network: evaluate must load the local folder, not the Hub.
     env = {

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from datasets import ClassLabel, Dataset, Features, Image, Value
-from helpers_model import tiny_config
+from tests.models import tiny_config
 
 from dcr_hf import DCRForImageClassification, DCRImageProcessor, DCRModel
 from dcr_hf.data.synthetic import load_synthetic
@@ -22,9 +22,9 @@ from dcr_hf.evaluation import (
     evaluate_retrieval,
     evaluate_verification,
     get_dcr_model,
-    load_model_and_processor,
     summary_metrics,
 )
+from dcr_hf.hub import load_model_and_processor
 
 
 # The synthetic faces are rendered at 48 px and the tiny models take 48 px images, so the image
@@ -146,6 +146,7 @@ def _distributed_worker(rank: int, port: int, folder: str, out: str) -> None:
     os._exit(0)
 
 
+@pytest.mark.slow
 def test_distributed_embeddings_are_gathered_exactly_once(tmp_path, pairs, branch_model):
     """Two CPU processes (gloo), 7 images in batches of 2: each process embeds part of the data,
     and both get all 7 embeddings in dataset order, none twice."""
@@ -254,7 +255,7 @@ def test_missing_branch_fails_before_reading_any_image(branch_model):
         evaluate_verification(branch_model, broken, sizes=(8, 16), show_progress=False)
     with pytest.raises(ValueError, match="no branch for 20x20"):
         evaluate_retrieval(branch_model, broken.rename_column("image_a", "image"), sizes=(20,), show_progress=False)
-    with pytest.raises(ValueError, match="below the model's image_size"):
+    with pytest.raises(ValueError, match="below image_size=48"):
         evaluate_verification(_model(False), broken, sizes=(IMAGE_SIZE,), show_progress=False)
 
 

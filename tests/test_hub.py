@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers_model import tiny_config
+from tests.models import tiny_config
 from huggingface_hub import HfApi, ModelCard
 
 from dcr_hf import DCRForImageClassification, DCRImageProcessor, DCRModel

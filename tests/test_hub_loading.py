@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 import torch
-from helpers_model import tiny_config
+from tests.models import tiny_config
 
 from dcr_hf import DCRForImageClassification, DCRImageProcessor
 
@@ -62,6 +62,7 @@ def _run_without_dcr_hf(script: str, cwd, extra_env: dict | None = None) -> str:
     return result.stdout
 
 
+@pytest.mark.slow
 def test_trust_remote_code_in_a_process_without_dcr_hf(tmp_path):
     trunk, branch, paths = _trunk_and_branch(tmp_path)
     x = torch.randn(2, 3, 32, 32)
@@ -108,6 +109,7 @@ def _populate_cache(cache, repo_id, folder):
     shutil.copytree(folder, repo / "snapshots" / commit)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("remote_code", [False, True])
 def test_auto_model_from_hub_ids_in_offline_cache(tmp_path, remote_code):
     trunk, branch, paths = _trunk_and_branch(tmp_path)

@@ -2,7 +2,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from helpers_model import tiny_config
+from tests.models import tiny_config
 
 from dcr_hf import DCRImageProcessor, DCRModel, convert_to_rgb, simulate_low_resolution
 

@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from helpers_model import tiny_config
+from tests.models import tiny_config
 
 from dcr_hf import DCRConfig, DCRForImageClassification, DCRModel
 from dcr_hf.modeling_dcr import center_loss, coupling_loss, update_centers
@@ -56,8 +56,8 @@ def test_conv_init_is_kaiming_fan_out():
     assert weight.std().item() == pytest.approx(math.sqrt(2.0 / fan_out), rel=0.05)
 
 
-def test_classification_head_single_and_multi_resolution():
-    model = DCRForImageClassification(tiny_config())
+def test_classification_head_single_and_multi_resolution(config):
+    model = DCRForImageClassification(config)
     labels = torch.tensor([0, 4])
     out = model(torch.randn(2, 3, 32, 32), labels=labels)
     assert out.logits.shape == (2, 5) and out.embeddings.shape == (2, 32) and out.loss.ndim == 0
@@ -73,8 +73,8 @@ def test_classification_head_single_and_multi_resolution():
     torch.testing.assert_close(model(hr, low_resolution_pixel_values=lr).logits, stacked)
 
 
-def test_trunk_loss_is_cross_entropy_plus_weighted_center_mse():
-    model = DCRForImageClassification(tiny_config()).eval()
+def test_trunk_loss_is_cross_entropy_plus_weighted_center_mse(config):
+    model = DCRForImageClassification(config).eval()
     x, labels = torch.randn(3, 3, 32, 32), torch.tensor([1, 2, 1])
     out = model(x, labels=labels)  # eval: centers are not updated
     expected_ce = torch.nn.functional.cross_entropy(out.logits, labels)
@@ -93,8 +93,8 @@ def test_center_update_hand_computed():
     torch.testing.assert_close(centers, torch.tensor([[1.0, 1.5], [0.5, 1.0], [5.0, 5.0]]))
 
 
-def test_centers_update_only_in_training_and_use_all_resolution_copies():
-    model = DCRForImageClassification(tiny_config())
+def test_centers_update_only_in_training_and_use_all_resolution_copies(config):
+    model = DCRForImageClassification(config)
     before = model.centers.clone()
     x, labels = torch.randn(2, 3, 3, 32, 32), torch.tensor([3, 3])
     model.eval()
@@ -121,8 +121,8 @@ def test_coupling_loss_hand_computed():
     assert center_loss(torch.tensor([[1.0, 3.0]]), torch.tensor([[0.0, 0.0], [1.0, 1.0]]), torch.tensor([1])).item() == pytest.approx(2.0)
 
 
-def test_branch_stage_loss_matches_hand_computation():
-    trunk = DCRForImageClassification(tiny_config())
+def test_branch_stage_loss_matches_hand_computation(config):
+    trunk = DCRForImageClassification(config)
     model = DCRForImageClassification.from_trunk(trunk, specialized_initialization=False).eval()
     x, labels = torch.randn(2, 3, 3, 32, 32), torch.tensor([0, 2])
     out = model(x, labels=labels)
@@ -134,8 +134,8 @@ def test_branch_stage_loss_matches_hand_computation():
     torch.testing.assert_close(out.loss, ce + 0.008 * cl + 0.008 * couple)
 
 
-def test_branch_stage_needs_every_resolution():
-    model = DCRForImageClassification.from_trunk(DCRForImageClassification(tiny_config()))
+def test_branch_stage_needs_every_resolution(config):
+    model = DCRForImageClassification.from_trunk(DCRForImageClassification(config))
     with pytest.raises(ValueError, match="every resolution"):
         model(torch.randn(2, 2, 3, 32, 32), labels=torch.tensor([0, 1]))
 
@@ -156,15 +156,15 @@ def test_specialized_init_branch_embeddings_equal_trunk_embeddings():
         torch.testing.assert_close(embedder(x[:, 0], resolution=resolution).pooler_output, trunk.dcr(x[:, 0]).pooler_output)
 
 
-def test_random_branch_init_differs_from_trunk():
-    trunk = DCRForImageClassification(tiny_config()).eval()
+def test_random_branch_init_differs_from_trunk(config):
+    trunk = DCRForImageClassification(config).eval()
     model = DCRForImageClassification.from_trunk(trunk, specialized_initialization=False).eval()
     x = torch.randn(2, 3, 3, 32, 32)
     assert not torch.allclose(model(x).embeddings, trunk(x).embeddings)
 
 
-def test_frozen_trunk_stays_in_eval_and_gets_no_gradient():
-    trunk = DCRForImageClassification(tiny_config())
+def test_frozen_trunk_stays_in_eval_and_gets_no_gradient(config):
+    trunk = DCRForImageClassification(config)
     model = DCRForImageClassification.from_trunk(trunk)
     model.train()
     assert model.training and not model.dcr.trunk.training
@@ -181,9 +181,9 @@ def test_frozen_trunk_stays_in_eval_and_gets_no_gradient():
     assert model.dcr.trunk.projection.weight.grad is not None
 
 
-def test_from_trunk_rejects_bare_embedder_for_specialized_init():
+def test_from_trunk_rejects_bare_embedder_for_specialized_init(config):
     with pytest.raises(ValueError, match="classifier"):
-        DCRForImageClassification.from_trunk(DCRModel(tiny_config()))
+        DCRForImageClassification.from_trunk(DCRModel(config))
 
 
 def test_per_sample_resolution_routing():
@@ -205,24 +205,39 @@ def test_per_sample_resolution_routing():
     "shape, match",
     [((2, 32, 32), "shape"), ((2, 1, 32, 32), "channels"), ((2, 2, 2, 3, 32, 32), "shape")],
 )
-def test_bad_input_rank_or_channels(shape, match):
-    model = DCRForImageClassification(tiny_config())
+def test_bad_input_rank_or_channels(shape, match, config):
+    model = DCRForImageClassification(config)
     with pytest.raises(ValueError, match=match):
         model(torch.randn(*shape))
-    with pytest.raises(ValueError, match=r"\[batch, C, H, W\]"):
-        DCRModel(tiny_config())(torch.randn(2, 2, 3, 32, 32))
+    with pytest.raises(ValueError, match="every resolution copy"):
+        DCRModel(tiny_config(use_branches=True))(torch.randn(2, 2, 3, 32, 32))
 
 
-def test_labels_out_of_range():
-    model = DCRForImageClassification(tiny_config())
+@pytest.mark.parametrize("use_branches", [False, True])
+def test_embedder_takes_every_resolution_copy_at_once(use_branches):
+    """`[batch, resolutions, C, H, W]`: copy r through branch r, equal to one 4-D call per copy."""
+    config = tiny_config(use_branches=use_branches)
+    model = DCRModel(config).eval()
+    x = torch.randn(3, len(config.resolutions), 3, 32, 32)
+    with torch.no_grad():
+        out = model(x)
+        assert out.pooler_output.shape == (3, len(config.resolutions), config.branch_hidden_size)
+        for index, resolution in enumerate(config.resolutions):
+            single = model(x[:, index], resolution=resolution)
+            torch.testing.assert_close(out.pooler_output[:, index], single.pooler_output, atol=1e-6, rtol=0)
+            torch.testing.assert_close(out.trunk_embeddings[:, index], single.trunk_embeddings, atol=1e-6, rtol=0)
+
+
+def test_labels_out_of_range(config):
+    model = DCRForImageClassification(config)
     with pytest.raises(ValueError, match="label 5 .*num_labels=5"):
         model(torch.randn(2, 3, 32, 32), labels=torch.tensor([0, 5]))
     with pytest.raises(ValueError, match="label -1"):
         model(torch.randn(2, 3, 32, 32), labels=torch.tensor([-1, 0]))
 
 
-def test_save_load_round_trip_identical_outputs_and_centers(tmp_path):
-    model = DCRForImageClassification(tiny_config())
+def test_save_load_round_trip_identical_outputs_and_centers(tmp_path, config):
+    model = DCRForImageClassification(config)
     model.train()
     model(torch.randn(2, 3, 3, 32, 32), labels=torch.tensor([0, 1]))  # move centers and BN stats
     model = DCRForImageClassification.from_trunk(model)
@@ -261,8 +276,8 @@ def test_freeze_batch_norm_keeps_statistics():
     assert bn.weight.grad is not None
 
 
-def test_channels_last_model_gives_the_same_embeddings():
-    model = DCRModel(tiny_config()).eval()
+def test_channels_last_model_gives_the_same_embeddings(config):
+    model = DCRModel(config).eval()
     x = torch.randn(3, 3, 32, 32)
     expected = model(x).pooler_output
     model = model.to(memory_format=torch.channels_last)

@@ -23,12 +23,16 @@ from huggingface_hub.utils import filter_repo_objects
 from safetensors.torch import load_file
 from transformers import HfArgumentParser, TrainerCallback
 
-import dcr_hf.training as training
+import dcr_hf.training.run as training_run
 from dcr_hf.data.sampler import MPerClassSampler
 from dcr_hf.data.synthetic import load_synthetic
 from dcr_hf.evaluation import evaluate_verification
+from dcr_hf.evaluation.command import main as eval_main
+from dcr_hf.image_processing_dcr import DCRImageProcessor
 from dcr_hf.modeling_dcr import DCRForImageClassification
 from dcr_hf.training import DataArguments, DCRTrainingArguments, ModelArguments, NonFiniteLossError, run_training
+
+pytestmark = pytest.mark.slow  # end-to-end runs and subprocesses
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,12 +138,37 @@ class _Recorder(TrainerCallback):
 # --------------------------------------------------------------------------------------------
 
 
+# A normalization other than the default, so that a stage or a validation that ignores the
+# model's processor gives other numbers.
+MEAN, STD = [0.4, 0.45, 0.5], [0.25, 0.3, 0.2]
+
+
 @pytest.fixture(scope="module")
 def trunk(tmp_path_factory) -> tuple[Path, dict]:
     folder = tmp_path_factory.mktemp("trunk")
     result = train(folder, "--max_steps", "3", "--eval_strategy", "steps", "--eval_steps", "3",
-                   "--save_strategy", "steps", "--save_steps", "3")
+                   "--save_strategy", "steps", "--save_steps", "3",
+                   "--image_mean", *map(str, MEAN), "--image_std", *map(str, STD))
     return folder, result
+
+
+def test_validation_equals_eval_hf_on_the_saved_folder(trunk):
+    """What training reports for its validation set is what `eval_hf.py` reports for the saved folder."""
+    folder, result = trunk
+    processor = DCRImageProcessor.from_pretrained(folder)
+    assert processor.image_mean == MEAN and processor.image_std == STD
+    evaluated = eval_main([
+        "--model", str(folder), "--dataset", "synthetic", "--protocol", "verification",
+        "--synthetic_images_per_identity", str(IMAGES_PER_IDENTITY), "--synthetic_num_pairs", str(NUM_PAIRS),
+    ])[folder.name]
+    validated = result["after"]
+    assert evaluated["sizes"] == validated["sizes"] == [8, 12]
+    assert evaluated["num_pairs"] == validated["num_pairs"] == NUM_PAIRS
+    for column, figures in validated["by_resolution"].items():
+        for name in ("accuracy", "accuracy_std", "fold_accuracies", "eer"):
+            assert evaluated["by_resolution"][column][name] == figures[name], (column, name)
+        for name in ("threshold", "auc"):
+            assert evaluated["by_resolution"][column][name] == pytest.approx(figures[name], abs=1e-6), (column, name)
 
 
 def test_trunk_stage_writes_a_complete_validated_folder(trunk):
@@ -171,6 +200,16 @@ def test_branch_stage_keeps_the_frozen_trunk(trunk, tmp_path):
     projection = after["dcr.branches.0.projection.weight"]
     assert not torch.equal(projection, torch.eye(projection.shape[0]))
     assert DCRForImageClassification.from_pretrained(folder).config.use_branches
+    # The stage preprocesses (and saves) with the trunk's processor, not command-line defaults.
+    processor = DCRImageProcessor.from_pretrained(folder)
+    assert processor.image_mean == MEAN and processor.image_std == STD
+
+
+def test_branch_stage_refuses_another_normalization_than_the_trunks(trunk, tmp_path):
+    trunk_folder, _ = trunk
+    with pytest.raises(ValueError, match=r"image_mean=\[0.4, 0.45, 0.5\], but --image_mean is \[0.5, 0.5, 0.5\]"):
+        train(tmp_path, "--stage", "branch", "--trunk", str(trunk_folder), "--image_mean", "0.5", "0.5", "0.5",
+              "--max_steps", "1", *NO_VALIDATION)
 
 
 def test_finetune_with_more_classes_recreates_classifier_and_centers(trunk, tmp_path, caplog):
@@ -180,7 +219,7 @@ def test_finetune_with_more_classes_recreates_classifier_and_centers(trunk, tmp_
     # Learning rate 0: the loaded trunk must come out unchanged, the new head with the new shape.
     train(folder, "--stage", "finetune", "--init_from", str(trunk_folder), "--synthetic_num_identities", "12",
           "--learning_rate", "0", "--max_steps", "2", *VALIDATE_AT_END, "--eval_steps", "2", "--save_steps", "2")
-    messages = [r.getMessage() for r in caplog.records if r.name == "dcr_hf.training"]
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("dcr_hf.training")]
     assert any("8 classes" in m and "12" in m and "re-created" in m for m in messages), messages
     model = DCRForImageClassification.from_pretrained(folder)
     assert model.config.num_labels == 12
@@ -320,7 +359,7 @@ def test_push_to_hub_sends_the_complete_folder_once(tmp_path, monkeypatch):
         (["--dataset", "casia", "--data_root", "{missing}"], FileNotFoundError, "does not exist"),
         (["--stage", "branch"], ValueError, "--trunk"),
         (["--stage", "finetune"], ValueError, "--init_from"),
-        (["--low_resolution_sizes", "8", "48"], ValueError, r"LR size 48 must be in \(0, image_size=48\)"),
+        (["--low_resolution_sizes", "8", "48"], ValueError, r"--low_resolution_sizes holds 48.*below image_size=48"),
         (["--samples_per_class", "3"], ValueError, "multiple of --samples_per_class 3"),
     ],
     ids=["unknown-dataset", "no-data-root", "missing-data-root", "branch-without-trunk", "finetune-without-model",
@@ -330,8 +369,8 @@ def test_bad_arguments_fail_before_data_or_model(tmp_path, monkeypatch, extra, e
     def must_not_run(*args, **kwargs):
         raise AssertionError("reached before the arguments were checked")
 
-    monkeypatch.setattr(training, "build_model", must_not_run)
-    monkeypatch.setattr(training, "load_training_data", must_not_run)
+    monkeypatch.setattr(training_run, "build_model", must_not_run)
+    monkeypatch.setattr(training_run, "load_training_data", must_not_run)
     extra = [value.format(missing=tmp_path / "missing") for value in extra]
     with pytest.raises(error, match=match):
         train(tmp_path / "out", *extra)
@@ -339,7 +378,7 @@ def test_bad_arguments_fail_before_data_or_model(tmp_path, monkeypatch, extra, e
 
 def test_trunk_with_other_low_resolution_sizes_is_refused(trunk, tmp_path):
     trunk_folder, _ = trunk
-    with pytest.raises(ValueError, match=r"LR sizes \[8, 12\].*--low_resolution_sizes is \[8, 16\]"):
+    with pytest.raises(ValueError, match=r"low_resolution_sizes=\[8, 12\], but --low_resolution_sizes is \[8, 16\]"):
         train(tmp_path, "--stage", "branch", "--trunk", str(trunk_folder), "--low_resolution_sizes", "8", "16",
               "--max_steps", "1", *NO_VALIDATION)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, concatenate_datasets
+from datasets import Dataset, DatasetDict, concatenate_datasets
 
 from ._layout import (
     PathLike,
@@ -31,6 +31,7 @@ from ._layout import (
     require_dir,
     require_file,
 )
+from .features import identity_features
 
 CASIA_DIR = "Casia"
 CASIA_IMAGE_DIR = "120x120_120"
@@ -87,10 +88,6 @@ def read_casia_list(list_file: PathLike, num_subjects: int = CASIA_NUM_SUBJECTS)
     return paths, np.asarray(subjects, dtype=np.int64)
 
 
-def _split_features(label_feature: ClassLabel) -> Features:
-    return Features({"image": Image(), "label": label_feature})
-
-
 def _load_from_layout(
     data_root: Path, fold: int | None, num_subjects: int, list_file: PathLike | None, verify_files: bool, strict: bool
 ) -> DatasetDict:
@@ -120,7 +117,7 @@ def _load_from_layout(
     for name, mask in splits.items():
         labels, feature = contiguous_labels(subjects[mask])
         result[name] = image_dataset(
-            {"image": absolute.filter(pa.array(mask)), "label": labels}, _split_features(feature)
+            {"image": absolute.filter(pa.array(mask)), "label": labels}, identity_features(feature)
         )
     return result
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from datasets import ClassLabel, Dataset, Features, Image, Value
+from datasets import ClassLabel, Dataset
 
 from ._layout import (
     PathLike,
@@ -23,6 +23,7 @@ from ._layout import (
     require_dir,
     require_file,
 )
+from .features import PAIRS_FEATURES
 from .generic import load_image_folder
 
 LFW_DIR = "LFW"
@@ -31,7 +32,6 @@ LFW_IMAGE_DIR = "LFW_120x120_120"
 LFW_PAIRS_FILES = ("lfw_test_pair.txt", "pairs.txt")
 NUM_FOLDS = 10
 
-PAIRS_FEATURES = Features({"image_a": Image(), "image_b": Image(), "is_same": Value("bool"), "fold": Value("int32")})
 
 _ORIGINAL_LINE = "'Name_A/Name_A_0001.jpg Name_B/Name_B_0003.jpg 0|1'"
 _MATCHED_LINE = "a matched pair 'name<TAB>n1<TAB>n2'"

@@ -15,9 +15,8 @@ from ._layout import PathLike, is_saved_dataset, read_marker, write_marker
 from .casia import CASIA_NUM_SUBJECTS, load_casia
 from .generic import load_image_folder
 from .lfw import load_lfw_identities, load_lfw_pairs
+from .registry import PREPARABLE_DATASETS
 from .scface import load_scface_images
-
-PREPARABLE_DATASETS = ("casia", "lfw", "scface", "folder")
 
 
 def build_dataset_dict(

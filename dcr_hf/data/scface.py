@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, List, Value
+from datasets import ClassLabel, Dataset, DatasetDict
 from transformers.utils import logging
 
 from ._layout import (
@@ -29,6 +29,7 @@ from ._layout import (
     report_missing,
     require_dir,
 )
+from .features import finetune_features, gallery_features, probe_features
 
 logger = logging.get_logger(__name__)
 
@@ -55,14 +56,8 @@ def _subject_label(subject: str, path: Path) -> int:
     return label
 
 
-def _scan_layout(data_root: PathLike) -> DatasetDict:
-    """Scan the SCface tree into a `mugshot` and a `surveillance` split covering every subject."""
-    require_dir(data_root, "scface", "Data root")
-    scface_dir = require_dir(Path(data_root) / SCFACE_DIR, "scface", "SCface folder")
-    mugshot_dir = require_dir(scface_dir / MUGSHOT_DIR, "scface", "SCface mugshot folder")
-    extensions = image_extensions()
-    unrecognized: list[str] = []
-
+def _scan_mugshots(mugshot_dir: Path, extensions: frozenset[str], unrecognized: list[str]) -> dict[int, tuple[str, Path]]:
+    """`{label: (subject number as written, path)}` of the `NNN_frontal.*` mugshots."""
     mugshots: dict[int, tuple[str, Path]] = {}
     for path in sorted(mugshot_dir.iterdir()):
         if path.suffix.lower() not in extensions:
@@ -75,7 +70,13 @@ def _scan_layout(data_root: PathLike) -> DatasetDict:
         if label in mugshots:
             raise ValueError(f"Two mugshots for subject {match.group(1)}: '{mugshots[label][1]}' and '{path}'.")
         mugshots[label] = (match.group(1), path)
+    return mugshots
 
+
+def _scan_surveillance(
+    scface_dir: Path, extensions: frozenset[str], unrecognized: list[str]
+) -> dict[tuple[int, int, int], tuple[str, Path]]:
+    """`{(label, camera, distance): (subject number as written, path)}` of the `NNN_camK_D.*` images."""
     shots: dict[tuple[int, int, int], tuple[str, Path]] = {}
     for distance in DISTANCES:
         distance_dir = require_dir(
@@ -100,6 +101,18 @@ def _scan_layout(data_root: PathLike) -> DatasetDict:
                         f"'{shots[key][1]}' and '{path}'."
                     )
                 shots[key] = (subject, path)
+    return shots
+
+
+def _scan_layout(data_root: PathLike) -> DatasetDict:
+    """Scan the SCface tree into a `mugshot` and a `surveillance` split covering every subject."""
+    require_dir(data_root, "scface", "Data root")
+    scface_dir = require_dir(Path(data_root) / SCFACE_DIR, "scface", "SCface folder")
+    mugshot_dir = require_dir(scface_dir / MUGSHOT_DIR, "scface", "SCface mugshot folder")
+    extensions = image_extensions()
+    unrecognized: list[str] = []
+    mugshots = _scan_mugshots(mugshot_dir, extensions, unrecognized)
+    shots = _scan_surveillance(scface_dir, extensions, unrecognized)
     if unrecognized:
         logger.warning(
             f"Ignored {len(unrecognized)} images under '{scface_dir}' whose names are neither NNN_frontal.* nor "
@@ -109,38 +122,25 @@ def _scan_layout(data_root: PathLike) -> DatasetDict:
         raise ValueError(
             f"No SCface {'mugshots' if not mugshots else 'surveillance images'} found under '{scface_dir}'."
         )
-
     label_feature = _label_feature(max(SCFACE_NUM_SUBJECTS, max(mugshots) + 1, max(key[0] for key in shots) + 1))
     mugshot_labels = sorted(mugshots)
     shot_keys = sorted(shots)
+    mugshot_columns = {
+        "image": [str(mugshots[label][1]) for label in mugshot_labels],
+        "label": np.asarray(mugshot_labels, dtype=np.int64),
+        "subject": [mugshots[label][0] for label in mugshot_labels],
+    }
+    shot_columns = {
+        "image": [str(shots[key][1]) for key in shot_keys],
+        "label": np.asarray([key[0] for key in shot_keys], dtype=np.int64),
+        "subject": [shots[key][0] for key in shot_keys],
+        "distance": np.asarray([key[2] for key in shot_keys], dtype=np.int32),
+        "camera": np.asarray([key[1] for key in shot_keys], dtype=np.int32),
+    }
     return DatasetDict(
         {
-            "mugshot": image_dataset(
-                {
-                    "image": [str(mugshots[label][1]) for label in mugshot_labels],
-                    "label": np.asarray(mugshot_labels, dtype=np.int64),
-                    "subject": [mugshots[label][0] for label in mugshot_labels],
-                },
-                Features({"image": Image(), "label": label_feature, "subject": Value("string")}),
-            ),
-            "surveillance": image_dataset(
-                {
-                    "image": [str(shots[key][1]) for key in shot_keys],
-                    "label": np.asarray([key[0] for key in shot_keys], dtype=np.int64),
-                    "subject": [shots[key][0] for key in shot_keys],
-                    "distance": np.asarray([key[2] for key in shot_keys], dtype=np.int32),
-                    "camera": np.asarray([key[1] for key in shot_keys], dtype=np.int32),
-                },
-                Features(
-                    {
-                        "image": Image(),
-                        "label": label_feature,
-                        "subject": Value("string"),
-                        "distance": Value("int32"),
-                        "camera": Value("int32"),
-                    }
-                ),
-            ),
+            "mugshot": image_dataset(mugshot_columns, gallery_features(label_feature)),
+            "surveillance": image_dataset(shot_columns, probe_features(label_feature)),
         }
     )
 
@@ -257,14 +257,7 @@ def load_scface_finetune(
     shot_images = _image_values(images["surveillance"])
     kept_subjects = sorted({subject for subject, _, _ in rows})
     contiguous = {subject: index for index, subject in enumerate(kept_subjects)}
-    features = Features(
-        {
-            "image": Image(),
-            "low_resolution_images": List(Image()),
-            "label": ClassLabel(names=[names[subject] for subject in kept_subjects]),
-            "camera": Value("int32"),
-        }
-    )
+    features = finetune_features(ClassLabel(names=[names[subject] for subject in kept_subjects]))
     return Dataset.from_dict(
         {
             "image": [mugshot_images[mugshot_row[subject]] for subject, _, _ in rows],

@@ -13,6 +13,7 @@ import torch
 from datasets import ClassLabel, Dataset, DatasetDict
 from transformers.utils import logging
 
+from ...configuration_dcr import DCRConfig
 from ...image_processing_dcr import simulate_low_resolution
 from ..features import PAIRS_FEATURES, gallery_features, identity_features, probe_features, subject_name
 from .appearance import (
@@ -194,7 +195,7 @@ def load_synthetic(
     split: str | None = None,
     num_identities: int = 200,
     images_per_identity: int = 10,
-    image_size: int = 120,
+    image_size: int = DCRConfig.image_size,
     seed: int = 0,
     num_pairs: int = 600,
     num_verification_identities: int = 50,

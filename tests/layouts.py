@@ -1,4 +1,4 @@
-"""Tiny face datasets in the real on-disk layouts, for tests (not a pytest conftest: import it).
+"""Tiny face datasets in the real on-disk layouts, for tests (imported as `tests.layouts`).
 
 Every image is a 120x120 RGB JPEG of seeded noise, different for every path, so tests can tell
 images apart by their pixels.
@@ -138,3 +138,15 @@ def pixels(image: Image.Image) -> np.ndarray:
 def read_pixels(path: Path) -> np.ndarray:
     with Image.open(path) as image:
         return pixels(image)
+
+
+def smooth_photo(rng: np.random.Generator, height: int = 120, width: int = 120) -> np.ndarray:
+    """A smooth, asymmetric RGB image, uint8 `[height, width, 3]`, like a blurred photo."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    image = np.zeros((height, width, 3))
+    for _ in range(5):
+        center = rng.random(2) * (height, width)
+        spread = rng.uniform(0.1, 0.4) * min(height, width)
+        image += rng.random(3) * np.exp(-((rows - center[0]) ** 2 + (cols - center[1]) ** 2) / (2 * spread**2))[..., None]
+    image += cols[..., None] / width * 0.3 + rng.normal(0, 0.02, (height, width, 3))
+    return (np.clip(image, 0, 1) * 255).astype(np.uint8)

@@ -1,0 +1,304 @@
+"""The dataset registry: one spec per dataset, used by training, evaluation, `prepare` and the cards.
+
+A `DatasetSpec` says what a dataset is called on a model card, whether it needs a data root,
+how its training set is loaded, which evaluation protocols it supports and how their data is
+loaded, and which dataset (and protocol) validates a training run on it. Every option a loader
+reads is a field of `DatasetOptions`, the one vocabulary of `train_hf.py`, `eval_hf.py` and the
+Python API (`--data_root`, `--casia_fold`, `--synthetic_num_pairs`, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, DatasetDict
+
+#: Evaluation protocols, and the ones that score verification pairs.
+PROTOCOLS = ("verification", "intra-verification", "identification", "retrieval")
+PAIR_PROTOCOLS = ("verification", "intra-verification")
+
+
+@dataclass
+class DatasetOptions:
+    """Where the faces come from: the options every dataset loader reads (one name each)."""
+
+    data_root: str | None = field(
+        default=None,
+        metadata={"help": "Folder holding Casia/, LFW/, SCface/ (or a prepared dataset folder); for 'folder' an "
+                  "identity-per-folder tree, a saved dataset or a Hub dataset id."},
+    )
+    casia_fold: int | None = field(
+        default=None, metadata={"help": "CASIA subject fold 0..9 held out for validation/retrieval; >= 10: none."}
+    )
+    pairs_file: str | None = field(
+        default=None, metadata={"help": "LFW pairs file (default: LFW/lfw_test_pair.txt, else LFW/pairs.txt)."}
+    )
+    num_finetune_subjects: int = field(default=50, metadata={"help": "SCface subjects kept for fine-tuning (not tested)."})
+    strict_data: bool = field(default=False, metadata={"help": "Raise on missing or unreadable images instead of skipping them."})
+    image_column: str = field(default="image", metadata={"help": "Image column of a generic dataset."})
+    label_column: str = field(default="label", metadata={"help": "Label column of a generic dataset."})
+    synthetic_num_identities: int = field(default=200, metadata={"help": "Synthetic: training identities."})
+    synthetic_images_per_identity: int = field(default=10, metadata={"help": "Synthetic: views per identity."})
+    synthetic_num_pairs: int = field(default=600, metadata={"help": "Synthetic: verification pairs (a multiple of 20)."})
+    synthetic_num_verification_identities: int = field(
+        default=50, metadata={"help": "Synthetic: held-out identities of the pairs and retrieval splits (>= 20)."}
+    )
+    synthetic_num_subjects: int = field(default=40, metadata={"help": "Synthetic: SCface-style gallery/probe subjects."})
+    synthetic_seed: int = field(default=0, metadata={"help": "Synthetic: the seed of the faces."})
+    synthetic_image_size: int | None = field(
+        default=None, metadata={"help": "Synthetic: side of the rendered faces (> 40; default: the model's image_size)."}
+    )
+
+
+@dataclass(frozen=True)
+class TrainingSplit:
+    """A training set as loaded, before any transform."""
+
+    dataset: Dataset
+    real_low_resolution: bool  # rows carry real LR images (the SCface fine-tuning form)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything dcr_hf knows about one dataset."""
+
+    name: str
+    card_name: str
+    needs_data_root: bool
+    protocols: tuple[str, ...]
+    load_protocol: Callable[[DatasetOptions, str, int], Dataset | DatasetDict]
+    load_train: Callable[[DatasetOptions, int], TrainingSplit] | None = None
+    validation_protocol: str | None = None  # the protocol when this dataset validates a training run
+    validated_by: str | None = None  # the dataset that validates a training run on this one
+    preparable: bool = False  # `python -m dcr_hf.data prepare` can write it with embedded bytes
+
+
+def _root(options: DatasetOptions, name: str) -> str:
+    if options.data_root is None:
+        raise ValueError(f"--dataset {name} needs --data_root (the folder holding its files).")
+    if not Path(options.data_root).exists():
+        raise FileNotFoundError(f"data root '{options.data_root}' does not exist (given for --dataset {name}).")
+    return options.data_root
+
+
+def _synthetic(options: DatasetOptions, split: str, image_size: int) -> Dataset:
+    from .synthetic import load_synthetic
+
+    return load_synthetic(
+        split,
+        num_identities=options.synthetic_num_identities,
+        images_per_identity=options.synthetic_images_per_identity,
+        image_size=options.synthetic_image_size or image_size,
+        seed=options.synthetic_seed,
+        num_pairs=options.synthetic_num_pairs,
+        num_verification_identities=options.synthetic_num_verification_identities,
+        num_surveillance_subjects=options.synthetic_num_subjects,
+    )
+
+
+def _synthetic_protocol(options: DatasetOptions, protocol: str, image_size: int) -> Dataset | DatasetDict:
+    if protocol == "identification":
+        return DatasetDict({split: _synthetic(options, split, image_size) for split in ("gallery", "probe")})
+    return _synthetic(options, "pairs" if protocol in PAIR_PROTOCOLS else "retrieval", image_size)
+
+
+def _lfw_protocol(options: DatasetOptions, protocol: str, image_size: int) -> Dataset:
+    from .lfw import load_lfw_identities, load_lfw_pairs
+
+    root = _root(options, "lfw")
+    if protocol in PAIR_PROTOCOLS:
+        return load_lfw_pairs(root, options.pairs_file, strict=options.strict_data)
+    return load_lfw_identities(root)
+
+
+def _scface_protocol(options: DatasetOptions, protocol: str, image_size: int) -> DatasetDict:
+    from .scface import load_scface
+
+    return load_scface(_root(options, "scface"), options.num_finetune_subjects, strict=options.strict_data)
+
+
+def _casia_protocol(options: DatasetOptions, protocol: str, image_size: int) -> Dataset:
+    from .casia import load_casia
+
+    fold = 0 if options.casia_fold is None else options.casia_fold
+    splits = load_casia(_root(options, "casia"), fold=fold, strict=options.strict_data)
+    if "validation" not in splits:
+        raise ValueError(f"--casia_fold {fold} holds out no subjects; use a fold in 0..9 for retrieval.")
+    return splits["validation"]
+
+
+def _folder_protocol(options: DatasetOptions, protocol: str, image_size: int) -> Dataset:
+    loaded = _generic(options, _root(options, "folder"))
+    if isinstance(loaded, DatasetDict):
+        if len(loaded) != 1:
+            raise ValueError(f"'{options.data_root}' has the splits {list(loaded)}; save the one to evaluate on its own.")
+        loaded = next(iter(loaded.values()))
+    return loaded
+
+
+def _generic(options: DatasetOptions, source: str) -> Dataset | DatasetDict:
+    from .generic import load_face_dataset
+
+    return load_face_dataset(source, image_column=options.image_column, label_column=options.label_column)
+
+
+def _synthetic_train(options: DatasetOptions, image_size: int) -> TrainingSplit:
+    return TrainingSplit(_synthetic(options, "train", image_size), real_low_resolution=False)
+
+
+def _casia_train(options: DatasetOptions, image_size: int) -> TrainingSplit:
+    from .casia import load_casia
+
+    fold = 11 if options.casia_fold is None else options.casia_fold
+    return TrainingSplit(load_casia(_root(options, "casia"), fold=fold, strict=options.strict_data)["train"], False)
+
+
+def _scface_train(options: DatasetOptions, image_size: int) -> TrainingSplit:
+    from .scface import load_scface_finetune
+
+    root = _root(options, "scface")
+    return TrainingSplit(load_scface_finetune(root, options.num_finetune_subjects, strict=options.strict_data), True)
+
+
+def _folder_train(options: DatasetOptions, image_size: int) -> TrainingSplit:
+    return TrainingSplit(_train_split_of(_generic(options, _root(options, "folder")), options.data_root), False)
+
+
+def _train_split_of(loaded: Dataset | DatasetDict, source: str) -> Dataset:
+    if isinstance(loaded, Dataset):
+        return loaded
+    if "train" not in loaded:
+        raise ValueError(f"dataset {source} has no 'train' split; it has {list(loaded)}.")
+    return loaded["train"]
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec("synthetic", "dcr-hf synthetic faces", False, PROTOCOLS, _synthetic_protocol, _synthetic_train,
+                    validation_protocol="verification", validated_by="synthetic"),
+        DatasetSpec("casia", "CASIA-WebFace", True, ("retrieval",), _casia_protocol, _casia_train, validated_by="lfw",
+                    preparable=True),
+        DatasetSpec("lfw", "LFW", True, ("verification", "intra-verification", "retrieval"), _lfw_protocol,
+                    validation_protocol="verification", preparable=True),
+        DatasetSpec("scface", "SCface", True, ("identification",), _scface_protocol, _scface_train,
+                    validation_protocol="identification", validated_by="scface", preparable=True),
+        DatasetSpec("folder", "Face folder", True, ("retrieval",), _folder_protocol, _folder_train, preparable=True),
+    )
+}
+TRAIN_DATASETS = tuple(name for name, spec in DATASETS.items() if spec.load_train is not None)
+VALIDATION_DATASETS = tuple(name for name, spec in DATASETS.items() if spec.validation_protocol is not None)
+PREPARABLE_DATASETS = tuple(name for name, spec in DATASETS.items() if spec.preparable)
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The spec of a registered dataset; `ValueError` listing the known ones otherwise."""
+    if name not in DATASETS:
+        raise ValueError(f"dataset {name!r} is not one of {sorted(DATASETS)}.")
+    return DATASETS[name]
+
+
+def card_name(name: str | None, options: DatasetOptions | None = None) -> str | None:
+    """What model cards call a dataset: the registry's name, or for a generic source its folder / Hub id."""
+    if name is None:
+        return None
+    if name in DATASETS and name != "folder":
+        return DATASETS[name].card_name
+    source = options.data_root if name == "folder" and options is not None and options.data_root else name
+    return Path(str(source).rstrip("/")).name or str(source)
+
+
+def check_dataset_protocol(name: str, protocol: str, options: DatasetOptions) -> None:
+    """Raise before any file is read when `protocol` does not apply to `name` or a data root is missing."""
+    spec = get_spec(name)
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol {protocol!r} is not one of {PROTOCOLS}.")
+    if protocol not in spec.protocols:
+        raise ValueError(f"protocol {protocol!r} does not apply to dataset {name!r}; it supports {spec.protocols}.")
+    if spec.needs_data_root:
+        _root(options, name)
+
+
+def load_protocol_data(name: str, protocol: str, options: DatasetOptions, image_size: int) -> Dataset | DatasetDict:
+    """The raw data `protocol` needs from dataset `name`: pairs (verification), a `gallery`/`probe`
+    `DatasetDict` (identification) or an identity dataset (retrieval). `image_size` sizes the
+    synthetic faces (real images are resized by the model's processor)."""
+    check_dataset_protocol(name, protocol, options)
+    return get_spec(name).load_protocol(options, protocol, image_size)
+
+
+def is_generic_source(name: str) -> bool:
+    """Whether a training `--dataset` value names a prepared folder or a Hub dataset id, not a registered dataset."""
+    return name not in DATASETS
+
+
+def check_training_dataset(name: str, options: DatasetOptions) -> None:
+    """Raise before any file is read when `name` cannot be trained on."""
+    if is_generic_source(name):
+        path = Path(name)
+        looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
+        if not path.exists() and not looks_like_hub_id:
+            raise ValueError(
+                f"unknown dataset {name!r}: expected one of {TRAIN_DATASETS}, a prepared dataset folder or a Hub "
+                "dataset id (org/name)."
+            )
+        return
+    spec = get_spec(name)
+    if spec.load_train is None:
+        raise ValueError(f"dataset {name!r} is for evaluation only; train on one of {TRAIN_DATASETS}.")
+    if spec.needs_data_root:
+        _root(options, name)
+
+
+def load_training_split(name: str, options: DatasetOptions, image_size: int) -> TrainingSplit:
+    """The training set of `name` (a registered dataset, a prepared folder or a Hub dataset id)."""
+    check_training_dataset(name, options)
+    if is_generic_source(name):
+        return TrainingSplit(_train_split_of(_generic(options, name), name), real_low_resolution=False)
+    return get_spec(name).load_train(options, image_size)
+
+
+def validation_for(train_name: str, requested: str = "auto") -> tuple[str | None, str | None]:
+    """`(dataset, protocol)` validating a training run on `train_name`; `requested` is `"auto"`
+    (the registry's choice), `"none"` or a dataset name. `(None, None)` when nothing validates."""
+    if requested == "none":
+        return None, None
+    if requested == "auto":
+        spec = DATASETS.get(train_name)
+        requested = spec.validated_by if spec is not None else None
+        if requested is None:
+            return None, None
+    spec = get_spec(requested)
+    if spec.validation_protocol is None:
+        raise ValueError(f"--validation_dataset {requested!r} cannot validate training; expected one of {VALIDATION_DATASETS}.")
+    return requested, spec.validation_protocol
+
+
+def options_dict(options: DatasetOptions) -> dict[str, Any]:
+    """The options as a plain dict (for `results.json` and the training recipe)."""
+    return {name: getattr(options, name) for name in DatasetOptions.__dataclass_fields__}
+
+
+__all__ = [
+    "DATASETS",
+    "DatasetOptions",
+    "DatasetSpec",
+    "PAIR_PROTOCOLS",
+    "PREPARABLE_DATASETS",
+    "PROTOCOLS",
+    "TRAIN_DATASETS",
+    "TrainingSplit",
+    "VALIDATION_DATASETS",
+    "card_name",
+    "check_dataset_protocol",
+    "check_training_dataset",
+    "get_spec",
+    "is_generic_source",
+    "load_protocol_data",
+    "load_training_split",
+    "options_dict",
+    "validation_for",
+]

@@ -1,0 +1,150 @@
+"""The evaluation command line (`eval_hf.py`): arguments, model loading, runs, reports and cards."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from transformers import HfArgumentParser
+from transformers.utils import logging
+
+from ..data import registry
+from ..hub import load_model_and_processor, update_model_card_results
+from ..reports import format_results_table, write_reports
+from .embeddings import check_sizes
+from .protocols import run_protocol
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    model: str = field(metadata={"help": "A DCR model folder or Hub id."})
+    compare: list[str] = field(
+        default_factory=list, metadata={"help": "More DCR models (folders or Hub ids) to evaluate into the same table."}
+    )
+
+
+@dataclass
+class DataArguments(registry.DatasetOptions):
+    dataset: str = field(
+        default="lfw", metadata={"help": "Which data to evaluate on; 'synthetic' needs no files.", "choices": tuple(registry.DATASETS)}
+    )
+    protocol: Literal["verification", "intra-verification", "identification", "retrieval"] = field(
+        default="verification",
+        metadata={"help": "verification: HR vs LR pairs; intra-verification: both at one size; identification: "
+                  "SCface gallery vs probes; retrieval: LR queries vs HR references."},
+    )
+
+
+@dataclass
+class EvaluationArguments:
+    sizes: list[int] | None = field(default=None, metadata={"help": "Low-resolution probe sizes (default: the model's)."})
+    flip_tta: bool = field(default=False, metadata={"help": "Average the embeddings of each image and its mirror image."})
+    batch_size: int = field(default=64, metadata={"help": "Pairs or images per batch (per process)."})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader workers (decoding)."})
+    threshold_grid: Literal["exact", "original"] = field(
+        default="exact",
+        metadata={"help": "Verification thresholds: 'exact' (every distinct decision) or 'original' (-1..1 step 0.005)."},
+    )
+    probe_resolution: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Identification, branch models: the branch for each probe distance, e.g. '1=8 2=12 3=hr', "
+                  "or one value for all ('hr', '8'). Default: distance k -> k-th LR branch."},
+    )
+    output_dir: str | None = field(default=None, metadata={"help": "Where to write results.json, results.md and ROC PNGs."})
+    update_card: bool = field(
+        default=False, metadata={"help": "Record the results in each local model folder's README.md (model-index)."}
+    )
+    dataset_split: str | None = field(default=None, metadata={"help": "Split name recorded in the model card."})
+
+
+def _resolution(text: str) -> int | str:
+    text = text.strip()
+    return "hr" if text.lower() == "hr" else int(text)
+
+
+def parse_probe_resolution(values: Sequence[str]) -> dict[int, int | str] | int | str | None:
+    """`[]` -> None (the default mapping), `["hr"]` / `["8"]` -> one value, `["1=8", "2=hr"]` -> a mapping."""
+    if not values:
+        return None
+    if len(values) == 1 and "=" not in values[0]:
+        return _resolution(values[0])
+    mapping = {}
+    for value in values:
+        distance, separator, resolution = value.partition("=")
+        if not separator or not distance.strip().isdigit():
+            raise ValueError(f"--probe_resolution {value!r}: expected DISTANCE=SIZE (e.g. 1=8 or 3=hr).")
+        mapping[int(distance)] = _resolution(resolution)
+    return mapping
+
+
+def display_names(models: Sequence[str]) -> list[str]:
+    """Short row names: a folder's or Hub repo's last path part, unless two models share it."""
+    short = [Path(model.rstrip("/")).name or model for model in models]
+    return short if len(set(short)) == len(short) else list(models)
+
+
+def _protocol_options(data_args: DataArguments, eval_args: EvaluationArguments, accelerator) -> dict:
+    options = dict(
+        flip_tta=eval_args.flip_tta, batch_size=eval_args.batch_size, num_workers=eval_args.num_workers,
+        accelerator=accelerator,
+    )
+    if data_args.protocol in registry.PAIR_PROTOCOLS:
+        options["threshold_grid"] = None if eval_args.threshold_grid == "exact" else eval_args.threshold_grid
+    if data_args.protocol == "identification":
+        options["probe_resolution"] = parse_probe_resolution(eval_args.probe_resolution)
+    return options
+
+
+def _write_outputs(results: dict, models: list[str], data_args: DataArguments, eval_args: EvaluationArguments) -> None:
+    print(format_results_table(results))
+    if eval_args.output_dir is not None:
+        metadata = {"models": dict(zip(results, models)), **asdict(data_args), **asdict(eval_args)}
+        written = write_reports(results, eval_args.output_dir, metadata)
+        print("Wrote " + ", ".join(str(path) for path in written.values()))
+    if eval_args.update_card:
+        for name, path in zip(results, models):
+            if not Path(path).is_dir():
+                logger.warning(f"--update_card: '{path}' is not a local folder; its card is not updated.")
+                continue
+            update_model_card_results(
+                path, results[name], registry.card_name(data_args.dataset, data_args), dataset_type=data_args.dataset,
+                dataset_split=eval_args.dataset_split,
+            )
+            print(f"Updated the model card of {path}")
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
+    from accelerate import Accelerator
+
+    parser = HfArgumentParser((ModelArguments, DataArguments, EvaluationArguments))
+    model_args, data_args, eval_args = parser.parse_args_into_dataclasses(args=argv)
+    accelerator = Accelerator()
+    models = [model_args.model, *model_args.compare]
+    if len(set(models)) != len(models):
+        raise ValueError(f"A model is listed twice: {models}.")
+    # Everything that can be checked is checked before the (possibly long) data loading.
+    registry.check_dataset_protocol(data_args.dataset, data_args.protocol, data_args)
+    options = _protocol_options(data_args, eval_args, accelerator)
+    loaded = [load_model_and_processor(path) for path in models]
+    if data_args.protocol != "identification":
+        for model, _ in loaded:
+            check_sizes(model, eval_args.sizes)
+    image_size = loaded[0][0].config.image_size
+    data = registry.load_protocol_data(data_args.dataset, data_args.protocol, data_args, image_size)
+    results: dict[str, dict] = {}
+    for name, (model, processor) in zip(display_names(models), loaded):
+        model.to(accelerator.device)
+        results[name] = run_protocol(
+            data_args.protocol, model, data, sizes=eval_args.sizes, image_processor=processor, **options
+        )
+    if accelerator.is_main_process:
+        _write_outputs(results, models, data_args, eval_args)
+    accelerator.wait_for_everyone()
+    return results
+
+
+__all__ = ["DataArguments", "EvaluationArguments", "ModelArguments", "display_names", "main", "parse_probe_resolution"]

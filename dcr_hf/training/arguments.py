@@ -1,0 +1,146 @@
+"""The arguments of a training run, as `HfArgumentParser` dataclasses, and their checks.
+
+Model settings left at `None` come from `DCRConfig` (a new trunk) or from the model a stage
+starts from (`--trunk`, `--init_from`); normalization left at `None` from `DCRImageProcessor`
+or the processor saved with that model. Dataset options are `dcr_hf.data.registry.DatasetOptions`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+from transformers.trainer_utils import IntervalStrategy, SaveStrategy
+
+from ..configuration_dcr import DCRConfig, check_low_resolution_sizes
+from ..data.augment import AUGMENTATIONS, check_augmentation
+from ..data.registry import VALIDATION_DATASETS, DatasetOptions, check_training_dataset, validation_for
+
+STAGES = ("trunk", "branch", "finetune")
+
+#: Trunk presets (`--architecture`); every field can still be overridden (`--depths`, ...). "dcr" is
+#: `DCRConfig`'s own default, the original implementation's trunk.
+ARCHITECTURES: dict[str, dict[str, object]] = {
+    # small enough for the CPU quickstart on synthetic faces
+    "small": {"depths": [1, 1, 1, 1], "hidden_sizes": [16, 32, 64, 128], "embedding_size": 128, "stem_hidden_size": 16},
+    "dcr": {},
+    "resnet18": {"depths": [2, 2, 2, 2]},
+    "resnet34": {"depths": [3, 4, 6, 3]},
+}
+
+
+@dataclass
+class ModelArguments:
+    """What to train: the stage, the architecture and the DCR loss settings."""
+
+    stage: str = field(default="trunk", metadata={"help": f"Training stage, one of {STAGES}.", "choices": STAGES})
+    architecture: str = field(
+        default="small",
+        metadata={"help": "Trunk preset: 'small' (CPU quickstart), 'dcr' (the original trunk), 'resnet18', 'resnet34'.",
+                  "choices": tuple(ARCHITECTURES)},
+    )
+    trunk_type: str = field(default=DCRConfig.trunk_type, metadata={"help": "'resnet' (original default) or 'paper' (PReLU trunk)."})
+    depths: list[int] | None = field(default=None, metadata={"help": "Blocks per stage (overrides the preset)."})
+    hidden_sizes: list[int] | None = field(default=None, metadata={"help": "Channels per stage (overrides the preset)."})
+    embedding_size: int | None = field(default=None, metadata={"help": "Embedding size (overrides the preset)."})
+    use_batch_norm: bool = field(default=DCRConfig.use_batch_norm, metadata={"help": "Batch norm in the 'paper' trunk."})
+    normalize_embeddings: bool = field(default=DCRConfig.normalize_embeddings, metadata={"help": "L2-normalize embeddings."})
+    low_resolution_sizes: list[int] | None = field(
+        default=None, metadata={"help": "LR probe sizes trained for (default: DCRConfig's, or the --trunk's)."}
+    )
+    image_size: int | None = field(default=None, metadata={"help": "Side of the (square) input image (default: DCRConfig's)."})
+    image_mean: list[float] | None = field(
+        default=None, metadata={"help": "Normalization mean (default: the processor's, or the one saved with --trunk/--init_from)."}
+    )
+    image_std: list[float] | None = field(default=None, metadata={"help": "Normalization std (as --image_mean)."})
+    center_loss_weight: float | None = field(default=None, metadata={"help": "Center loss weight (default: DCRConfig's)."})
+    center_momentum: float | None = field(default=None, metadata={"help": "Center update momentum (default: DCRConfig's)."})
+    coupling_loss_weight: float | None = field(
+        default=None, metadata={"help": "Coupled-mapping MSE weight, branch stage (default: DCRConfig's)."}
+    )
+    trunk: str | None = field(default=None, metadata={"help": "Branch stage: trained trunk folder or Hub id."})
+    random_branch_init: bool = field(default=False, metadata={"help": "Branch stage: random instead of specialized init."})
+    unfreeze_trunk: bool = field(default=False, metadata={"help": "Branch stage: train the trunk too."})
+    init_from: str | None = field(default=None, metadata={"help": "Fine-tune stage: DCR checkpoint folder or Hub id."})
+    freeze_batch_norm: bool = field(default=False, metadata={"help": "Keep the trunk's batch norm statistics fixed."})
+    sync_batch_norm: bool = field(default=False, metadata={"help": "SyncBatchNorm across processes (multi-GPU)."})
+    channels_last: bool = field(default=True, metadata={"help": "Channels-last memory layout (faster convolutions)."})
+
+    @property
+    def source(self) -> str | None:
+        """The model this stage starts from (`--trunk` or `--init_from`), `None` for a new trunk."""
+        return self.trunk if self.stage == "branch" else self.init_from if self.stage == "finetune" else None
+
+
+@dataclass
+class DataArguments(DatasetOptions):
+    """Where the faces come from and how the model is validated."""
+
+    dataset: str = field(
+        default="synthetic",
+        metadata={"help": "synthetic | casia | scface | folder, or a prepared dataset folder / Hub dataset id."},
+    )
+    augmentation: str = field(default="flip", metadata={"help": "flip | aug_plus | none.", "choices": AUGMENTATIONS})
+    samples_per_class: int | None = field(default=None, metadata={"help": "M-per-class sampler: images per identity."})
+    defer_low_resolution: bool = field(
+        default=False, metadata={"help": "Make the LR copies in the training step on the accelerator, not in the loader."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training samples."})
+    validation_dataset: str = field(
+        default="auto", metadata={"help": f"auto | none | {' | '.join(VALIDATION_DATASETS)} (auto: from --dataset)."}
+    )
+    validation_data_root: str | None = field(default=None, metadata={"help": "Data root of the validation set."})
+    validation_sizes: list[int] | None = field(default=None, metadata={"help": "LR sizes to validate at (default: the model's)."})
+
+
+@dataclass
+class DCRTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with DCR's defaults and the original's scheduling options."""
+
+    output_dir: str | None = field(default=None, metadata={"help": "Default: outputs/dcr-<stage>."})
+    learning_rate: float = field(default=2e-3, metadata={"help": "Initial learning rate (the published recipe: 1e-2)."})
+    num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Samples per device and step."})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Images per device in validation."})
+    eval_strategy: IntervalStrategy | str = field(default="epoch", metadata={"help": "When to validate."})
+    save_strategy: SaveStrategy | str = field(default="epoch", metadata={"help": "When to checkpoint."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept (the best one is always kept)."})
+    load_best_model_at_end: bool = field(default=True, metadata={"help": "Keep the best model by the validation criterion."})
+    logging_steps: float = field(default=20, metadata={"help": "Log every N steps."})
+    report_to: None | str | list[str] = field(default="none", metadata={"help": "tensorboard | trackio | none ..."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False: transforms need raw columns."})
+    lr_milestones: list[float] | None = field(
+        default=None, metadata={"help": "Epochs at which the learning rate is divided by 10 (the original's step schedule)."}
+    )
+    early_stopping_patience: int | None = field(
+        default=None, metadata={"help": "Stop after N validations without improvement (the original's patience)."}
+    )
+    evaluate_before_training: bool = field(
+        default=True, metadata={"help": "Validate the starting model too, for the before/after table."}
+    )
+
+
+def check_arguments(model_args: ModelArguments, data_args: DataArguments, training_args: DCRTrainingArguments) -> None:
+    """Fail on inconsistent arguments before any data is read or any model is built."""
+    if model_args.stage == "branch" and not model_args.trunk:
+        raise ValueError("--stage branch needs --trunk PATH_OR_HUB_ID (a trained trunk-stage model).")
+    if model_args.stage == "finetune" and not model_args.init_from:
+        raise ValueError("--stage finetune needs --init_from PATH_OR_HUB_ID (the model to fine-tune).")
+    if model_args.stage == "trunk" and (model_args.trunk or model_args.init_from):
+        raise ValueError("--trunk and --init_from belong to --stage branch / finetune, not to --stage trunk.")
+    image_size = model_args.image_size if model_args.image_size is not None else DCRConfig.image_size
+    for name, sizes in (("--low_resolution_sizes", model_args.low_resolution_sizes),
+                        ("--validation_sizes", data_args.validation_sizes)):
+        if sizes is not None:
+            check_low_resolution_sizes(sizes, image_size, name=name)
+    check_training_dataset(data_args.dataset, data_args)
+    validation_for(data_args.dataset, data_args.validation_dataset)
+    check_augmentation(data_args.augmentation)
+    if data_args.samples_per_class is not None and training_args.per_device_train_batch_size % data_args.samples_per_class:
+        raise ValueError(
+            f"--per_device_train_batch_size {training_args.per_device_train_batch_size} must be a multiple of "
+            f"--samples_per_class {data_args.samples_per_class}."
+        )
+
+
+__all__ = ["ARCHITECTURES", "STAGES", "DCRTrainingArguments", "DataArguments", "ModelArguments", "check_arguments"]

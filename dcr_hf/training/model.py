@@ -1,0 +1,118 @@
+"""Building the model and the image processor of a training stage.
+
+- trunk: a new `DCRForImageClassification` from `DCRConfig` + the `--architecture` preset and
+  the given fields; its processor is built from the arguments, once;
+- branch: branches around the trained `--trunk` (specialized initialization or random), the
+  trunk frozen in eval mode; processor and LR sizes are the trunk's;
+- finetune: the model of `--init_from`, classifiers and centers re-created when the class count
+  differs; processor and sizes are that model's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers.utils import logging
+
+from ..configuration_dcr import DCRConfig
+from ..hub import load_image_processor
+from ..image_processing_dcr import DCRImageProcessor
+from ..modeling_dcr import DCRForImageClassification
+from .arguments import ARCHITECTURES, ModelArguments
+
+logger = logging.get_logger(__name__)
+
+#: `DCRConfig` loss settings a stage may override; `None` keeps DCRConfig's or the source model's.
+LOSS_FIELDS = ("center_loss_weight", "center_momentum", "coupling_loss_weight")
+
+
+def _given(model_args: ModelArguments, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: getattr(model_args, name) for name in names if getattr(model_args, name) is not None}
+
+
+def config_from_arguments(model_args: ModelArguments, id2label: dict[int, str]) -> DCRConfig:
+    """The config of a new trunk: `DCRConfig`'s defaults, the preset, then every field given."""
+    values: dict[str, Any] = dict(ARCHITECTURES[model_args.architecture])
+    values.update(_given(model_args, ("depths", "hidden_sizes", "embedding_size", "image_size", "low_resolution_sizes")))
+    values.update(_given(model_args, LOSS_FIELDS))
+    embedding_size = values.get("embedding_size", DCRConfig.embedding_size)
+    return DCRConfig(
+        trunk_type=model_args.trunk_type,
+        use_batch_norm=model_args.use_batch_norm,
+        normalize_embeddings=model_args.normalize_embeddings,
+        branch_hidden_size=embedding_size,
+        freeze_batch_norm=model_args.freeze_batch_norm,
+        id2label=id2label,
+        label2id={v: k for k, v in id2label.items()},
+        **values,
+    )
+
+
+def source_config(model_args: ModelArguments) -> DCRConfig:
+    """The config of the model a branch / finetune stage starts from, checked against the arguments."""
+    source = model_args.source
+    config = DCRConfig.from_pretrained(source)
+    if config.model_type != DCRConfig.model_type:
+        raise ValueError(f"{source} is not a DCR model (model_type={config.model_type!r}).")
+    for name in ("image_size", "low_resolution_sizes"):
+        given = getattr(model_args, name)
+        if given is not None and given != getattr(config, name):
+            raise ValueError(
+                f"{source} was trained with {name}={getattr(config, name)}, but --{name} is {given}; "
+                f"leave --{name} out to use the model's."
+            )
+    return config
+
+
+def build_processor(model_args: ModelArguments, config: DCRConfig) -> DCRImageProcessor:
+    """The stage's processor: built from the arguments for a new trunk, else the one saved with the
+    source model (a different `--image_mean` / `--image_std` is refused, not silently ignored)."""
+    normalization = _given(model_args, ("image_mean", "image_std"))
+    if model_args.source is None:
+        return DCRImageProcessor(image_size=config.image_size, **normalization)
+    processor = load_image_processor(model_args.source, config.image_size)
+    for name, value in normalization.items():
+        if [float(v) for v in value] != list(getattr(processor, name)):
+            raise ValueError(
+                f"{model_args.source} was trained with {name}={getattr(processor, name)}, but --{name} is {value}; "
+                f"leave --{name} out to use the model's."
+            )
+    return processor
+
+
+def build_model(model_args: ModelArguments, num_labels: int, id2label: dict[int, str]) -> DCRForImageClassification:
+    """The model of the stage: a fresh trunk, branches around a trained trunk, or a loaded model."""
+    if model_args.stage == "trunk":
+        return DCRForImageClassification(config_from_arguments(model_args, id2label))
+    source = model_args.source
+    config = source_config(model_args)
+    overrides = dict(_given(model_args, LOSS_FIELDS), freeze_batch_norm=model_args.freeze_batch_norm)
+    if model_args.stage == "branch":
+        trunk = DCRForImageClassification.from_pretrained(source)
+        if trunk.config.num_labels != num_labels:
+            raise ValueError(
+                f"the trunk {source} has {trunk.config.num_labels} classes but the training set has {num_labels}; "
+                "the branch stage trains on the trunk's identities."
+            )
+        return DCRForImageClassification.from_trunk(
+            trunk,
+            specialized_initialization=not model_args.random_branch_init,
+            freeze_trunk=not model_args.unfreeze_trunk,
+            **overrides,
+        )
+    if config.num_labels != num_labels:
+        logger.warning(
+            f"{source} has {config.num_labels} classes, the fine-tuning set {num_labels}: the classifier(s) and "
+            "centers are re-created for the new classes; the trunk (and branch projections) are kept."
+        )
+        overrides.update(
+            num_labels=num_labels, id2label=id2label, label2id={v: k for k, v in id2label.items()},
+            ignore_mismatched_sizes=True,
+        )
+    model = DCRForImageClassification.from_pretrained(source, **overrides)
+    if model.config.use_branches:
+        model.set_trunk_frozen(not model_args.unfreeze_trunk)
+    return model
+
+
+__all__ = ["LOSS_FIELDS", "build_model", "build_processor", "config_from_arguments", "source_config"]

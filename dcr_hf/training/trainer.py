@@ -1,0 +1,182 @@
+"""`DCRTrainer`: the transformers `Trainer` with DCR's training step and face-protocol validation."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import torch
+from datasets import Dataset, DatasetDict
+from transformers import Trainer
+from transformers.utils import logging
+
+from ..data.augment import apply_flips, draw_flips
+from ..low_resolution import make_low_resolution_copies
+
+logger = logging.get_logger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a training loss is NaN or infinite, before the optimizer step of that batch.
+
+    The checkpoints on disk are untouched; the in-memory centers may already hold that batch's
+    update (they move in the forward pass), so training stops instead of skipping the batch."""
+
+
+class DCRTrainer(Trainer):
+    """`Trainer` for DCR: LR copies made on the device when deferred, the flip drawn in the step,
+    NaN/inf guard, loss terms in the logs, the M-per-class sampler, the original's step schedule,
+    and validation by the face protocols with the model's own processor (`processing_class`),
+    overriding `evaluate` so that early stopping and best-model selection work."""
+
+    def __init__(
+        self,
+        *args,
+        validation: Dataset | DatasetDict | None = None,
+        validation_protocol: str | None = None,
+        validation_sizes: list[int] | None = None,
+        deferred_low_resolution_sizes: list[int] | None = None,
+        samples_per_class: int | None = None,
+        random_flip: bool = False,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self.validation = validation
+        self.validation_protocol = validation_protocol
+        self.validation_sizes = validation_sizes
+        self.deferred_low_resolution_sizes = deferred_low_resolution_sizes
+        self.samples_per_class = samples_per_class
+        self.random_flip = random_flip
+        self._loss_terms: dict[str, float] = {}
+        self._loss_term_count = 0
+        self.last_validation: dict[str, Any] | None = None
+
+    # -- data --------------------------------------------------------------------------------
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.samples_per_class is None:
+            return super()._get_train_sampler(train_dataset)
+        from ..data.sampler import MPerClassSampler
+
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return MPerClassSampler(
+            dataset.with_format(None)["label"] if hasattr(dataset, "with_format") else dataset["label"],
+            m=self.samples_per_class,
+            batch_size=self.args.per_device_train_batch_size,
+            seed=self.args.seed,
+        )
+
+    # -- optimisation ------------------------------------------------------------------------
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        milestones = getattr(self.args, "lr_milestones", None)
+        if not milestones or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        optimizer = optimizer if optimizer is not None else self.optimizer
+        steps_per_epoch = max(1, math.ceil(num_training_steps / max(self.args.num_train_epochs, 1e-9)))
+        if self.args.max_steps and self.args.max_steps > 0 and self.train_dataset is not None:
+            steps_per_epoch = max(1, len(self.get_train_dataloader()) // self.args.gradient_accumulation_steps)
+        step_milestones = sorted(int(round(m * steps_per_epoch)) for m in milestones)
+        self.lr_scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=step_milestones, gamma=0.1)
+        self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    def _prepare_step_inputs(self, inputs: dict[str, torch.Tensor], training: bool) -> dict[str, torch.Tensor]:
+        """The flip and the deferred LR copies, made here on the training device.
+
+        The flip is drawn here rather than in the data loader: on a resume the Trainer restores the
+        checkpoint's RNG state only after fetching the first batch, so a loader-side draw would make
+        a resumed run differ from an uninterrupted one (flipping commutes with the LR simulation).
+        """
+        inputs = dict(inputs)
+        if self.random_flip and training:
+            flips = draw_flips(inputs["pixel_values"].shape[0])  # one draw for HR and LR alike
+            for name in ("pixel_values", "low_resolution_pixel_values"):
+                if inputs.get(name) is not None:
+                    inputs[name] = apply_flips(inputs[name], flips)
+        if self.deferred_low_resolution_sizes and "low_resolution_pixel_values" not in inputs:
+            inputs["low_resolution_pixel_values"] = make_low_resolution_copies(
+                inputs["pixel_values"], self.deferred_low_resolution_sizes, self.processing_class, normalized=True
+            )
+        return inputs
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = self._prepare_step_inputs(inputs, model.training)
+        outputs = model(**inputs)
+        loss = outputs["loss"]
+        finite = torch.isfinite(loss.detach()).float()
+        if self.accelerator.num_processes > 1:
+            finite = self.accelerator.reduce(finite.reshape(1), reduction="mean").reshape(())
+        if finite.item() < 1.0:
+            raise NonFiniteLossError(
+                f"the training loss is {loss.item()} at step {self.state.global_step + 1} "
+                f"(epoch {self.state.epoch or 0:.2f}); training stopped before that update. "
+                f"The last good checkpoint is {self._last_checkpoint_description()}."
+            )
+        if model.training:
+            for name in ("cross_entropy_loss", "center_loss", "coupling_loss"):
+                value = outputs.get(name)
+                if value is not None:
+                    self._loss_terms[name] = self._loss_terms.get(name, 0.0) + float(value.detach())
+            self._loss_term_count += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def _last_checkpoint_description(self) -> str:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        output_dir = self.args.output_dir
+        last = get_last_checkpoint(output_dir) if output_dir and os.path.isdir(output_dir) else None
+        return last if last else f"none yet in {output_dir}"
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._loss_term_count:
+            for name, total in self._loss_terms.items():
+                logs[name] = round(total / self._loss_term_count, 6)
+            self._loss_terms, self._loss_term_count = {}, 0
+        super().log(logs, start_time)
+
+    # -- validation --------------------------------------------------------------------------
+
+    def run_validation(self) -> dict[str, Any]:
+        """The validation protocol on the validation data, preprocessed by the model's processor,
+        exactly as `eval_hf.py` evaluates a saved folder."""
+        from ..evaluation import run_protocol
+
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        try:
+            return run_protocol(
+                self.validation_protocol,
+                model,
+                self.validation,
+                sizes=self.validation_sizes,
+                image_processor=self.processing_class,
+                batch_size=self.args.per_device_eval_batch_size,
+                accelerator=self.accelerator,
+            )
+        finally:
+            model.train(was_training)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        if not self.validation_protocol:
+            return {}
+        from ..evaluation import summary_metrics
+        from ..reports import one_line_summary
+
+        results = self.run_validation()
+        self.last_validation = results
+        metrics = summary_metrics(results)
+        for count in ("num_pairs", "num_gallery"):
+            if count in results:
+                metrics[count] = float(results[count])
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in metrics.items()}
+        self.log(metrics)
+        if self.accelerator.is_main_process:
+            logger.warning(f"{metric_key_prefix} at step {self.state.global_step}: {one_line_summary(results)}")
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+__all__ = ["DCRTrainer", "NonFiniteLossError"]
