@@ -127,3 +127,21 @@ def test_malformed_line_names_file_and_line(tmp_path, bad_line, message):
 def test_negative_fold_is_rejected(casia_root):
     with pytest.raises(ValueError, match="fold must be None or >= 0"):
         load_casia(casia_root, fold=-1, num_subjects=NUM_SUBJECTS)
+
+
+@pytest.mark.parametrize("line", ["/etc/passwd 3", "../outside.jpg 3", "0000001/../../x.jpg 1"])
+def test_list_paths_may_not_leave_the_image_folder(tmp_path, line):
+    make_casia(tmp_path, [0], images_per_subject=1)
+    write_casia_list(tmp_path, ["0000000/001.jpg 0", line])
+    with pytest.raises(ValueError, match=r"casia_cleaned_list\.txt:2: image path .* leaves the image folder"):
+        load_casia(tmp_path)
+
+
+def test_byte_order_mark_does_not_eat_the_first_line(tmp_path):
+    make_casia(tmp_path, [0, 1], images_per_subject=1)
+    list_file = tmp_path / "Casia" / "casia_cleaned_list.txt"
+    list_file.write_bytes(b"\xef\xbb\xbf" + list_file.read_bytes())
+    assert len(load_casia(tmp_path)["train"]) == 2
+    list_file.write_bytes(b"0000000/001.jpg 0\n0000001/\xff.jpg 1\n")
+    with pytest.raises(ValueError, match=r"casia_cleaned_list\.txt:2: byte 0xff at column 9 is not UTF-8"):
+        load_casia(tmp_path)

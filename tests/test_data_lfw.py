@@ -189,3 +189,31 @@ def test_identities_one_class_per_folder(lfw_root, tmp_path):
     ]
     with pytest.raises(ValueError, match="No LFW identity"):
         load_lfw_identities(lfw_root, min_images_per_identity=5, cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "line", ["/etc/passwd A/A_0001.jpg 0", "A/A_0001.jpg ../../secret.jpg 0", "A/A_0001.jpg A/../../x.jpg 1"]
+)
+def test_pairs_may_not_leave_the_image_folder(lfw_root, tmp_path, line):
+    path = tmp_path / "pairs.txt"
+    path.write_text(f"A/A_0001.jpg A/A_0002.jpg 1\n{line}\n")
+    with pytest.raises(ValueError, match=r"pairs\.txt:2: image path .* leaves the image folder"):
+        load_lfw_pairs(lfw_root, pairs_file=path)
+
+
+def test_official_pairs_may_not_leave_the_image_folder(lfw_root, tmp_path):
+    path = tmp_path / "pairs.txt"
+    path.write_text("A\t1\t2\n..\t1\tB\t1\n")
+    with pytest.raises(ValueError, match=r"pairs\.txt:2: image path '\.\./\.\._0001\.jpg' leaves"):
+        load_lfw_pairs(lfw_root, pairs_file=path)
+
+
+def test_byte_order_mark_and_bad_bytes(lfw_root, tmp_path):
+    path = tmp_path / "bom.txt"
+    lines = _original_pairs(2)
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(f"{a} {b} {s}\n" for a, b, s in lines).encode())
+    pairs = load_lfw_pairs(lfw_root, pairs_file=path)
+    assert len(pairs) == 2  # the first line is read, not dropped or taken for a malformed one
+    path.write_bytes(b"A/A_0001.jpg A/A_0002.jpg 1\nA/A_0001.jpg B/B\xe9.jpg 0\n")
+    with pytest.raises(ValueError, match=r"bom\.txt:2: byte 0xe9 at column 17 is not UTF-8"):
+        load_lfw_pairs(lfw_root, pairs_file=path)

@@ -275,3 +275,34 @@ def test_module_entry_point_runs(monkeypatch, capsys):
     assert exit_info.value.code == 0
     usage = capsys.readouterr().out
     assert "--push_to_hub" in usage and "--dataset {casia,lfw,scface,folder}" in usage
+
+
+def test_a_failed_overwrite_leaves_the_earlier_prepared_set_intact(data_root, tmp_path):
+    output = tmp_path / "casia_prepared"
+    prepare_dataset("casia", data_root, output, num_subjects=12)
+    before = _rows(load_casia(output, num_subjects=12)["train"])
+    list_file = data_root / "Casia" / "casia_cleaned_list.txt"
+    list_file.write_text(list_file.read_text() + "no-subject-id-here\n")
+    with pytest.raises(ValueError, match="malformed line"):
+        prepare_dataset("casia", data_root, output, num_subjects=12, overwrite=True)
+    assert _rows(load_casia(output, num_subjects=12)["train"]) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["casia_prepared", "data"]  # no temporary left behind
+
+
+def test_only_decodable_images_are_embedded(data_root, tmp_path):
+    # A pairs file naming a file that is not an image (here: a text file with a .jpg name).
+    impostor = data_root / "LFW" / "LFW_120x120_120" / "Cy" / "Cy_0002.jpg"
+    impostor.write_text("api_key = hunter2\n")
+    write_original_pairs(data_root, [(lfw_name("Ann", 1), lfw_name("Cy", 2), 0)])
+    output = tmp_path / "lfw_prepared"
+    with pytest.raises(ValueError, match=r"(?s)1 image file\(s\).*cannot be decoded.*Cy_0002\.jpg"):
+        prepare_dataset("lfw", data_root, output)
+    assert not output.exists()
+
+
+def test_output_that_is_a_file_is_refused_before_reading(data_root, tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("mine")
+    with pytest.raises(FileExistsError, match="is a file"):
+        prepare_dataset("folder", data_root / "folder", target)
+    assert target.read_text() == "mine"

@@ -149,3 +149,15 @@ def test_bad_split_arguments(scface_root):
         load_scface(scface_root, num_finetune_subjects=-1)
     with pytest.raises(ValueError, match="cameras"):
         load_scface_finetune(scface_root, cameras=())
+
+
+def test_images_of_unknown_cameras_are_left_out_with_a_warning(tmp_path, caplog):
+    make_scface(tmp_path, [51, 52], cameras=(1, 9))
+    with caplog.at_level(logging.WARNING):
+        probe = load_scface(tmp_path)["probe"]
+    assert set(probe["camera"]) == {1}
+    assert "camera(s) [9]" in caplog.text and "6 surveillance images" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert set(load_scface(tmp_path, cameras=(1, 9))["probe"]["camera"]) == {1, 9}
+    assert "camera(s)" not in caplog.text

@@ -5,10 +5,12 @@ Private to `dcr_hf.data`; the public entry points are the `load_*` functions of 
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pyarrow as pa
@@ -84,6 +86,49 @@ def require_file(path: PathLike, dataset: str, what: str) -> Path:
 def malformed_line(path: PathLike, line_number: int, line: str, expected: str) -> ValueError:
     """A `ValueError` pointing at `path:line_number` and saying what the line should look like."""
     return ValueError(f"{path}:{line_number}: malformed line {line.rstrip(chr(10))!r}; expected {expected}.")
+
+
+def read_lines(path: PathLike) -> list[tuple[int, str]]:
+    """The non-empty lines of a list or pairs file with their 1-based numbers.
+
+    A UTF-8 byte order mark (Windows editors write one) is skipped instead of corrupting the first
+    line; a byte that is not UTF-8 raises `ValueError` naming the file, the line and the byte.
+    """
+    data = Path(path).read_bytes()
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    lines = []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"{path}:{number}: byte {raw[error.start]:#04x} at column {error.start + 1} is not UTF-8; "
+                "list and pairs files must be UTF-8 text."
+            ) from None
+        text = text.rstrip("\r")
+        if text.strip():
+            lines.append((number, text))
+    return lines
+
+
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
+
+
+def relative_image_path(relative: str, path: PathLike, line_number: int, image_dir: PathLike) -> str:
+    """`relative` when it names a file inside `image_dir`; `ValueError` naming `path:line_number` otherwise.
+
+    List and pairs files name images relative to their image folder. An absolute path or a `..`
+    step would let a list pull any file of the machine into a dataset (and from there into a
+    prepared dataset or the Hub), so both are refused instead of followed.
+    """
+    parts = PurePosixPath(relative.replace("\\", "/")).parts
+    if relative.startswith(("/", "\\")) or _WINDOWS_DRIVE.match(relative) or ".." in parts:
+        raise ValueError(
+            f"{path}:{line_number}: image path {relative!r} leaves the image folder '{image_dir}'; expected a path "
+            "relative to it (no absolute path, no '..')."
+        )
+    return relative
 
 
 def report_missing(missing: Sequence[str], total: int, what: str, source: PathLike, strict: bool) -> None:

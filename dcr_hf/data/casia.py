@@ -25,8 +25,10 @@ from ._layout import (
     list_files,
     load_prepared,
     malformed_line,
+    read_lines,
     read_marker,
     relabel,
+    relative_image_path,
     report_missing,
     require_dir,
     require_file,
@@ -57,34 +59,34 @@ def casia_validation_mask(
     return (subjects >= low) & (subjects < high)
 
 
-def read_casia_list(list_file: PathLike, num_subjects: int = CASIA_NUM_SUBJECTS) -> tuple[list[str], np.ndarray]:
+def read_casia_list(
+    list_file: PathLike, num_subjects: int = CASIA_NUM_SUBJECTS, image_dir: PathLike | None = None
+) -> tuple[list[str], np.ndarray]:
     """Parse the CASIA list: relative image paths and their subject ids ([n] int64).
 
-    Raises `ValueError` with the file and line number for a malformed line or an id outside
-    [0, num_subjects).
+    Raises `ValueError` with the file and line number for a malformed line, an id outside
+    [0, num_subjects), or a path that leaves the image folder (absolute or with `..`).
     """
     expected = "'<relative/path.jpg> <subject_id>'"
     paths: list[str] = []
     subjects: list[int] = []
-    with open(list_file, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            # rsplit keeps paths that contain spaces intact; the id is always the last field.
-            fields = line.rsplit(None, 1)
-            if len(fields) != 2:
-                raise malformed_line(list_file, line_number, line, expected)
-            try:
-                subject = int(fields[1])
-            except ValueError:
-                raise malformed_line(list_file, line_number, line, expected) from None
-            if not 0 <= subject < num_subjects:
-                raise ValueError(
-                    f"{list_file}:{line_number}: subject id {subject} is outside [0, {num_subjects}); "
-                    f"pass num_subjects= with the number of subjects of your list."
-                )
-            paths.append(fields[0].strip().lstrip("/"))
-            subjects.append(subject)
+    image_dir = image_dir if image_dir is not None else Path(list_file).parent / CASIA_IMAGE_DIR
+    for line_number, line in read_lines(list_file):
+        # rsplit keeps paths that contain spaces intact; the id is always the last field.
+        fields = line.rsplit(None, 1)
+        if len(fields) != 2:
+            raise malformed_line(list_file, line_number, line, expected)
+        try:
+            subject = int(fields[1])
+        except ValueError:
+            raise malformed_line(list_file, line_number, line, expected) from None
+        if not 0 <= subject < num_subjects:
+            raise ValueError(
+                f"{list_file}:{line_number}: subject id {subject} is outside [0, {num_subjects}); "
+                f"pass num_subjects= with the number of subjects of your list."
+            )
+        paths.append(relative_image_path(fields[0].strip(), list_file, line_number, image_dir))
+        subjects.append(subject)
     return paths, np.asarray(subjects, dtype=np.int64)
 
 
@@ -98,7 +100,7 @@ def _load_from_layout(
     )
     image_dir = require_dir(casia_dir / CASIA_IMAGE_DIR, "casia", "CASIA image folder")
 
-    paths, subjects = read_casia_list(list_path, num_subjects)
+    paths, subjects = read_casia_list(list_path, num_subjects, image_dir)
     if verify_files:
         present = list_files(image_dir)
         keep = np.fromiter((path in present for path in paths), dtype=bool, count=len(paths))

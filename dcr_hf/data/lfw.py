@@ -17,6 +17,8 @@ from ._layout import (
     image_dataset,
     load_prepared,
     malformed_line,
+    read_lines,
+    relative_image_path,
     missing_path_error,
     relabel,
     report_missing,
@@ -46,19 +48,23 @@ def _official_image(name: str, number: str) -> str:
     return f"{name}/{name}_{int(number):04d}.jpg"
 
 
-def _read_original(path: Path, lines: list[tuple[int, str]]) -> tuple[list[str], list[str], list[bool], None]:
+def _read_original(
+    path: Path, lines: list[tuple[int, str]], image_dir: PathLike
+) -> tuple[list[str], list[str], list[bool], None]:
     first, second, same = [], [], []
     for line_number, line in lines:
         fields = line.split()
         if len(fields) != 3 or fields[2] not in ("0", "1"):
             raise malformed_line(path, line_number, line, _ORIGINAL_LINE)
-        first.append(fields[0])
-        second.append(fields[1])
+        first.append(relative_image_path(fields[0], path, line_number, image_dir))
+        second.append(relative_image_path(fields[1], path, line_number, image_dir))
         same.append(fields[2] == "1")
     return first, second, same, None
 
 
-def _read_official(path: Path, lines: list[tuple[int, str]]) -> tuple[list[str], list[str], list[bool], list[int]]:
+def _read_official(
+    path: Path, lines: list[tuple[int, str]], image_dir: PathLike
+) -> tuple[list[str], list[str], list[bool], list[int]]:
     """Official View 2 pairs: sets of `set_size` matched then `set_size` mismatched lines.
 
     With a header (`num_sets<TAB>set_size`, or just `set_size` for one set) the position of each
@@ -95,29 +101,33 @@ def _read_official(path: Path, lines: list[tuple[int, str]]) -> tuple[list[str],
             second.append(_official_image(fields[2], fields[3]))
         else:
             raise malformed_line(path, line_number, line, f"{_MATCHED_LINE} or {_MISMATCHED_LINE}")
+        for name in (first[-1], second[-1]):
+            relative_image_path(name, path, line_number, image_dir)
         same.append(matched)
         sets.append(current_set)
         previous_matched = matched
     return first, second, same, sets
 
 
-def read_lfw_pairs(pairs_file: PathLike) -> tuple[list[str], list[str], list[bool], list[int] | None]:
+def read_lfw_pairs(
+    pairs_file: PathLike, image_dir: PathLike = LFW_IMAGE_DIR
+) -> tuple[list[str], list[str], list[bool], list[int] | None]:
     """Parse a pairs file, auto-detecting its format.
 
     Returns the two relative image paths of each pair, whether it is a same-person pair, and for
     the official format the set (fold) of each pair (`None` for the original list, whose folds are
-    contiguous tenths). A malformed line raises `ValueError` with the file and line number.
+    contiguous tenths). A malformed line, or an image path leaving `image_dir` (absolute or with
+    `..`), raises `ValueError` with the file and line number.
     """
     path = Path(pairs_file)
-    with open(path, encoding="utf-8") as handle:
-        lines = [(number, line) for number, line in enumerate(handle, start=1) if line.strip()]
+    lines = read_lines(path)
     if not lines:
         raise ValueError(f"{path}: the pairs file is empty.")
     fields = lines[0][1].split()
     # The original list has an image path as second field; the official file a number (or a header).
     if len(fields) == 3 and not _is_int(fields[1]):
-        return _read_original(path, lines)
-    return _read_official(path, lines)
+        return _read_original(path, lines, image_dir)
+    return _read_official(path, lines, image_dir)
 
 
 def contiguous_folds(num_pairs: int, num_folds: int = NUM_FOLDS) -> np.ndarray:
@@ -168,7 +178,7 @@ def load_lfw_pairs(data_root: PathLike, pairs_file: PathLike | None = None, *, s
     path = _find_pairs_file(lfw_dir, pairs_file)
     image_dir = require_dir(lfw_dir / LFW_IMAGE_DIR, "lfw", "LFW image folder")
 
-    first, second, same, sets = read_lfw_pairs(path)
+    first, second, same, sets = read_lfw_pairs(path, image_dir)
     # LFW has ~13k images, so one stat per distinct image is cheap.
     exists = {name: (image_dir / name).is_file() for name in set(first) | set(second)}
     keep = np.asarray([exists[a] and exists[b] for a, b in zip(first, second)], dtype=bool)

@@ -2,14 +2,22 @@
 
 Training then reads a handful of files instead of ~450k small JPEGs, and the prepared directory no
 longer needs the source tree. Every `load_*` loader accepts the prepared directory as its data root.
+
+Only decodable images are embedded, and the output appears only when it is complete: it is written
+to a temporary folder next to the target and swapped in at the end, so a failed run (a malformed
+list, an unreadable image, a full disk) leaves an earlier prepared set untouched.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import uuid
 from pathlib import Path
 
-from datasets import DatasetDict
+import PIL.Image
+from datasets import DatasetDict, Image
+from transformers.utils import logging
 
 from ._layout import PathLike, is_saved_dataset, read_marker, write_marker
 from .casia import CASIA_NUM_SUBJECTS, load_casia
@@ -17,6 +25,8 @@ from .generic import load_image_folder
 from .lfw import load_lfw_identities, load_lfw_pairs
 from .registry import PREPARABLE_DATASETS
 from .scface import load_scface_images
+
+logger = logging.get_logger(__name__)
 
 
 def build_dataset_dict(
@@ -57,6 +67,57 @@ def _per_split_shards(dataset_dict: DatasetDict, num_shards: int | None) -> dict
     return {name: max(1, min(num_shards, len(split))) for name, split in dataset_dict.items()}
 
 
+def undecodable_images(dataset_dict: DatasetDict, limit: int = 20) -> tuple[int, list[str]]:
+    """How many distinct image files of `dataset_dict` PIL cannot decode, and the first `limit` of them
+    (`path: error`). Images are given as paths (before `save_to_disk` embeds them)."""
+    failures: list[str] = []
+    count = 0
+    seen: set[str] = set()
+    for split in dataset_dict.values():
+        for column, feature in split.features.items():
+            if not isinstance(feature, Image):
+                continue
+            for value in split.cast_column(column, Image(decode=False))[column]:
+                path = value["path"] if isinstance(value, dict) else value
+                if path is None or path in seen:
+                    continue
+                seen.add(path)
+                try:
+                    with PIL.Image.open(path) as image:
+                        image.verify()
+                except (OSError, SyntaxError, ValueError, EOFError, PIL.Image.DecompressionBombError) as error:
+                    count += 1
+                    if len(failures) < limit:
+                        failures.append(f"{path}: {error}")
+    return count, failures
+
+
+def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise FileExistsError(f"Output '{output_dir}' is a file; expected a directory to write the dataset to.")
+    if output_dir.exists() and any(output_dir.iterdir()):
+        if not overwrite:
+            raise FileExistsError(
+                f"Output directory '{output_dir}' is not empty; pass overwrite=True (--overwrite) to replace it."
+            )
+        # Only ever replace what this command wrote, never an arbitrary user directory.
+        if read_marker(output_dir) is None:
+            raise FileExistsError(
+                f"'{output_dir}' is not empty and was not written by this command; refusing to replace it."
+            )
+
+
+def _swap_in(staging: Path, output_dir: Path) -> None:
+    """Put the complete `staging` folder at `output_dir`, replacing an earlier prepared set last."""
+    if output_dir.exists():
+        retired = output_dir.with_name(f".{output_dir.name}.replaced-{uuid.uuid4().hex[:8]}")
+        os.replace(output_dir, retired)
+        os.replace(staging, output_dir)
+        shutil.rmtree(retired)
+    else:
+        os.replace(staging, output_dir)
+
+
 def prepare_dataset(
     dataset: str,
     data_root: PathLike,
@@ -76,41 +137,48 @@ def prepare_dataset(
     """Load `dataset` from its layout under `data_root` and save it to `output_dir` with embedded bytes.
 
     `num_shards` (per split, capped at the split's rows) or `max_shard_size` (e.g. "500MB") size the
-    Arrow shards. With `push_to_hub` the prepared dict is also uploaded (`DatasetDict.push_to_hub`,
-    Parquet with embedded bytes). Returns the prepared dict, read back from `output_dir`.
+    Arrow shards. Every image file is checked to decode first (`ValueError` listing those that do not).
+    With `push_to_hub` the prepared dict is also uploaded (`DatasetDict.push_to_hub`, Parquet with
+    embedded bytes). Returns the prepared dict, read back from `output_dir`.
     """
     if num_shards is not None and max_shard_size is not None:
         raise ValueError("Pass either num_shards or max_shard_size, not both.")
     if num_shards is not None and num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}.")
     output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()):
-        if not overwrite:
-            raise FileExistsError(
-                f"Output directory '{output_dir}' is not empty; pass overwrite=True (--overwrite) to replace it."
-            )
-        # Only ever delete what this command wrote, never an arbitrary user directory.
-        if read_marker(output_dir) is None:
-            raise FileExistsError(
-                f"'{output_dir}' is not empty and was not written by this command; refusing to delete it."
-            )
-        shutil.rmtree(output_dir)
+    _check_output_dir(output_dir, overwrite)
     if is_saved_dataset(data_root):
         raise ValueError(f"'{data_root}' is already a prepared directory; point --data_root at the raw data root.")
 
     dataset_dict = build_dataset_dict(
         dataset, data_root, fold=fold, num_subjects=num_subjects, pairs_file=pairs_file, strict=strict
     )
-    # save_to_disk embeds the bytes of local image files in the Arrow shards.
-    dataset_dict.save_to_disk(
-        str(output_dir),
-        num_shards=_per_split_shards(dataset_dict, num_shards),
-        max_shard_size=max_shard_size,
-        num_proc=num_proc,
-    )
-    options = {"fold": fold, "num_subjects": num_subjects} if dataset == "casia" else {}
-    write_marker(output_dir, dataset, options)
+    count, failures = undecodable_images(dataset_dict)
+    if count:
+        shown = "\n  ".join(failures) + (f"\n  ... and {count - len(failures)} more" if count > len(failures) else "")
+        raise ValueError(
+            f"{count} image file(s) under '{data_root}' cannot be decoded, so nothing was written; remove them "
+            f"from the list or replace them:\n  {shown}"
+        )
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = output_dir.with_name(f".{output_dir.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        # save_to_disk embeds the bytes of local image files in the Arrow shards.
+        dataset_dict.save_to_disk(
+            str(staging),
+            num_shards=_per_split_shards(dataset_dict, num_shards),
+            max_shard_size=max_shard_size,
+            num_proc=num_proc,
+        )
+        options = {"fold": fold, "num_subjects": num_subjects} if dataset == "casia" else {}
+        write_marker(staging, dataset, options)
+        DatasetDict.load_from_disk(str(staging))  # complete and readable before it replaces anything
+        _swap_in(staging, output_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
     prepared = DatasetDict.load_from_disk(str(output_dir))
+    logger.info(f"Prepared {dataset} in {output_dir}.")
     if push_to_hub is not None:
         prepared.push_to_hub(
             push_to_hub,

@@ -162,6 +162,17 @@ def _check_split(num_finetune_subjects: int, cameras: Sequence[int]) -> None:
         raise ValueError("cameras must name at least one camera (1..5).")
 
 
+def _warn_unknown_cameras(found: np.ndarray, cameras: Sequence[int], data_root: PathLike) -> None:
+    """Say so when images of cameras other than SCface's five are left out by the camera filter."""
+    unknown = sorted(set(found.tolist()) - set(CAMERAS) - set(cameras))
+    if unknown:
+        count = int(np.isin(found, unknown).sum())
+        logger.warning(
+            f"Left out {count} surveillance images of camera(s) {unknown} under '{data_root}': SCface has cameras "
+            f"{CAMERAS[0]}..{CAMERAS[-1]}; pass cameras= (e.g. {tuple(CAMERAS) + tuple(unknown)}) to use them."
+        )
+
+
 def load_scface(
     data_root: PathLike,
     num_finetune_subjects: int = NUM_FINETUNE_SUBJECTS,
@@ -180,6 +191,7 @@ def load_scface(
     mugshot_labels = column_numpy(images["mugshot"], "label")
     probe_labels = column_numpy(images["surveillance"], "label")
     probe_cameras = column_numpy(images["surveillance"], "camera")
+    _warn_unknown_cameras(probe_cameras, cameras, data_root)
 
     gallery_rows = np.flatnonzero(mugshot_labels >= num_finetune_subjects)
     candidates = (probe_labels >= num_finetune_subjects) & np.isin(probe_cameras, list(cameras))
@@ -226,9 +238,11 @@ def load_scface_finetune(
     names = images["mugshot"].features["label"].names
     mugshot_labels = column_numpy(images["mugshot"], "label")
     shot_labels = column_numpy(images["surveillance"], "label")
+    shot_cameras = column_numpy(images["surveillance"], "camera")
+    _warn_unknown_cameras(shot_cameras, cameras, data_root)
     shot_keys = zip(
         shot_labels.tolist(),
-        column_numpy(images["surveillance"], "camera").tolist(),
+        shot_cameras.tolist(),
         column_numpy(images["surveillance"], "distance").tolist(),
     )
     shot_row = {key: row for row, key in enumerate(shot_keys)}
