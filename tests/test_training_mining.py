@@ -99,3 +99,29 @@ def test_mining_without_a_miner_says_how_to_get_one():
     model = DCRForImageClassification(tiny_config(trunk_miner="batch_hard"))
     with pytest.raises(ValueError, match="trunk_miner='batch_hard' needs a miner.*build_miner"):
         model(torch.randn(2, 3, 32, 32), labels=torch.tensor([0, 1]))
+
+
+def test_readme_maps_the_original_mining_flags_to_arguments_that_parse():
+    from pathlib import Path
+
+    from transformers import HfArgumentParser
+
+    from dcr_hf.training import DataArguments, DCRTrainingArguments, ModelArguments
+    from dcr_hf.training.arguments import mining_settings
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = {
+        "`--trunkloss-miner BatchHardMiner`": "`--trunk_miner batch_hard`",
+        "`--trunkloss-miningin center|embedding|none`": "`--trunk_mining_reference center|embedding|none`",
+        "`--branchloss-miner BatchHardMiner`": "`--branch_miner batch_hard`",
+    }
+    for original, ours in rows.items():
+        assert any(line.startswith(f"| {original} | {ours}") for line in readme.splitlines()), original
+    parser = HfArgumentParser((ModelArguments, DataArguments, DCRTrainingArguments))
+    for reference in ("center", "embedding", "none"):
+        model_args, _, _ = parser.parse_args_into_dataclasses(
+            ["--trunk_miner", "batch_hard", "--trunk_mining_reference", reference, "--branch_miner", "batch_hard"]
+        )
+        assert mining_settings(model_args) == {
+            "trunk_miner": "batch_hard", "branch_miner": "batch_hard", "trunk_mining_reference": reference
+        }
