@@ -37,6 +37,17 @@ def check_low_resolution_sizes(sizes, image_size: int, name: str = "low_resoluti
     return checked
 
 
+#: The torchvision ResNet-N bodies (their layer layout, our field names): `hidden_sizes` are the
+#: stage output widths, so a bottleneck stage's 3x3 convolutions run at a quarter of them.
+RESNET_BODIES: dict[str, dict[str, object]] = {
+    "resnet18": {"layer_type": "basic", "depths": [2, 2, 2, 2], "hidden_sizes": [64, 128, 256, 512]},
+    "resnet34": {"layer_type": "basic", "depths": [3, 4, 6, 3], "hidden_sizes": [64, 128, 256, 512]},
+    "resnet50": {"layer_type": "bottleneck", "depths": [3, 4, 6, 3], "hidden_sizes": [256, 512, 1024, 2048]},
+    "resnet101": {"layer_type": "bottleneck", "depths": [3, 4, 23, 3], "hidden_sizes": [256, 512, 1024, 2048]},
+    "resnet152": {"layer_type": "bottleneck", "depths": [3, 8, 36, 3], "hidden_sizes": [256, 512, 1024, 2048]},
+}
+
+
 class DCRConfig(PreTrainedConfig):
     r"""
     Configuration of a Deep Coupled ResNet (DCR, Lu, Jiang & Kot, IEEE SPL 2018) for
@@ -49,12 +60,18 @@ class DCRConfig(PreTrainedConfig):
             `"resnet"`: 7x7/2 conv stem, max-pool and basic residual blocks with batch norm (the
             original implementation's default trunk). `"paper"`: the paper's "Face-ResNet"
             layout with a 3x3 stem, a 3x3 conv + 2x2 max-pool opening each stage, PReLU
-            activations and optional batch norm.
+            activations (one slope per channel) and optional batch norm.
+        layer_type (`str`, defaults to `"basic"`):
+            Residual block of the `"resnet"` trunk, as in transformers' `ResNetConfig`: `"basic"`
+            (two 3x3 convolutions; ResNet-18/34) or `"bottleneck"` (1x1 reduce to a quarter of the
+            stage width, 3x3 carrying the stride, 1x1 expand; ResNet-50/101/152 as torchvision
+            builds them). The `"paper"` trunk has basic blocks only. `RESNET_BODIES` lists the
+            torchvision depths and widths.
         depths (`list[int]`, defaults to `[1, 2, 5, 3]`):
             Residual blocks per stage; `[2, 2, 2, 2]` gives a ResNet-18 body, `[3, 4, 6, 3]` a
-            ResNet-34 body.
+            ResNet-34 body (with `"bottleneck"` blocks: ResNet-50).
         hidden_sizes (`list[int]`, defaults to `[64, 128, 256, 512]`):
-            Channels of each stage.
+            Output channels of each stage (bottleneck stages: 256/512/1024/2048 in ResNet-50).
         stem_hidden_size (`int`, *optional*):
             Channels of the stem convolution; defaults to 64 for `"resnet"` and 32 for `"paper"`.
         use_batch_norm (`bool`, defaults to `True`):
@@ -83,6 +100,24 @@ class DCRConfig(PreTrainedConfig):
         coupling_loss_weight (`float`, defaults to 0.008):
             Weight of the coupled-mapping term: the MSE between the HR branch embedding and each
             LR branch embedding, summed over LR sizes.
+        trunk_miner (`str`, *optional*):
+            `"batch_hard"`: the trunk stage's center term mines, for every embedding (anchor), its
+            hardest positive and hardest negative reference by Euclidean distance (the original's
+            `--trunkloss-miner BatchHardMiner`) and becomes
+            `mean(relu((a - p)^2 - (a - n)^2 + trunk_mining_margin))` over all elements. The
+            mining itself is done by a miner object the caller passes to the forward pass
+            (`dcr_hf.training` wraps pytorch-metric-learning's `BatchHardMiner`). `None`: the
+            plain center loss.
+        trunk_mining_reference (`str`, defaults to `"center"`):
+            References of the trunk miner: `"center"` (each sample's class center), `"embedding"`
+            (the batch embeddings) or `"none"` (no center term at all); needs `trunk_miner`.
+        trunk_mining_margin (`float`, defaults to 0.05):
+            Margin of the mined trunk term.
+        branch_miner (`str`, *optional*):
+            `"batch_hard"`: in the branch stage, the center term of each resolution becomes
+            MSE(anchors, hardest positive centers) - MSE(anchors, hardest negative centers), the
+            references being the branch's class centers of the batch samples (the original's
+            `--branchloss-miner BatchHardMiner`). `None`: the plain center loss.
         freeze_trunk (`bool`, defaults to `True`):
             In the branch stage, keep the trunk frozen and in eval mode (so its batch norm
             statistics stay those of the trained trunk).
@@ -93,8 +128,14 @@ class DCRConfig(PreTrainedConfig):
 
     model_type = "dcr"
     trunk_types: ClassVar[tuple[str, ...]] = ("resnet", "paper")
+    layer_types: ClassVar[tuple[str, ...]] = ("basic", "bottleneck")
+    #: A bottleneck block's 3x3 convolutions run at `hidden_size // bottleneck_reduction` channels.
+    bottleneck_reduction: ClassVar[int] = 4
+    miners: ClassVar[tuple[str, ...]] = ("batch_hard",)
+    mining_references: ClassVar[tuple[str, ...]] = ("center", "embedding", "none")
 
     trunk_type: str = "resnet"
+    layer_type: str = "basic"
     depths: list[int] | tuple[int, ...] = (1, 2, 5, 3)
     hidden_sizes: list[int] | tuple[int, ...] = (64, 128, 256, 512)
     stem_hidden_size: int | None = None
@@ -109,6 +150,10 @@ class DCRConfig(PreTrainedConfig):
     center_loss_weight: float = 0.008
     center_momentum: float = 0.6
     coupling_loss_weight: float = 0.008
+    trunk_miner: str | None = None
+    trunk_mining_reference: str = "center"
+    trunk_mining_margin: float = 0.05
+    branch_miner: str | None = None
     freeze_trunk: bool = True
     freeze_batch_norm: bool = False
 
@@ -127,6 +172,10 @@ class DCRConfig(PreTrainedConfig):
         """Raise `ValueError` naming the field when an architecture choice is invalid."""
         if self.trunk_type not in self.trunk_types:
             raise ValueError(f"trunk_type={self.trunk_type!r} is not one of {self.trunk_types}.")
+        if self.layer_type not in self.layer_types:
+            raise ValueError(f"layer_type={self.layer_type!r} is not one of {self.layer_types}.")
+        if self.layer_type == "bottleneck" and self.trunk_type != "resnet":
+            raise ValueError(f"layer_type='bottleneck' needs trunk_type='resnet', got trunk_type={self.trunk_type!r}.")
         if len(self.depths) == 0 or len(self.depths) != len(self.hidden_sizes):
             raise ValueError(
                 f"depths ({self.depths}) and hidden_sizes ({self.hidden_sizes}) must be non-empty "
@@ -135,6 +184,11 @@ class DCRConfig(PreTrainedConfig):
         for name in ("depths", "hidden_sizes"):
             if any(v <= 0 for v in getattr(self, name)):
                 raise ValueError(f"{name} must hold positive integers, got {getattr(self, name)}.")
+        if self.layer_type == "bottleneck" and any(h % self.bottleneck_reduction for h in self.hidden_sizes):
+            raise ValueError(
+                f"hidden_sizes ({self.hidden_sizes}) must be multiples of {self.bottleneck_reduction} with "
+                "layer_type='bottleneck' (a block's 3x3 convolutions run at a quarter of the stage width)."
+            )
         for name in ("stem_hidden_size", "embedding_size", "branch_hidden_size", "image_size", "num_channels"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -142,10 +196,25 @@ class DCRConfig(PreTrainedConfig):
         if len(self.low_resolution_sizes) == 0:
             raise ValueError("low_resolution_sizes must list at least one probe size, got [].")
         self.low_resolution_sizes = check_low_resolution_sizes(self.low_resolution_sizes, self.image_size)
-        for name in ("center_loss_weight", "center_momentum", "coupling_loss_weight"):
+        for name in ("center_loss_weight", "center_momentum", "coupling_loss_weight", "trunk_mining_margin"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name} must be a non-negative number, got {value!r}.")
+        self._validate_mining()
+
+    def _validate_mining(self) -> None:
+        for name in ("trunk_miner", "branch_miner"):
+            if getattr(self, name) not in (None, *self.miners):
+                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {(None, *self.miners)}.")
+        if self.trunk_mining_reference not in self.mining_references:
+            raise ValueError(
+                f"trunk_mining_reference={self.trunk_mining_reference!r} is not one of {self.mining_references}."
+            )
+        if self.trunk_miner is None and self.trunk_mining_reference != "center":
+            raise ValueError(
+                f"trunk_mining_reference={self.trunk_mining_reference!r} needs trunk_miner='batch_hard' (without a "
+                "miner the center term is the plain center loss; center_loss_weight=0 drops it)."
+            )
 
     @property
     def resolutions(self) -> list[int]:
@@ -153,4 +222,4 @@ class DCRConfig(PreTrainedConfig):
         return [self.image_size, *self.low_resolution_sizes]
 
 
-__all__ = ["DCRConfig", "check_low_resolution_sizes"]
+__all__ = ["RESNET_BODIES", "DCRConfig", "check_low_resolution_sizes"]

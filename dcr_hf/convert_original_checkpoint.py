@@ -1,20 +1,20 @@
-"""Convert a checkpoint of the original (unofficial) DCR implementation into a Hugging Face folder.
+"""Convert a checkpoint of the original DCR implementation into a Hugging Face folder.
 
     python -m dcr_hf.convert_original_checkpoint --checkpoint model_best.pth.tar \
-        [--config config.json] --output DIR [--push_to_hub org/dcr-trunk]
+        --config config.json --output DIR [--stage trunk|branch] [--push_to_hub org/dcr-trunk]
 
-The original saves a pickled dict (`epoch`, `state_dict`, `criterion`, `optimizer`, `monitor`);
-its `state_dict` keys may carry DDP's `module.` prefix. The architecture is read from the weight
-shapes; `config.json` (the original's training arguments) supplies what shapes cannot tell: the
-LR scales of the branches, embedding normalization, image size and mean/std.
+The trunk kind and every size come from the weights; `config.json` (the original's arguments)
+gives the stage, the LR scales of the branches, embedding normalization, image size and
+mean/std, and is checked against the weights. The original keeps its branches in both stages: a
+trunk-stage checkpoint converts to a trunk model (its untrained branches dropped), a branch-stage
+one to a model with branches. Class centers come from the checkpoint's `criterion`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import re
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers.utils import logging
@@ -22,179 +22,170 @@ from transformers.utils import logging
 from .configuration_dcr import DCRConfig
 from .image_processing_dcr import DCRImageProcessor
 from .modeling_dcr import DCRForImageClassification
+from .original import (
+    ConversionError,
+    OriginalArguments,
+    OriginalCheckpoint,
+    TrunkKind,
+    branch_architecture,
+    check_arguments_against_weights,
+    detect_trunk_kind,
+    load_original_checkpoint,
+    read_original_arguments,
+    trunk_architecture,
+)
+from .original.arguments import STAGES
 
 logger = logging.get_logger(__name__)
 
-# (original key pattern, our key template) for each trunk type; `{s}` is the 0-based stage.
-_RESNET_RULES = [
-    (r"trunk\.conv1\.weight", "dcr.trunk.embedder.embedder.convolution.weight"),
-    (r"trunk\.bn1\.(\w+)", "dcr.trunk.embedder.embedder.normalization.{0}"),
-    (r"trunk\.layer(\d+)\.(\d+)\.conv1\.weight", "dcr.trunk.stages.{s}.layers.{1}.layer.0.convolution.weight"),
-    (r"trunk\.layer(\d+)\.(\d+)\.bn1\.(\w+)", "dcr.trunk.stages.{s}.layers.{1}.layer.0.normalization.{2}"),
-    (r"trunk\.layer(\d+)\.(\d+)\.conv2\.weight", "dcr.trunk.stages.{s}.layers.{1}.layer.1.convolution.weight"),
-    (r"trunk\.layer(\d+)\.(\d+)\.bn2\.(\w+)", "dcr.trunk.stages.{s}.layers.{1}.layer.1.normalization.{2}"),
-    (r"trunk\.layer(\d+)\.(\d+)\.downsample\.0\.weight", "dcr.trunk.stages.{s}.layers.{1}.shortcut.convolution.weight"),
-    (r"trunk\.layer(\d+)\.(\d+)\.downsample\.1\.(\w+)", "dcr.trunk.stages.{s}.layers.{1}.shortcut.normalization.{2}"),
-]
-_PAPER_RULES = [
-    (r"trunk\.conv1\.weight", "dcr.trunk.embedder.embedder.convolution.weight"),
-    (r"trunk\.bn1\.(\w+)", "dcr.trunk.embedder.embedder.normalization.{0}"),
-    (r"trunk\.relu\.weight", "dcr.trunk.embedder.embedder.activation.weight"),
-    (r"trunk\.layer(\d+)\.0\.weight", "dcr.trunk.stages.{s}.downsample.0.weight"),
-    (r"trunk\.layer(\d+)\.(\d+)\.conv1\.weight", "dcr.trunk.stages.{s}.layers.{b}.layer.0.convolution.weight"),
-    (r"trunk\.layer(\d+)\.(\d+)\.bn1\.(\w+)", "dcr.trunk.stages.{s}.layers.{b}.layer.0.normalization.{2}"),
-    (r"trunk\.layer(\d+)\.(\d+)\.relu1\.weight", "dcr.trunk.stages.{s}.layers.{b}.layer.0.activation.weight"),
-    (r"trunk\.layer(\d+)\.(\d+)\.conv2\.weight", "dcr.trunk.stages.{s}.layers.{b}.layer.1.convolution.weight"),
-    (r"trunk\.layer(\d+)\.(\d+)\.bn2\.(\w+)", "dcr.trunk.stages.{s}.layers.{b}.layer.1.normalization.{2}"),
-    (r"trunk\.layer(\d+)\.(\d+)\.relu2\.weight", "dcr.trunk.stages.{s}.layers.{b}.activation.weight"),
-]
-_COMMON_RULES = [
-    (r"trunk\.fc1\.(weight|bias)", "dcr.trunk.projection.{0}"),
-    (r"trunk\.fc2\.(weight|bias)", "classifier.{0}"),
-    (r"branches\.(\d+)\.fc1\.(weight|bias)", "dcr.branches.{0}.projection.{1}"),
-    (r"branches\.(\d+)\.fc2\.(weight|bias)", "branch_classifiers.{0}.classifier.{1}"),
-    (r"branches\.(\d+)\.relu\.weight", "branch_classifiers.{0}.activation.weight"),
-]
-# The paper trunk's stage is Sequential(conv, maxpool, block, block, ...): blocks start at index 2.
-_PAPER_FIRST_BLOCK = 2
+#: Processor settings every converted checkpoint gets besides its `config.json`'s image size and
+#: mean/std. The place for the original's LR operator (`downsample_interpolation="lanczos"`) once
+#: the processor offers it.
+CONVERTED_PROCESSOR_SETTINGS: dict[str, Any] = {}
+
+#: What a conversion assumes for a `config.json` key that is absent (or without `config.json`).
+ASSUMED = {"normalized_embeddings": True, "scale_list": list(DCRConfig.low_resolution_sizes),
+           "img_size": DCRConfig.image_size, "rgb_mean": DCRImageProcessor.image_mean, "rgb_std": DCRImageProcessor.image_std}
 
 
-def load_original_checkpoint(path: str | Path) -> dict:
-    """Read an original `*.pth.tar` safely (`weights_only=True`) and return its state dict with
-    any `module.` prefix removed, plus the raw `criterion` entry under `"__criterion__"`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist.")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state_dict, dict) or not state_dict:
-        raise ValueError(f"{path} holds no state dict (expected a dict with a 'state_dict' entry).")
-    state_dict = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state_dict.items()}
-    criterion = checkpoint.get("criterion") if isinstance(checkpoint, dict) else None
-    return {"state_dict": state_dict, "criterion": criterion}
-
-
-def _detect_trunk_type(state_dict: dict) -> str:
-    if "trunk.relu.weight" in state_dict or any(re.fullmatch(r"trunk\.layer\d+\.0\.weight", k) for k in state_dict):
-        return "paper"
-    return "resnet"
-
-
-def infer_config(state_dict: dict, original_args: dict | None = None) -> DCRConfig:
-    """Read the architecture from weight shapes and the rest from the original training arguments."""
-    args = original_args or {}
-    trunk_type = _detect_trunk_type(state_dict)
-    stages = sorted({int(m.group(1)) for k in state_dict if (m := re.match(r"trunk\.layer(\d+)\.", k))})
-    if not stages or "trunk.fc1.weight" not in state_dict:
-        raise ValueError("not a DCR checkpoint: no 'trunk.layer*' or 'trunk.fc1.weight' keys found.")
-    depths, hidden_sizes = [], []
-    for s in stages:
-        blocks = {int(m.group(1)) for k in state_dict if (m := re.match(rf"trunk\.layer{s}\.(\d+)\.conv1\.weight", k))}
-        depths.append(len(blocks))
-        last = max(blocks)
-        hidden_sizes.append(state_dict[f"trunk.layer{s}.{last}.conv2.weight"].shape[0])
-    embedding_size, last_width = state_dict["trunk.fc1.weight"].shape
-    branch_ids = sorted({int(m.group(1)) for k in state_dict if (m := re.match(r"branches\.(\d+)\.", k))})
-    sizes = args.get("scale_list", list(DCRConfig.low_resolution_sizes))
-    if branch_ids and len(branch_ids) != len(sizes) + 1:
-        raise ValueError(
-            f"the checkpoint has {len(branch_ids)} branches but the LR scales are {sizes}: pass the "
-            "original config.json (its 'scale_list') with --config."
+def resolve_stage(arguments: OriginalArguments, requested: str | None, branches: int, checkpoint: Path) -> str:
+    """The stage of the checkpoint: `--stage` or config.json's `stage`; without either, a
+    checkpoint holding branches is refused (they exist in both stages), one without is a trunk."""
+    if requested is not None and requested not in STAGES:
+        raise ConversionError(f"--stage {requested!r} is not one of {STAGES}.")
+    if requested and arguments.stage and requested != arguments.stage:
+        raise ConversionError(f"--stage {requested} contradicts {arguments.path}: stage={arguments.stage!r}.")
+    stage = requested or arguments.stage
+    if stage is None and branches:
+        raise ConversionError(
+            f"checkpoint {checkpoint} holds {branches} branches, which the original keeps in both stages: pass "
+            "--stage trunk|branch (or --config with the original's config.json, whose 'stage' says it)."
         )
-    num_labels = (
-        state_dict["trunk.fc2.weight"].shape[0]
-        if "trunk.fc2.weight" in state_dict
-        else state_dict["branches.0.fc2.weight"].shape[0]
-    )
-    return DCRConfig(
-        trunk_type=trunk_type,
-        depths=depths,
-        hidden_sizes=hidden_sizes,
-        stem_hidden_size=state_dict["trunk.conv1.weight"].shape[0],
-        use_batch_norm=trunk_type == "resnet" or "trunk.bn1.weight" in state_dict,
-        embedding_size=embedding_size,
-        normalize_embeddings=bool(args.get("normalized_embeddings", True)),
-        use_branches=bool(branch_ids),
-        branch_hidden_size=state_dict[f"branches.{branch_ids[0]}.fc1.weight"].shape[0] if branch_ids else embedding_size,
-        image_size=int(args.get("img_size", DCRConfig.image_size)),
-        num_channels=state_dict["trunk.conv1.weight"].shape[1],
-        low_resolution_sizes=[int(s) for s in sizes],
-        num_labels=num_labels,
-    )
+    stage = stage or "trunk"
+    if stage == "branch" and not branches:
+        raise ConversionError(f"stage 'branch' needs branch weights, but checkpoint {checkpoint} holds none.")
+    return stage
 
 
-def convert_state_dict(state_dict: dict, trunk_type: str) -> dict:
-    """Rename the original keys to ours; raise `KeyError` listing every key no rule knows."""
-    rules = (_PAPER_RULES if trunk_type == "paper" else _RESNET_RULES) + _COMMON_RULES
-    converted, unknown = {}, []
-    for key, value in state_dict.items():
-        for pattern, template in rules:
-            match = re.fullmatch(pattern, key)
-            if match:
-                groups = match.groups()
-                fields = {}
-                if template.find("{s}") >= 0:
-                    fields["s"] = int(groups[0]) - 1
-                if template.find("{b}") >= 0:
-                    fields["b"] = int(groups[1]) - _PAPER_FIRST_BLOCK
-                converted[template.format(*groups, **fields)] = value
-                break
-        else:
-            unknown.append(key)
-    if unknown:
-        raise KeyError(f"unknown keys in the original checkpoint ({len(unknown)}): {sorted(unknown)}")
-    return converted
+def build_config(
+    fields: dict[str, Any], branches: tuple[int, int | None], arguments: OriginalArguments, stage: str
+) -> DCRConfig:
+    """The converted model's config: the architecture of the weights and the settings of config.json."""
+    given = {key: getattr(arguments, key) for key in ASSUMED}
+    assumed = {key: ASSUMED[key] for key, value in given.items() if value is None}
+    if assumed:
+        source = f"{arguments.path} does not say" if arguments.path else "no config.json (--config) says"
+        settings = ", ".join(f"{key}={value}" for key, value in assumed.items())
+        logger.warning(f"{source} what the original trained with; assuming {settings}.")
+    values = {**assumed, **{k: v for k, v in given.items() if v is not None}}
+    try:
+        return DCRConfig(
+            **fields,
+            normalize_embeddings=values["normalized_embeddings"],
+            use_branches=stage == "branch",
+            branch_hidden_size=branches[1] or fields["embedding_size"],
+            image_size=values["img_size"],
+            low_resolution_sizes=values["scale_list"],
+        )
+    except ValueError as error:
+        raise ConversionError(f"{arguments.path or 'the checkpoint'}: {error}") from None
 
 
-def _find_centers(criterion, num_labels: int, size: int) -> torch.Tensor | None:
-    """The original's criterion state may carry the class centers; take a `[num_labels, size]` tensor."""
-    if not isinstance(criterion, dict):
-        return None
-    for key, value in criterion.items():
-        if torch.is_tensor(value) and tuple(value.shape) == (num_labels, size) and "center" in str(key).lower():
-            return value
-    return None
+def converted_weights(checkpoint: OriginalCheckpoint, kind: TrunkKind, stage: str) -> dict[str, torch.Tensor]:
+    """The weights under our names; a trunk-stage checkpoint's untrained branches are dropped."""
+    weights = {kind.to_ours(key): value for key, value in checkpoint.state_dict.items()}
+    if stage == "trunk":
+        dropped = [key for key in weights if key.startswith(("dcr.branches.", "branch_classifiers."))]
+        if dropped:
+            count = len({key.split(".")[2 if key.startswith("dcr.") else 1] for key in dropped})
+            logger.warning(
+                f"stage 'trunk': dropping the {count} untrained branches the original keeps beside the trunk "
+                f"({len(dropped)} tensors of {checkpoint.path})."
+            )
+        weights = {key: value for key, value in weights.items() if key not in dropped}
+    return weights
+
+
+def class_centers(checkpoint: OriginalCheckpoint, config: DCRConfig) -> dict[str, torch.Tensor]:
+    """The stage's class centers from `criterion` (trunk: `center.centers`; branches:
+    `centers.{k}.centers`) as our buffers; a warning when they are absent."""
+    if config.use_branches:
+        names = [f"centers.{k}.centers" for k in range(len(config.resolutions))]
+        expected, buffer = (config.num_labels, config.branch_hidden_size), "branch_centers"
+    else:
+        names, expected, buffer = ["center.centers"], (config.num_labels, config.embedding_size), "centers"
+    found = [checkpoint.criterion.get(name) for name in names]
+    if any(value is None for value in found):
+        logger.warning(
+            f"checkpoint {checkpoint.path} has no class centers {[n for n, v in zip(names, found) if v is None]} in its "
+            f"'criterion'; {buffer} keep their fresh initialization (only further training uses them)."
+        )
+        return {}
+    for name, value in zip(names, found):
+        if tuple(value.shape) != expected:
+            raise ConversionError(
+                f"checkpoint {checkpoint.path}: criterion {name} has shape {tuple(value.shape)}, expected {expected} "
+                "(classes x embedding size of the weights)."
+            )
+    return {buffer: torch.stack(found) if config.use_branches else found[0]}
+
+
+def load_exactly(model: DCRForImageClassification, weights: dict[str, torch.Tensor], kind: TrunkKind, path: Path) -> None:
+    """Load every weight the model has, refusing extra, missing and mis-shaped ones (named as in
+    the original). Batch-norm step counters may be absent (older torch did not save them)."""
+    own = model.state_dict()
+    extra = [kind.to_original(k) for k in weights if k not in own]
+    missing = [kind.to_original(k) for k in own if k not in weights
+               and k not in ("centers", "branch_centers") and not k.endswith("num_batches_tracked")]
+    for problem, keys in (("has weights the inferred architecture does not", extra), ("lacks weights", missing)):
+        if keys:
+            raise ConversionError(
+                f"checkpoint {path} {problem} (a {kind.name} trunk with depths {model.config.depths}): "
+                f"{keys[:5]}{' ...' if len(keys) > 5 else ''}"
+            )
+    for key, value in weights.items():
+        if own[key].shape != value.shape:
+            raise ConversionError(
+                f"checkpoint {path}: {kind.to_original(key)} has shape {tuple(value.shape)}, the architecture read "
+                f"off the other weights needs {tuple(own[key].shape)}."
+            )
+    model.load_state_dict(weights, strict=False)
 
 
 def convert_original_checkpoint(
-    checkpoint: str | Path, output: str | Path, config: str | Path | None = None, push_to_hub: str | None = None
+    checkpoint: str | Path,
+    output: str | Path,
+    config: str | Path | None = None,
+    stage: str | None = None,
+    push_to_hub: str | None = None,
 ) -> DCRForImageClassification:
-    """Convert an original trunk or trunk+branches checkpoint into a complete HF folder at `output`
-    (config with `auto_map`, `model.safetensors`, both model files, `preprocessor_config.json`)."""
-    original_args = {}
-    if config is not None:
-        config_path = Path(config)
-        if not config_path.is_file():
-            raise FileNotFoundError(f"original config {config_path} does not exist.")
-        original_args = json.loads(config_path.read_text())
-    loaded = load_original_checkpoint(checkpoint)
-    state_dict = loaded["state_dict"]
-    dcr_config = infer_config(state_dict, original_args)
-    converted = convert_state_dict(state_dict, dcr_config.trunk_type)
+    """Convert an original checkpoint into a complete folder at `output` (config with `auto_map`,
+    `model.safetensors`, both model files, `preprocessor_config.json`); raise `ConversionError`
+    on anything that would not convert exactly, before writing."""
+    arguments = read_original_arguments(config) if config is not None else OriginalArguments()
+    original = load_original_checkpoint(checkpoint)
+    kind = detect_trunk_kind(original, arguments)
+    fields = trunk_architecture(original, kind)
+    branches = branch_architecture(original)
+    check_arguments_against_weights(arguments, original, fields, branches)
+    stage = resolve_stage(arguments, stage, branches[0], original.path)
+    dcr_config = build_config(fields, branches, arguments, stage)
+    if dcr_config.use_branches and branches[0] != len(dcr_config.resolutions):
+        raise ConversionError(
+            f"checkpoint {original.path} holds {branches[0]} branches, but the LR scales {dcr_config.low_resolution_sizes} "
+            "need one per scale plus HR: pass the original's config.json (its scale_list)."
+        )
+    weights = converted_weights(original, kind, stage)
+    weights.update(class_centers(original, dcr_config))
     model = DCRForImageClassification(dcr_config)
-    centers = _find_centers(loaded["criterion"], dcr_config.num_labels, dcr_config.embedding_size)
-    if centers is not None:
-        converted["centers"] = centers
-    own = model.state_dict()
-    # Centers and num_batches_tracked are training state that old checkpoints may lack.
-    optional = {"centers", "branch_centers"}
-    missing = sorted(k for k in own if k not in converted and k not in optional and not k.endswith("num_batches_tracked"))
-    if missing:
-        raise KeyError(f"the original checkpoint lacks weights the model needs ({len(missing)}): {missing}")
-    for key, value in converted.items():
-        if own[key].shape != value.shape:
-            raise ValueError(f"{key}: checkpoint shape {tuple(value.shape)} != model shape {tuple(own[key].shape)}.")
-    model.load_state_dict(converted, strict=False)
-    if centers is None:
-        logger.warning("No class centers found in the checkpoint's criterion; centers keep their fresh initialization.")
+    load_exactly(model, weights, kind, original.path)
     model.eval()
-
     processor = DCRImageProcessor(
         image_size=dcr_config.image_size,
-        image_mean=original_args.get("rgb_mean", DCRImageProcessor.image_mean),
-        image_std=original_args.get("rgb_std", DCRImageProcessor.image_std),
+        image_mean=arguments.rgb_mean or ASSUMED["rgb_mean"],
+        image_std=arguments.rgb_std or ASSUMED["rgb_std"],
+        **CONVERTED_PROCESSOR_SETTINGS,
     )
-    output = Path(output)
     model.save_pretrained(output)
     processor.save_pretrained(output)
     if push_to_hub:
@@ -203,16 +194,22 @@ def convert_original_checkpoint(
     return model
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> DCRForImageClassification:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="original model_best.pth.tar / checkpoint.pth.tar")
-    parser.add_argument("--config", default=None, help="the original's config.json (training arguments)")
+    parser.add_argument("--checkpoint", required=True, help="the original's model_best.pth.tar / checkpoint.pth.tar")
+    parser.add_argument("--config", default=None, help="the original's config.json (its training arguments)")
     parser.add_argument("--output", required=True, help="folder to write the Hugging Face model to")
+    parser.add_argument("--stage", default=None, choices=STAGES,
+                        help="trunk | branch, when no config.json says it (the original keeps branches in both)")
     parser.add_argument("--push_to_hub", default=None, metavar="REPO_ID", help="also push to this Hub repo")
     args = parser.parse_args(argv)
-    model = convert_original_checkpoint(args.checkpoint, args.output, args.config, args.push_to_hub)
+    try:
+        model = convert_original_checkpoint(args.checkpoint, args.output, args.config, args.stage, args.push_to_hub)
+    except ConversionError as error:
+        parser.exit(2, f"error: {error}\n")
     kind = "trunk + branches" if model.config.use_branches else "trunk"
     print(f"Converted a {model.config.trunk_type} {kind} checkpoint ({model.config.num_labels} classes) to {args.output}")
+    return model
 
 
 if __name__ == "__main__":

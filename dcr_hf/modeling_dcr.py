@@ -9,7 +9,7 @@ This file travels to every Hub repository next to `configuration_dcr.py` (for
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +26,12 @@ logger = logging.get_logger(__name__)
 
 #: What `resolution=` accepts for the high-resolution (gallery) branch besides `image_size`.
 HIGH_RESOLUTION_ALIASES = (None, "hr", "HR")
+
+#: A batch-hard miner: `miner(anchors [n, size], labels [n], references [m, size], reference_labels [m])`
+#: -> int64 index tensors `(anchor, positive, negative)` (positives and negatives index `references`),
+#: one triplet per anchor that has both. pytorch-metric-learning's `BatchHardMiner` is called this
+#: way; this file cannot import it (it travels to the Hub), so the caller passes one in.
+Miner = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
 
 
 @dataclass
@@ -85,7 +91,8 @@ class DCRImageClassifierOutput(ModelOutput):
 
 
 class DCRConvLayer(nn.Module):
-    """Convolution, optional batch norm, optional activation (`"relu"`, `"prelu"` or `None`)."""
+    """Convolution, optional batch norm, optional activation (`"relu"`, `"prelu"` with one slope
+    per output channel, or `None`)."""
 
     def __init__(
         self,
@@ -104,7 +111,7 @@ class DCRConvLayer(nn.Module):
         if activation == "relu":
             self.activation = nn.ReLU(inplace=True)
         elif activation == "prelu":
-            self.activation = nn.PReLU()
+            self.activation = nn.PReLU(out_channels)
         else:
             self.activation = nn.Identity()
 
@@ -128,7 +135,7 @@ class DCRBasicLayer(GradientCheckpointingLayer):
     """Basic residual block: two 3x3 convolutions plus a (projected when needed) identity.
 
     `"resnet"` trunk: conv-BN-ReLU-conv-BN, add, ReLU. `"paper"` trunk: conv-[BN]-PReLU-conv-[BN],
-    add, PReLU; its blocks never change the shape (the stage convolution does).
+    add, PReLU (channel-wise PReLUs); its blocks never change the shape (the stage convolution does).
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, trunk_type: str, use_batch_norm: bool):
@@ -143,15 +150,49 @@ class DCRBasicLayer(GradientCheckpointingLayer):
             DCRConvLayer(in_channels, out_channels, stride=stride, use_batch_norm=use_batch_norm, activation=act),
             DCRConvLayer(out_channels, out_channels, use_batch_norm=use_batch_norm, activation=None),
         )
-        self.activation = nn.ReLU(inplace=True) if act == "relu" else nn.PReLU()
+        self.activation = nn.ReLU(inplace=True) if act == "relu" else nn.PReLU(out_channels)
 
     def forward(self, hidden_state: torch.Tensor) -> torch.Tensor:
         return self.activation(self.layer(hidden_state) + self.shortcut(hidden_state))
 
 
+class DCRBottleNeckLayer(GradientCheckpointingLayer):
+    """Bottleneck residual block of the `"resnet"` trunk, as torchvision's ResNet-50/101/152 (v1.5):
+    1x1 conv to `out_channels // reduction` - BN - ReLU - 3x3 conv with the stride - BN - ReLU -
+    1x1 conv to `out_channels` - BN, plus the (projected when needed) identity, then ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, reduction: int):
+        super().__init__()
+        reduced = out_channels // reduction
+        self.shortcut = (
+            DCRShortCut(in_channels, out_channels, stride)
+            if in_channels != out_channels or stride != 1
+            else nn.Identity()
+        )
+        self.layer = nn.Sequential(
+            DCRConvLayer(in_channels, reduced, kernel_size=1),
+            DCRConvLayer(reduced, reduced, stride=stride),
+            DCRConvLayer(reduced, out_channels, kernel_size=1, activation=None),
+        )
+        self.activation = nn.ReLU(inplace=True)
+
+    def forward(self, hidden_state: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.layer(hidden_state) + self.shortcut(hidden_state))
+
+
+def _residual_block(
+    config: DCRConfig, in_channels: int, out_channels: int, stride: int, use_batch_norm: bool
+) -> DCRBasicLayer | DCRBottleNeckLayer:
+    """The block `config.layer_type` names."""
+    if config.layer_type == "bottleneck":
+        return DCRBottleNeckLayer(in_channels, out_channels, stride, config.bottleneck_reduction)
+    return DCRBasicLayer(in_channels, out_channels, stride, config.trunk_type, use_batch_norm)
+
+
 class DCRStage(nn.Module):
     """One stage of the trunk: (paper trunk only: 3x3 conv to the stage width + 2x2 max-pool),
-    then `depth` basic residual blocks."""
+    then `depth` residual blocks (basic or bottleneck, `config.layer_type`); the first block of a
+    `"resnet"` stage carries the stride."""
 
     def __init__(self, config: DCRConfig, in_channels: int, out_channels: int, depth: int, stride: int):
         super().__init__()
@@ -166,12 +207,8 @@ class DCRStage(nn.Module):
             self.downsample = nn.Identity()
             use_batch_norm = True
         self.layers = nn.ModuleList(
-            DCRBasicLayer(
-                in_channels if i == 0 else out_channels,
-                out_channels,
-                stride=stride if i == 0 else 1,
-                trunk_type=config.trunk_type,
-                use_batch_norm=use_batch_norm,
+            _residual_block(
+                config, in_channels if i == 0 else out_channels, out_channels, stride if i == 0 else 1, use_batch_norm
             )
             for i in range(depth)
         )
@@ -311,6 +348,57 @@ def coupling_loss(branch_embeddings: torch.Tensor) -> torch.Tensor:
     return (low - high).pow(2).mean(dim=(1, 2)).sum()
 
 
+def mined_center_difference(
+    anchors: torch.Tensor, references: torch.Tensor, triplets: tuple[torch.Tensor, ...]
+) -> torch.Tensor:
+    """The branch stage's mined center term: MSE(anchors, hardest positives) - MSE(anchors, hardest
+    negatives), means over all elements; 0 when the miner found no triplet.
+
+    Args:
+        anchors: `[n, size]`; references: `[m, size]`; triplets: `(anchor, positive, negative)`
+            index tensors from a [`Miner`].
+    """
+    anchor, positive, negative = triplets
+    if anchor.numel() == 0:
+        return anchors.float().sum() * 0.0
+    mined = anchors[anchor].float()
+    return F.mse_loss(mined, references[positive].float()) - F.mse_loss(mined, references[negative].float())
+
+
+def mined_margin_loss(
+    anchors: torch.Tensor, references: torch.Tensor, triplets: tuple[torch.Tensor, ...], margin: float
+) -> torch.Tensor:
+    """The trunk stage's mined center term: with the elementwise squared differences
+    `d_pos = (a - p)^2` and `d_neg = (a - n)^2`, `mean(relu(d_pos - d_neg + margin))` over all
+    elements; 0 when the miner found no triplet. Shapes as [`mined_center_difference`]."""
+    anchor, positive, negative = triplets
+    if anchor.numel() == 0:
+        return anchors.float().sum() * 0.0
+    mined = anchors[anchor].float()
+    d_positive = (mined - references[positive].float()).pow(2)
+    d_negative = (mined - references[negative].float()).pow(2)
+    return F.relu(d_positive - d_negative + margin).mean()
+
+
+def mine_batch_hard(
+    miner: Miner | None, name: str, anchors: torch.Tensor, labels: torch.Tensor, references: torch.Tensor | None = None
+) -> tuple[torch.Tensor, ...]:
+    """Triplets of `anchors` `[n, size]` against `references` `[n, size]` (one per anchor: its class
+    center) or, when `references` is `None`, against the anchors themselves (an anchor is not its
+    own positive). `name` is the config field that asked for mining, for the error without a miner."""
+    if miner is None:
+        raise ValueError(
+            f"config.{name}='batch_hard' needs a miner: pass `miner=` to the forward pass "
+            "(`dcr_hf.training.build_miner(config)` wraps pytorch-metric-learning's BatchHardMiner)."
+        )
+    anchors = anchors.detach().float()
+    if references is None:
+        return miner(anchors, labels, anchors, labels)
+    # pytorch-metric-learning drops the diagonal (a sample as its own positive) only when the two label
+    # tensors are the same object: with centers as references, an anchor's own class center counts.
+    return miner(anchors, labels, references.detach().float(), labels.clone())
+
+
 # --------------------------------------------------------------------------------------------
 # Pretrained models
 # --------------------------------------------------------------------------------------------
@@ -323,7 +411,7 @@ class DCRPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
-    _no_split_modules = ["DCRBasicLayer"]
+    _no_split_modules = ["DCRBasicLayer", "DCRBottleNeckLayer"]
     # The losses are per-batch means: the Trainer must scale them for gradient accumulation itself.
     accepts_loss_kwargs = False
 
@@ -628,6 +716,7 @@ class DCRForImageClassification(DCRPreTrainedModel):
         low_resolution_pixel_values: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        miner: Miner | None = None,
         **kwargs,
     ) -> DCRImageClassifierOutput | tuple:
         r"""
@@ -637,6 +726,9 @@ class DCRForImageClassification(DCRPreTrainedModel):
             One identity per sample, shared by its resolution copies.
         low_resolution_pixel_values (`torch.FloatTensor` of shape `[batch, sizes, C, H, W]`, *optional*):
             LR copies (in `config.low_resolution_sizes` order) to append to HR `pixel_values`.
+        miner ([`Miner`], *optional*):
+            The batch-hard miner of the center term, needed with `labels` when the stage's
+            `config.trunk_miner` / `config.branch_miner` is set (`dcr_hf.training.build_miner`).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         stacked, multi = self._stack_copies(pixel_values, low_resolution_pixel_values)
@@ -646,11 +738,11 @@ class DCRForImageClassification(DCRPreTrainedModel):
         if self.config.use_branches:
             embeddings = outputs.pooler_output
             logits = torch.stack([head(embeddings[:, r]) for r, head in enumerate(self.branch_classifiers)], dim=1)
-            terms = self._branch_stage_loss(embeddings, logits, labels) if labels is not None else {}
+            terms = self._branch_stage_loss(embeddings, logits, labels, miner) if labels is not None else {}
         else:
             embeddings = outputs.trunk_embeddings
             logits = self.classifier(embeddings)
-            terms = self._trunk_stage_loss(embeddings, logits, labels) if labels is not None else {}
+            terms = self._trunk_stage_loss(embeddings, logits, labels, miner) if labels is not None else {}
         if not multi:
             embeddings, logits = embeddings[:, 0], logits[:, 0]
         output = DCRImageClassifierOutput(
@@ -680,12 +772,13 @@ class DCRForImageClassification(DCRPreTrainedModel):
         return (pixel_values if multi else pixel_values.unsqueeze(1)), multi
 
     def _trunk_stage_loss(
-        self, embeddings: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
+        self, embeddings: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, miner: Miner | None
     ) -> dict[str, torch.Tensor]:
-        """Softmax + center loss over every resolution copy, all copies of a sample sharing its label.
+        """Softmax + center term over every resolution copy, all copies of a sample sharing its label.
 
         `embeddings` `[batch, resolutions, size]`, `logits` `[batch, resolutions, num_labels]`; the
-        centers move first (training only), as in the original.
+        centers move first (training only), as in the original. The center term is the center loss,
+        or with `config.trunk_miner` the mined margin term (none with `trunk_mining_reference="none"`).
         """
         resolutions = embeddings.shape[1]
         # Resolution-major, as the original concatenated the copies along the batch axis.
@@ -694,30 +787,61 @@ class DCRForImageClassification(DCRPreTrainedModel):
         flat_labels = labels.repeat(resolutions)
         if self.training:
             update_centers(self.centers, flat_embeddings, flat_labels, self.config.center_momentum)
-        return {
-            "cross_entropy_loss": F.cross_entropy(flat_logits.float(), flat_labels),
-            "center_loss": self.config.center_loss_weight * center_loss(flat_embeddings, self.centers, flat_labels),
-        }
+        terms = {"cross_entropy_loss": F.cross_entropy(flat_logits.float(), flat_labels)}
+        center_term = self._trunk_center_term(flat_embeddings, flat_labels, miner)
+        if center_term is not None:
+            terms["center_loss"] = self.config.center_loss_weight * center_term
+        return terms
+
+    def _trunk_center_term(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, miner: Miner | None
+    ) -> torch.Tensor | None:
+        """The trunk's center term of embeddings `[n, size]`; `None` when mining drops it."""
+        reference = self.config.trunk_mining_reference
+        if self.config.trunk_miner is None:
+            return center_loss(embeddings, self.centers, labels)
+        if reference == "none":
+            return None
+        if reference == "center":
+            references = self.centers[labels].detach()
+            triplets = mine_batch_hard(miner, "trunk_miner", embeddings, labels, references)
+        else:
+            references = embeddings
+            triplets = mine_batch_hard(miner, "trunk_miner", embeddings, labels)
+        return mined_margin_loss(embeddings, references, triplets, self.config.trunk_mining_margin)
 
     def _branch_stage_loss(
-        self, embeddings: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
+        self, embeddings: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, miner: Miner | None
     ) -> dict[str, torch.Tensor]:
-        """DCR's coupled mapping loss: per branch cross-entropy and center loss (means over the
+        """DCR's coupled mapping loss: per branch cross-entropy and center term (means over the
         branches) + `coupling_loss_weight` x sum over LR branches of MSE(HR branch, LR branch).
 
-        `embeddings` `[batch, resolutions, size]` (copy r from branch r), `logits` likewise.
+        `embeddings` `[batch, resolutions, size]` (copy r from branch r), `logits` likewise. The
+        center term is the center loss, or with `config.branch_miner` the mined center difference.
         """
         per_branch = embeddings.transpose(0, 1)
         if self.training:
             for centers, branch_embeddings in zip(self.branch_centers, per_branch):
                 update_centers(centers, branch_embeddings, labels, self.config.center_momentum)
         cross_entropy = torch.stack([F.cross_entropy(lg.float(), labels) for lg in logits.transpose(0, 1)]).mean()
-        centers = torch.stack([center_loss(e, c, labels) for e, c in zip(per_branch, self.branch_centers)]).mean()
+        centers = torch.stack(
+            [self._branch_center_term(e, c, labels, miner) for e, c in zip(per_branch, self.branch_centers)]
+        ).mean()
         return {
             "cross_entropy_loss": cross_entropy,
             "center_loss": self.config.center_loss_weight * centers,
             "coupling_loss": self.config.coupling_loss_weight * coupling_loss(per_branch),
         }
+
+    def _branch_center_term(
+        self, embeddings: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor, miner: Miner | None
+    ) -> torch.Tensor:
+        """One branch's center term: embeddings `[batch, size]` against its centers `[num_labels, size]`."""
+        if self.config.branch_miner is None:
+            return center_loss(embeddings, centers, labels)
+        references = centers[labels].detach()
+        triplets = mine_batch_hard(miner, "branch_miner", embeddings, labels, references)
+        return mined_center_difference(embeddings, references, triplets)
 
     def _check_labels(self, labels: torch.Tensor, batch: int) -> torch.Tensor:
         if labels.ndim != 1 or labels.shape[0] != batch:
@@ -747,7 +871,11 @@ __all__ = [
     "DCRForImageClassification",
     "DCRModelOutput",
     "DCRImageClassifierOutput",
+    "Miner",
     "update_centers",
     "center_loss",
     "coupling_loss",
+    "mine_batch_hard",
+    "mined_center_difference",
+    "mined_margin_loss",
 ]

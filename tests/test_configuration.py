@@ -44,6 +44,14 @@ def test_num_labels_the_transformers_way(tmp_path):
         (dict(coupling_loss_weight=-1.0), "coupling_loss_weight"),
         (dict(center_momentum=-0.5), "center_momentum"),
         (dict(embedding_size=0), "embedding_size"),
+        (dict(layer_type="wide"), "layer_type"),
+        (dict(layer_type="bottleneck", trunk_type="paper"), "layer_type"),
+        (dict(layer_type="bottleneck", hidden_sizes=[64, 128, 256, 510]), "hidden_sizes"),
+        (dict(trunk_miner="hard"), "trunk_miner"),
+        (dict(branch_miner="BatchHardMiner"), "branch_miner"),
+        (dict(trunk_miner="batch_hard", trunk_mining_reference="centre"), "trunk_mining_reference"),
+        (dict(trunk_mining_reference="embedding"), "trunk_mining_reference"),
+        (dict(trunk_mining_margin=-0.05), "trunk_mining_margin"),
     ],
 )
 def test_invalid_values_name_the_field(kwargs, field):

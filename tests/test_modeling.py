@@ -5,6 +5,7 @@ import torch
 from tests.models import tiny_config
 
 from dcr_hf import DCRConfig, DCRForImageClassification, DCRModel
+from dcr_hf.configuration_dcr import RESNET_BODIES
 from dcr_hf.modeling_dcr import center_loss, coupling_loss, update_centers
 
 
@@ -20,6 +21,7 @@ def _seed():
         dict(trunk_type="paper"),
         dict(trunk_type="paper", use_batch_norm=False),
         dict(trunk_type="resnet", depths=[2, 2, 2, 2]),
+        dict(trunk_type="resnet", layer_type="bottleneck", hidden_sizes=[16, 16, 32, 32]),
     ],
 )
 def test_trunk_shapes(overrides):
@@ -41,6 +43,39 @@ def test_default_architecture_shapes():
     assert out.last_hidden_state.shape == (1, 512, 4, 4)
     # ResNet-style blocks 1/2/5/3
     assert [len(stage.layers) for stage in model.trunk.stages] == [1, 2, 5, 3]
+
+
+@pytest.mark.parametrize(
+    "body, parameters",
+    # torchvision's resnetN parameter counts (25,557,032 for resnet50, ...) less its 1000-class fc
+    [("resnet18", 11_689_512 - 513_000), ("resnet34", 21_797_672 - 513_000), ("resnet50", 25_557_032 - 2_049_000),
+     ("resnet101", 44_549_160 - 2_049_000), ("resnet152", 60_192_808 - 2_049_000)],
+)
+def test_resnet_bodies_have_torchvisions_parameter_counts(body, parameters):
+    with torch.device("meta"):
+        trunk = DCRModel(DCRConfig(**RESNET_BODIES[body])).trunk
+    body_parameters = sum(p.numel() for name, p in trunk.named_parameters() if not name.startswith("projection."))
+    assert body_parameters == parameters
+    assert trunk.projection.in_features == RESNET_BODIES[body]["hidden_sizes"][-1]
+
+
+def test_bottleneck_block_strides_on_its_3x3_convolution():
+    block = DCRModel(DCRConfig(**RESNET_BODIES["resnet50"])).trunk.stages[1].layers[0]
+    convolutions = [layer.convolution for layer in block.layer]
+    assert [c.kernel_size for c in convolutions] == [(1, 1), (3, 3), (1, 1)]
+    assert [c.stride for c in convolutions] == [(1, 1), (2, 2), (1, 1)]
+    assert [c.out_channels for c in convolutions] == [128, 128, 512]
+    assert block.shortcut.convolution.stride == (2, 2) and block.shortcut.convolution.in_channels == 256
+
+
+def test_paper_trunk_prelus_are_channel_wise():
+    model = DCRModel(tiny_config(trunk_type="paper"))
+    prelus = {name: m for name, m in model.trunk.named_modules() if isinstance(m, torch.nn.PReLU)}
+    assert prelus["embedder.embedder.activation"].weight.shape == (model.config.stem_hidden_size,)
+    for s, width in enumerate(model.config.hidden_sizes):
+        for name in ("layer.0.activation", "activation"):
+            assert prelus[f"stages.{s}.layers.0.{name}"].weight.shape == (width,)
+    assert len(prelus) == 1 + 2 * sum(model.config.depths)
 
 
 def test_unnormalized_embeddings():

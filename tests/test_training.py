@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -361,9 +362,10 @@ def test_push_to_hub_sends_the_complete_folder_once(tmp_path, monkeypatch):
         (["--stage", "finetune"], ValueError, "--init_from"),
         (["--low_resolution_sizes", "8", "48"], ValueError, r"--low_resolution_sizes holds 48.*below image_size=48"),
         (["--samples_per_class", "3"], ValueError, "multiple of --samples_per_class 3"),
+        (["--trunk_mining_reference", "embedding"], ValueError, "trunk_mining_reference='embedding' needs trunk_miner"),
     ],
     ids=["unknown-dataset", "no-data-root", "missing-data-root", "branch-without-trunk", "finetune-without-model",
-         "lr-size-too-large", "samples-per-class"],
+         "lr-size-too-large", "samples-per-class", "mining-reference-without-miner"],
 )
 def test_bad_arguments_fail_before_data_or_model(tmp_path, monkeypatch, extra, error, match):
     def must_not_run(*args, **kwargs):
@@ -466,3 +468,64 @@ def test_weight_decay_reaches_the_optimizer(tmp_path):
     assert decay_of[id(model.dcr.trunk.projection.bias)] == 0.0
     # Every trainable parameter is in the optimizer, once.
     assert sorted(decay_of) == sorted(id(p) for p in model.parameters() if p.requires_grad)
+
+
+# --------------------------------------------------------------------------------------------
+# ResNet-N presets and the batch-hard center terms
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("architecture, layer_type", [("resnet18", "basic"), ("resnet50", "bottleneck")])
+def test_resnet_presets_train(tmp_path, architecture, layer_type):
+    # The preset's block type with the tiny depths and widths of TINY (given after it on the command line).
+    argv = _argv(tmp_path, *NO_VALIDATION, "--max_steps", "2", "--save_strategy", "no")
+    argv[argv.index("--architecture") + 1] = architecture
+    train_hf.main(argv)
+    model = DCRForImageClassification.from_pretrained(tmp_path)
+    assert model.config.layer_type == layer_type and model.config.depths == [1, 1, 1, 1]
+    assert ("dcr.trunk.stages.0.layers.0.layer.2.convolution.weight" in _weights(tmp_path)) == (layer_type == "bottleneck")
+    assert _state(tmp_path)["global_step"] == 2
+
+
+class _MinerRecorder(TrainerCallback):
+    """Records the `miner` each training forward pass receives."""
+
+    def __init__(self):
+        self.miners = []
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        model.register_forward_pre_hook(lambda m, a, kw: self.miners.append(kw.get("miner")), with_kwargs=True)
+
+
+def _logged_terms(folder: Path) -> list[dict]:
+    return [h for h in _state(folder)["log_history"] if "loss" in h]
+
+
+@pytest.mark.parametrize("reference", ["center", "embedding", "none"])
+def test_trunk_stage_trains_with_the_batch_hard_miner(tmp_path, reference):
+    recorder = _MinerRecorder()
+    arguments = parse(tmp_path, *NO_VALIDATION, "--max_steps", "2", "--logging_steps", "1", "--save_strategy", "no",
+                      "--trunk_miner", "batch_hard", "--trunk_mining_reference", reference)
+    run_training(*arguments, callbacks=[recorder])
+    config = DCRForImageClassification.from_pretrained(tmp_path).config
+    assert (config.trunk_miner, config.trunk_mining_reference) == ("batch_hard", reference)
+    logged = _logged_terms(tmp_path)
+    assert len(logged) == 2 and all(math.isfinite(h["loss"]) for h in logged)
+    if reference == "none":  # no center term: no miner either
+        assert recorder.miners == [None, None] and all("center_loss" not in h for h in logged)
+    else:
+        assert len(recorder.miners) == 2 and all(type(m).__name__ == "BatchHardMiner" for m in recorder.miners)
+        assert all(h["center_loss"] >= 0 for h in logged)
+
+
+def test_branch_stage_trains_with_the_batch_hard_miner(trunk, tmp_path):
+    trunk_folder, _ = trunk
+    recorder = _MinerRecorder()
+    arguments = parse(tmp_path, "--stage", "branch", "--trunk", str(trunk_folder), "--branch_miner", "batch_hard",
+                      *NO_VALIDATION, "--max_steps", "2", "--logging_steps", "1", "--save_strategy", "no")
+    run_training(*arguments, callbacks=[recorder])
+    model = DCRForImageClassification.from_pretrained(tmp_path)
+    assert model.config.branch_miner == "batch_hard" and model.config.trunk_miner is None
+    assert all(type(m).__name__ == "BatchHardMiner" for m in recorder.miners) and len(recorder.miners) == 2
+    # The mined difference MSE(a, p) - MSE(a, n) may be negative; it is logged and finite.
+    assert all(math.isfinite(h["center_loss"]) for h in _logged_terms(tmp_path))

@@ -5,10 +5,12 @@ coupled branches around a trained, frozen trunk, specialized initialization by d
 `finetune` (continue from any DCR checkpoint on new data, e.g. SCface).
 
 Modules: `arguments` (the argument dataclasses and their checks), `model` (the stage's model and
-processor), `trainer` (`DCRTrainer`), `run` (the whole run and the finished folder).
+processor), `mining` (the center terms' batch-hard miner), `trainer` (`DCRTrainer`), `run` (the
+whole run and the finished folder).
 """
 
 from .arguments import ARCHITECTURES, STAGES, DataArguments, DCRTrainingArguments, ModelArguments, check_arguments
+from .mining import build_miner
 from .model import build_model, build_processor
 from .run import load_training_data, run_training
 from .trainer import DCRTrainer, NonFiniteLossError
@@ -21,6 +23,7 @@ __all__ = [
     "DataArguments",
     "ModelArguments",
     "NonFiniteLossError",
+    "build_miner",
     "build_model",
     "build_processor",
     "check_arguments",

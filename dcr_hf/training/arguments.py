@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 
-from ..configuration_dcr import DCRConfig, check_low_resolution_sizes
+from ..configuration_dcr import RESNET_BODIES, DCRConfig, check_low_resolution_sizes
 from ..data.augment import AUGMENTATIONS, check_augmentation
 from ..data.registry import VALIDATION_DATASETS, DatasetOptions, check_training_dataset, validation_for
 
@@ -24,9 +24,12 @@ ARCHITECTURES: dict[str, dict[str, object]] = {
     # small enough for the CPU quickstart on synthetic faces
     "small": {"depths": [1, 1, 1, 1], "hidden_sizes": [16, 32, 64, 128], "embedding_size": 128, "stem_hidden_size": 16},
     "dcr": {},
-    "resnet18": {"depths": [2, 2, 2, 2]},
-    "resnet34": {"depths": [3, 4, 6, 3]},
+    # the torchvision ResNet-N bodies: resnet18, resnet34 (basic blocks), resnet50/101/152 (bottleneck)
+    **RESNET_BODIES,
 }
+
+#: `--trunk_miner` / `--branch_miner` values; "none" = the plain center loss.
+MINER_CHOICES = (*DCRConfig.miners, "none")
 
 
 @dataclass
@@ -36,10 +39,16 @@ class ModelArguments:
     stage: str = field(default="trunk", metadata={"help": f"Training stage, one of {STAGES}.", "choices": STAGES})
     architecture: str = field(
         default="small",
-        metadata={"help": "Trunk preset: 'small' (CPU quickstart), 'dcr' (the original trunk), 'resnet18', 'resnet34'.",
+        metadata={"help": "Trunk preset: 'small' (CPU quickstart), 'dcr' (the original trunk), or a torchvision "
+                  "ResNet-N body: 'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152'.",
                   "choices": tuple(ARCHITECTURES)},
     )
     trunk_type: str = field(default=DCRConfig.trunk_type, metadata={"help": "'resnet' (original default) or 'paper' (PReLU trunk)."})
+    layer_type: str | None = field(
+        default=None,
+        metadata={"help": "Residual block of the 'resnet' trunk: 'basic' or 'bottleneck' (overrides the preset).",
+                  "choices": DCRConfig.layer_types},
+    )
     depths: list[int] | None = field(default=None, metadata={"help": "Blocks per stage (overrides the preset)."})
     hidden_sizes: list[int] | None = field(default=None, metadata={"help": "Channels per stage (overrides the preset)."})
     embedding_size: int | None = field(default=None, metadata={"help": "Embedding size (overrides the preset)."})
@@ -57,6 +66,22 @@ class ModelArguments:
     center_momentum: float | None = field(default=None, metadata={"help": "Center update momentum (default: DCRConfig's)."})
     coupling_loss_weight: float | None = field(
         default=None, metadata={"help": "Coupled-mapping MSE weight, branch stage (default: DCRConfig's)."}
+    )
+    trunk_miner: str | None = field(
+        default=None,
+        metadata={"help": "Trunk stage center term: 'batch_hard' (mined margin term, the original's --trunkloss-miner "
+                  "BatchHardMiner) or 'none' (plain center loss; default: DCRConfig's or the source model's).",
+                  "choices": MINER_CHOICES},
+    )
+    trunk_mining_reference: str | None = field(
+        default=None,
+        metadata={"help": "References of --trunk_miner: class 'center', batch 'embedding', or 'none' (no center term).",
+                  "choices": DCRConfig.mining_references},
+    )
+    branch_miner: str | None = field(
+        default=None,
+        metadata={"help": "Branch stage center term: 'batch_hard' (mined center difference, the original's "
+                  "--branchloss-miner BatchHardMiner) or 'none' (plain center loss).", "choices": MINER_CHOICES},
     )
     trunk: str | None = field(default=None, metadata={"help": "Branch stage: trained trunk folder or Hub id."})
     random_branch_init: bool = field(default=False, metadata={"help": "Branch stage: random instead of specialized init."})
@@ -120,6 +145,18 @@ class DCRTrainingArguments(TrainingArguments):
     )
 
 
+def mining_settings(model_args: ModelArguments) -> dict[str, object]:
+    """The mining fields given on the command line, as `DCRConfig` values ("none" miners -> `None`)."""
+    settings: dict[str, object] = {}
+    for name in ("trunk_miner", "branch_miner"):
+        value = getattr(model_args, name)
+        if value is not None:
+            settings[name] = None if value == "none" else value
+    if model_args.trunk_mining_reference is not None:
+        settings["trunk_mining_reference"] = model_args.trunk_mining_reference
+    return settings
+
+
 def check_arguments(model_args: ModelArguments, data_args: DataArguments, training_args: DCRTrainingArguments) -> None:
     """Fail on inconsistent arguments before any data is read or any model is built."""
     if model_args.stage == "branch" and not model_args.trunk:
@@ -133,6 +170,8 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
                         ("--validation_sizes", data_args.validation_sizes)):
         if sizes is not None:
             check_low_resolution_sizes(sizes, image_size, name=name)
+    if model_args.stage == "trunk":
+        DCRConfig(**mining_settings(model_args))  # the config's own rule, before any data is read
     check_training_dataset(data_args.dataset, data_args)
     validation_for(data_args.dataset, data_args.validation_dataset)
     check_augmentation(data_args.augmentation)
@@ -143,4 +182,13 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
         )
 
 
-__all__ = ["ARCHITECTURES", "STAGES", "DCRTrainingArguments", "DataArguments", "ModelArguments", "check_arguments"]
+__all__ = [
+    "ARCHITECTURES",
+    "MINER_CHOICES",
+    "STAGES",
+    "DCRTrainingArguments",
+    "DataArguments",
+    "ModelArguments",
+    "check_arguments",
+    "mining_settings",
+]

@@ -18,7 +18,7 @@ from ..configuration_dcr import DCRConfig
 from ..hub import load_image_processor
 from ..image_processing_dcr import DCRImageProcessor
 from ..modeling_dcr import DCRForImageClassification
-from .arguments import ARCHITECTURES, ModelArguments
+from .arguments import ARCHITECTURES, ModelArguments, mining_settings
 
 logger = logging.get_logger(__name__)
 
@@ -30,11 +30,18 @@ def _given(model_args: ModelArguments, names: tuple[str, ...]) -> dict[str, Any]
     return {name: getattr(model_args, name) for name in names if getattr(model_args, name) is not None}
 
 
+def loss_settings(model_args: ModelArguments) -> dict[str, Any]:
+    """The `DCRConfig` loss and mining settings given on the command line."""
+    return {**_given(model_args, LOSS_FIELDS), **mining_settings(model_args)}
+
+
 def config_from_arguments(model_args: ModelArguments, id2label: dict[int, str]) -> DCRConfig:
     """The config of a new trunk: `DCRConfig`'s defaults, the preset, then every field given."""
     values: dict[str, Any] = dict(ARCHITECTURES[model_args.architecture])
-    values.update(_given(model_args, ("depths", "hidden_sizes", "embedding_size", "image_size", "low_resolution_sizes")))
-    values.update(_given(model_args, LOSS_FIELDS))
+    values.update(
+        _given(model_args, ("layer_type", "depths", "hidden_sizes", "embedding_size", "image_size", "low_resolution_sizes"))
+    )
+    values.update(loss_settings(model_args))
     embedding_size = values.get("embedding_size", DCRConfig.embedding_size)
     return DCRConfig(
         trunk_type=model_args.trunk_type,
@@ -86,7 +93,7 @@ def build_model(model_args: ModelArguments, num_labels: int, id2label: dict[int,
         return DCRForImageClassification(config_from_arguments(model_args, id2label))
     source = model_args.source
     config = source_config(model_args)
-    overrides = dict(_given(model_args, LOSS_FIELDS), freeze_batch_norm=model_args.freeze_batch_norm)
+    overrides = dict(loss_settings(model_args), freeze_batch_norm=model_args.freeze_batch_norm)
     if model_args.stage == "branch":
         trunk = DCRForImageClassification.from_pretrained(source)
         if trunk.config.num_labels != num_labels:

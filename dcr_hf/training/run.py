@@ -19,6 +19,7 @@ from ..data.transforms import FinetuneTransform, TrainTransform, apply_transform
 from ..evaluation import CRITERIA
 from ..image_processing_dcr import DCRImageProcessor
 from .arguments import DataArguments, DCRTrainingArguments, ModelArguments, check_arguments
+from .mining import build_miner
 from .model import build_model, build_processor, source_config
 from .trainer import DCRTrainer
 
@@ -151,6 +152,7 @@ def run_training(
         deferred_low_resolution_sizes=list(config.low_resolution_sizes) if data_args.defer_low_resolution else None,
         samples_per_class=data_args.samples_per_class,
         random_flip=data_args.augmentation == "flip",
+        miner=build_miner(config),
     )
     result = _train_and_validate(trainer, training_args, data)
     if trainer.is_world_process_zero():

@@ -13,6 +13,7 @@ from transformers.utils import logging
 
 from ..data.augment import apply_flips, draw_flips
 from ..low_resolution import make_low_resolution_copies
+from ..modeling_dcr import Miner
 
 logger = logging.get_logger(__name__)
 
@@ -26,7 +27,8 @@ class NonFiniteLossError(FloatingPointError):
 
 class DCRTrainer(Trainer):
     """`Trainer` for DCR: LR copies made on the device when deferred, the flip drawn in the step,
-    NaN/inf guard, loss terms in the logs, the M-per-class sampler, the original's step schedule,
+    the batch-hard miner of the center terms, NaN/inf guard, loss terms in the logs, the M-per-class
+    sampler, the original's step schedule,
     and validation by the face protocols with the model's own processor (`processing_class`),
     overriding `evaluate` so that early stopping and best-model selection work."""
 
@@ -39,9 +41,11 @@ class DCRTrainer(Trainer):
         deferred_low_resolution_sizes: list[int] | None = None,
         samples_per_class: int | None = None,
         random_flip: bool = False,
+        miner: Miner | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        self.miner = miner  # the center terms' batch-hard miner (`build_miner`), passed to the forward pass
         self.validation = validation
         self.validation_protocol = validation_protocol
         self.validation_sizes = validation_sizes
@@ -103,6 +107,8 @@ class DCRTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = self._prepare_step_inputs(inputs, model.training)
+        if self.miner is not None:
+            inputs["miner"] = self.miner
         outputs = model(**inputs)
         loss = outputs["loss"]
         finite = torch.isfinite(loss.detach()).float()

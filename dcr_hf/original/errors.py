@@ -1,0 +1,9 @@
+"""The one error a conversion of the original's files raises."""
+
+
+class ConversionError(ValueError):
+    """An original checkpoint or `config.json` that cannot be converted exactly; the message names
+    the file, the key or value, and what was expected."""
+
+
+__all__ = ["ConversionError"]
