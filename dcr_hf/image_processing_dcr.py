@@ -12,6 +12,7 @@ it imports only torch, transformers, PIL, numpy and `.configuration_dcr`.
 
 from __future__ import annotations
 
+import copy
 import functools
 import io
 import math
@@ -465,6 +466,13 @@ class DCRImageProcessor(BaseImageProcessor):
             return pil_resize_matrix(in_size, out_size, mode)
         mode = self.downsample_interpolation if step == "downsample" else self.upsample_interpolation
         return _torch_resize_matrix(in_size, out_size, mode)
+
+    def with_low_resolution_operator(self, downsample_interpolation: str, upsample_interpolation: str) -> DCRImageProcessor:
+        """A copy of this processor with another LR operator (e.g. the original's, for one evaluation)."""
+        check_interpolation_modes(downsample_interpolation, upsample_interpolation)
+        other = copy.deepcopy(self)
+        other.downsample_interpolation, other.upsample_interpolation = downsample_interpolation, upsample_interpolation
+        return other
 
     def simulate_low_resolution(self, pixel_values: torch.Tensor, size: int) -> torch.Tensor:
         """This processor's LR simulation on `[..., 3, image_size, image_size]` pixels in [0, 1] (any device):
