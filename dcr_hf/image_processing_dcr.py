@@ -4,7 +4,9 @@ Decoding (EXIF orientation included), conversion to 8-bit RGB, the resize to `im
 rescaling to [0, 1], normalization and the low-resolution (LR) probe simulation all live here.
 The dataset transforms of `dcr_hf.data`, training, validation and evaluation call a processor
 object instead of preprocessing on their own, and the batched fast path of the LR operator
-(`dcr_hf.low_resolution`) is read off this processor's own resize steps.
+(`dcr_hf.low_resolution`) is built on this processor's resize matrices (`resize_matrix`) and
+rounding points. The default LR operator is the original's: PIL's Lanczos, then PIL's bilinear,
+both in 8 bits, reproduced here as batched tensor operations.
 
 This file travels to every Hub repository next to the model files (for `trust_remote_code`), so
 it imports only torch, transformers, PIL, numpy and `.configuration_dcr`.
