@@ -39,9 +39,9 @@ from .original.arguments import STAGES
 logger = logging.get_logger(__name__)
 
 #: Processor settings every converted checkpoint gets besides its `config.json`'s image size and
-#: mean/std. The place for the original's LR operator (`downsample_interpolation="lanczos"`) once
-#: the processor offers it.
-CONVERTED_PROCESSOR_SETTINGS: dict[str, Any] = {}
+#: mean/std: the original's LR operator (PIL Lanczos down, bilinear up, in 8 bits), written into the
+#: folder explicitly so that it stays the original's whatever the processor's defaults become.
+CONVERTED_PROCESSOR_SETTINGS: dict[str, Any] = {"downsample_interpolation": "lanczos", "upsample_interpolation": "bilinear"}
 
 #: What a conversion assumes for a `config.json` key that is absent (or without `config.json`).
 ASSUMED = {"normalized_embeddings": True, "scale_list": list(DCRConfig.low_resolution_sizes),

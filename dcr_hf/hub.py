@@ -38,13 +38,15 @@ CARD_METRICS = {
     "verification": ("accuracy", "auc", "eer"),
     "intra-verification": ("accuracy", "auc", "eer"),
     "identification": ("rank_1", "rank_5"),
-    "retrieval": ("precision_at_1", "map_at_r", "r_precision"),
+    "retrieval": ("precision_at_1", "map_at_r", "r_precision", "nmi", "ami"),
+    "intra-retrieval": ("precision_at_1", "map_at_r", "r_precision", "nmi", "ami"),
 }
 _PROTOCOL_TITLES = {
     "verification": "verification, HR gallery vs LR probe",
     "intra-verification": "verification, both images at the same resolution",
     "identification": "identification, HR gallery vs real LR probes",
     "retrieval": "retrieval, LR queries vs HR references",
+    "intra-retrieval": "retrieval, queries and references at the same resolution",
 }
 
 

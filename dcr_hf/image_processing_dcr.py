@@ -4,7 +4,9 @@ Decoding (EXIF orientation included), conversion to 8-bit RGB, the resize to `im
 rescaling to [0, 1], normalization and the low-resolution (LR) probe simulation all live here.
 The dataset transforms of `dcr_hf.data`, training, validation and evaluation call a processor
 object instead of preprocessing on their own, and the batched fast path of the LR operator
-(`dcr_hf.low_resolution`) is read off this processor's own resize steps.
+(`dcr_hf.low_resolution`) is built on this processor's resize matrices (`resize_matrix`) and
+rounding points. The default LR operator is the original's: PIL's Lanczos, then PIL's bilinear,
+both in 8 bits, reproduced here as batched tensor operations.
 
 This file travels to every Hub repository next to the model files (for `trust_remote_code`), so
 it imports only torch, transformers, PIL, numpy and `.configuration_dcr`.
@@ -12,7 +14,10 @@ it imports only torch, transformers, PIL, numpy and `.configuration_dcr`.
 
 from __future__ import annotations
 
+import copy
+import functools
 import io
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -31,8 +36,15 @@ from .configuration_dcr import DCRConfig, check_low_resolution_sizes
 
 logger = logging.get_logger(__name__)
 
-#: Interpolation modes of the two resizes of the LR simulation (torch, on float pixels).
-INTERPOLATION_MODES = ("bicubic", "bilinear", "area", "nearest")
+#: Interpolation modes of the two resizes of the LR simulation. "lanczos" (downsample only) is PIL's
+#: Lanczos resize in 8 bits, the original's operator; the others are torch's, on float pixels.
+INTERPOLATION_MODES = ("lanczos", "bicubic", "bilinear", "area", "nearest")
+#: Torch modes: linear resizes of float pixels (antialiased when shrinking).
+TORCH_INTERPOLATION_MODES = ("bicubic", "bilinear", "area", "nearest")
+#: Upsampling filters after a "lanczos" downsample: PIL's, in 8 bits as well.
+PIL_UPSAMPLE_MODES = ("bilinear", "bicubic", "lanczos")
+#: The default LR operator of new processors: the original's (PIL Lanczos down, PIL bilinear up, 8 bits).
+DEFAULT_DOWNSAMPLE, DEFAULT_UPSAMPLE = "lanczos", "bilinear"
 
 #: The torch mode that stands for a PIL filter when a float tensor (no PIL image) must be resized.
 _TORCH_MODE_OF_RESAMPLE = {
@@ -69,9 +81,16 @@ def convert_to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
     return image.convert("RGB")
 
 
-def _check_mode(name: str, mode: str) -> None:
-    if mode not in INTERPOLATION_MODES:
-        raise ValueError(f"{name}={mode!r} is not supported; expected one of {INTERPOLATION_MODES}.")
+def check_interpolation_modes(downsample: str, upsample: str) -> None:
+    """`ValueError` unless `(downsample, upsample)` is an LR operator this module can apply."""
+    if downsample not in INTERPOLATION_MODES:
+        raise ValueError(f"downsample_interpolation={downsample!r} is not supported; expected one of {INTERPOLATION_MODES}.")
+    allowed = PIL_UPSAMPLE_MODES if downsample == "lanczos" else TORCH_INTERPOLATION_MODES
+    if upsample not in allowed:
+        raise ValueError(
+            f"upsample_interpolation={upsample!r} is not supported after downsample_interpolation={downsample!r}; "
+            f"expected one of {allowed}."
+        )
 
 
 def _resize_float(pixels: torch.Tensor, size: tuple[int, int], mode: str, antialias: bool = True) -> torch.Tensor:
@@ -80,31 +99,135 @@ def _resize_float(pixels: torch.Tensor, size: tuple[int, int], mode: str, antial
     return F.interpolate(pixels, size=size, mode=mode, **kwargs)
 
 
+@functools.lru_cache(maxsize=256)
+def _torch_resize_matrix(in_size: int, out_size: int, mode: str) -> torch.Tensor:
+    """Torch's (linear) resize along one axis as a float64 `[out_size, in_size]` matrix (read-only, cached).
+
+    The basis image that is 1 on row i (constant along the rows) resizes to column i of the matrix
+    times a constant row, because resize weights sum to one; column 0 of the resized basis images
+    gives the matrix.
+    """
+    basis = torch.eye(in_size, dtype=torch.float64)[:, None, :, None].expand(in_size, 1, in_size, in_size)
+    return _resize_float(basis.contiguous(), (out_size, out_size), mode)[:, 0, :, 0].T.contiguous()
+
+
+# -- PIL's resize in 8 bits, as batched matrix products ---------------------------------------
+#
+# Hand-written: PIL exposes no resize coefficients and torch has no Lanczos kernel. What PIL does
+# (libImaging/Resample.c) for an 8-bit image: per output pixel along an axis, the filter is
+# stretched by the reduction factor (support x max(1, in/out)), sampled at the input pixel
+# centres inside the support, normalised to sum 1 and turned into fixed-point integers with 22
+# fractional bits; the horizontal pass runs first, then the vertical one, each output rounded
+# (half up) and clipped to 0..255. Here a pass is one product with an `[out, in]` matrix holding
+# those integers / 2**22, followed by the same rounding; in float64 every product and sum is
+# exact (integers below 2**53 scaled by a power of two), so the result is PIL's to the bit.
+
+_PIL_PRECISION = float(1 << 22)
+
+
+def _sinc(x: float) -> float:
+    return 1.0 if x == 0.0 else math.sin(x * math.pi) / (x * math.pi)
+
+
+def _pil_bilinear(x: float) -> float:
+    x = abs(x)
+    return 1.0 - x if x < 1.0 else 0.0
+
+
+def _pil_bicubic(x: float) -> float:
+    a, x = -0.5, abs(x)
+    if x < 1.0:
+        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1
+    if x < 2.0:
+        return (((x - 5) * x + 8) * x - 4) * a
+    return 0.0
+
+
+def _pil_lanczos(x: float) -> float:
+    return _sinc(x) * _sinc(x / 3) if -3.0 <= x < 3.0 else 0.0
+
+
+#: PIL's kernels and their supports (in input pixels at a scale of 1).
+_PIL_FILTERS = {"bilinear": (_pil_bilinear, 1.0), "bicubic": (_pil_bicubic, 2.0), "lanczos": (_pil_lanczos, 3.0)}
+
+
+@functools.lru_cache(maxsize=256)
+def pil_resize_matrix(in_size: int, out_size: int, mode: str) -> torch.Tensor:
+    """PIL's 8-bit resize weights along one axis: float64 `[out_size, in_size]` (read-only, cached).
+
+    Row i holds PIL's fixed-point coefficients of output pixel i divided by 2**22, computed in
+    double precision in PIL's order of operations (Python's `math.sin` is the C library's).
+    """
+    kernel, support = _PIL_FILTERS[mode]
+    scale = in_size / out_size
+    filter_scale = max(scale, 1.0)
+    support *= filter_scale
+    inverse = 1.0 / filter_scale
+    matrix = torch.zeros(out_size, in_size, dtype=torch.float64)
+    for out in range(out_size):
+        center = (out + 0.5) * scale
+        first = max(int(center - support + 0.5), 0)
+        stop = min(int(center + support + 0.5), in_size)
+        weights = [kernel((x - center + 0.5) * inverse) for x in range(first, stop)]
+        total = sum(weights)
+        for x, weight in zip(range(first, stop), weights):
+            weight = weight / total if total != 0.0 else weight
+            # C's (int) truncates toward zero, as Python's int() does.
+            fixed = int(weight * _PIL_PRECISION + (0.5 if weight >= 0 else -0.5))
+            matrix[out, x] = fixed / _PIL_PRECISION
+    return matrix
+
+
+def round_to_8_bits(levels: torch.Tensor, clip: bool = True) -> torch.Tensor:
+    """PIL's rounding of a filtered value: half up, then clipped to 0..255 (in place; `clip=False`
+    where the filter cannot leave that range)."""
+    levels.add_(0.5).floor_()
+    return levels.clamp_(0.0, 255.0) if clip else levels
+
+
+def to_8_bit_levels(pixel_values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[0, 1] pixels -> the 8-bit levels 0..255 of the image they came from, as `dtype`."""
+    return pixel_values.to(dtype).mul(255.0).round_().clamp_(0.0, 255.0)
+
+
+def exact_dtype(device: torch.device) -> torch.dtype:
+    """float64, in which the 8-bit passes are exact; float32 where the device has no float64 (MPS)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def resize_8_bit(levels: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """PIL's two-pass 8-bit resize of levels `[..., H, W]` with `rows` `[out_h, H]`, `columns` `[out_w, W]`."""
+    wide = round_to_8_bits(levels @ columns.T)  # horizontal pass first, as PIL
+    return round_to_8_bits(rows @ wide)
+
+
 def simulate_low_resolution(
     pixel_values: torch.Tensor,
     size: int,
     output_size: int | Sequence[int] | None = None,
-    downsample_interpolation: str = "bicubic",
-    upsample_interpolation: str = "bilinear",
+    downsample_interpolation: str = DEFAULT_DOWNSAMPLE,
+    upsample_interpolation: str = DEFAULT_UPSAMPLE,
     antialias: bool = True,
     clamp: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """Simulate a low-resolution probe: downsample to `size` x `size`, then resize back.
 
     Works on any float tensor shaped `[..., channels, height, width]` (one image, a batch, a
-    multi-resolution batch) on any device, without a per-image loop. Both resizes are linear, so
-    the result is the same before or after a per-channel normalization (up to `clamp`).
+    multi-resolution batch) on any device, without a per-image loop.
 
-    The original implementation downsampled with PIL's Lanczos filter; torch has no Lanczos
-    kernel, so the default is antialiased bicubic (both low-pass the image before decimation).
+    `downsample_interpolation="lanczos"` (default) is the original's operator exactly: PIL's
+    Lanczos resize of the 8-bit image to s x s, then PIL's `upsample_interpolation` resize back,
+    both in 8 bits (see `pil_resize_matrix`). It takes pixels in [0, 1] (rounded to 8-bit levels
+    first) and returns multiples of 1/255 in [0, 1]. The torch modes are linear resizes of float
+    pixels, so their result is the same before or after a per-channel normalization (up to `clamp`).
 
     Args:
         pixel_values: float tensor `[..., C, H, W]`.
         size: side of the low-resolution image, in pixels (> 0, below the output size).
         output_size: side (or `(height, width)`) to bring the image back to; default: the input's.
-        downsample_interpolation / upsample_interpolation: one of `INTERPOLATION_MODES`.
-        antialias: low-pass filter while downsampling (bilinear/bicubic only).
-        clamp: optional `(min, max)` for the result (`(0, 1)` for `[0, 1]` pixels).
+        downsample_interpolation / upsample_interpolation: see `check_interpolation_modes`.
+        antialias: low-pass filter while downsampling (torch bilinear/bicubic only).
+        clamp: optional `(min, max)` for the result of a torch mode (`(0, 1)` for `[0, 1]` pixels).
 
     Returns:
         `[..., C, out_h, out_w]`, same dtype and device.
@@ -116,8 +239,7 @@ def simulate_low_resolution(
         raise ValueError(f"pixel_values must have shape [..., C, H, W], got {tuple(pixel_values.shape)}.")
     if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
         raise ValueError(f"size must be a positive integer, got {size!r}.")
-    _check_mode("downsample_interpolation", downsample_interpolation)
-    _check_mode("upsample_interpolation", upsample_interpolation)
+    check_interpolation_modes(downsample_interpolation, upsample_interpolation)
     *lead, channels, height, width = pixel_values.shape
     if output_size is None:
         out_hw = (height, width)
@@ -131,13 +253,31 @@ def simulate_low_resolution(
             "the high-resolution image is not a low-resolution probe."
         )
     flat = pixel_values.reshape(-1, channels, height, width)
-    # Interpolation kernels are fastest and best supported in float32; bf16/fp16 come back as given.
-    work = flat if flat.dtype in (torch.float32, torch.float64) else flat.float()
-    low = _resize_float(work, (size, size), downsample_interpolation, antialias)
-    restored = _resize_float(low, out_hw, upsample_interpolation, antialias)
-    if clamp is not None:
-        restored = restored.clamp(clamp[0], clamp[1])
+    if downsample_interpolation == "lanczos":
+        restored = _simulate_8_bit(flat, size, out_hw, upsample_interpolation)
+    else:
+        # Interpolation kernels are fastest and best supported in float32; bf16/fp16 come back as given.
+        work = flat if flat.dtype in (torch.float32, torch.float64) else flat.float()
+        low = _resize_float(work, (size, size), downsample_interpolation, antialias)
+        restored = _resize_float(low, out_hw, upsample_interpolation, antialias)
+        if clamp is not None:
+            restored = restored.clamp(clamp[0], clamp[1])
     return restored.to(pixel_values.dtype).reshape(*lead, channels, *out_hw)
+
+
+def _simulate_8_bit(pixels: torch.Tensor, size: int, out_hw: tuple[int, int], upsample: str) -> torch.Tensor:
+    """PIL Lanczos to s x s, then PIL `upsample` to `out_hw`, in 8 bits: `[N, C, H, W]` [0, 1] -> float32 [0, 1]."""
+    dtype, device = exact_dtype(pixels.device), pixels.device
+    height, width = pixels.shape[-2:]
+
+    def matrix(in_size: int, out_size: int, mode: str) -> torch.Tensor:
+        return pil_resize_matrix(in_size, out_size, mode).to(device=device, dtype=dtype)
+
+    levels = to_8_bit_levels(pixels, dtype)
+    small = resize_8_bit(levels, matrix(height, size, "lanczos"), matrix(width, size, "lanczos"))
+    restored = resize_8_bit(small, matrix(size, out_hw[0], upsample), matrix(size, out_hw[1], upsample))
+    # The same float32 rescale as `DCRImageProcessor.rescale_pixels` of a decoded 8-bit image.
+    return restored.to(torch.float32).mul_(1 / 255)
 
 
 def _resample_value(resample: Any) -> int:
@@ -178,8 +318,10 @@ class DCRImageProcessor(BaseImageProcessor):
         do_normalize (`bool`, defaults to `True`), image_mean / image_std (default 0.5 each).
         do_convert_rgb (`bool`, defaults to `True`): any mode becomes 8-bit RGB.
         low_resolution_size (`int`, *optional*): make every image an s x s LR probe; also per call.
-        downsample_interpolation (`str`, defaults to `"bicubic"`), upsample_interpolation (`str`,
-            defaults to `"bilinear"`): the two resizes of the LR simulation.
+        downsample_interpolation (`str`, defaults to `"lanczos"`), upsample_interpolation (`str`,
+            defaults to `"bilinear"`): the two resizes of the LR simulation. `"lanczos"` is the
+            original's operator: PIL's Lanczos, then PIL's upsample filter, both in 8 bits (as batched
+            tensor operations); torch modes ("bicubic", ...) resize float pixels.
     """
 
     model_input_names = ["pixel_values"]
@@ -193,8 +335,9 @@ class DCRImageProcessor(BaseImageProcessor):
     image_std = [0.5, 0.5, 0.5]
     do_convert_rgb = True
     low_resolution_size = None
-    downsample_interpolation = "bicubic"
-    upsample_interpolation = "bilinear"
+    # Saved in preprocessor_config.json: folders saved with "bicubic" keep it when loaded.
+    downsample_interpolation = DEFAULT_DOWNSAMPLE
+    upsample_interpolation = DEFAULT_UPSAMPLE
 
     def __init__(self, **kwargs: Any):
         if "interpolation" in kwargs:
@@ -205,8 +348,7 @@ class DCRImageProcessor(BaseImageProcessor):
                      "low_resolution_size", "downsample_interpolation", "upsample_interpolation"):
             options[name] = kwargs.pop(name, getattr(type(self), name))
         super().__init__(**kwargs)
-        _check_mode("downsample_interpolation", options["downsample_interpolation"])
-        _check_mode("upsample_interpolation", options["upsample_interpolation"])
+        check_interpolation_modes(options["downsample_interpolation"], options["upsample_interpolation"])
         mean, std = list(options["image_mean"]), list(options["image_std"])
         if len(mean) != 3 or len(std) != 3 or any(float(s) <= 0 for s in std):
             raise ValueError(f"image_mean and image_std need 3 values (std > 0), got {mean} and {std}.")
@@ -286,17 +428,57 @@ class DCRImageProcessor(BaseImageProcessor):
         high = [(1.0 - m) / s for m, s in zip(self.image_mean, self.image_std)]
         return low, high
 
+    @property
+    def low_resolution_in_8_bits(self) -> bool:
+        """Whether the LR steps work on 8-bit levels, rounded after every pass (the PIL operator)."""
+        return self.downsample_interpolation == "lanczos"
+
     def downsample(self, pixel_values: torch.Tensor, size: int) -> torch.Tensor:
-        """First step of the LR simulation: float `[N, C, H, W]` -> `[N, C, size, size]`."""
+        """First step of the LR simulation: float `[N, C, H, W]` in [0, 1] -> `[N, C, size, size]`."""
+        if self.low_resolution_in_8_bits:
+            return self._resize_8_bit(pixel_values, "downsample", size)
         return _resize_float(pixel_values, (size, size), self.downsample_interpolation)
 
     def upsample(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Second step of the LR simulation: float `[N, C, s, s]` -> `[N, C, image_size, image_size]`."""
+        """Second step of the LR simulation: float `[N, C, s, s]` in [0, 1] -> `[N, C, image_size, image_size]`."""
+        if self.low_resolution_in_8_bits:
+            return self._resize_8_bit(pixel_values, "upsample", pixel_values.shape[-1])
         return _resize_float(pixel_values, (self.image_size, self.image_size), self.upsample_interpolation)
+
+    def _resize_8_bit(self, pixel_values: torch.Tensor, step: str, size: int) -> torch.Tensor:
+        matrix = self.resize_matrix(step, size).to(pixel_values.device, exact_dtype(pixel_values.device))
+        levels = resize_8_bit(to_8_bit_levels(pixel_values, matrix.dtype), matrix, matrix)
+        return levels.to(torch.float32).mul_(1 / 255).to(pixel_values.dtype)
+
+    def resize_matrix(self, step: str, size: int) -> torch.Tensor:
+        """One LR step along one axis as a float64 CPU matrix: `[size, image_size]` for `"downsample"`,
+        `[image_size, size]` for `"upsample"` (read-only, cached).
+
+        The LR operator applies it to the width, then to the height of every image, rounding to
+        8 bits after each pass when `low_resolution_in_8_bits` (PIL's fixed-point weights, see
+        `pil_resize_matrix`); the torch modes are linear, and their matrix is read off torch's
+        resize of basis images. `dcr_hf.low_resolution` builds its fast path on these matrices.
+        """
+        size = self.check_low_resolution_size(size)
+        if step not in ("downsample", "upsample"):
+            raise ValueError(f"step must be 'downsample' or 'upsample', got {step!r}.")
+        in_size, out_size = (self.image_size, size) if step == "downsample" else (size, self.image_size)
+        if self.low_resolution_in_8_bits:
+            mode = "lanczos" if step == "downsample" else self.upsample_interpolation
+            return pil_resize_matrix(in_size, out_size, mode)
+        mode = self.downsample_interpolation if step == "downsample" else self.upsample_interpolation
+        return _torch_resize_matrix(in_size, out_size, mode)
+
+    def with_low_resolution_operator(self, downsample_interpolation: str, upsample_interpolation: str) -> DCRImageProcessor:
+        """A copy of this processor with another LR operator (e.g. the original's, for one evaluation)."""
+        check_interpolation_modes(downsample_interpolation, upsample_interpolation)
+        other = copy.deepcopy(self)
+        other.downsample_interpolation, other.upsample_interpolation = downsample_interpolation, upsample_interpolation
+        return other
 
     def simulate_low_resolution(self, pixel_values: torch.Tensor, size: int) -> torch.Tensor:
         """This processor's LR simulation on `[..., 3, image_size, image_size]` pixels in [0, 1] (any device):
-        `downsample` to s x s, `upsample` back, clamped to [0, 1] as an 8-bit image file would be."""
+        `downsample` to s x s, `upsample` back, in [0, 1] as an 8-bit image file would be."""
         return simulate_low_resolution(
             pixel_values,
             self.check_low_resolution_size(size),
@@ -405,4 +587,12 @@ class DCRImageProcessor(BaseImageProcessor):
         return BatchFeature({"pixel_values": batch}, tensor_type=None if return_tensors is None else "pt")
 
 
-__all__ = ["DCRImageProcessor", "INTERPOLATION_MODES", "convert_to_rgb", "simulate_low_resolution"]
+__all__ = [
+    "DCRImageProcessor",
+    "INTERPOLATION_MODES",
+    "check_interpolation_modes",
+    "convert_to_rgb",
+    "pil_resize_matrix",
+    "resize_8_bit",
+    "simulate_low_resolution",
+]

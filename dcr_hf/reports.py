@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,12 @@ PRIMARY_METRICS = {
     "intra-verification": "accuracy",
     "identification": "rank_1",
     "retrieval": "precision_at_1",
+    "intra-retrieval": "precision_at_1",
+}
+#: More metrics of a protocol, each written as its own table into results.md.
+SECONDARY_METRICS = {
+    "retrieval": ("map_at_r", "r_precision", "nmi", "ami"),
+    "intra-retrieval": ("map_at_r", "r_precision", "nmi", "ami"),
 }
 METRIC_TITLES = {
     "accuracy": "verification accuracy (%)",
@@ -35,6 +41,8 @@ METRIC_TITLES = {
     "precision_at_1": "precision@1 (%)",
     "map_at_r": "MAP@R (%)",
     "r_precision": "R-precision (%)",
+    "nmi": "NMI of k-means clusters (%)",
+    "ami": "AMI of k-means clusters (%)",
 }
 
 
@@ -75,16 +83,39 @@ def _cell(column: Mapping[str, Any] | None, metric: str, markdown: bool) -> str:
     return text
 
 
+#: What each retrieval rule means, for the line under a retrieval table.
+RETRIEVAL_RULE_NOTES = {
+    "exclude_own": "retrieval rule: exclude_own (each query's own image is left out of its references; "
+    "R counts the other images of its identity)",
+    "original": "retrieval rule: original (one neighbour more is searched and each query's first neighbour "
+    "dropped, whoever it is, as the original did; R counts the other images of its identity)",
+}
+
+
+def result_notes(results_by_model: Mapping[str, Mapping[str, Any]], notes: Sequence[str] = ()) -> list[str]:
+    """The lines under a table: `notes`, then the settings a reader needs to compare the figures
+    (the retrieval rule of retrieval results)."""
+    lines = list(notes)
+    rules = {result.get("retrieval_rule") for result in results_by_model.values()} - {None}
+    lines += [RETRIEVAL_RULE_NOTES.get(rule, f"retrieval rule: {rule}") for rule in sorted(rules)]
+    return lines
+
+
 def format_results_table(
-    results_by_model: Mapping[str, Mapping[str, Any]], metric: str | None = None, markdown: bool = False
+    results_by_model: Mapping[str, Mapping[str, Any]],
+    metric: str | None = None,
+    markdown: bool = False,
+    notes: Sequence[str] | None = (),
 ) -> str:
-    """A table with one row per model and one column per resolution/distance.
+    """A table with one row per model and one column per resolution/distance, and `result_notes` under it.
 
     Args:
         results_by_model: `{model name: runner result}`, all of one protocol.
         metric: the metric to show (default: `PRIMARY_METRICS[protocol]`), in percent, with
             "± std" over the folds when the result has `<metric>_std`.
         markdown: a GitHub-flavoured Markdown table instead of aligned plain text.
+        notes: lines to print under the table (e.g. the protocol settings of the run); None: no
+            lines at all, not even the automatic ones.
     """
     columns = _check_comparable(results_by_model)
     protocol = next(iter(results_by_model.values()))["protocol"]
@@ -95,9 +126,11 @@ def format_results_table(
         for name, result in results_by_model.items()
     ]
     title = f"{protocol}: {METRIC_TITLES.get(metric, metric)}"
+    notes = [] if notes is None else result_notes(results_by_model, notes)
     if markdown:
         lines = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines += [""] + [f"- {note}" for note in notes] if notes else []
         return "\n".join(lines) + "\n"
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
@@ -107,7 +140,7 @@ def format_results_table(
         return "  ".join(padded)
 
     rule = "-" * len(line(header))
-    return "\n".join([title, rule, line(header), rule, *map(line, rows), rule]) + "\n"
+    return "\n".join([title, rule, line(header), rule, *map(line, rows), rule, *notes]) + "\n"
 
 
 def to_jsonable(value: Any) -> Any:
@@ -203,16 +236,22 @@ def write_reports(
     results_by_model: Mapping[str, Mapping[str, Any]],
     output_dir: str | Path,
     metadata: Mapping[str, Any] | None = None,
+    notes: Sequence[str] = (),
 ) -> dict[str, Path]:
-    """Write `results.json`, `results.md` (the table) and, for verification, `roc_<model>.png` per
-    model into `output_dir`; returns `{"json", "markdown", "roc/<model>": path}`."""
+    """Write `results.json`, `results.md` (the table and its notes) and, for verification,
+    `roc_<model>.png` per model into `output_dir`; returns `{"json", "markdown", "roc/<model>": path}`."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     written = {
         "json": write_results_json(results_by_model, output_dir / "results.json", metadata),
         "markdown": output_dir / "results.md",
     }
-    written["markdown"].write_text(format_results_table(results_by_model, markdown=True), encoding="utf-8")
+    protocol = next(iter(results_by_model.values())).get("protocol")
+    tables = [format_results_table(results_by_model, markdown=True, notes=notes)]
+    for metric in SECONDARY_METRICS.get(protocol, ()):
+        if any(column.get(metric) is not None for r in results_by_model.values() for column in result_columns(r).values()):
+            tables.append(format_results_table(results_by_model, metric=metric, markdown=True, notes=None))
+    written["markdown"].write_text("\n".join(tables), encoding="utf-8")
     stems: set[str] = set()
     for name, result in results_by_model.items():
         if result.get("curves"):
@@ -227,10 +266,13 @@ def write_reports(
 __all__ = [
     "METRIC_TITLES",
     "PRIMARY_METRICS",
+    "RETRIEVAL_RULE_NOTES",
+    "SECONDARY_METRICS",
     "column_title",
     "one_line_summary",
     "format_results_table",
     "plot_roc_curves",
+    "result_notes",
     "result_columns",
     "to_jsonable",
     "write_reports",

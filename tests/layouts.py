@@ -150,3 +150,18 @@ def smooth_photo(rng: np.random.Generator, height: int = 120, width: int = 120) 
         image += rng.random(3) * np.exp(-((rows - center[0]) ** 2 + (cols - center[1]) ** 2) / (2 * spread**2))[..., None]
     image += cols[..., None] / width * 0.3 + rng.normal(0, 0.02, (height, width, 3))
     return (np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+def pil_low_resolution(image: Image.Image, size: int, upsample: int = Image.Resampling.BILINEAR) -> np.ndarray:
+    """The original's LR copy by PIL itself: Lanczos to size x size, then `upsample` back; uint8 [H, W, 3]."""
+    low = image.convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
+    return np.asarray(low.resize(image.size, upsample))
+
+
+def pil_low_resolution_batch(pixel_values, size: int, mean: float = 0.5, std: float = 0.5):
+    """`pil_low_resolution` of normalized pixels `[batch, 3, H, W]` (rounded to 8 bits), normalized back."""
+    import torch
+
+    levels = (pixel_values * std + mean).mul(255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    low = np.stack([pil_low_resolution(Image.fromarray(np.ascontiguousarray(image)), size) for image in levels])
+    return (torch.from_numpy(low).permute(0, 3, 1, 2).float() / 255 - mean) / std

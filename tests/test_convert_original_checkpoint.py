@@ -328,6 +328,10 @@ def test_converted_model_computes_the_original_embeddings(tmp_path, case, normal
     assert config.low_resolution_sizes == SCALES and config.image_size == IMAGE and config.num_labels == CLASSES
     processor = DCRImageProcessor.from_pretrained(output)
     assert processor.image_mean == MEAN and processor.image_std == STD and processor.image_size == IMAGE
+    # The original's LR operator, written into the folder: PIL Lanczos down, bilinear up, in 8 bits.
+    assert (processor.downsample_interpolation, processor.upsample_interpolation) == ("lanczos", "bilinear")
+    saved = json.loads((output / "preprocessor_config.json").read_text())
+    assert saved["downsample_interpolation"] == "lanczos"
 
     x = torch.randn(4, 3, IMAGE, IMAGE)
     with torch.no_grad():

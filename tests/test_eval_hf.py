@@ -16,6 +16,7 @@ from PIL import Image
 
 from dcr_hf import DCRForImageClassification, DCRImageProcessor, DCRModel
 from dcr_hf.evaluation.command import display_names, parse_probe_resolution
+from dcr_hf.reports import to_jsonable
 
 pytestmark = pytest.mark.slow  # end-to-end runs and subprocesses
 
@@ -98,14 +99,48 @@ def test_identification_with_probe_resolutions(models, capsys):
     assert "rank-1" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("protocol", ["intra-verification", "retrieval"])
+@pytest.mark.parametrize("protocol", ["intra-verification", "retrieval", "intra-retrieval"])
 def test_other_protocols(models, protocol, capsys):
     trunk, _ = models
     results = eval_hf.main(["--model", trunk, *SYNTHETIC, "--protocol", protocol, "--sizes", "12", "--flip_tta"])
     result = results["dcr-trunk"]
     assert result["protocol"] == protocol and result["flip_tta"] is True
     assert list(result["by_resolution"]) == ["12", "hr"]
-    assert protocol in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert protocol in out
+    if "retrieval" in protocol:
+        assert result["retrieval_rule"] == "exclude_own" and "retrieval rule: exclude_own" in out
+        assert {"nmi", "ami", "map_at_r", "r_precision"} <= set(result["by_resolution"]["12"])
+
+
+@pytest.mark.parametrize("protocol", ["verification", "retrieval"])
+def test_reproduce_original_equals_the_individual_options(tmp_path, capsys, protocol):
+    """One flag for the original's evaluation, on a folder whose processor saved another LR operator."""
+    folder = tmp_path / "old-trunk"
+    torch.manual_seed(2)
+    DCRForImageClassification(tiny_config()).save_pretrained(folder)
+    DCRImageProcessor(image_size=32, downsample_interpolation="bicubic").save_pretrained(folder)
+    common = ["--model", str(folder), *SYNTHETIC, "--protocol", protocol, "--sizes", "8", "12"]
+
+    reproduced = eval_hf.main([*common, "--reproduce_original", "--output_dir", str(tmp_path / "original")])
+    out = capsys.readouterr().out
+    assert "protocol: the original's (--reproduce_original)" in out
+    assert "LR operator bicubic/bilinear (saved with the model) replaced by lanczos/bilinear" in out
+    markdown = (tmp_path / "original" / "results.md").read_text()
+    assert "--reproduce_original" in markdown and "replaced by lanczos/bilinear" in markdown
+    individual = eval_hf.main([
+        *common, "--threshold_grid", "original", "--retrieval_rule", "original", "--retrieval_metric", "l2",
+        "--downsample_interpolation", "lanczos", "--upsample_interpolation", "bilinear",
+    ])
+    assert to_jsonable(individual) == to_jsonable(reproduced)
+    assert to_jsonable(eval_hf.main(common)) != to_jsonable(reproduced)  # the defaults differ
+    if protocol == "retrieval":
+        assert reproduced["old-trunk"]["retrieval_rule"] == "original" and reproduced["old-trunk"]["metric"] == "l2"
+        assert "retrieval rule: original" in markdown
+    else:
+        assert reproduced["old-trunk"]["threshold_grid"] == "original"
+    with pytest.raises(ValueError, match="--downsample_interpolation bicubic contradicts it"):
+        eval_hf.main([*common, "--reproduce_original", "--downsample_interpolation", "bicubic"])
 
 
 def test_lfw_layout(models, tmp_path):

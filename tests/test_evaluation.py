@@ -25,6 +25,7 @@ from dcr_hf.evaluation import (
     summary_metrics,
 )
 from dcr_hf.hub import load_model_and_processor
+from dcr_hf.metrics import clustering_metrics
 
 
 # The synthetic faces are rendered at 48 px and the tiny models take 48 px images, so the image
@@ -333,20 +334,33 @@ def test_identification_probe_resolution_checks(branch_model, surveillance):
 # ----------------------------------------------------------------------------- retrieval
 
 
-def test_retrieval_queries_low_resolution_against_high_resolution(branch_model, processor):
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("rule", ["exclude_own", "original"])
+@pytest.mark.parametrize("intra", [False, True])
+def test_retrieval_queries_low_resolution_against_references(branch_model, processor, rule, intra):
     dataset = load_synthetic(split="retrieval", num_verification_identities=20, images_per_identity=2, image_size=IMAGE_SIZE)
-    results = evaluate_retrieval(branch_model, dataset, sizes=(8,), show_progress=False)
+    results = evaluate_retrieval(branch_model, dataset, sizes=(8,), rule=rule, intra=intra, show_progress=False)
+    assert results["protocol"] == ("intra-retrieval" if intra else "retrieval") and results["retrieval_rule"] == rule
     labels = np.asarray(dataset["label"])
     hr = _oracle(branch_model, processor, dataset["image"])
     low = _oracle(branch_model, processor, dataset["image"], size=8, resolution=8)
-    # Brute-force precision@1: the nearest HR reference (by cosine) has the query's label.
-    similarity = (low / np.linalg.norm(low, axis=1, keepdims=True)) @ (hr / np.linalg.norm(hr, axis=1, keepdims=True)).T
-    assert results["by_resolution"]["8"]["precision_at_1"] == pytest.approx(np.mean(labels[similarity.argmax(1)] == labels))
-    # HR column: the query itself is left out.
-    similarity = (hr / np.linalg.norm(hr, axis=1, keepdims=True)) @ (hr / np.linalg.norm(hr, axis=1, keepdims=True)).T
-    np.fill_diagonal(similarity, -np.inf)
-    assert results["by_resolution"]["hr"]["precision_at_1"] == pytest.approx(np.mean(labels[similarity.argmax(1)] == labels))
-    assert results["by_resolution"]["8"]["num_queries"] == len(dataset)
+    for key, queries, references in (("8", low, low if intra else hr), ("hr", hr, hr)):
+        # Brute-force precision@1 (2 images per identity: R = 1): the nearest reference by cosine,
+        # the query's own image left out (exclude_own) or the first neighbour dropped (original).
+        similarity = _unit(queries) @ _unit(references).T
+        if rule == "exclude_own":
+            np.fill_diagonal(similarity, -np.inf)
+            nearest = similarity.argmax(1)
+        else:
+            nearest = np.argsort(-similarity, axis=1)[:, 1]
+        column = results["by_resolution"][key]
+        assert column["precision_at_1"] == pytest.approx(np.mean(labels[nearest] == labels))
+        assert column["num_queries"] == len(dataset)
+        clusters = clustering_metrics(queries, labels)  # k-means of the queries, one cluster per identity
+        assert (column["nmi"], column["ami"]) == pytest.approx((clusters.nmi, clusters.ami))
     assert results["mean_lr_precision_at_1"] == results["by_resolution"]["8"]["precision_at_1"]
 
 

@@ -1,7 +1,9 @@
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 import pytest
 import torch
+from tests.layouts import pil_low_resolution, smooth_photo
 from tests.models import tiny_config
 
 from dcr_hf import DCRImageProcessor, DCRModel, convert_to_rgb, simulate_low_resolution
@@ -71,17 +73,102 @@ def test_lr_keeps_coarse_structure():
     assert lr[:, :30].mean() < -0.9 and lr[:, 90:].mean() > 0.9
 
 
-def test_simulate_low_resolution_batched_any_leading_dims_and_is_linear():
+def test_simulate_low_resolution_batched_any_leading_dims_and_torch_modes_are_linear():
     x = torch.rand(2, 5, 3, 40, 40, dtype=torch.float64)
-    out = simulate_low_resolution(x, 8)
+    out = simulate_low_resolution(x, 8, downsample_interpolation="bicubic")
     assert out.shape == x.shape and out.dtype == x.dtype
-    torch.testing.assert_close(out[1, 3], simulate_low_resolution(x[1, 3], 8))
+    torch.testing.assert_close(out[1, 3], simulate_low_resolution(x[1, 3], 8, downsample_interpolation="bicubic"))
     # linear: commutes with an affine normalization
-    torch.testing.assert_close(simulate_low_resolution((x - 0.5) / 0.5, 8), (out - 0.5) / 0.5)
+    torch.testing.assert_close(simulate_low_resolution((x - 0.5) / 0.5, 8, downsample_interpolation="bicubic"), (out - 0.5) / 0.5)
+    lanczos = simulate_low_resolution(x, 8)  # the default: PIL's 8-bit operator
+    assert lanczos.shape == x.shape and lanczos.dtype == x.dtype
+    assert torch.equal(lanczos[1, 3], simulate_low_resolution(x[1, 3], 8))
+    assert ((lanczos * 255) - (lanczos * 255).round()).abs().max() < 1e-4  # 8-bit levels
     with pytest.raises(ValueError, match="smaller than"):
         simulate_low_resolution(x, 40)
-    with pytest.raises(ValueError, match="interpolation"):
-        simulate_low_resolution(x, 8, downsample_interpolation="lanczos")
+    with pytest.raises(ValueError, match="downsample_interpolation='hamming'"):
+        simulate_low_resolution(x, 8, downsample_interpolation="hamming")
+    with pytest.raises(ValueError, match="upsample_interpolation='lanczos' is not supported after downsample_interpolation='bicubic'"):
+        simulate_low_resolution(x, 8, downsample_interpolation="bicubic", upsample_interpolation="lanczos")
+    with pytest.raises(ValueError, match="upsample_interpolation='area'"):
+        DCRImageProcessor(upsample_interpolation="area")
+
+
+def _pil_decoded(path: str, size: int = 120) -> PIL.Image.Image:
+    """Independent decode of a photo as the original read it: EXIF-rotated RGB, PIL bilinear to size."""
+    image = PIL.ImageOps.exif_transpose(PIL.Image.open(path)).convert("RGB")
+    return image if image.size == (size, size) else image.resize((size, size), PIL.Image.Resampling.BILINEAR)
+
+
+@pytest.fixture(scope="module")
+def photos_120(tmp_path_factory) -> list[str]:
+    """120x120 JPEG photos, the size of the original's aligned crops."""
+    root = tmp_path_factory.mktemp("photos_120")
+    rng = np.random.default_rng(3)
+    paths = [str(root / f"{index}.jpg") for index in range(4)]
+    for path in paths:
+        PIL.Image.fromarray(smooth_photo(rng)).save(path, quality=90)
+    return paths
+
+
+@pytest.mark.parametrize("size", [8, 12, 16, 20])
+def test_lanczos_lr_copy_equals_pil_on_jpeg_photos(size, face_photos, photos_120):
+    """The default LR operator against PIL itself: Lanczos to s x s, then bilinear back, 8 bits each."""
+    processor = DCRImageProcessor(do_normalize=False)
+    assert processor.downsample_interpolation == "lanczos" and processor.upsample_interpolation == "bilinear"
+    differences = []
+    for path in [*face_photos.values(), *photos_120]:
+        ours = processor(path, low_resolution_size=size).pixel_values[0].permute(1, 2, 0).numpy() * 255
+        assert np.abs(ours - ours.round()).max() < 1e-3  # 8-bit levels
+        expected = pil_low_resolution(_pil_decoded(path), size)
+        differences.append(np.abs(ours.round() - expected.astype(np.float64)))
+    differences = np.concatenate([d.ravel() for d in differences])
+    # Measured here: identical to PIL (max and mean 0) for every photo and size.
+    assert differences.max() <= 1 and differences.mean() < 0.01
+
+
+@pytest.mark.parametrize("upsample", ["bilinear", "bicubic", "lanczos"])
+def test_8_bit_operator_equals_pil_for_each_upsample_filter_and_odd_shapes(upsample):
+    rng = np.random.default_rng(11)
+    image = smooth_photo(rng, 45, 70)
+    image[::7] = 255  # hard edges: Lanczos' negative lobes reach below 0 and above 255
+    filters = {"bilinear": PIL.Image.Resampling.BILINEAR, "bicubic": PIL.Image.Resampling.BICUBIC, "lanczos": PIL.Image.Resampling.LANCZOS}
+    pixels = torch.from_numpy(image).permute(2, 0, 1).float() / 255
+    for size, output in ((9, (45, 70)), (13, (60, 33))):
+        ours = simulate_low_resolution(pixels, size, output_size=output, upsample_interpolation=upsample)
+        low = PIL.Image.fromarray(image).resize((size, size), PIL.Image.Resampling.LANCZOS)
+        expected = np.asarray(low.resize(output[::-1], filters[upsample]))
+        assert np.array_equal((ours.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_lr_simulation_keeps_half_precision_dtype(dtype):
+    pixels = torch.rand(2, 3, 32, 32).to(dtype)
+    for mode in ("lanczos", "bicubic"):
+        processor = DCRImageProcessor(image_size=32, downsample_interpolation=mode)
+        out = processor(pixels, low_resolution_size=8).pixel_values
+        assert out.shape == (2, 3, 32, 32)
+        assert processor.simulate_low_resolution(pixels, 8).dtype == dtype
+
+
+def test_older_folders_keep_their_bicubic_operator(tmp_path):
+    """Folders saved before Lanczos was the default record "bicubic"; loading keeps it."""
+    import json
+
+    from transformers import AutoImageProcessor
+
+    assert DCRImageProcessor().downsample_interpolation == "lanczos"
+    DCRImageProcessor(image_size=32).save_pretrained(tmp_path)
+    config_path = tmp_path / "preprocessor_config.json"
+    saved = json.loads(config_path.read_text())
+    assert saved["downsample_interpolation"] == "lanczos" and saved["upsample_interpolation"] == "bilinear"
+    saved["downsample_interpolation"] = "bicubic"  # what an older folder holds
+    config_path.write_text(json.dumps(saved))
+    reloaded = AutoImageProcessor.from_pretrained(tmp_path)
+    assert reloaded.downsample_interpolation == "bicubic" and not reloaded.low_resolution_in_8_bits
+    pixels = torch.rand(1, 3, 32, 32)
+    expected = simulate_low_resolution(pixels, 8, downsample_interpolation="bicubic", clamp=(0.0, 1.0))
+    torch.testing.assert_close(reloaded.simulate_low_resolution(pixels, 8), expected, atol=0, rtol=0)
 
 
 def test_processor_saved_and_reloaded(tmp_path):

@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics.pairwise import cosine_similarity
 
-from dcr_hf.metrics.ranking import identification_accuracy, retrieval_metrics
+from dcr_hf.metrics.ranking import ExactKNN, clustering_metrics, identification_accuracy, retrieval_metrics
 from dcr_hf.metrics.verification import cosine_similarity_pairs
 
 
@@ -112,26 +113,38 @@ def test_retrieval_l2_differs_from_cosine_on_raw_embeddings():
     assert retrieval_metrics(queries, [0], references, [0, 1], metric="l2").precision_at_1 == 0.0
 
 
-def _brute_force_retrieval(queries, query_labels, references, reference_labels, metric, same_set):
-    """Full distance matrix, argsort, and the AccuracyCalculator definitions, one query at a time."""
+def _brute_force_retrieval(queries, query_labels, references, reference_labels, metric, rule):
+    """Full distance matrix, argsort, and the AccuracyCalculator definitions, one query at a time.
+
+    `rule`: None (references are other images), "exclude_own" (reference i, query i's own image,
+    is left out) or "original" (the first neighbour is dropped, whoever it is); with a rule R
+    counts the other images of the query's label.
+    """
     if metric == "cosine":
         distances = -cosine_similarity(queries, references)
     else:
         distances = ((queries[:, None, :] - references[None, :, :]) ** 2).sum(-1)
-    if same_set:
+    if rule == "exclude_own":
         np.fill_diagonal(distances, np.inf)
     precision_at_1, r_precision, average_precision = [], [], []
     for i in range(len(queries)):
-        num_relevant = np.sum(reference_labels == query_labels[i]) - int(same_set)
+        num_relevant = np.sum(reference_labels == query_labels[i]) - int(rule is not None)
         if num_relevant == 0:
             continue
-        retrieved = reference_labels[np.argsort(distances[i], kind="stable")[:num_relevant]] == query_labels[i]
+        ranking = np.argsort(distances[i], kind="stable")
+        if rule == "original":
+            ranking = ranking[1:]
+        retrieved = reference_labels[ranking[:num_relevant]] == query_labels[i]
         precision_at_1.append(retrieved[0])
         r_precision.append(retrieved.sum() / num_relevant)
         average_precision.append(
             sum(retrieved[: j + 1].sum() / (j + 1) for j in range(num_relevant) if retrieved[j]) / num_relevant
         )
     return np.mean(precision_at_1), np.mean(r_precision), np.mean(average_precision)
+
+
+def _metrics(result):
+    return [result.precision_at_1, result.r_precision, result.mean_average_precision_at_r]
 
 
 @pytest.mark.parametrize("metric", ["cosine", "l2"])
@@ -148,16 +161,94 @@ def test_retrieval_matches_brute_force(metric, same_set):
         reference_labels = rng.integers(0, 30, 350)
         references = centers[reference_labels] + 0.9 * rng.normal(size=(350, 16))
 
-    expected = _brute_force_retrieval(queries, query_labels, references, reference_labels, metric, same_set)
+    rule = "exclude_own" if same_set else None
+    expected = _brute_force_retrieval(queries, query_labels, references, reference_labels, metric, rule)
     if same_set:
         result = retrieval_metrics(queries, query_labels, metric=metric)
     else:
         result = retrieval_metrics(queries, query_labels, references, reference_labels, metric=metric)
 
-    np.testing.assert_allclose(
-        [result.precision_at_1, result.r_precision, result.mean_average_precision_at_r], expected, rtol=1e-12
-    )
+    np.testing.assert_allclose(_metrics(result), expected, rtol=1e-12)
     assert 0 < result.num_unmatched_queries < result.num_queries
+    assert result.rule == rule
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("rule", ["exclude_own", "original"])
+def test_cross_resolution_rules_match_brute_force(metric, rule):
+    """LR queries against the HR copies of the same images, the own HR copy often not the nearest."""
+    rng = np.random.default_rng(8)
+    centers = rng.normal(size=(25, 16))
+    labels = rng.integers(0, 26, 300)  # label 25 has no center: a few more identities
+    labels[:2] = [200, 201]  # single-image identities: no reference left once their own is out
+    hr = centers[labels % 25] + 0.8 * rng.normal(size=(300, 16))
+    lr = hr + 1.2 * rng.normal(size=(300, 16))  # heavy LR noise: the own HR image often ranks below others
+
+    expected = _brute_force_retrieval(lr, labels, hr, labels, metric, rule)
+    result = retrieval_metrics(lr, labels, hr, labels, metric=metric, rule=rule)
+    np.testing.assert_allclose(_metrics(result), expected, rtol=1e-12)
+    assert result.num_unmatched_queries == 2 and result.rule == rule
+    # The original's flaw is present in this data: many queries' first neighbour is another image.
+    first = np.argsort(-cosine_similarity(lr, hr) if metric == "cosine" else ((lr[:, None] - hr[None]) ** 2).sum(-1), axis=1)[:, 0]
+    assert np.mean(first != np.arange(300)) > 0.3
+    other = retrieval_metrics(lr, labels, hr, labels, metric=metric, rule="original" if rule == "exclude_own" else "exclude_own")
+    assert _metrics(other) != pytest.approx(_metrics(result))
+
+
+def test_cross_resolution_rules_hand_case():
+    # HR references (degrees): a1 0, a2 40, b1 62, b2 110. LR queries: a1 50, a2 38, b1 65, b2 100.
+    # Rankings: a1 -> a2 b1 a1 b2; a2 -> a2 b1 a1 b2; b1 -> b1 a2 b2 a1; b2 -> b2 b1 a2 a1. R = 1.
+    # exclude_own (own image out): a1 -> a2 (hit), a2 -> b1, b1 -> a2, b2 -> b1 (hit): P@1 2/4.
+    # original (first dropped):    a1 -> b1 (a2 dropped, though it is a hit), a2 -> b1, b1 -> a2,
+    #                              b2 -> b1 (hit): P@1 1/4.
+    references = _unit_circle([0, 40, 62, 110])
+    queries = _unit_circle([50, 38, 65, 100])
+    labels = ["a", "a", "b", "b"]
+    own = retrieval_metrics(queries, labels, references, labels, rule="exclude_own")
+    original = retrieval_metrics(queries, labels, references, labels, rule="original")
+    assert _metrics(own) == pytest.approx([2 / 4] * 3)
+    assert _metrics(original) == pytest.approx([1 / 4] * 3)
+    with pytest.raises(ValueError, match="labels differ at index 1"):
+        retrieval_metrics(queries, labels, references, ["a", "b", "b", "b"], rule="original")
+    with pytest.raises(ValueError, match="`rule` must be one of"):
+        retrieval_metrics(queries, labels, references, labels, rule="first")
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_exact_knn_matches_a_sort(metric):
+    rng = np.random.default_rng(9)
+    queries, references = rng.normal(size=(70, 8)), rng.normal(size=(50, 8)) * 3
+    scores, indices = ExactKNN(metric, block_size=16).search(torch.from_numpy(queries), torch.from_numpy(references), 7)
+    if metric == "cosine":
+        expected = cosine_similarity(queries, references)
+    else:
+        expected = -((queries[:, None] - references[None]) ** 2).sum(-1)
+    order = np.argsort(-expected, axis=1, kind="stable")[:, :7]
+    np.testing.assert_array_equal(indices.numpy(), order)
+    np.testing.assert_allclose(scores.numpy(), np.take_along_axis(expected, order, axis=1), rtol=1e-4, atol=1e-4)
+
+
+def test_clustering_metrics_match_sklearn_scores_of_faiss_kmeans():
+    from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
+
+    rng = np.random.default_rng(10)
+    labels = np.repeat(np.arange(6), 20)
+    separated = (rng.normal(size=(6, 16))[labels] * 3 + rng.normal(size=(120, 16))).astype(np.float32)
+    noise = rng.normal(size=(120, 16)).astype(np.float32)
+    scores = {}
+    for name, embeddings in (("separated", separated), ("noise", noise)):
+        # Oracle: faiss k-means itself (the original's settings: 20 iterations, faiss' seed), scored by scikit-learn.
+        kmeans = faiss.Kmeans(16, 6, niter=20)
+        kmeans.train(embeddings)
+        clusters = kmeans.index.search(embeddings, 1)[1][:, 0]
+        result = clustering_metrics(embeddings, labels, metric="l2")
+        assert result.num_clusters == 6
+        assert result.nmi == pytest.approx(normalized_mutual_info_score(labels, clusters))
+        assert result.ami == pytest.approx(adjusted_mutual_info_score(labels, clusters))
+        scores[name] = result
+    assert scores["separated"].ami > 0.6 and scores["noise"].ami < 0.1
+    with pytest.raises(ValueError, match="distinct labels"):
+        clustering_metrics(noise, np.zeros(120))
 
 
 # ----------------------------------------------------------------------------- bad inputs

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from dcr_hf.reports import (
+    RETRIEVAL_RULE_NOTES,
     column_title,
     format_results_table,
     one_line_summary,
@@ -147,3 +148,18 @@ def test_write_reports(tmp_path):
     assert written["json"] == tmp_path / "results.json"
     assert (tmp_path / "results.md").read_text().count("\n| ") == 3
     assert sorted(p.name for p in tmp_path.glob("roc_*.png")) == ["roc_a_b.png", "roc_c.png"]
+
+
+def test_retrieval_reports_name_the_rule_and_write_every_metric(tmp_path):
+    column = {"precision_at_1": 0.5, "map_at_r": 0.25, "r_precision": 0.375, "nmi": 0.8, "ami": 0.1}
+    results = {
+        "m": {"protocol": "retrieval", "retrieval_rule": "original", "by_resolution": {"8": column, "hr": column}}
+    }
+    table = format_results_table(results, notes=["protocol: the original's"])
+    assert table.splitlines()[-2:] == ["protocol: the original's", RETRIEVAL_RULE_NOTES["original"]]
+    assert RETRIEVAL_RULE_NOTES["original"] not in format_results_table(results, notes=None)
+    markdown = write_reports(results, tmp_path, notes=["protocol: the original's"])["markdown"].read_text()
+    assert f"- {RETRIEVAL_RULE_NOTES['original']}" in markdown and "- protocol: the original's" in markdown
+    for metric in ("precision@1", "MAP@R", "R-precision", "NMI", "AMI"):
+        assert f"**retrieval: {metric}" in markdown
+    assert "| m | 25.00 | 25.00 |" in markdown and "| m | 10.00 | 10.00 |" in markdown

@@ -17,8 +17,9 @@ from typing import Any
 from datasets import Dataset, DatasetDict
 
 #: Evaluation protocols, and the ones that score verification pairs.
-PROTOCOLS = ("verification", "intra-verification", "identification", "retrieval")
+PROTOCOLS = ("verification", "intra-verification", "identification", "retrieval", "intra-retrieval")
 PAIR_PROTOCOLS = ("verification", "intra-verification")
+RETRIEVAL_PROTOCOLS = ("retrieval", "intra-retrieval")
 
 
 @dataclass
@@ -180,13 +181,13 @@ DATASETS: dict[str, DatasetSpec] = {
     for spec in (
         DatasetSpec("synthetic", "dcr-hf synthetic faces", False, PROTOCOLS, _synthetic_protocol, _synthetic_train,
                     validation_protocol="verification", validated_by="synthetic"),
-        DatasetSpec("casia", "CASIA-WebFace", True, ("retrieval",), _casia_protocol, _casia_train, validated_by="lfw",
+        DatasetSpec("casia", "CASIA-WebFace", True, RETRIEVAL_PROTOCOLS, _casia_protocol, _casia_train, validated_by="lfw",
                     preparable=True),
-        DatasetSpec("lfw", "LFW", True, ("verification", "intra-verification", "retrieval"), _lfw_protocol,
+        DatasetSpec("lfw", "LFW", True, (*PAIR_PROTOCOLS, *RETRIEVAL_PROTOCOLS), _lfw_protocol,
                     validation_protocol="verification", preparable=True),
         DatasetSpec("scface", "SCface", True, ("identification",), _scface_protocol, _scface_train,
                     validation_protocol="identification", validated_by="scface", preparable=True),
-        DatasetSpec("folder", "Face folder", True, ("retrieval",), _folder_protocol, _folder_train, preparable=True),
+        DatasetSpec("folder", "Face folder", True, RETRIEVAL_PROTOCOLS, _folder_protocol, _folder_train, preparable=True),
     )
 }
 TRAIN_DATASETS = tuple(name for name, spec in DATASETS.items() if spec.load_train is not None)
@@ -289,6 +290,7 @@ __all__ = [
     "PAIR_PROTOCOLS",
     "PREPARABLE_DATASETS",
     "PROTOCOLS",
+    "RETRIEVAL_PROTOCOLS",
     "TRAIN_DATASETS",
     "TrainingSplit",
     "VALIDATION_DATASETS",

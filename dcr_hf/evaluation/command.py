@@ -11,6 +11,7 @@ from transformers import HfArgumentParser
 from transformers.utils import logging
 
 from ..data import registry
+from ..image_processing_dcr import INTERPOLATION_MODES, DCRImageProcessor
 from ..hub import load_model_and_processor, update_model_card_results
 from ..reports import format_results_table, write_reports
 from .embeddings import check_sizes
@@ -32,10 +33,11 @@ class DataArguments(registry.DatasetOptions):
     dataset: str = field(
         default="lfw", metadata={"help": "Which data to evaluate on; 'synthetic' needs no files.", "choices": tuple(registry.DATASETS)}
     )
-    protocol: Literal["verification", "intra-verification", "identification", "retrieval"] = field(
+    protocol: Literal["verification", "intra-verification", "identification", "retrieval", "intra-retrieval"] = field(
         default="verification",
         metadata={"help": "verification: HR vs LR pairs; intra-verification: both at one size; identification: "
-                  "SCface gallery vs probes; retrieval: LR queries vs HR references."},
+                  "SCface gallery vs probes; retrieval: LR queries vs HR references; intra-retrieval: queries "
+                  "and references at one LR size."},
     )
 
 
@@ -48,6 +50,31 @@ class EvaluationArguments:
     threshold_grid: Literal["exact", "original"] = field(
         default="exact",
         metadata={"help": "Verification thresholds: 'exact' (every distinct decision) or 'original' (-1..1 step 0.005)."},
+    )
+    retrieval_rule: Literal["exclude_own", "original"] = field(
+        default="exclude_own",
+        metadata={"help": "Retrieval: how each query's own image is kept out of its references: 'exclude_own' "
+                  "(that very image) or 'original' (drop the first neighbour, whoever it is)."},
+    )
+    retrieval_metric: Literal["cosine", "l2"] = field(
+        default="cosine", metadata={"help": "Retrieval: rank by cosine similarity, or by L2 distance of raw embeddings (the original)."}
+    )
+    retrieval_clustering: bool = field(
+        default=True, metadata={"help": "Retrieval: also NMI/AMI of faiss k-means clusters of the queries."}
+    )
+    downsample_interpolation: str | None = field(
+        default=None,
+        metadata={"help": "Override the LR operator of every model's processor for this run: 'lanczos' (the "
+                  "original's, PIL in 8 bits) or a torch mode.", "choices": INTERPOLATION_MODES},
+    )
+    upsample_interpolation: str | None = field(
+        default=None, metadata={"help": "Override the upsample filter of the LR operator for this run.",
+                                "choices": INTERPOLATION_MODES},
+    )
+    reproduce_original: bool = field(
+        default=False,
+        metadata={"help": "Evaluate as the original did: its LR operator (PIL Lanczos + bilinear, 8 bits), threshold "
+                  "grid, retrieval rule and L2 ranking; overrides those options."},
     )
     probe_resolution: list[str] = field(
         default_factory=list,
@@ -87,6 +114,54 @@ def display_names(models: Sequence[str]) -> list[str]:
     return short if len(set(short)) == len(short) else list(models)
 
 
+#: What `--reproduce_original` sets: the original's evaluation settings (REFERENCE.md, "Evaluation").
+ORIGINAL_PROTOCOL = {
+    "downsample_interpolation": "lanczos",
+    "upsample_interpolation": "bilinear",
+    "threshold_grid": "original",
+    "retrieval_rule": "original",
+    "retrieval_metric": "l2",
+}
+
+
+def apply_original_protocol(eval_args: EvaluationArguments) -> list[str]:
+    """With `--reproduce_original`, set `ORIGINAL_PROTOCOL` on `eval_args` and return the lines that say
+    what it changed (for the console and results.md); otherwise `[]`. A value given on the command
+    line that contradicts the original's is refused."""
+    if not eval_args.reproduce_original:
+        return []
+    defaults = EvaluationArguments()
+    changed = []
+    for name, value in ORIGINAL_PROTOCOL.items():
+        given = getattr(eval_args, name)
+        if given not in (value, getattr(defaults, name)):
+            raise ValueError(f"--reproduce_original uses --{name} {value}; --{name} {given} contradicts it.")
+        if getattr(defaults, name) != value:
+            changed.append(f"--{name} {value}")
+        setattr(eval_args, name, value)
+    return [
+        "protocol: the original's (--reproduce_original): " + ", ".join(changed) + "; LR operator: PIL Lanczos "
+        "to s x s, then PIL bilinear back, 8 bits each; pairs: first image HR, second LR (as by default)"
+    ]
+
+
+def _override_operator(processor: DCRImageProcessor, eval_args: EvaluationArguments) -> DCRImageProcessor:
+    """The processor with `--downsample_interpolation` / `--upsample_interpolation` applied (this run only)."""
+    downsample = eval_args.downsample_interpolation or processor.downsample_interpolation
+    upsample = eval_args.upsample_interpolation or processor.upsample_interpolation
+    return processor.with_low_resolution_operator(downsample, upsample)
+
+
+def _operator_notes(names: Sequence[str], before: Sequence[DCRImageProcessor], after: Sequence[DCRImageProcessor]) -> list[str]:
+    """One line per model whose saved LR operator this run replaced."""
+    return [
+        f"{name}: LR operator {old.downsample_interpolation}/{old.upsample_interpolation} (saved with the model) "
+        f"replaced by {new.downsample_interpolation}/{new.upsample_interpolation} for this run"
+        for name, old, new in zip(names, before, after)
+        if (old.downsample_interpolation, old.upsample_interpolation) != (new.downsample_interpolation, new.upsample_interpolation)
+    ]
+
+
 def _protocol_options(data_args: DataArguments, eval_args: EvaluationArguments, accelerator) -> dict:
     options = dict(
         flip_tta=eval_args.flip_tta, batch_size=eval_args.batch_size, num_workers=eval_args.num_workers,
@@ -96,14 +171,20 @@ def _protocol_options(data_args: DataArguments, eval_args: EvaluationArguments, 
         options["threshold_grid"] = None if eval_args.threshold_grid == "exact" else eval_args.threshold_grid
     if data_args.protocol == "identification":
         options["probe_resolution"] = parse_probe_resolution(eval_args.probe_resolution)
+    if data_args.protocol in registry.RETRIEVAL_PROTOCOLS:
+        options.update(
+            rule=eval_args.retrieval_rule, metric=eval_args.retrieval_metric, clustering=eval_args.retrieval_clustering
+        )
     return options
 
 
-def _write_outputs(results: dict, models: list[str], data_args: DataArguments, eval_args: EvaluationArguments) -> None:
-    print(format_results_table(results))
+def _write_outputs(
+    results: dict, models: list[str], data_args: DataArguments, eval_args: EvaluationArguments, notes: list[str]
+) -> None:
+    print(format_results_table(results, notes=notes))
     if eval_args.output_dir is not None:
-        metadata = {"models": dict(zip(results, models)), **asdict(data_args), **asdict(eval_args)}
-        written = write_reports(results, eval_args.output_dir, metadata)
+        metadata = {"models": dict(zip(results, models)), **asdict(data_args), **asdict(eval_args), "notes": notes}
+        written = write_reports(results, eval_args.output_dir, metadata, notes=notes)
         print("Wrote " + ", ".join(str(path) for path in written.values()))
     if eval_args.update_card:
         for name, path in zip(results, models):
@@ -128,23 +209,39 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
         raise ValueError(f"A model is listed twice: {models}.")
     # Everything that can be checked is checked before the (possibly long) data loading.
     registry.check_dataset_protocol(data_args.dataset, data_args.protocol, data_args)
+    notes = apply_original_protocol(eval_args)
     options = _protocol_options(data_args, eval_args, accelerator)
     loaded = [load_model_and_processor(path) for path in models]
     if data_args.protocol != "identification":
         for model, _ in loaded:
             check_sizes(model, eval_args.sizes)
+    names = display_names(models)
+    processors = [_override_operator(processor, eval_args) for _, processor in loaded]
+    notes += _operator_notes(names, [processor for _, processor in loaded], processors)
+    if accelerator.is_main_process:
+        for note in notes:
+            logger.warning(note)
     image_size = loaded[0][0].config.image_size
     data = registry.load_protocol_data(data_args.dataset, data_args.protocol, data_args, image_size)
     results: dict[str, dict] = {}
-    for name, (model, processor) in zip(display_names(models), loaded):
+    for name, (model, _), processor in zip(names, loaded, processors):
         model.to(accelerator.device)
         results[name] = run_protocol(
             data_args.protocol, model, data, sizes=eval_args.sizes, image_processor=processor, **options
         )
     if accelerator.is_main_process:
-        _write_outputs(results, models, data_args, eval_args)
+        _write_outputs(results, models, data_args, eval_args, notes)
     accelerator.wait_for_everyone()
     return results
 
 
-__all__ = ["DataArguments", "EvaluationArguments", "ModelArguments", "display_names", "main", "parse_probe_resolution"]
+__all__ = [
+    "ORIGINAL_PROTOCOL",
+    "DataArguments",
+    "EvaluationArguments",
+    "ModelArguments",
+    "apply_original_protocol",
+    "display_names",
+    "main",
+    "parse_probe_resolution",
+]

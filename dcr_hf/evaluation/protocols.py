@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from datasets import Dataset, DatasetDict
 
-from ..data.registry import PAIR_PROTOCOLS, PROTOCOLS
+from ..data.registry import PAIR_PROTOCOLS, PROTOCOLS, RETRIEVAL_PROTOCOLS
 from .identification import evaluate_identification
 from .retrieval import evaluate_retrieval
 from .verification import evaluate_verification
@@ -19,7 +19,8 @@ def run_protocol(
     """Run one of `PROTOCOLS` on data from `dcr_hf.data.registry.load_protocol_data`.
 
     `kwargs` go to the runner (`flip_tta`, `batch_size`, `accelerator`, `num_workers`,
-    `image_processor`, and per protocol `threshold_grid` or `probe_resolution`); `sizes=None`
+    `image_processor`, and per protocol `threshold_grid`, `probe_resolution` or the retrieval
+    `metric`, `rule` and `clustering`); `sizes=None`
     takes the model's own LR sizes (identification uses real probes and no sizes).
     """
     if protocol in PAIR_PROTOCOLS:
@@ -28,8 +29,8 @@ def run_protocol(
         if not isinstance(data, DatasetDict) or {"gallery", "probe"} - set(data):
             raise ValueError("identification needs a DatasetDict with 'gallery' and 'probe' splits.")
         return evaluate_identification(model, data["gallery"], data["probe"], **kwargs)
-    if protocol == "retrieval":
-        return evaluate_retrieval(model, data, sizes=sizes, **kwargs)
+    if protocol in RETRIEVAL_PROTOCOLS:
+        return evaluate_retrieval(model, data, sizes=sizes, intra=protocol == "intra-retrieval", **kwargs)
     raise ValueError(f"protocol={protocol!r} is not one of {PROTOCOLS}.")
 
 

@@ -14,6 +14,7 @@ CRITERIA = {
     "intra-verification": "mean_lr_accuracy",
     "identification": "mean_rank1",
     "retrieval": "mean_lr_precision_at_1",
+    "intra-retrieval": "mean_lr_precision_at_1",
 }
 
 

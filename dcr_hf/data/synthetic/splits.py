@@ -159,7 +159,10 @@ def _probe_dataset(
     probes = rendered.permute(0, 3, 1, 2).float() / 255.0
     for d, probe_size in PROBE_SIZES.items():
         at = torch.as_tensor(distance == d)
-        probes[at] = simulate_low_resolution(probes[at], probe_size, clamp=(0.0, 1.0))
+        # The synthetic probes' own operator, fixed so that their pixels do not follow the processor's default.
+        probes[at] = simulate_low_resolution(
+            probes[at], probe_size, downsample_interpolation="bicubic", upsample_interpolation="bilinear", clamp=(0.0, 1.0)
+        )
     probes += torch.randn(probes.shape, generator=generator) * (noise + 0.01).view(-1, 1, 1, 1)
     probes = probes.clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
     rows = {
