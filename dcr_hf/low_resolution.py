@@ -65,6 +65,11 @@ def make_low_resolution_copies(
     """
     if not torch.is_tensor(pixel_values) or not pixel_values.is_floating_point() or pixel_values.ndim != 4:
         raise ValueError(f"pixel_values must be a float tensor [batch, 3, H, W], got {pixel_values!r:.80}.")
+    if torch.is_autocast_enabled(pixel_values.device.type):
+        # Under bf16/fp16 autocast (mixed-precision training and validation) the products would come
+        # out in half precision: the operator runs as without autocast, in the input's precision.
+        with torch.autocast(pixel_values.device.type, enabled=False):
+            return make_low_resolution_copies(pixel_values, sizes, processor, normalized)
     batch, channels, height, width = pixel_values.shape
     length = processor.image_size
     if (height, width) != (length, length):

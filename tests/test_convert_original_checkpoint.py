@@ -154,7 +154,7 @@ def test_converted_model_computes_the_original_embeddings(tmp_path, trunk_type, 
             "rgb_mean": [0.5, 0.4, 0.3], "rgb_std": [0.2, 0.25, 0.3]}
     ckpt, config = _save_original(tmp_path, ref, ddp, criterion={"centers": centers}, args=args)
     out = tmp_path / "hf"
-    main(["--checkpoint", str(ckpt), "--config", str(config), "--output", str(out)])
+    main(["--checkpoint", str(ckpt), "--config", str(config), "--output_dir", str(out)])
 
     model = DCRModel.from_pretrained(out).eval()
     assert model.config.trunk_type == trunk_type and model.config.use_branches == with_branches

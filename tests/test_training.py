@@ -6,7 +6,6 @@ a 2-process run, the Hub push, argument errors, the NaN guard, and the schedulin
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -21,26 +20,24 @@ import torch
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.utils import filter_repo_objects
 from safetensors.torch import load_file
-from transformers import HfArgumentParser, TrainerCallback
+from transformers import TrainerCallback
 
 import dcr_hf.training.run as training_run
 from dcr_hf.data.sampler import MPerClassSampler
 from dcr_hf.data.synthetic import load_synthetic
 from dcr_hf.evaluation import evaluate_verification
-from dcr_hf.evaluation.command import main as eval_main
+from dcr_hf.evaluation.command import run as eval_run
 from dcr_hf.image_processing_dcr import DCRImageProcessor
 from dcr_hf.modeling_dcr import DCRForImageClassification
-from dcr_hf.training import DataArguments, DCRTrainingArguments, ModelArguments, NonFiniteLossError, run_training
+from dcr_hf.training import NonFiniteLossError, run_training
+from dcr_hf.training.command import parse_arguments
+from dcr_hf.training.command import train as train_command
 
 pytestmark = pytest.mark.slow  # end-to-end runs and subprocesses
 
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().with_name("training_worker.py")
-_spec = importlib.util.spec_from_file_location("train_hf", ROOT / "train_hf.py")
-train_hf = importlib.util.module_from_spec(_spec)
-sys.modules["train_hf"] = train_hf
-_spec.loader.exec_module(train_hf)
 
 NUM_IDENTITIES, IMAGES_PER_IDENTITY, NUM_PAIRS, IMAGE_SIZE, BATCH = 8, 3, 40, 48, 8
 STEPS_PER_EPOCH = NUM_IDENTITIES * IMAGES_PER_IDENTITY // BATCH  # 3
@@ -74,13 +71,12 @@ def _argv(output_dir: Path, *extra: str) -> list[str]:
 
 
 def train(output_dir: Path, *extra: str) -> dict:
-    """One run through the command line's `main`."""
-    return train_hf.main(_argv(output_dir, *extra))
+    """One run through the command line (`train_hf.py`, `dcr-train`)."""
+    return train_command(_argv(output_dir, *extra))
 
 
 def parse(output_dir: Path, *extra: str):
-    parser = HfArgumentParser((ModelArguments, DataArguments, DCRTrainingArguments))
-    return parser.parse_args_into_dataclasses(args=_argv(output_dir, *extra))
+    return parse_arguments(_argv(output_dir, *extra))
 
 
 def _env() -> dict[str, str]:
@@ -157,8 +153,8 @@ def test_validation_equals_eval_hf_on_the_saved_folder(trunk):
     folder, result = trunk
     processor = DCRImageProcessor.from_pretrained(folder)
     assert processor.image_mean == MEAN and processor.image_std == STD
-    evaluated = eval_main([
-        "--model", str(folder), "--dataset", "synthetic", "--protocol", "verification",
+    evaluated = eval_run([
+        "--model_name_or_path", str(folder), "--dataset", "synthetic", "--protocol", "verification",
         "--synthetic_images_per_identity", str(IMAGES_PER_IDENTITY), "--synthetic_num_pairs", str(NUM_PAIRS),
     ])[folder.name]
     validated = result["after"]
