@@ -5,10 +5,19 @@ coupled branches around a trained, frozen trunk, specialized initialization by d
 `finetune` (continue from any DCR checkpoint on new data, e.g. SCface).
 
 Modules: `arguments` (the argument dataclasses and their checks), `model` (the stage's model and
-processor), `trainer` (`DCRTrainer`), `run` (the whole run and the finished folder).
+processor), `trainer` (`DCRTrainer`), `run` (the whole run and the finished folder), `command`
+(the command line of `train_hf.py` / `dcr-train`).
 """
 
-from .arguments import ARCHITECTURES, STAGES, DataArguments, DCRTrainingArguments, ModelArguments, check_arguments
+from .arguments import (
+    ARCHITECTURES,
+    STAGES,
+    UNSUPPORTED_TRAINER_OPTIONS,
+    DataArguments,
+    DCRTrainingArguments,
+    ModelArguments,
+    check_arguments,
+)
 from .model import build_model, build_processor
 from .run import load_training_data, run_training
 from .trainer import DCRTrainer, NonFiniteLossError
@@ -16,6 +25,7 @@ from .trainer import DCRTrainer, NonFiniteLossError
 __all__ = [
     "ARCHITECTURES",
     "STAGES",
+    "UNSUPPORTED_TRAINER_OPTIONS",
     "DCRTrainer",
     "DCRTrainingArguments",
     "DataArguments",

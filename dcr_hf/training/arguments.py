@@ -154,6 +154,9 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
                         ("--validation_sizes", data_args.validation_sizes)):
         if sizes is not None:
             check_low_resolution_sizes(sizes, image_size, name=name)
+    if training_args.fp16 and training_args.device.type == "cpu":
+        # Accelerate runs fp16 on a CPU in float32 without a word; bf16 autocast works there.
+        raise ValueError("--fp16 needs a GPU (Accelerate trains fp16 on a CPU in float32); on a CPU use --bf16.")
     check_training_dataset(data_args.dataset, data_args)
     validation_for(data_args.dataset, data_args.validation_dataset)
     check_augmentation(data_args.augmentation)

@@ -106,11 +106,13 @@ def configure_logging(training_args: DCRTrainingArguments) -> None:
     """Logging as in the transformers examples: dcr_hf's messages (validation lines, where the model
     was saved) at INFO on the main process, transformers and datasets at the process's log level."""
     package = logging.getLogger(__name__.split(".")[0])
-    if not any(getattr(handler, "_dcr_hf", False) for handler in package.handlers):
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(name)s - %(message)s", "%m/%d/%Y %H:%M:%S"))
-        handler._dcr_hf = True
-        package.addHandler(handler)
+    # One handler however often a process trains, on today's stdout (a caller may have redirected it).
+    for earlier in [h for h in package.handlers if getattr(h, "_dcr_hf", False)]:
+        package.removeHandler(earlier)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(name)s - %(message)s", "%m/%d/%Y %H:%M:%S"))
+    handler._dcr_hf = True
+    package.addHandler(handler)
     package.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
     log_level = training_args.get_process_log_level()
     transformers.utils.logging.set_verbosity(log_level)
