@@ -472,12 +472,12 @@ def push_folder_to_hub(
     token: str | None = None,
     private: bool = False,
     revision: str | None = None,
-    ignore_patterns: Sequence[str] = ("checkpoint-*", "checkpoint-*/**", "runs/**", "*.tmp"),
+    ignore_patterns: Sequence[str] = ("checkpoint-*", "checkpoint-*/**", "runs/**", "trackio/**", "*.tmp"),
 ) -> Any:
     """Create `repo_id` if needed (`HfApi.create_repo(exist_ok=True)`) and upload `model_dir`.
 
     A folder without `README.md` first gets a card (`write_model_card`, with `repo_id` in the code
-    examples). Training checkpoints and TensorBoard runs are not uploaded (`ignore_patterns`).
+    examples). Training checkpoints and TensorBoard / trackio logs are not uploaded (`ignore_patterns`).
     Returns what `HfApi.upload_folder` returns (the commit info).
     """
     model_dir = Path(model_dir)
