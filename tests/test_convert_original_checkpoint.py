@@ -155,6 +155,9 @@ def test_converted_model_computes_the_original_embeddings(tmp_path, trunk_type, 
     ckpt, config = _save_original(tmp_path, ref, ddp, criterion={"centers": centers}, args=args)
     out = tmp_path / "hf"
     main(["--checkpoint", str(ckpt), "--config", str(config), "--output_dir", str(out)])
+    # A folder that loads with trust_remote_code alone: model, processor and pipeline code included.
+    code = {"configuration_dcr.py", "modeling_dcr.py", "image_processing_dcr.py", "pipeline_dcr.py"}
+    assert code <= {path.name for path in out.iterdir()}
 
     model = DCRModel.from_pretrained(out).eval()
     assert model.config.trunk_type == trunk_type and model.config.use_branches == with_branches

@@ -225,7 +225,7 @@ def training_recipe(model_args: ModelArguments, data_args: DataArguments, traini
         "lr_schedule": f"x0.1 at epochs {', '.join(f'{m:g}' for m in milestones)}" if milestones
         else _plain(training_args.lr_scheduler_type),
         "weight_decay": training_args.weight_decay,
-        "epochs": training_args.num_train_epochs,
+        "epochs": round(trainer.state.epoch or 0.0, 2),  # as trained (max_steps, early stopping)
         "global_batch_size": training_args.per_device_train_batch_size * trainer.accelerator.num_processes
         * training_args.gradient_accumulation_steps,
         "steps": trainer.state.global_step,
