@@ -16,6 +16,7 @@ from .modeling_dcr import (
     DCRModelOutput,
     DCRPreTrainedModel,
 )
+from .pipeline_dcr import DCRFeatureExtractionPipeline
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,7 @@ AutoImageProcessor.register(DCRConfig, slow_image_processor_class=DCRImageProces
 
 __all__ = [
     "DCRConfig",
+    "DCRFeatureExtractionPipeline",
     "DCRForImageClassification",
     "DCRImageClassifierOutput",
     "DCRImageProcessor",

@@ -198,17 +198,20 @@ def main(argv: list[str] | None = None) -> DCRForImageClassification:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="the original's model_best.pth.tar / checkpoint.pth.tar")
     parser.add_argument("--config", default=None, help="the original's config.json (its training arguments)")
-    parser.add_argument("--output", required=True, help="folder to write the Hugging Face model to")
+    parser.add_argument("--output_dir", "--output", required=True, help="folder to write the Hugging Face model to")
     parser.add_argument("--stage", default=None, choices=STAGES,
                         help="trunk | branch, when no config.json says it (the original keeps branches in both)")
-    parser.add_argument("--push_to_hub", default=None, metavar="REPO_ID", help="also push to this Hub repo")
+    parser.add_argument("--push_to_hub", action="store_true", help="also push the folder to --hub_model_id")
+    parser.add_argument("--hub_model_id", default=None, metavar="REPO_ID", help="the Hub model repo (org/name)")
     args = parser.parse_args(argv)
+    if args.push_to_hub != bool(args.hub_model_id):
+        parser.error("--push_to_hub and --hub_model_id org/name go together.")
     try:
-        model = convert_original_checkpoint(args.checkpoint, args.output, args.config, args.stage, args.push_to_hub)
-    except ConversionError as error:
-        parser.exit(2, f"error: {error}\n")
+        model = convert_original_checkpoint(args.checkpoint, args.output_dir, args.config, args.stage, args.hub_model_id)
+    except (ConversionError, FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
     kind = "trunk + branches" if model.config.use_branches else "trunk"
-    print(f"Converted a {model.config.trunk_type} {kind} checkpoint ({model.config.num_labels} classes) to {args.output}")
+    print(f"Converted a {model.config.trunk_type} {kind} checkpoint ({model.config.num_labels} classes) to {args.output_dir}")
     return model
 
 

@@ -9,7 +9,9 @@ results of the same dataset, protocol and resolution instead of appending duplic
 
 from __future__ import annotations
 
+import enum
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -18,18 +20,30 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from transformers.utils import logging
 
 from .configuration_dcr import DCRConfig
+from .data.registry import has_real_low_resolution_probes, looks_like_hub_id
 from .image_processing_dcr import DCRImageProcessor
 from .reports import METRIC_TITLES, column_title, result_columns
 
 
 logger = logging.get_logger(__name__)
 
-#: Folder of the card templates (next to the package in a source checkout).
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "hub_cards"
+
+def _templates_dir() -> Path:
+    """The card templates: `dcr_hf/hub_cards/` in an installed wheel (pyproject maps the top-level
+    `hub_cards/` there), else `hub_cards/` next to the package in a source checkout."""
+    package = Path(__file__).resolve().parent
+    installed = package / "hub_cards"
+    return installed if installed.is_dir() else package.parent / "hub_cards"
+
+
+#: Folder of the card templates.
+TEMPLATES_DIR = _templates_dir()
 CARD_KINDS = ("trunk", "branch")
 RESULTS_START = "<!-- dcr-results:start -->"
 RESULTS_END = "<!-- dcr-results:end -->"
-NO_RESULTS = "No results recorded yet: run `python eval_hf.py ... --update_card` on this folder."
+NO_RESULTS = (
+    "No results recorded yet: run `dcr-eval --model_name_or_path FOLDER ... --update_card` (or `eval_hf.py`) on this folder."
+)
 TASK_TYPE = "image-feature-extraction"
 TASK_NAME = "Low-resolution face recognition"
 DEFAULT_TRAINING_DATA = "not recorded with this model (the published recipe trains on CASIA-WebFace)"
@@ -42,12 +56,54 @@ CARD_METRICS = {
     "intra-retrieval": ("precision_at_1", "map_at_r", "r_precision", "nmi", "ami"),
 }
 _PROTOCOL_TITLES = {
-    "verification": "verification, HR gallery vs LR probe",
-    "intra-verification": "verification, both images at the same resolution",
-    "identification": "identification, HR gallery vs real LR probes",
-    "retrieval": "retrieval, LR queries vs HR references",
-    "intra-retrieval": "retrieval, queries and references at the same resolution",
+    "verification": "verification, HR gallery vs {probes} LR probe",
+    "intra-verification": "verification, both images at the same {probes} resolution",
+    "identification": "identification, HR gallery vs {probes} LR probes",
+    "retrieval": "retrieval, {probes} LR queries vs HR references",
+    "intra-retrieval": "retrieval, queries and references at the same {probes} resolution",
 }
+
+
+def protocol_title(protocol: str, dataset_type: str | None) -> str:
+    """A results heading that says whether the LR images were real captures or simulated."""
+    probes = "real" if has_real_low_resolution_probes(dataset_type) else "simulated"
+    return _PROTOCOL_TITLES.get(protocol, protocol).format(probes=probes)
+
+
+def model_hub_id(name_or_path: str | None) -> str | None:
+    """The Hub id of a model: `name_or_path` itself when it is one; for a local folder the
+    `hub_model_id` its `training_recipe.json` records, or the id in a Hub cache path
+    (`.../models--org--name/snapshots/<sha>`); `None` when only a local path is known."""
+    if not name_or_path:
+        return None
+    if looks_like_hub_id(name_or_path):
+        return name_or_path
+    folder = Path(name_or_path).resolve()
+    recipe = folder / "training_recipe.json"
+    if recipe.is_file():
+        recorded = json.loads(recipe.read_text(encoding="utf-8")).get("hub_model_id")
+        if recorded:
+            return recorded
+    cached = re.search(r"models--([^/]+?)--([^/]+)/snapshots/[^/]+$", folder.as_posix())
+    return f"{cached.group(1)}/{cached.group(2)}" if cached else None
+
+
+def recipe_value(value: Any) -> str:
+    """A recipe setting as a card shows it: enum values, lists joined, floats without a trailing `.0`."""
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if isinstance(value, (list, tuple)):
+        return ", ".join(recipe_value(item) for item in value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def card_metrics(eval_results: Sequence[EvalResult]) -> list[str]:
+    """The metric types a card's results hold, in order of appearance (the card's `metrics:`)."""
+    return list(dict.fromkeys(result.metric_type for result in eval_results)) or ["accuracy"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,13 +224,14 @@ def results_markdown(eval_results: Sequence[EvalResult]) -> str:
         heading = (result.dataset_name, result.dataset_split, protocol)
         groups.setdefault(heading, {}).setdefault(result.metric_type, {})[column] = result.metric_value
     blocks = []
+    types = {(r.dataset_name, r.dataset_split): r.dataset_type for r in eval_results}
     for (dataset, split, protocol), rows in groups.items():
         columns: list[str] = []
         for values in rows.values():
             columns += [c for c in values if c not in columns]
         where = f"{dataset}" + (f" ({split})" if split else "")
         lines = [
-            f"**{where}: {_PROTOCOL_TITLES.get(protocol, protocol)}** (%)",
+            f"**{where}: {protocol_title(protocol, types[(dataset, split)])}** (%)",
             "",
             "| metric | " + " | ".join(columns) + " |",
             "|---|" + "---|" * len(columns),
@@ -188,7 +245,8 @@ def results_markdown(eval_results: Sequence[EvalResult]) -> str:
 
 
 def _set_results_section(text: str, eval_results: Sequence[EvalResult]) -> str:
-    section = f"{RESULTS_START}\n{results_markdown(eval_results)}\n{RESULTS_END}"
+    # Blank lines around the tables: a Markdown table ends at the first blank line.
+    section = f"{RESULTS_START}\n\n{results_markdown(eval_results)}\n\n{RESULTS_END}"
     start, end = text.find(RESULTS_START), text.find(RESULTS_END)
     if start == -1 or end < start:
         # A card written by hand: keep it and add the section at the end.
@@ -233,6 +291,7 @@ def render_model_card(
     results: Mapping[str, Any] | None = None,
     dataset_name: str | None = None,
     *,
+    dataset_type: str | None = None,
     config: DCRConfig | Mapping[str, Any] | None = None,
     image_processor: Any | None = None,
     model_name: str | None = None,
@@ -249,15 +308,18 @@ def render_model_card(
         kind: `"trunk"` or `"branch"` (a model with `use_branches=True`).
         repo_id: Hub id used in the code examples and as the default model name.
         training_recipe: settings to list in the "Training data and recipe" table (e.g. the
-            training arguments); `None` describes the published recipe instead.
+            training arguments; `None` values are left out, others shown by `recipe_value`);
+            `None` describes the published recipe instead.
         results: a runner result (e.g. `evaluate_verification(...)`) to record as `model-index`
-            results, measured on `dataset_name` (e.g. `"LFW"`); more results are added with
+            results, measured on `dataset_name` (e.g. `"LFW"`), of `model-index` type `dataset_type`
+            (`dcr_hf.data.registry.card_dataset_type`); more results are added with
             `update_model_card_results`.
         config: the model's `DCRConfig` (architecture table); default: `DCRConfig()`.
         image_processor: its processor (mean/std in the table); default 0.5/0.5.
         training_data: one line naming the training data.
         datasets: Hub dataset ids for the metadata.
-        base_model: Hub id of the trunk a branch model was built from (metadata and text).
+        base_model: Hub id of the model this one was trained from (the trunk of a branch model,
+            the model a fine-tuned one started from): metadata and text.
         eval_results: `EvalResult`s to keep (e.g. from an earlier card), merged before `results`.
         template_dir: another folder of templates with the same file names.
     """
@@ -268,8 +330,8 @@ def render_model_card(
     template_dir = Path(template_dir) if template_dir is not None else TEMPLATES_DIR
     if not (template_dir / f"{kind}.md").is_file():
         raise FileNotFoundError(
-            f"No model card template '{template_dir / f'{kind}.md'}'. The templates ship in the `hub_cards/` folder of "
-            "the dcr-hf source tree; pass template_dir= to use another folder."
+            f"No model card template '{template_dir / f'{kind}.md'}'. The templates ship in the dcr-hf wheel "
+            "(dcr_hf/hub_cards/) and in the source tree's hub_cards/; pass template_dir= to use another folder."
         )
     values = _config_dict(config)
     model_id = repo_id or "path/to/model"
@@ -278,15 +340,15 @@ def render_model_card(
     if results is not None:
         if not dataset_name:
             raise ValueError("results need dataset_name, the dataset they were measured on (e.g. 'LFW').")
-        merged = merge_eval_results(merged, results_to_eval_results(results, dataset_name))
+        merged = merge_eval_results(merged, results_to_eval_results(results, dataset_name, dataset_type))
     card_data = ModelCardData(
         license="apache-2.0",
         library_name="transformers",
         pipeline_tag=TASK_TYPE,
         tags=["face-recognition", "low-resolution", "dcr", "image-feature-extraction", "custom_code"],
         datasets=list(datasets) if datasets else None,
-        base_model=base_model if kind == "branch" else None,
-        metrics=["accuracy"],
+        base_model=base_model,
+        metrics=card_metrics(merged),
         model_name=model_name,
         eval_results=merged or None,
     )
@@ -302,7 +364,7 @@ def render_model_card(
         model_id=model_id,
         use_branches=kind == "branch",
         training_data=training_data,
-        training_recipe=dict(training_recipe) if training_recipe else None,
+        training_recipe={k: recipe_value(v) for k, v in training_recipe.items() if v is not None} if training_recipe else None,
         results_section=results_markdown(merged),
         base_model=base_model,
         specialized_initialization=specialized_initialization,
@@ -392,6 +454,7 @@ def update_model_card_results(
     card = ModelCard.load(readme)
     new = results_to_eval_results(results, dataset_name, dataset_type, dataset_split, dataset_revision)
     card.data.eval_results = merge_eval_results(card.data.eval_results or [], new)
+    card.data.metrics = card_metrics(card.data.eval_results)
     if card.data.model_name is None:
         card.data.model_name = model_dir.resolve().name
     card.text = _set_results_section(card.text, card.data.eval_results)
@@ -411,12 +474,12 @@ def push_folder_to_hub(
     token: str | None = None,
     private: bool = False,
     revision: str | None = None,
-    ignore_patterns: Sequence[str] = ("checkpoint-*", "checkpoint-*/**", "runs/**", "*.tmp"),
+    ignore_patterns: Sequence[str] = ("checkpoint-*", "checkpoint-*/**", "runs/**", "trackio/**", "*.tmp"),
 ) -> Any:
     """Create `repo_id` if needed (`HfApi.create_repo(exist_ok=True)`) and upload `model_dir`.
 
     A folder without `README.md` first gets a card (`write_model_card`, with `repo_id` in the code
-    examples). Training checkpoints and TensorBoard runs are not uploaded (`ignore_patterns`).
+    examples). Training checkpoints and TensorBoard / trackio logs are not uploaded (`ignore_patterns`).
     Returns what `HfApi.upload_folder` returns (the commit info).
     """
     model_dir = Path(model_dir)
@@ -439,7 +502,11 @@ def push_folder_to_hub(
 __all__ = [
     "CARD_KINDS",
     "load_image_processor",
+    "card_metrics",
     "load_model_and_processor",
+    "model_hub_id",
+    "protocol_title",
+    "recipe_value",
     "TEMPLATES_DIR",
     "merge_eval_results",
     "push_folder_to_hub",

@@ -596,3 +596,8 @@ __all__ = [
     "resize_8_bit",
     "simulate_low_resolution",
 ]
+
+# `save_pretrained` then copies this file (and `configuration_dcr.py`, its relative import) into the
+# folder and writes `auto_map` to `preprocessor_config.json`, so `AutoImageProcessor` loads the
+# processor with `trust_remote_code=True` where dcr_hf is not installed.
+DCRImageProcessor.register_for_auto_class("AutoImageProcessor")

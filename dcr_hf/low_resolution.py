@@ -74,6 +74,11 @@ def make_low_resolution_copies(
         `[batch, len(sizes), 3, image_size, image_size]`, same dtype and device.
     """
     _check_batch(pixel_values, processor)
+    if torch.is_autocast_enabled(pixel_values.device.type):
+        # Under bf16/fp16 autocast (mixed-precision training and validation) the products would come
+        # out in half precision: the operator runs as without autocast, in the input's precision.
+        with torch.autocast(pixel_values.device.type, enabled=False):
+            return make_low_resolution_copies(pixel_values, sizes, processor, normalized)
     sizes = check_low_resolution_sizes(sizes, processor.image_size, name="sizes")
     if processor.low_resolution_in_8_bits:
         copies = _copies_8_bit(pixel_values, sizes, processor, normalized)

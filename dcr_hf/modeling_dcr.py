@@ -9,8 +9,10 @@ This file travels to every Hub repository next to `configuration_dcr.py` (for
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -417,9 +419,20 @@ class DCRPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # Every saved folder maps all Auto classes, whichever class saved it, so one folder loads
-        # as AutoConfig, AutoModel and AutoModelForImageClassification with trust_remote_code.
+        # as AutoConfig, AutoModel and AutoModelForImageClassification with trust_remote_code,
+        # and carries the DCR pipeline (`pipeline_dcr.py`, named in `custom_pipelines`).
         self.config.auto_map = dict(AUTO_MAP)
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        pipeline_file = Path(__file__).with_name(PIPELINE_FILE)
+        if pipeline_file.is_file():
+            self.config.custom_pipelines = {task: dict(info) for task, info in CUSTOM_PIPELINES.items()}
+        else:
+            # Code loaded from a folder without the pipeline: do not name a file the new folder lacks.
+            logger.warning(f"{pipeline_file} not found; the saved folder has no DCR pipeline.")
+            self.config.custom_pipelines = {}
+        saved = super().save_pretrained(save_directory, *args, **kwargs)
+        if pipeline_file.is_file() and kwargs.get("is_main_process", True):
+            shutil.copyfile(pipeline_file, Path(save_directory) / PIPELINE_FILE)
+        return saved
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -859,6 +872,11 @@ AUTO_MAP = {
     "AutoConfig": "configuration_dcr.DCRConfig",
     "AutoModel": "modeling_dcr.DCRModel",
     "AutoModelForImageClassification": "modeling_dcr.DCRForImageClassification",
+}
+#: The pipeline every saved DCR folder carries, as `Pipeline.save_pretrained` records a registered one.
+PIPELINE_FILE = "pipeline_dcr.py"
+CUSTOM_PIPELINES = {
+    "image-feature-extraction": {"impl": "pipeline_dcr.DCRFeatureExtractionPipeline", "pt": ["AutoModel"], "type": "image"},
 }
 # `register_for_auto_class` makes `save_pretrained` copy both model files into the folder.
 DCRConfig.register_for_auto_class()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,15 +28,11 @@ PRIMARY_METRICS = {
     "retrieval": "precision_at_1",
     "intra-retrieval": "precision_at_1",
 }
-#: More metrics of a protocol, each written as its own table into results.md.
-SECONDARY_METRICS = {
-    "retrieval": ("map_at_r", "r_precision", "nmi", "ami"),
-    "intra-retrieval": ("map_at_r", "r_precision", "nmi", "ami"),
-}
 METRIC_TITLES = {
     "accuracy": "verification accuracy (%)",
     "auc": "ROC AUC (%)",
     "eer": "equal error rate (%)",
+    "tar@far=0.001": "TAR at FAR = 1e-3 (%)",
     "rank_1": "rank-1 identification accuracy (%)",
     "rank_5": "rank-5 identification accuracy (%)",
     "precision_at_1": "precision@1 (%)",
@@ -43,6 +40,54 @@ METRIC_TITLES = {
     "r_precision": "R-precision (%)",
     "nmi": "NMI of k-means clusters (%)",
     "ami": "AMI of k-means clusters (%)",
+}
+#: The metrics a full report shows per protocol, in this order, under these short names.
+REPORT_METRICS = {
+    "verification": ("accuracy", "auc", "eer", "tar@far=0.001"),
+    "intra-verification": ("accuracy", "auc", "eer", "tar@far=0.001"),
+    "identification": ("rank_1", "rank_5"),
+    "retrieval": ("precision_at_1", "r_precision", "map_at_r", "nmi", "ami"),
+    "intra-retrieval": ("precision_at_1", "r_precision", "map_at_r", "nmi", "ami"),
+}
+SHORT_TITLES = {
+    "accuracy": "accuracy", "auc": "AUC", "eer": "EER", "tar@far=0.001": "TAR@FAR=1e-3", "rank_1": "rank-1",
+    "rank_5": "rank-5", "precision_at_1": "P@1", "r_precision": "R-precision", "map_at_r": "MAP@R", "nmi": "NMI",
+    "ami": "AMI",
+}
+PROTOCOL_DESCRIPTIONS = {
+    "verification": "pairs, first image at HR, second at each probe size",
+    "intra-verification": "pairs, both images at the same size",
+    "identification": "HR gallery vs LR probes",
+    "retrieval": "LR queries vs HR references",
+    "intra-retrieval": "queries and references at the same probe size",
+}
+#: What a report's legend says about each protocol's metrics and columns.
+_LEGENDS = {
+    "verification": "accuracy: 10-fold, threshold from the other 9 folds, ± std over the folds; AUC: area under "
+    "the ROC curve; EER: equal error rate; TAR@FAR=1e-3: true accept rate at a false accept rate of 0.1%.",
+    "identification": "rank-k: share of probes whose subject is among the k most similar gallery faces; "
+    "d1/d2/d3: SCface camera distances 4.2 m / 2.6 m / 1.0 m (d1 farthest, smallest faces; synthetic probes "
+    "imitate them); all: every probe.",
+    "retrieval": "P@1: precision at 1; R-precision: precision among the R nearest references (R = the query's "
+    "relevant references); MAP@R: mean average precision at R; NMI/AMI: normalized / adjusted mutual "
+    "information of k-means clusters (one cluster per identity) with the identities.",
+}
+_LEGENDS["intra-verification"] = _LEGENDS["verification"]
+_LEGENDS["intra-retrieval"] = _LEGENDS["retrieval"]
+#: What each retrieval rule means, for the legend of a retrieval report.
+RETRIEVAL_RULE_NOTES = {
+    "exclude_own": "exclude_own (each query's own image is left out of its references; R counts the other "
+    "images of its identity)",
+    "original": "original (one neighbour more is searched and each query's first neighbour dropped, whoever "
+    "it is, as the original did; R counts the other images of its identity)",
+}
+#: The one-number criterion of each protocol and its name (as `dcr_hf.evaluation.summary.CRITERIA`).
+_CRITERIA = {
+    "verification": ("mean_lr_accuracy", "mean LR accuracy"),
+    "intra-verification": ("mean_lr_accuracy", "mean LR accuracy"),
+    "identification": ("mean_rank1", "mean rank-1"),
+    "retrieval": ("mean_lr_precision_at_1", "mean LR precision@1"),
+    "intra-retrieval": ("mean_lr_precision_at_1", "mean LR precision@1"),
 }
 
 
@@ -73,49 +118,56 @@ def _check_comparable(results_by_model: Mapping[str, Mapping[str, Any]]) -> list
     return columns
 
 
+def metric_value(column: Mapping[str, Any], metric: str) -> float | None:
+    """A column's value of `metric`; `tar@far=F` reads `tar_at_far[F]` (keys as floats or strings)."""
+    if metric.startswith("tar@far="):
+        far = float(metric.split("=", 1)[1])
+        tars = column.get("tar_at_far") or {}
+        return next((value for key, value in tars.items() if math.isclose(float(key), far)), None)
+    return column.get(metric)
+
+
 def _cell(column: Mapping[str, Any] | None, metric: str, markdown: bool) -> str:
-    if column is None or column.get(metric) is None:
+    value = None if column is None else metric_value(column, metric)
+    if value is None:
         return "-"
-    text = f"{100 * column[metric]:.2f}"
+    text = f"{100 * value:.2f}"
     std = column.get(f"{metric}_std")
     if std is not None:
         text += f" ± {100 * std:.2f}" if markdown else f"±{100 * std:.2f}"
     return text
 
 
-#: What each retrieval rule means, for the line under a retrieval table.
-RETRIEVAL_RULE_NOTES = {
-    "exclude_own": "retrieval rule: exclude_own (each query's own image is left out of its references; "
-    "R counts the other images of its identity)",
-    "original": "retrieval rule: original (one neighbour more is searched and each query's first neighbour "
-    "dropped, whoever it is, as the original did; R counts the other images of its identity)",
-}
+def _render(title: str, header: list[str], rows: list[list[str]], markdown: bool, notes: Sequence[str] = (),
+            text_columns: int = 1) -> str:
+    """An aligned plain-text table (the first `text_columns` left-aligned, numbers right-aligned) or a
+    Markdown one, then the notes (wrapped lines, or a Markdown list)."""
+    if markdown:
+        lines = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines + ([""] + [f"- {note}" for note in notes] if notes else [])) + "\n"
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
+    def line(cells: list[str]) -> str:
+        padded = [cell.ljust(width) if i < text_columns else cell.rjust(width)
+                  for i, (cell, width) in enumerate(zip(cells, widths))]
+        return "  ".join(padded).rstrip()
 
-def result_notes(results_by_model: Mapping[str, Mapping[str, Any]], notes: Sequence[str] = ()) -> list[str]:
-    """The lines under a table: `notes`, then the settings a reader needs to compare the figures
-    (the retrieval rule of retrieval results)."""
-    lines = list(notes)
-    rules = {result.get("retrieval_rule") for result in results_by_model.values()} - {None}
-    lines += [RETRIEVAL_RULE_NOTES.get(rule, f"retrieval rule: {rule}") for rule in sorted(rules)]
-    return lines
+    rule = "-" * len(line(header))
+    wrapped = [text for note in notes for text in textwrap.wrap(note, width=max(len(rule), 80), subsequent_indent="  ")]
+    return "\n".join([title, rule, line(header), rule, *map(line, rows), rule, *wrapped]) + "\n"
 
 
 def format_results_table(
-    results_by_model: Mapping[str, Mapping[str, Any]],
-    metric: str | None = None,
-    markdown: bool = False,
-    notes: Sequence[str] | None = (),
+    results_by_model: Mapping[str, Mapping[str, Any]], metric: str | None = None, markdown: bool = False
 ) -> str:
-    """A table with one row per model and one column per resolution/distance, and `result_notes` under it.
+    """A table with one row per model and one column per resolution/distance, of one metric.
 
     Args:
         results_by_model: `{model name: runner result}`, all of one protocol.
         metric: the metric to show (default: `PRIMARY_METRICS[protocol]`), in percent, with
             "± std" over the folds when the result has `<metric>_std`.
         markdown: a GitHub-flavoured Markdown table instead of aligned plain text.
-        notes: lines to print under the table (e.g. the protocol settings of the run); None: no
-            lines at all, not even the automatic ones.
     """
     columns = _check_comparable(results_by_model)
     protocol = next(iter(results_by_model.values()))["protocol"]
@@ -125,22 +177,56 @@ def format_results_table(
         [name, *(_cell(result_columns(result).get(key), metric, markdown) for key in columns)]
         for name, result in results_by_model.items()
     ]
-    title = f"{protocol}: {METRIC_TITLES.get(metric, metric)}"
-    notes = [] if notes is None else result_notes(results_by_model, notes)
-    if markdown:
-        lines = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        lines += [""] + [f"- {note}" for note in notes] if notes else []
-        return "\n".join(lines) + "\n"
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return _render(f"{protocol}: {METRIC_TITLES.get(metric, metric)}", header, rows, markdown)
 
-    def line(cells: list[str]) -> str:
-        # Model names left-aligned, numbers right-aligned.
-        padded = [cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in enumerate(zip(cells, widths))]
-        return "  ".join(padded)
 
-    rule = "-" * len(line(header))
-    return "\n".join([title, rule, line(header), rule, *map(line, rows), rule, *notes]) + "\n"
+def _report_notes(
+    results_by_model: Mapping[str, Mapping[str, Any]], protocol: str, notes: Sequence[str] = ()
+) -> list[str]:
+    """The legend of a report: the run's `notes` (e.g. the original's protocol), what the metrics and
+    columns mean, counts, branch routing, the retrieval rule."""
+    notes = [*notes, _LEGENDS[protocol]]
+    for name, result in results_by_model.items():
+        facts = []
+        for key, what in (("num_pairs", "pairs"), ("num_images", "images"), ("num_gallery", "gallery subjects")):
+            if result.get(key) is not None:
+                facts.append(f"{result[key]} {what}")
+        routing = result.get("probe_resolution")
+        if isinstance(routing, Mapping) and result.get("model_kind") == "branch":  # a trunk has one embedding
+            facts.append("probes of " + ", ".join(f"d{d} -> {column_title(str(r))}" for d, r in routing.items()))
+        rule = result.get("retrieval_rule")
+        if rule is not None:
+            described = RETRIEVAL_RULE_NOTES.get(rule, str(rule)) if isinstance(rule, str) else str(rule)
+            facts.append(f"retrieval rule: {described}")
+        if facts:
+            notes.append(f"{name}: " + "; ".join(facts) + ".")
+    return notes
+
+
+def format_results_report(
+    results_by_model: Mapping[str, Mapping[str, Any]],
+    markdown: bool = False,
+    dataset_name: str | None = None,
+    notes: Sequence[str] = (),
+) -> str:
+    """Every metric of a protocol per model and column (`REPORT_METRICS`, in percent), then a legend
+    starting with `notes`.
+
+    Rows are (model, metric), columns the resolutions / distances: verification shows accuracy ± std,
+    AUC, EER and TAR@FAR=1e-3; identification rank-1 and rank-5; retrieval P@1, R-precision, MAP@R,
+    NMI and AMI.
+    """
+    columns = _check_comparable(results_by_model)
+    protocol = next(iter(results_by_model.values()))["protocol"]
+    header = ["model", "metric", *map(column_title, columns)]
+    rows = []
+    for name, result in results_by_model.items():
+        for index, metric in enumerate(REPORT_METRICS[protocol]):
+            cells = [_cell(result_columns(result).get(key), metric, markdown) for key in columns]
+            rows.append([name if index == 0 or markdown else "", SHORT_TITLES[metric], *cells])
+    where = f" on {dataset_name}" if dataset_name else ""
+    title = f"{protocol}{where} ({PROTOCOL_DESCRIPTIONS[protocol]}), %"
+    return _render(title, header, rows, markdown, _report_notes(results_by_model, protocol, notes), text_columns=2)
 
 
 def to_jsonable(value: Any) -> Any:
@@ -171,8 +257,8 @@ def write_results_json(
 
 
 def one_line_summary(results: Mapping[str, Any]) -> str:
-    """One log line of a result's main metric per column, e.g.
-    `"verification, verification accuracy: 8x8 86.90%, 12x12 91.00%, HR 93.50%"`."""
+    """One log line of a result: its criterion, then the main metric per column, e.g.
+    `"verification: mean LR accuracy 88.95% (verification accuracy: 8x8 86.90%, 12x12 91.00%, HR 93.50%)"`."""
     protocol = results.get("protocol", "?")
     metric = PRIMARY_METRICS.get(protocol, "accuracy")
     cells = [
@@ -181,45 +267,54 @@ def one_line_summary(results: Mapping[str, Any]) -> str:
         if column.get(metric) is not None
     ]
     name = METRIC_TITLES.get(metric, metric).replace(" (%)", "")
-    return f"{protocol}, {name}: " + ", ".join(cells)
+    criterion, criterion_name = _CRITERIA.get(protocol, (None, None))
+    if criterion is None or results.get(criterion) is None:
+        return f"{protocol}, {name}: " + ", ".join(cells)
+    return f"{protocol}: {criterion_name} {100 * results[criterion]:.2f}% ({name}: " + ", ".join(cells) + ")"
 
 
-def plot_roc_curves(results: Mapping[str, Any], path: str | Path, title: str | None = None) -> Path:
-    """Save the ROC curves of a verification result as a PNG, one curve per resolution.
+def plot_roc_curves(
+    results_by_model: Mapping[str, Mapping[str, Any]], path: str | Path, title: str | None = None
+) -> Path:
+    """Save one PNG with the ROC curves of every model's verification result, one curve per model
+    and resolution (colour = resolution, line style = model).
 
     True accept rate against false accept rate on a log FAR axis (the low-FAR end is what face
     verification is judged on); the legend gives each curve's AUC and EER.
     """
-    curves = results.get("curves")
-    if not curves:
+    if not results_by_model or any(not result.get("curves") for result in results_by_model.values()):
         raise ValueError(
-            "This result has no ROC curves (only verification results do, and results.json does not keep them)."
+            "A result has no ROC curves (only verification results do, and results.json does not keep them)."
         )
     # A bare Figure renders with Agg and touches no pyplot state, so it works headless and in threads.
     from matplotlib.figure import Figure
 
-    columns = result_columns(results)
-    figure = Figure(figsize=(6.4, 4.8), dpi=100)
+    figure = Figure(figsize=(7.2, 5.4), dpi=100)
     axes = figure.subplots()
+    colours = {key: f"C{i}" for i, key in enumerate(dict.fromkeys(k for r in results_by_model.values() for k in r["curves"]))}
+    styles = ("-", "--", ":", "-.")
     lowest = 1.0
-    for key, curve in curves.items():
-        fpr, tpr = np.asarray(curve["fpr"]), np.asarray(curve["tpr"])
-        positive = fpr > 0
-        if positive.any():
-            lowest = min(lowest, float(fpr[positive].min()))
-        label = column_title(key)
-        if key in columns:
-            label += f" (AUC {100 * columns[key]['auc']:.1f}%, EER {100 * columns[key]['eer']:.1f}%)"
-        # A log axis cannot show FAR = 0: each curve starts at its first non-zero FAR.
-        axes.plot(fpr[positive], tpr[positive], label=label)
+    for index, (name, result) in enumerate(results_by_model.items()):
+        columns = result_columns(result)
+        for key, curve in result["curves"].items():
+            fpr, tpr = np.asarray(curve["fpr"]), np.asarray(curve["tpr"])
+            positive = fpr > 0
+            if positive.any():
+                lowest = min(lowest, float(fpr[positive].min()))
+            label = (f"{name}, " if len(results_by_model) > 1 else "") + column_title(key)
+            if key in columns:
+                label += f" (AUC {100 * columns[key]['auc']:.1f}%, EER {100 * columns[key]['eer']:.1f}%)"
+            # A log axis cannot show FAR = 0: each curve starts at its first non-zero FAR.
+            axes.plot(fpr[positive], tpr[positive], styles[index % len(styles)], color=colours[key], label=label)
+    protocol = next(iter(results_by_model.values())).get("protocol", "verification")
     axes.set_xscale("log")
     axes.set_xlim(lowest, 1.0)
     axes.set_ylim(0.0, 1.01)
     axes.set_xlabel("false accept rate")
     axes.set_ylabel("true accept rate")
-    axes.set_title(title or f"ROC, {results.get('protocol', 'verification')}")
+    axes.set_title(title or f"ROC, {protocol} ({PROTOCOL_DESCRIPTIONS.get(protocol, protocol)})", fontsize="medium")
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(loc="lower right", fontsize="small")
+    axes.legend(loc="lower right", fontsize="x-small")
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -227,52 +322,43 @@ def plot_roc_curves(results: Mapping[str, Any], path: str | Path, title: str | N
     return path
 
 
-def _file_stem(name: str) -> str:
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
-    return stem or "model"
-
-
 def write_reports(
     results_by_model: Mapping[str, Mapping[str, Any]],
     output_dir: str | Path,
     metadata: Mapping[str, Any] | None = None,
+    dataset_name: str | None = None,
     notes: Sequence[str] = (),
 ) -> dict[str, Path]:
-    """Write `results.json`, `results.md` (the table and its notes) and, for verification,
-    `roc_<model>.png` per model into `output_dir`; returns `{"json", "markdown", "roc/<model>": path}`."""
+    """Write `results.json`, `results.md` (the full report) and, for verification, `roc.png` (one
+    figure with every model) into `output_dir`; returns `{"json", "markdown"[, "roc"]: path}`."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     written = {
         "json": write_results_json(results_by_model, output_dir / "results.json", metadata),
         "markdown": output_dir / "results.md",
     }
-    protocol = next(iter(results_by_model.values())).get("protocol")
-    tables = [format_results_table(results_by_model, markdown=True, notes=notes)]
-    for metric in SECONDARY_METRICS.get(protocol, ()):
-        if any(column.get(metric) is not None for r in results_by_model.values() for column in result_columns(r).values()):
-            tables.append(format_results_table(results_by_model, metric=metric, markdown=True, notes=None))
-    written["markdown"].write_text("\n".join(tables), encoding="utf-8")
-    stems: set[str] = set()
-    for name, result in results_by_model.items():
-        if result.get("curves"):
-            stem = _file_stem(name)
-            while stem in stems:
-                stem += "_"
-            stems.add(stem)
-            written[f"roc/{name}"] = plot_roc_curves(result, output_dir / f"roc_{stem}.png", title=f"ROC: {name}")
+    report = format_results_report(results_by_model, markdown=True, dataset_name=dataset_name, notes=notes)
+    written["markdown"].write_text(report, encoding="utf-8")
+    if all(result.get("curves") for result in results_by_model.values()):
+        protocol = next(iter(results_by_model.values()))["protocol"]
+        where = f" on {dataset_name}" if dataset_name else ""
+        title = f"ROC, {protocol}{where} ({PROTOCOL_DESCRIPTIONS[protocol]})"
+        written["roc"] = plot_roc_curves(results_by_model, output_dir / "roc.png", title=title)
     return written
 
 
 __all__ = [
     "METRIC_TITLES",
     "PRIMARY_METRICS",
+    "PROTOCOL_DESCRIPTIONS",
+    "REPORT_METRICS",
     "RETRIEVAL_RULE_NOTES",
-    "SECONDARY_METRICS",
     "column_title",
+    "format_results_report",
+    "metric_value",
     "one_line_summary",
     "format_results_table",
     "plot_roc_curves",
-    "result_notes",
     "result_columns",
     "to_jsonable",
     "write_reports",

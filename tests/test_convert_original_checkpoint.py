@@ -312,7 +312,10 @@ def test_converted_model_computes_the_original_embeddings(tmp_path, case, normal
     reference, checkpoint, config = make_original(tmp_path, case, stage, normalized)
     output = tmp_path / "converted"
     caplog.set_level(logging.WARNING, logger="dcr_hf")
-    main(["--checkpoint", str(checkpoint), "--config", str(config), "--output", str(output)])
+    main(["--checkpoint", str(checkpoint), "--config", str(config), "--output_dir", str(output)])
+    # A folder that loads with trust_remote_code alone: model, processor and pipeline code included.
+    code = {"configuration_dcr.py", "modeling_dcr.py", "image_processing_dcr.py", "pipeline_dcr.py"}
+    assert code <= {path.name for path in output.iterdir()}
     dropped = [r.getMessage() for r in caplog.records if "dropping" in r.getMessage()]
     assert len(dropped) == (1 if stage == "trunk" else 0), dropped
     if stage == "trunk":
@@ -554,7 +557,9 @@ def test_command_line_prints_one_error_line_and_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as raised:
         main(["--checkpoint", str(empty), "--output", str(tmp_path / "out")])
     assert raised.value.code == 2
-    assert capsys.readouterr().err == f"error: checkpoint {empty} is empty (0 bytes).\n"
+    err = capsys.readouterr().err
+    assert err.startswith("usage: ") and "Traceback" not in err
+    assert err.splitlines()[-1].endswith(f"error: checkpoint {empty} is empty (0 bytes).")
 
 
 @pytest.mark.slow
@@ -564,7 +569,7 @@ def test_module_command_converts_and_fails_without_a_traceback(tmp_path):
     env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     done = subprocess.run([*command, "--output", str(tmp_path / "out")], capture_output=True, text=True, env=env)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.startswith("error: checkpoint") and done.stderr.count("\n") == 1
+    assert done.stderr.startswith("usage: ") and ": error: checkpoint" in done.stderr.splitlines()[-1]
     done = subprocess.run([*command, "--config", str(config), "--output", str(tmp_path / "out")],
                           capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr

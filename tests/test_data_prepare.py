@@ -20,7 +20,7 @@ from tests.layouts import (
     write_original_pairs,
 )
 
-from dcr_hf.data.__main__ import build_parser, main
+from dcr_hf.data.command import build_parser, main, prepare_main
 from dcr_hf.data.casia import load_casia
 from dcr_hf.data.generic import load_face_dataset, load_image_folder
 from dcr_hf.data.lfw import load_lfw_identities, load_lfw_pairs
@@ -189,15 +189,16 @@ def test_cli_prepare_and_push_to_hub_recorder(data_root, tmp_path, monkeypatch, 
         "casia",
         "--data_root",
         str(data_root),
-        "--output",
+        "--output_dir",
         str(output),
-        "--fold",
+        "--casia_fold",
         "0",
         "--num_subjects",
         "12",
         "--num_shards",
         "3",
         "--push_to_hub",
+        "--hub_model_id",
         "me/casia-120",
         "--private",
     ]
@@ -223,7 +224,7 @@ def test_cli_reports_layout_errors_without_traceback(tmp_path, capsys):
                 "scface",
                 "--data_root",
                 str(tmp_path / "nowhere"),
-                "--output",
+                "--output_dir",
                 str(tmp_path / "o"),
             ]
         )
@@ -234,9 +235,9 @@ def test_cli_reports_layout_errors_without_traceback(tmp_path, capsys):
 
 def test_cli_argument_parsing():
     args = build_parser().parse_args(
-        ["prepare", "--dataset", "lfw", "--data_root", "r", "--output", "o", "--max_shard_size", "1GB"]
+        ["prepare", "--dataset", "lfw", "--data_root", "r", "--output_dir", "o", "--max_shard_size", "1GB"]
     )
-    assert (args.dataset, args.data_root, args.output, args.max_shard_size, args.num_shards, args.fold) == (
+    assert (args.dataset, args.data_root, args.output_dir, args.max_shard_size, args.num_shards, args.casia_fold) == (
         "lfw",
         "r",
         "o",
@@ -245,21 +246,21 @@ def test_cli_argument_parsing():
         None,
     )
     for bad in (
-        ["prepare", "--dataset", "mnist", "--data_root", "r", "--output", "o"],
+        ["prepare", "--dataset", "mnist", "--data_root", "r", "--output_dir", "o"],
         [
             "prepare",
             "--dataset",
             "lfw",
             "--data_root",
             "r",
-            "--output",
+            "--output_dir",
             "o",
             "--num_shards",
             "2",
             "--max_shard_size",
             "1GB",
         ],
-        ["prepare", "--dataset", "lfw", "--output", "o"],
+        ["prepare", "--dataset", "lfw", "--output_dir", "o"],
         [],
     ):
         with pytest.raises(SystemExit):
@@ -306,3 +307,16 @@ def test_output_that_is_a_file_is_refused_before_reading(data_root, tmp_path):
     with pytest.raises(FileExistsError, match="is a file"):
         prepare_dataset("folder", data_root / "folder", target)
     assert target.read_text() == "mine"
+
+
+def test_dcr_prepare_is_the_prepare_command(data_root, tmp_path, capsys):
+    """`dcr-prepare` takes prepare's options without the command word; a Hub push needs --hub_model_id."""
+    output = tmp_path / "lfw"
+    assert prepare_main(["--dataset", "lfw", "--data_root", str(data_root), "--output_dir", str(output)]) == 0
+    assert "Prepared lfw in" in capsys.readouterr().out
+    assert len(load_lfw_pairs(output)) == len(load_lfw_pairs(data_root))
+    with pytest.raises(SystemExit) as exit_info:
+        prepare_main(["--dataset", "lfw", "--data_root", str(data_root), "--output_dir", str(tmp_path / "x"),
+                      "--push_to_hub"])
+    assert exit_info.value.code == 2
+    assert "--push_to_hub needs --hub_model_id" in capsys.readouterr().err

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,17 +16,13 @@ from huggingface_hub import ModelCard
 from PIL import Image
 
 from dcr_hf import DCRForImageClassification, DCRImageProcessor, DCRModel
-from dcr_hf.evaluation.command import display_names, parse_probe_resolution
-from dcr_hf.reports import to_jsonable
+from dcr_hf.evaluation.command import display_names, parse_probe_resolution, run
+from dcr_hf.reports import metric_value, to_jsonable
 
 pytestmark = pytest.mark.slow  # end-to-end runs and subprocesses
 
 
 ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("eval_hf", ROOT / "eval_hf.py")
-eval_hf = importlib.util.module_from_spec(_spec)
-sys.modules["eval_hf"] = eval_hf  # dataclasses look their module up while the script is executed
-_spec.loader.exec_module(eval_hf)
 
 SYNTHETIC = [
     "--dataset", "synthetic", "--synthetic_num_verification_identities", "20", "--synthetic_images_per_identity", "3",
@@ -51,18 +48,23 @@ def test_compare_two_models_end_to_end(models, tmp_path, capsys):
     trunk, branch = models
     output = tmp_path / "eval"
     argv = [
-        "--model", trunk, "--compare", branch, *SYNTHETIC, "--protocol", "verification",
-        "--sizes", "8", "12", "--batch_size", "8", "--output_dir", str(output), "--update_card",
+        "--model_name_or_path", trunk, "--compare", branch, *SYNTHETIC, "--protocol", "verification",
+        "--sizes", "8", "12", "--per_device_eval_batch_size", "8", "--output_dir", str(output), "--update_card",
     ]
-    results = eval_hf.main(argv)
+    results = run(argv)
     assert list(results) == ["dcr-trunk", "dcr-branch"]
     table = capsys.readouterr().out
     header = next(line for line in table.splitlines() if line.startswith("model"))
-    assert header.split() == ["model", "8x8", "12x12", "HR"]
+    assert header.split() == ["model", "metric", "8x8", "12x12", "HR"]
+    lines = table.splitlines()
     for name, result in results.items():
-        row = next(line for line in table.splitlines() if line.startswith(name))
-        cell = f"{100 * result['by_resolution']['8']['accuracy']:.2f}±{100 * result['by_resolution']['8']['accuracy_std']:.2f}"
-        assert row.split()[1] == cell
+        index = next(i for i, line in enumerate(lines) if line.startswith(name))
+        column = result["by_resolution"]["8"]
+        assert lines[index].split()[:3] == [name, "accuracy", f"{100 * column['accuracy']:.2f}±{100 * column['accuracy_std']:.2f}"]
+        for offset, (metric, value) in enumerate(
+            [("AUC", column["auc"]), ("EER", column["eer"]), ("TAR@FAR=1e-3", metric_value(column, "tar@far=0.001"))], start=1
+        ):
+            assert lines[index + offset].split()[:2] == [metric, f"{100 * value:.2f}"]
 
     saved = json.loads((output / "results.json").read_text())
     assert set(saved["results"]) == {"dcr-trunk", "dcr-branch"}
@@ -71,13 +73,12 @@ def test_compare_two_models_end_to_end(models, tmp_path, capsys):
     assert saved["results"]["dcr-trunk"]["by_resolution"]["hr"]["accuracy"] == pytest.approx(
         results["dcr-trunk"]["by_resolution"]["hr"]["accuracy"]
     )
-    assert "| dcr-branch |" in (output / "results.md").read_text()
-    for name in ("dcr-trunk", "dcr-branch"):
-        with Image.open(output / f"roc_{name}.png") as image:
-            assert image.format == "PNG"
+    assert "| dcr-branch | EER |" in (output / "results.md").read_text()
+    with Image.open(output / "roc.png") as image:  # one figure with both models
+        assert image.format == "PNG"
 
     # --update_card wrote the results into each folder's card; a second run does not duplicate them.
-    eval_hf.main(argv)
+    run(argv)
     for folder, name in ((trunk, "dcr-trunk"), (branch, "dcr-branch")):
         card = ModelCard.load(Path(folder) / "README.md")
         accuracy = {r.metric_config: r.metric_value for r in card.data.eval_results if r.metric_type == "accuracy"}
@@ -86,23 +87,27 @@ def test_compare_two_models_end_to_end(models, tmp_path, capsys):
             for key, title in (("8", "8x8"), ("12", "12x12"), ("hr", "HR"))
         }
         assert len(card.data.eval_results) == 9 and card.data.eval_results[0].dataset_type == "synthetic"
+        assert card.data.eval_results[0].dataset_name == "dcr-hf synthetic faces"
+        assert card.data.metrics == ["accuracy", "auc", "eer"]
 
 
 def test_identification_with_probe_resolutions(models, capsys):
     _, branch = models
-    results = eval_hf.main(
+    results = run(
         ["--model", branch, *SYNTHETIC, "--protocol", "identification", "--probe_resolution", "1=8", "2=12", "3=hr"]
-    )
+    )  # --model: the alias of --model_name_or_path
     result = results["dcr-branch"]
     assert result["probe_resolution"] == {"1": 8, "2": 12, "3": "hr"}
     assert result["by_distance"]["all"]["num_probes"] == 3 * 5 * 3  # subjects x cameras x distances
-    assert "rank-1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "rank-1" in out and "rank-5" in out and "4.2 m / 2.6 m / 1.0 m" in " ".join(out.split())
+    assert "Nothing was saved: pass --output_dir" in out
 
 
 @pytest.mark.parametrize("protocol", ["intra-verification", "retrieval", "intra-retrieval"])
 def test_other_protocols(models, protocol, capsys):
     trunk, _ = models
-    results = eval_hf.main(["--model", trunk, *SYNTHETIC, "--protocol", protocol, "--sizes", "12", "--flip_tta"])
+    results = run(["--model", trunk, *SYNTHETIC, "--protocol", protocol, "--sizes", "12", "--flip_tta"])
     result = results["dcr-trunk"]
     assert result["protocol"] == protocol and result["flip_tta"] is True
     assert list(result["by_resolution"]) == ["12", "hr"]
@@ -122,25 +127,25 @@ def test_reproduce_original_equals_the_individual_options(tmp_path, capsys, prot
     DCRImageProcessor(image_size=32, downsample_interpolation="bicubic").save_pretrained(folder)
     common = ["--model", str(folder), *SYNTHETIC, "--protocol", protocol, "--sizes", "8", "12"]
 
-    reproduced = eval_hf.main([*common, "--reproduce_original", "--output_dir", str(tmp_path / "original")])
-    out = capsys.readouterr().out
+    reproduced = run([*common, "--reproduce_original", "--output_dir", str(tmp_path / "original")])
+    out = " ".join(capsys.readouterr().out.split())  # the report wraps its notes
     assert "protocol: the original's (--reproduce_original)" in out
     assert "LR operator bicubic/bilinear (saved with the model) replaced by lanczos/bilinear" in out
     markdown = (tmp_path / "original" / "results.md").read_text()
     assert "--reproduce_original" in markdown and "replaced by lanczos/bilinear" in markdown
-    individual = eval_hf.main([
+    individual = run([
         *common, "--threshold_grid", "original", "--retrieval_rule", "original", "--retrieval_metric", "l2",
         "--downsample_interpolation", "lanczos", "--upsample_interpolation", "bilinear",
     ])
     assert to_jsonable(individual) == to_jsonable(reproduced)
-    assert to_jsonable(eval_hf.main(common)) != to_jsonable(reproduced)  # the defaults differ
+    assert to_jsonable(run(common)) != to_jsonable(reproduced)  # the defaults differ
     if protocol == "retrieval":
         assert reproduced["old-trunk"]["retrieval_rule"] == "original" and reproduced["old-trunk"]["metric"] == "l2"
         assert "retrieval rule: original" in markdown
     else:
         assert reproduced["old-trunk"]["threshold_grid"] == "original"
     with pytest.raises(ValueError, match="--downsample_interpolation bicubic contradicts it"):
-        eval_hf.main([*common, "--reproduce_original", "--downsample_interpolation", "bicubic"])
+        run([*common, "--reproduce_original", "--downsample_interpolation", "bicubic"])
 
 
 def test_lfw_layout(models, tmp_path):
@@ -152,7 +157,7 @@ def test_lfw_layout(models, tmp_path):
         pairs.append((lfw_name(f"Person_{i % 6}", 1), lfw_name(f"Person_{i % 6}", 2), 1))
         pairs.append((lfw_name(f"Person_{i % 6}", 1), lfw_name(f"Person_{(i + 1) % 6}", 2), 0))
     write_original_pairs(tmp_path, pairs)
-    results = eval_hf.main(
+    results = run(
         ["--model", trunk, "--dataset", "lfw", "--data_root", str(tmp_path), "--sizes", "8", "--threshold_grid", "original"]
     )
     result = results["dcr-trunk"]
@@ -163,17 +168,36 @@ def test_lfw_layout(models, tmp_path):
 def test_bad_command_lines(models, tmp_path):
     trunk, branch = models
     with pytest.raises(ValueError, match="does not apply to dataset .scface."):
-        eval_hf.main(["--model", trunk, "--dataset", "scface", "--data_root", str(tmp_path), "--protocol", "verification"])
+        run(["--model", trunk, "--dataset", "scface", "--data_root", str(tmp_path), "--protocol", "verification"])
     with pytest.raises(ValueError, match="needs --data_root"):
-        eval_hf.main(["--model", trunk, "--dataset", "lfw"])
+        run(["--model", trunk, "--dataset", "lfw"])
     with pytest.raises(ValueError, match="no branch for 16x16"):
-        eval_hf.main(["--model", branch, *SYNTHETIC, "--sizes", "8", "16"])
+        run(["--model", branch, *SYNTHETIC, "--sizes", "8", "16"])
     with pytest.raises(ValueError, match="listed twice"):
-        eval_hf.main(["--model", trunk, "--compare", trunk, *SYNTHETIC])
+        run(["--model", trunk, "--compare", trunk, *SYNTHETIC])
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "config.json").write_text(json.dumps({"model_type": "resnet"}))
     with pytest.raises(ValueError, match="DCR models only"):
-        eval_hf.main(["--model", str(tmp_path / "other"), *SYNTHETIC])
+        run(["--model", str(tmp_path / "other"), *SYNTHETIC])
+
+
+def test_usage_errors_are_one_line_argparse_errors(models, tmp_path, capsys):
+    """The console command: usage and error lines, exit status 2, no traceback."""
+    trunk, _ = models
+    for argv, message in (
+        ([], "the following arguments are required: --model_name_or_path"),
+        (["--model_name_or_path", trunk], "--dataset lfw needs --data_root"),
+        (["--model_name_or_path", trunk, "--batch_size", "8"], "not used by the HfArgumentParser: ['--batch_size', '8']"),
+    ):
+        completed = subprocess.run(
+            [sys.executable, str(ROOT / "eval_hf.py"), *argv], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)},
+        )
+        assert completed.returncode == 2, completed.stderr
+        assert completed.stderr.startswith("usage: eval_hf.py --model_name_or_path MODEL")
+        last = completed.stderr.splitlines()[-1]
+        assert last.startswith("eval_hf.py: error: ") and message in last, last
+        assert "Traceback" not in completed.stderr
 
 
 def test_parse_probe_resolution():

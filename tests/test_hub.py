@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import enum
 import json
+import re
 
 import pytest
 from tests.models import tiny_config
 from huggingface_hub import HfApi, ModelCard
 
+import torch
+
 from dcr_hf import DCRForImageClassification, DCRImageProcessor, DCRModel
 from dcr_hf.hub import (
     RESULTS_END,
     RESULTS_START,
+    model_hub_id,
     push_folder_to_hub,
     render_model_card,
     results_to_eval_results,
@@ -40,6 +45,33 @@ def model_dir(tmp_path):
     return folder
 
 
+def _cells(line: str) -> list[str]:
+    return line.strip().strip("|").split("|")
+
+
+def assert_tables_well_formed(markdown: str) -> int:
+    """Every Markdown table outside code blocks has a blank line before and after it, a separator
+    row of the header's width, and rows of the header's width. Returns the number of tables."""
+    lines, tables, index, in_code = markdown.splitlines(), 0, 0, False
+    while index < len(lines):
+        line = lines[index]
+        in_code = in_code != line.startswith("```")
+        if in_code or not line.startswith("|"):
+            index += 1
+            continue
+        assert index == 0 or not lines[index - 1].strip(), f"no blank line before the table: {lines[index - 1]!r}"
+        width = len(_cells(line))
+        separator = _cells(lines[index + 1])
+        assert len(separator) == width and all(re.fullmatch(r":?-+:?", c.strip()) for c in separator), lines[index + 1]
+        end = index + 2
+        while end < len(lines) and lines[end].startswith("|"):
+            assert len(_cells(lines[end])) == width, f"{lines[end]!r} has not the {width} columns of {line!r}"
+            end += 1
+        assert end == len(lines) or not lines[end].strip(), f"no blank line after the table: {lines[end]!r}"
+        tables, index = tables + 1, end
+    return tables
+
+
 def _results(card: ModelCard) -> dict:
     return {(r.dataset_type, r.metric_config, r.metric_type): r.metric_value for r in card.data.eval_results or []}
 
@@ -53,7 +85,11 @@ def test_rendered_card(kind):
     assert data["pipeline_tag"] == "image-feature-extraction"
     assert "face-recognition" in data["tags"]
     text = card.text
-    assert 'AutoModel.from_pretrained("org/dcr-' + kind + '")' in text
+    for loader in ("AutoModel", "AutoImageProcessor"):
+        assert f'{loader}.from_pretrained("org/dcr-{kind}", trust_remote_code=True)' in text
+    assert 'pipeline("image-feature-extraction", model="org/dcr-' + kind + '", trust_remote_code=True)' in text
+    # Nothing but transformers is needed.
+    assert all("dcr_hf" not in code for code in re.findall(r"```python\n(.*?)```", text, re.S))
     assert "low_resolution_size=8" in text and "resolution=8" in text
     assert "| learning_rate | 0.01 |" in text and "| augmentation | aug_plus |" in text
     assert "Deep Coupled ResNet for Low-Resolution Face Recognition" in text and "pages   = {526--530}" in text
@@ -61,6 +97,33 @@ def test_rendered_card(kind):
     assert RESULTS_START in text and "No results recorded yet" in text
     assert ("Pick the branch that matches the image" in text) == (kind == "branch")
     assert "{{" not in card.content and "{%" not in card.content
+    assert assert_tables_well_formed(text) == 2  # model details, recipe
+
+
+class _Optimizer(str, enum.Enum):
+    ADAMW = "adamw_torch_fused"
+
+
+@pytest.mark.parametrize("kind", ["trunk", "branch"])
+def test_recipe_values_metadata_and_tables(kind):
+    """Recipe rows show values, not reprs or None; base model, datasets and metrics in the metadata;
+    every table of a card with results of several protocols is well formed."""
+    recipe = {"optimizer": _Optimizer.ADAMW, "trunk": None, "low_resolution_sizes": [8, 12], "epochs": 3.0,
+              "specialized_initialization": False}
+    card = render_model_card(kind, repo_id="org/x", training_recipe=recipe, config=tiny_config(),
+                             results=_verification(0.8), dataset_name="dcr-hf synthetic faces",
+                             training_data="dcr-hf synthetic faces (8 identities)", datasets=["org/faces"],
+                             base_model="org/dcr-trunk")
+    text = card.text
+    assert "| optimizer | adamw_torch_fused |" in text and "| low_resolution_sizes | 8, 12 |" in text
+    assert "| epochs | 3 |" in text and "| specialized_initialization | no |" in text
+    assert "| trunk |" not in text and "Optimizer" not in card.content
+    assert not re.search(r"\|\s*None\s*\||: (None|null)$", card.content, re.M)
+    assert "Training data: dcr-hf synthetic faces (8 identities)." in text
+    assert card.data.base_model == "org/dcr-trunk" and "(https://huggingface.co/org/dcr-trunk)" in text
+    assert card.data.datasets == ["org/faces"]
+    assert card.data.metrics == ["accuracy", "auc", "eer"]
+    assert assert_tables_well_formed(text) == 3  # model details, recipe, results
 
 
 def test_rendered_card_with_results():
@@ -114,7 +177,7 @@ def test_other_datasets_protocols_and_resolutions_are_kept(model_dir):
     update_model_card_results(model_dir, _verification(0.5, sizes=("8", "12")), "LFW")
     intra = dict(_verification(0.6, sizes=("8",)), protocol="intra-verification")
     update_model_card_results(model_dir, intra, "LFW")
-    update_model_card_results(model_dir, _identification(0.7), "SCface")
+    update_model_card_results(model_dir, _identification(0.7), "SCface", dataset_type="scface")
     # Measuring only 8x8 again replaces 8x8 and keeps 12x12.
     card = update_model_card_results(model_dir, _verification(0.9, sizes=("8",)), "LFW")
     results = _results(ModelCard.load(model_dir / "README.md"))
@@ -123,8 +186,13 @@ def test_other_datasets_protocols_and_resolutions_are_kept(model_dir):
     assert results[("lfw", "intra-verification/8x8", "accuracy")] == 60.0
     assert results[("scface", "identification/d1", "rank_1")] == 70.0
     assert len(results) == len(card.data.eval_results) == 9 + 6 + 4
+    assert card.data.metrics == ["accuracy", "auc", "eer", "rank_1", "rank_5"]
+    # The headings say which LR images were simulated (LFW) and which real (SCface).
+    assert "**LFW: verification, HR gallery vs simulated LR probe** (%)" in card.text
+    assert "**SCface: identification, HR gallery vs real LR probes** (%)" in card.text
+    assert assert_tables_well_formed(card.text) == 1 + 3  # model details + one table per dataset and protocol
     # Different splits of one dataset are different results.
-    update_model_card_results(model_dir, _identification(0.1), "SCface", dataset_split="test")
+    update_model_card_results(model_dir, _identification(0.1), "SCface", dataset_type="scface", dataset_split="test")
     assert len(ModelCard.load(model_dir / "README.md").data.eval_results) == 9 + 6 + 4 + 4
 
 
@@ -166,16 +234,14 @@ def test_push_folder_to_hub_records_calls(tmp_path, monkeypatch):
     assert upload["repo_id"] == "org/dcr-trunk" and upload["folder_path"] == str(folder)
     assert upload["commit_message"] == "Trunk" and "checkpoint-*" in upload["ignore_patterns"]
     # A card was written before the upload, with the repo id in its examples.
-    assert 'from_pretrained("org/dcr-trunk")' in (folder / "README.md").read_text()
+    assert 'from_pretrained("org/dcr-trunk", trust_remote_code=True)' in (folder / "README.md").read_text()
     with pytest.raises(FileNotFoundError):
         push_folder_to_hub(tmp_path / "missing", "org/x")
 
 
 @pytest.mark.parametrize("use_branches", [False, True])
-def test_card_usage_example_runs(tmp_path, use_branches):
-    """The card's Python example works as written, on a local folder and generated images."""
-    import re
-
+def test_card_usage_examples_run(tmp_path, use_branches):
+    """The card's Python examples work as written, on a local folder and generated images."""
     import numpy as np
     from PIL import Image
 
@@ -183,10 +249,30 @@ def test_card_usage_example_runs(tmp_path, use_branches):
     DCRModel(tiny_config(use_branches=use_branches)).save_pretrained(folder)
     DCRImageProcessor(image_size=32).save_pretrained(folder)
     card = render_model_card("branch" if use_branches else "trunk", repo_id=str(folder), config=tiny_config())
-    code = re.search(r"```python\n(.*?)```", card.text, re.S).group(1)
-    face = Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 40, 3), dtype=np.uint8))
+    rng = np.random.default_rng(0)
+    images = {"cctv_8x8.png": (8, 8), "mugshot.jpg": (50, 40), "face.jpg": (60, 60)}
+    for name, shape in images.items():
+        Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(tmp_path / name)
+    usage, pipeline_example = re.findall(r"```python\n(.*?)```", card.text, re.S)[:2]
     namespace = {"__name__": "card_example"}
-    code = re.sub(r'Image\.open\("[^"]+"\)', "FACE", code)
-    exec(compile(code.replace("print(", "similarity = ("), "card_example", "exec"), {**namespace, "FACE": face}, namespace)
-    assert namespace["g"].shape == namespace["p"].shape == (1, 32)
+    for code in (usage, pipeline_example):
+        code = re.sub(r'Image\.open\("([^"]+)"\)', lambda m: f"Image.open({str(tmp_path / m.group(1))!r})", code)
+        exec(compile(code.replace("print(", "similarity = ("), "card_example", "exec"), namespace)
+    size = 32
+    assert namespace["g"].shape == namespace["p"].shape == (1, size)
     assert -1.0 <= float(namespace["similarity"]) <= 1.0
+    assert namespace["crop"].shape == namespace["forced"].shape == namespace["simulated"].shape == (1, size)
+    # The simulated 8x8 probe goes to the 8x8 branch, like the forced one: their embeddings differ
+    # from the HR branch's only for a branch model.
+    hr = namespace["pipe"](str(tmp_path / "face.jpg"), return_tensors=True)
+    assert torch.equal(hr, namespace["forced"]) != use_branches
+
+
+def test_model_hub_id(tmp_path):
+    assert model_hub_id("org/dcr-trunk") == "org/dcr-trunk"
+    assert model_hub_id(None) is None and model_hub_id(str(tmp_path)) is None
+    (tmp_path / "training_recipe.json").write_text(json.dumps({"hub_model_id": "me/trunk"}))
+    assert model_hub_id(str(tmp_path)) == "me/trunk"
+    snapshot = tmp_path / "hub" / "models--org--dcr-trunk" / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    assert model_hub_id(str(snapshot)) == "org/dcr-trunk"

@@ -1,4 +1,4 @@
-"""Loading DCR folders through the Auto classes: remote code and the Hugging Face cache."""
+"""Loading DCR folders through the Auto classes and the pipeline: remote code and the Hugging Face cache."""
 
 import json
 import os
@@ -7,11 +7,15 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
+import PIL.Image
 import pytest
 import torch
+from tests.layouts import smooth_photo
 from tests.models import tiny_config
 
 from dcr_hf import DCRForImageClassification, DCRImageProcessor
+from dcr_hf.modeling_dcr import CUSTOM_PIPELINES
 
 EXPECTED_AUTO_MAP = {
     "AutoConfig": "configuration_dcr.DCRConfig",
@@ -36,8 +40,13 @@ def test_saved_folder_is_complete(tmp_path):
     _, _, paths = _trunk_and_branch(tmp_path)
     for path in paths.values():
         files = set(os.listdir(path))
-        assert {"config.json", "model.safetensors", "configuration_dcr.py", "modeling_dcr.py", "preprocessor_config.json"} <= files
-        assert json.loads((path / "config.json").read_text())["auto_map"] == EXPECTED_AUTO_MAP
+        assert {"config.json", "model.safetensors", "configuration_dcr.py", "modeling_dcr.py", "image_processing_dcr.py",
+                "pipeline_dcr.py", "preprocessor_config.json"} <= files
+        config = json.loads((path / "config.json").read_text())
+        assert config["auto_map"] == EXPECTED_AUTO_MAP
+        assert config["custom_pipelines"] == CUSTOM_PIPELINES
+        processor_config = json.loads((path / "preprocessor_config.json").read_text())
+        assert processor_config["auto_map"] == {"AutoImageProcessor": "image_processing_dcr.DCRImageProcessor"}
 
 
 def _run_without_dcr_hf(script: str, cwd, extra_env: dict | None = None) -> str:
@@ -98,6 +107,60 @@ def test_trust_remote_code_in_a_process_without_dcr_hf(tmp_path):
         expected8 = branch.dcr.branches[1](branch.dcr(x).trunk_embeddings)
         torch.testing.assert_close(got["branch8"], expected8)
         torch.testing.assert_close(got["head"], branch(x.unsqueeze(1).expand(-1, 3, -1, -1, -1)).logits)
+
+
+@pytest.mark.slow
+def test_processor_and_pipeline_with_trust_remote_code_alone(tmp_path):
+    """Where dcr_hf cannot be imported, the folder's own processor and pipeline give the tensors and
+    embeddings that dcr_hf gives: native LR crops routed to their branch, forced and simulated probes."""
+    trunk, branch, paths = _trunk_and_branch(tmp_path)
+    rng = np.random.default_rng(3)
+    images = {name: tmp_path / f"{name}.png" for name in ("hr", "crop8", "crop11x13")}
+    for name, (height, width) in {"hr": (50, 40), "crop8": (8, 8), "crop11x13": (13, 11)}.items():
+        PIL.Image.fromarray(smooth_photo(rng, height, width)).save(images[name])
+    calls = {  # name: (image, pipeline kwargs)
+        "hr": ("hr", {}), "crop8": ("crop8", {}), "crop11x13": ("crop11x13", {}),
+        "forced8": ("hr", {"resolution": 8}), "simulated8": ("hr", {"low_resolution_size": 8}),
+    }
+    out = tmp_path / "remote.pt"
+    _run_without_dcr_hf(
+        f"""
+        import torch
+        from PIL import Image
+        from transformers import AutoImageProcessor, pipeline
+        images, calls = {({k: str(v) for k, v in images.items()})!r}, {calls!r}
+        saved = {{}}
+        for kind, folder in {({k: str(v) for k, v in paths.items()})!r}.items():
+            processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+            assert "transformers_modules" in type(processor).__module__, type(processor).__module__
+            saved[kind + "/pixels"] = processor(Image.open(images["hr"])).pixel_values
+            saved[kind + "/pixels8"] = processor(Image.open(images["hr"]), low_resolution_size=8).pixel_values
+            pipe = pipeline("image-feature-extraction", model=folder, trust_remote_code=True)
+            assert "transformers_modules" in type(pipe).__module__ and "transformers_modules" in type(pipe.model).__module__
+            for name, (image, kwargs) in calls.items():
+                saved[kind + "/" + name] = pipe(images[image], return_tensors=True, **kwargs)
+                saved[kind + "/" + name + "/branch"] = pipe.resolution_for(images[image], **kwargs)
+        torch.save(saved, {str(out)!r})
+        """,
+        cwd=tmp_path,
+    )
+    got = torch.load(out, weights_only=True)
+    processor = DCRImageProcessor(image_size=32)
+    hr = PIL.Image.open(images["hr"])
+    branches = {"hr": "hr", "crop8": 8, "crop11x13": 12, "forced8": 8, "simulated8": 8}
+    for kind, model in (("trunk", trunk.dcr), ("branch", branch.dcr)):
+        torch.testing.assert_close(got[f"{kind}/pixels"], processor(hr).pixel_values, rtol=0, atol=0)
+        torch.testing.assert_close(got[f"{kind}/pixels8"], processor(hr, low_resolution_size=8).pixel_values, rtol=0, atol=0)
+        for name, (image, kwargs) in calls.items():
+            assert got[f"{kind}/{name}/branch"] == branches[name], (kind, name)
+            pixels = processor(PIL.Image.open(images[image]), low_resolution_size=kwargs.get("low_resolution_size")).pixel_values
+            with torch.no_grad():
+                expected = model(pixels, resolution=branches[name]).pooler_output
+            torch.testing.assert_close(got[f"{kind}/{name}"], expected, rtol=0, atol=0, msg=f"{kind} {name}")
+    # The branch model's branches really differ: the routing is what the equalities above check.
+    assert not torch.equal(got["branch/crop8"], got["branch/crop11x13"])
+    with torch.no_grad():
+        assert not torch.equal(got["branch/forced8"], branch.dcr(processor(hr).pixel_values).pooler_output)
 
 
 def _populate_cache(cache, repo_id, folder):

@@ -187,17 +187,3 @@ def test_bad_lr_size():
         DCRImageProcessor(low_resolution_size=120)
     with pytest.raises(ValueError, match="low_resolution_size"):
         DCRImageProcessor()(PIL.Image.new("RGB", (120, 120)), low_resolution_size=0)
-
-
-def test_pipeline_returns_the_embedding(tmp_path):
-    from transformers import pipeline
-
-    config = tiny_config()
-    model = DCRModel(config).eval()
-    model.save_pretrained(tmp_path)
-    DCRImageProcessor(image_size=32).save_pretrained(tmp_path)
-    extractor = pipeline("image-feature-extraction", model=str(tmp_path))
-    image = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 50, 3), dtype=np.uint8))
-    features = np.asarray(extractor(image, pool=True))
-    expected = model(DCRImageProcessor(image_size=32)(image).pixel_values).pooler_output.detach().numpy()
-    np.testing.assert_allclose(features.reshape(1, -1), expected, rtol=1e-4, atol=1e-5)

@@ -11,6 +11,7 @@ from PIL import Image
 from dcr_hf.reports import (
     RETRIEVAL_RULE_NOTES,
     column_title,
+    format_results_report,
     format_results_table,
     one_line_summary,
     plot_roc_curves,
@@ -121,16 +122,51 @@ def test_results_json_is_plain_json_without_curves(tmp_path):
 
 def test_one_line_summary():
     line = one_line_summary(_verification(TRUNK))
-    assert line == "verification, verification accuracy: 8x8 86.90%, 12x12 91.00%, 16x16 93.00%, 20x20 93.00%, HR 93.50%"
+    mean = 100 * np.mean([0.869, 0.91, 0.93, 0.93])
+    assert line == (f"verification: mean LR accuracy {mean:.2f}% (verification accuracy: 8x8 86.90%, 12x12 91.00%, "
+                    "16x16 93.00%, 20x20 93.00%, HR 93.50%)")
 
 
-def test_roc_plot_is_a_png_with_one_curve_per_resolution(tmp_path):
-    path = plot_roc_curves(_verification(TRUNK), tmp_path / "roc.png", title="trunk")
+def _identification_result() -> dict:
+    columns = {f"d{d}": {"rank_1": 0.1 * d, "rank_5": 0.2 * d, "num_probes": 15} for d in (1, 2, 3)}
+    columns["all"] = {"rank_1": 0.2, "rank_5": 0.4, "num_probes": 45}
+    return {"protocol": "identification", "model_kind": "branch", "num_gallery": 3, "by_distance": columns,
+            "probe_resolution": {"1": 8, "2": 12, "3": "hr"}, "mean_rank1": 0.2}
+
+
+def test_full_report_shows_every_metric_of_the_protocol():
+    report = format_results_report({"dcr-trunk": _verification(TRUNK), "dcr-branch": _verification(BRANCH)},
+                                   dataset_name="LFW")
+    lines = report.splitlines()
+    assert lines[0] == "verification on LFW (pairs, first image at HR, second at each probe size), %"
+    assert lines[2].split() == ["model", "metric", "8x8", "12x12", "16x16", "20x20", "HR"]
+    assert lines[4].split()[:3] == ["dcr-trunk", "accuracy", "86.90±1.21"]
+    assert lines[5].split()[0] == "AUC" and lines[6].split()[0] == "EER"
+    assert lines[7].split()[:2] == ["TAR@FAR=1e-3", "10.00"]  # tar_at_far["0.001"]
+    assert lines[8].split()[:3] == ["dcr-branch", "accuracy", "77.70±2.00"]
+    assert "EER: equal error rate" in report and "dcr-trunk: 600 pairs." in report
+
+    identification = format_results_report({"m": _identification_result()})
+    assert "d1/d2/d3: SCface camera distances 4.2 m / 2.6 m / 1.0 m" in " ".join(identification.split())
+    assert "probes of d1 -> 8x8, d2 -> 12x12, d3 -> HR" in identification
+    rank_rows = [line.split() for line in identification.splitlines() if "rank-" in line and "%" not in line][:2]
+    assert rank_rows == [["m", "rank-1", "10.00", "20.00", "30.00", "20.00"], ["rank-5", "20.00", "40.00", "60.00", "40.00"]]
+
+    retrieval = {"protocol": "retrieval", "by_resolution": {"8": {"precision_at_1": 0.5, "r_precision": 0.25,
+                                                                  "map_at_r": 0.125}},
+                 "retrieval_rule": "the query's own HR image is among its references"}
+    text = format_results_report({"m": retrieval}, markdown=True)
+    assert "| m | P@1 | 50.00 |" in text and "| m | R-precision | 25.00 |" in text and "| m | MAP@R | 12.50 |" in text
+    assert "retrieval rule: the query's own HR image is among its references" in text
+
+
+def test_roc_plot_draws_every_model_in_one_figure(tmp_path):
+    path = plot_roc_curves({"trunk": _verification(TRUNK), "branch": _verification(BRANCH, seed=1)}, tmp_path / "roc.png")
     with Image.open(path) as image:
         assert image.format == "PNG"
-        assert image.size == (640, 480)
+        assert image.size == (720, 540)
         pixels = np.asarray(image.convert("RGB")).astype(int)
-    # matplotlib's first five default colours are all drawn (one curve per resolution).
+    # matplotlib's first five default colours are all drawn (one colour per resolution).
     for colour in ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"):
         rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])
         assert (np.abs(pixels - rgb).sum(-1) < 30).sum() > 100, colour
@@ -140,26 +176,31 @@ def test_roc_plot_needs_curves(tmp_path):
     result = _verification(TRUNK)
     del result["curves"]
     with pytest.raises(ValueError, match="no ROC curves"):
-        plot_roc_curves(result, tmp_path / "roc.png")
+        plot_roc_curves({"trunk": result}, tmp_path / "roc.png")
 
 
 def test_write_reports(tmp_path):
-    written = write_reports({"a/b": _verification(TRUNK), "c": _verification(BRANCH, seed=1)}, tmp_path)
+    written = write_reports({"a/b": _verification(TRUNK), "c": _verification(BRANCH, seed=1)}, tmp_path,
+                            dataset_name="LFW")
     assert written["json"] == tmp_path / "results.json"
-    assert (tmp_path / "results.md").read_text().count("\n| ") == 3
-    assert sorted(p.name for p in tmp_path.glob("roc_*.png")) == ["roc_a_b.png", "roc_c.png"]
+    markdown = (tmp_path / "results.md").read_text()
+    assert markdown.count("\n| ") == 1 + 2 * 4  # header + 4 metrics per model
+    assert "**verification on LFW (" in markdown
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["roc.png"] and written["roc"] == tmp_path / "roc.png"
 
 
-def test_retrieval_reports_name_the_rule_and_write_every_metric(tmp_path):
+def test_retrieval_reports_name_the_rule_and_show_every_metric(tmp_path):
     column = {"precision_at_1": 0.5, "map_at_r": 0.25, "r_precision": 0.375, "nmi": 0.8, "ami": 0.1}
     results = {
         "m": {"protocol": "retrieval", "retrieval_rule": "original", "by_resolution": {"8": column, "hr": column}}
     }
-    table = format_results_table(results, notes=["protocol: the original's"])
-    assert table.splitlines()[-2:] == ["protocol: the original's", RETRIEVAL_RULE_NOTES["original"]]
-    assert RETRIEVAL_RULE_NOTES["original"] not in format_results_table(results, notes=None)
+    report = format_results_report(results, notes=["protocol: the original's"])
+    lines = report.splitlines()
+    assert lines.index("protocol: the original's") > lines.index(next(l for l in lines if l.startswith("-")))
+    assert "retrieval rule: original (one neighbour more is searched" in report.replace("\n  ", " ")
+    for metric, value in (("P@1", "50.00"), ("R-precision", "37.50"), ("MAP@R", "25.00"), ("NMI", "80.00"), ("AMI", "10.00")):
+        row = next(line for line in lines if f" {metric} " in f" {line} ")
+        assert row.split()[-2:] == [value, value], row
     markdown = write_reports(results, tmp_path, notes=["protocol: the original's"])["markdown"].read_text()
-    assert f"- {RETRIEVAL_RULE_NOTES['original']}" in markdown and "- protocol: the original's" in markdown
-    for metric in ("precision@1", "MAP@R", "R-precision", "NMI", "AMI"):
-        assert f"**retrieval: {metric}" in markdown
-    assert "| m | 25.00 | 25.00 |" in markdown and "| m | 10.00 | 10.00 |" in markdown
+    assert "- protocol: the original's" in markdown and RETRIEVAL_RULE_NOTES["original"] in markdown
+    assert "| m | NMI | 80.00 | 80.00 |" in markdown and "| m | AMI | 10.00 | 10.00 |" in markdown

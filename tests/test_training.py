@@ -1,47 +1,48 @@
 """`train_hf.py` / `dcr_hf.training` end to end on tiny synthetic faces (CPU, offline).
 
 The three stages, an interrupted and resumed run against an uninterrupted one, early stopping,
-a 2-process run, the Hub push, argument errors, the NaN guard, and the scheduling options.
+a 2-process run, the Hub push, argument errors, the NaN guard, the scheduling options, mixed
+precision, what a run logs and saves, and the card it writes.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.utils import filter_repo_objects
 from safetensors.torch import load_file
-from transformers import HfArgumentParser, TrainerCallback
+from transformers import TrainerCallback
 
 import dcr_hf.training.run as training_run
 from dcr_hf.data.sampler import MPerClassSampler
 from dcr_hf.data.synthetic import load_synthetic
 from dcr_hf.evaluation import evaluate_verification
-from dcr_hf.evaluation.command import main as eval_main
+from dcr_hf.evaluation.command import run as eval_run
 from dcr_hf.image_processing_dcr import DCRImageProcessor
 from dcr_hf.modeling_dcr import DCRForImageClassification
-from dcr_hf.training import DataArguments, DCRTrainingArguments, ModelArguments, NonFiniteLossError, run_training
+from dcr_hf.training import NonFiniteLossError, run_training
+from dcr_hf.training.command import parse_arguments
+from dcr_hf.training.command import train as train_command
 
 pytestmark = pytest.mark.slow  # end-to-end runs and subprocesses
 
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().with_name("training_worker.py")
-_spec = importlib.util.spec_from_file_location("train_hf", ROOT / "train_hf.py")
-train_hf = importlib.util.module_from_spec(_spec)
-sys.modules["train_hf"] = train_hf
-_spec.loader.exec_module(train_hf)
 
 NUM_IDENTITIES, IMAGES_PER_IDENTITY, NUM_PAIRS, IMAGE_SIZE, BATCH = 8, 3, 40, 48, 8
 STEPS_PER_EPOCH = NUM_IDENTITIES * IMAGES_PER_IDENTITY // BATCH  # 3
@@ -75,13 +76,12 @@ def _argv(output_dir: Path, *extra: str) -> list[str]:
 
 
 def train(output_dir: Path, *extra: str) -> dict:
-    """One run through the command line's `main`."""
-    return train_hf.main(_argv(output_dir, *extra))
+    """One run through the command line (`train_hf.py`, `dcr-train`)."""
+    return train_command(_argv(output_dir, *extra))
 
 
 def parse(output_dir: Path, *extra: str):
-    parser = HfArgumentParser((ModelArguments, DataArguments, DCRTrainingArguments))
-    return parser.parse_args_into_dataclasses(args=_argv(output_dir, *extra))
+    return parse_arguments(_argv(output_dir, *extra))
 
 
 def _env() -> dict[str, str]:
@@ -158,8 +158,8 @@ def test_validation_equals_eval_hf_on_the_saved_folder(trunk):
     folder, result = trunk
     processor = DCRImageProcessor.from_pretrained(folder)
     assert processor.image_mean == MEAN and processor.image_std == STD
-    evaluated = eval_main([
-        "--model", str(folder), "--dataset", "synthetic", "--protocol", "verification",
+    evaluated = eval_run([
+        "--model_name_or_path", str(folder), "--dataset", "synthetic", "--protocol", "verification",
         "--synthetic_images_per_identity", str(IMAGES_PER_IDENTITY), "--synthetic_num_pairs", str(NUM_PAIRS),
     ])[folder.name]
     validated = result["after"]
@@ -480,7 +480,7 @@ def test_resnet_presets_train(tmp_path, architecture, layer_type):
     # The preset's block type with the tiny depths and widths of TINY (given after it on the command line).
     argv = _argv(tmp_path, *NO_VALIDATION, "--max_steps", "2", "--save_strategy", "no")
     argv[argv.index("--architecture") + 1] = architecture
-    train_hf.main(argv)
+    train_command(argv)
     model = DCRForImageClassification.from_pretrained(tmp_path)
     assert model.config.layer_type == layer_type and model.config.depths == [1, 1, 1, 1]
     assert ("dcr.trunk.stages.0.layers.0.layer.2.convolution.weight" in _weights(tmp_path)) == (layer_type == "bottleneck")
@@ -529,3 +529,145 @@ def test_branch_stage_trains_with_the_batch_hard_miner(trunk, tmp_path):
     assert all(type(m).__name__ == "BatchHardMiner" for m in recorder.miners) and len(recorder.miners) == 2
     # The mined difference MSE(a, p) - MSE(a, n) may be negative; it is logged and finite.
     assert all(math.isfinite(h["center_loss"]) for h in _logged_terms(tmp_path))
+
+
+# Mixed precision, what a run writes and prints, the card it leaves
+# --------------------------------------------------------------------------------------------
+
+
+def _cpu_supports(dtype: torch.dtype) -> bool:
+    try:
+        with torch.autocast("cpu", dtype=dtype):
+            torch.nn.functional.conv2d(torch.randn(1, 3, 8, 8), torch.randn(4, 3, 3, 3)).sum().item()
+        return True
+    except RuntimeError:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("flag", "dtype", "extra"),
+    [("--bf16", torch.bfloat16, ["--defer_low_resolution", "true"]), ("--bf16", torch.bfloat16, []),
+     ("--fp16", torch.float16, [])],
+    ids=["bf16-deferred", "bf16", "fp16"],
+)
+def test_mixed_precision_trains_and_validates(tmp_path, flag, dtype, extra):
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if flag == "--fp16" and device == "cpu":
+        pytest.skip("fp16 needs a GPU: Accelerate trains fp16 on a CPU in float32 (refused, see the next test)")
+    if not _cpu_supports(dtype) and device == "cpu":
+        pytest.skip(f"this CPU's torch build has no {dtype} autocast for convolutions")
+    seen: dict[str, set] = {"training": set(), "validation": set()}
+    recorder = _Recorder()
+    argv = [flag, "true", *extra, "--max_steps", "3", *VALIDATE_AT_END, "--eval_steps", "3", "--save_steps", "3",
+            "--evaluate_before_training", "true"]
+    # On a GPU machine the run goes to the GPU (the last --use_cpu wins).
+    arguments = parse(tmp_path, *argv, "--use_cpu", "true" if device == "cpu" else "false")
+
+    class Autocast(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            def record(module, inputs, output):
+                kind = "training" if module.training else "validation"
+                where = output.pooler_output.device.type
+                seen[kind].add((torch.is_autocast_enabled(where), torch.get_autocast_dtype(where), output.pooler_output.dtype))
+            model.dcr.register_forward_hook(record)
+
+    result = run_training(*arguments, callbacks=[recorder, Autocast()])
+    # The training steps and the validations ran under autocast in that precision, and finished.
+    assert seen["training"] == {(True, dtype, dtype)}
+    assert seen["validation"] == {(True, dtype, dtype)}
+    for figures in result["after"]["by_resolution"].values():
+        assert 0.0 <= figures["accuracy"] <= 1.0 and np.isfinite(figures["auc"])
+    assert json.loads((tmp_path / "training_recipe.json").read_text())["mixed_precision"] == flag[2:]
+
+
+def test_fp16_on_a_cpu_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="--fp16 needs a GPU .* on a CPU use --bf16"):
+        train(tmp_path, "--fp16", "true", "--max_steps", "1", *NO_VALIDATION)
+
+
+def test_a_run_logs_and_saves_like_a_transformers_example(tmp_path, monkeypatch, capsys):
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    output = tmp_path / "out"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train(output, "--max_steps", "6", "--eval_strategy", "steps", "--eval_steps", "3", "--save_strategy",
+                       "steps", "--save_steps", "3", "--report_to", "tensorboard", "--disable_tqdm", "true")
+    printed = capsys.readouterr().out
+    # TensorBoard under --output_dir, the validation before training included; nothing in the working directory.
+    events = list((output / "runs").glob("*/events.out.tfevents.*"))
+    # (The final validation, after on_train_end closed the writer, opens a second file in the same folder.)
+    assert events and len({path.parent for path in events}) == 1
+    assert not (work / "runs").exists() and not list(work.iterdir())
+    # The examples' results files: train metrics, the final validation under eval_ names, both combined.
+    train_results = json.loads((output / "train_results.json").read_text())
+    eval_results = json.loads((output / "eval_results.json").read_text())
+    assert {"train_loss", "train_runtime", "epoch"} <= set(train_results)
+    assert eval_results["eval_mean_lr_accuracy"] == pytest.approx(result["after"]["mean_lr_accuracy"])
+    assert eval_results["eval_accuracy_8"] == pytest.approx(result["after"]["by_resolution"]["8"]["accuracy"])
+    assert json.loads((output / "all_results.json").read_text()) == {**train_results, **eval_results}
+    # The console: one line per validation (before, steps 3 and 6, final), no metric dicts, the summary block.
+    lines = printed.splitlines()
+    validations = [line for line in lines if " - validation (" in line]
+    assert [line.split(" - validation (")[1].split(")")[0] for line in validations] == [
+        "before training", "epoch 1.00, step 3", "epoch 2.00, step 6", "final model"]
+    assert all("mean LR accuracy" in line and "8x8" in line and "12x12" in line for line in validations)
+    assert "eval_accuracy_8" not in printed and "'eval_auc_hr'" not in printed
+    assert "***** train metrics *****" in printed and "train_loss" in printed
+    best = state_best = _state(output)["best_model_checkpoint"]
+    assert any(f"Loaded the best checkpoint, {best}" in line for line in lines), state_best
+    assert any(f"Saved the model to {output}" in line for line in lines)
+    # The full validation dicts are still in the logs.
+    assert any("eval_tar@far=0.001_8" in entry for entry in _state(output)["log_history"])
+    assert not [w for w in caught if "pin_memory" in str(w.message)]
+
+
+def test_the_card_records_the_run(trunk, tmp_path):
+    from tests.test_hub import assert_tables_well_formed
+
+    folder, _ = trunk
+    card = ModelCard.load(folder / "README.md")
+    assert f"Training data: dcr-hf synthetic faces ({NUM_IDENTITIES} identities x {IMAGES_PER_IDENTITY} views" in card.text
+    assert "| dataset | dcr-hf synthetic faces |" in card.text and "| optimizer | adamw_torch" in card.text
+    assert "OptimizerNames" not in card.content and "| None |" not in card.content and "\n| trunk |" not in card.text
+    assert card.data.base_model is None  # a new trunk
+    assert card.data.metrics == ["accuracy", "auc", "eer"]
+    assert "simulated LR probe" in card.text
+    assert assert_tables_well_formed(card.text) == 3
+    # eval_hf.py --update_card names the same data the same way: its results replace the run's.
+    copy = tmp_path / "trunk"
+    shutil.copytree(folder, copy)
+    eval_run(["--model_name_or_path", str(copy), "--dataset", "synthetic", "--synthetic_images_per_identity",
+              str(IMAGES_PER_IDENTITY), "--synthetic_num_pairs", str(NUM_PAIRS), "--update_card"])
+    updated = ModelCard.load(copy / "README.md")
+    assert len(updated.data.eval_results) == len(card.data.eval_results) == 9
+    assert {(r.dataset_name, r.dataset_type) for r in updated.data.eval_results} == {("dcr-hf synthetic faces", "synthetic")}
+
+
+def test_branch_card_names_the_trunk_by_its_hub_id_only(trunk, tmp_path):
+    trunk_folder, _ = trunk
+    local = tmp_path / "local-trunk"
+    shutil.copytree(trunk_folder, local)
+    options = ["--stage", "branch", "--max_steps", "1", *NO_VALIDATION, "--save_strategy", "no"]
+    train(tmp_path / "a", "--trunk", str(local), *options)
+    assert ModelCard.load(tmp_path / "a" / "README.md").data.base_model is None  # only a local path is known
+    recipe = json.loads((local / "training_recipe.json").read_text())
+    (local / "training_recipe.json").write_text(json.dumps({**recipe, "hub_model_id": "org/dcr-trunk"}))
+    train(tmp_path / "b", "--trunk", str(local), *options)
+    card = ModelCard.load(tmp_path / "b" / "README.md")
+    assert card.data.base_model == "org/dcr-trunk" and "(https://huggingface.co/org/dcr-trunk)" in card.text
+
+
+def test_trackio_logs_go_under_the_output_dir(tmp_path):
+    pytest.importorskip("trackio", reason="trackio is an extra: pip install 'dcr-hf[trackio]'")
+    output = tmp_path / "out"
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "train_hf.py"), *_argv(output, "--max_steps", "2", *NO_VALIDATION,
+                                                          "--save_strategy", "no", "--report_to", "trackio")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**_env(), "HF_HOME": str(tmp_path / "hf-home")},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert list((output / "trackio").glob("*.db"))
+    assert not (tmp_path / "hf-home" / "trackio").exists()

@@ -1,4 +1,4 @@
-"""Subprocess entry point for `tests/test_training.py`: one training run through `run_training`.
+"""Subprocess entry point for `tests/test_training.py`: one training run through `run_training`, parsed as `train_hf.py` parses.
 
     python tests/training_worker.py [--kill_at_step N] [--save_rank_state_to DIR] -- <train_hf.py arguments>
 
@@ -17,12 +17,13 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import HfArgumentParser, TrainerCallback
+from transformers import TrainerCallback
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dcr_hf.training import DataArguments, DCRTrainingArguments, ModelArguments, run_training  # noqa: E402
+from dcr_hf.training import run_training  # noqa: E402
+from dcr_hf.training.command import parse_arguments  # noqa: E402
 
 
 class KillAtStep(TrainerCallback):
@@ -52,9 +53,7 @@ def main() -> None:
     own, training = worker.parse_known_args()
     if training[:1] == ["--"]:
         training = training[1:]
-    model_args, data_args, training_args = HfArgumentParser(
-        (ModelArguments, DataArguments, DCRTrainingArguments)
-    ).parse_args_into_dataclasses(args=training)
+    model_args, data_args, training_args = parse_arguments(training)
     keep = KeepModel()
     callbacks = [keep]
     if own.kill_at_step is not None:

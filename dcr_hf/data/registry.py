@@ -75,6 +75,7 @@ class DatasetSpec:
     validation_protocol: str | None = None  # the protocol when this dataset validates a training run
     validated_by: str | None = None  # the dataset that validates a training run on this one
     preparable: bool = False  # `python -m dcr_hf.data prepare` can write it with embedded bytes
+    real_low_resolution_probes: bool = False  # its LR probes are real captures (SCface), not simulated
 
 
 def _root(options: DatasetOptions, name: str) -> str:
@@ -186,7 +187,8 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("lfw", "LFW", True, (*PAIR_PROTOCOLS, *RETRIEVAL_PROTOCOLS), _lfw_protocol,
                     validation_protocol="verification", preparable=True),
         DatasetSpec("scface", "SCface", True, ("identification",), _scface_protocol, _scface_train,
-                    validation_protocol="identification", validated_by="scface", preparable=True),
+                    validation_protocol="identification", validated_by="scface", preparable=True,
+                    real_low_resolution_probes=True),
         DatasetSpec("folder", "Face folder", True, RETRIEVAL_PROTOCOLS, _folder_protocol, _folder_train, preparable=True),
     )
 }
@@ -202,14 +204,62 @@ def get_spec(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
+def looks_like_hub_id(source: str) -> bool:
+    """Whether `source` reads as a Hub repo id (`org/name`) rather than a local path that exists."""
+    source = str(source)
+    return source.count("/") == 1 and not source.startswith((".", "/", "~")) and not Path(source).exists()
+
+
+def _generic_source(name: str, options: DatasetOptions | None) -> str:
+    """The folder or Hub id a generic dataset comes from (`--dataset folder --data_root X`, or `--dataset X`)."""
+    return str(options.data_root if name == "folder" and options is not None and options.data_root else name)
+
+
 def card_name(name: str | None, options: DatasetOptions | None = None) -> str | None:
     """What model cards call a dataset: the registry's name, or for a generic source its folder / Hub id."""
     if name is None:
         return None
     if name in DATASETS and name != "folder":
         return DATASETS[name].card_name
-    source = options.data_root if name == "folder" and options is not None and options.data_root else name
-    return Path(str(source).rstrip("/")).name or str(source)
+    source = _generic_source(name, options)
+    return Path(source.rstrip("/")).name or source
+
+
+def card_dataset_type(name: str, options: DatasetOptions | None = None) -> str:
+    """The `model-index` dataset type of a dataset, the same for training and `eval_hf.py --update_card`:
+    the registry name (`lfw`, `synthetic`, ...), or for a generic source its Hub id or folder name."""
+    if name in DATASETS and name != "folder":
+        return name
+    source = _generic_source(name, options)
+    return source if looks_like_hub_id(source) else card_name(name, options)
+
+
+def hub_dataset_id(name: str | None, options: DatasetOptions | None = None) -> str | None:
+    """The Hub dataset id a dataset was loaded from (a model card's `datasets:`), `None` for local data."""
+    if name is None or (name in DATASETS and name != "folder"):
+        return None
+    source = _generic_source(name, options)
+    return source if looks_like_hub_id(source) else None
+
+
+def describe_training_data(name: str, options: DatasetOptions) -> str:
+    """One line naming a run's training data for its model card (registry name and what of it was used)."""
+    described = card_name(name, options)
+    if name == "synthetic":
+        described += (f" ({options.synthetic_num_identities} identities x {options.synthetic_images_per_identity} "
+                      "views rendered by dcr_hf; low-resolution copies simulated)")
+    elif name == "casia":
+        fold = 11 if options.casia_fold is None else options.casia_fold
+        described += " (all subjects)" if fold >= 10 else f" (subjects outside validation fold {fold})"
+    elif name == "scface":
+        described += f" (the {options.num_finetune_subjects} fine-tuning subjects, real low-resolution captures)"
+    return described
+
+
+def has_real_low_resolution_probes(dataset_type: str | None) -> bool:
+    """Whether a dataset's LR probes are real captures (SCface) rather than simulated by downsampling."""
+    spec = DATASETS.get(dataset_type or "")
+    return bool(spec and spec.real_low_resolution_probes)
 
 
 def check_dataset_protocol(name: str, protocol: str, options: DatasetOptions) -> None:
@@ -239,9 +289,7 @@ def is_generic_source(name: str) -> bool:
 def check_training_dataset(name: str, options: DatasetOptions) -> None:
     """Raise before any file is read when `name` cannot be trained on."""
     if is_generic_source(name):
-        path = Path(name)
-        looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
-        if not path.exists() and not looks_like_hub_id:
+        if not Path(name).exists() and not looks_like_hub_id(name):
             raise ValueError(
                 f"unknown dataset {name!r}: expected one of {TRAIN_DATASETS}, a prepared dataset folder or a Hub "
                 "dataset id (org/name)."
@@ -294,7 +342,12 @@ __all__ = [
     "TRAIN_DATASETS",
     "TrainingSplit",
     "VALIDATION_DATASETS",
+    "card_dataset_type",
     "card_name",
+    "describe_training_data",
+    "has_real_low_resolution_probes",
+    "hub_dataset_id",
+    "looks_like_hub_id",
     "check_dataset_protocol",
     "check_training_dataset",
     "get_spec",

@@ -1,4 +1,8 @@
-"""The evaluation command line (`eval_hf.py`): arguments, model loading, runs, reports and cards."""
+"""The evaluation command line (`eval_hf.py`, `dcr-eval`): arguments, model loading, runs, reports, cards.
+
+`run` evaluates and returns the results (bad arguments raise `ValueError`); `main` is the console
+entry point, which turns those errors into an argparse-style one-line error with exit status 2.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from transformers.utils import logging
 from ..data import registry
 from ..image_processing_dcr import INTERPOLATION_MODES, DCRImageProcessor
 from ..hub import load_model_and_processor, update_model_card_results
-from ..reports import format_results_table, write_reports
+from ..reports import format_results_report, write_reports
 from .embeddings import check_sizes
 from .protocols import run_protocol
 
@@ -22,7 +26,9 @@ logger = logging.get_logger(__name__)
 
 @dataclass
 class ModelArguments:
-    model: str = field(metadata={"help": "A DCR model folder or Hub id."})
+    _argument_group_name = "Models"
+
+    model_name_or_path: str = field(metadata={"help": "A DCR model folder or Hub id.", "aliases": ["--model"]})
     compare: list[str] = field(
         default_factory=list, metadata={"help": "More DCR models (folders or Hub ids) to evaluate into the same table."}
     )
@@ -30,6 +36,8 @@ class ModelArguments:
 
 @dataclass
 class DataArguments(registry.DatasetOptions):
+    _argument_group_name = "Data"
+
     dataset: str = field(
         default="lfw", metadata={"help": "Which data to evaluate on; 'synthetic' needs no files.", "choices": tuple(registry.DATASETS)}
     )
@@ -43,10 +51,12 @@ class DataArguments(registry.DatasetOptions):
 
 @dataclass
 class EvaluationArguments:
+    _argument_group_name = "Evaluation"
+
     sizes: list[int] | None = field(default=None, metadata={"help": "Low-resolution probe sizes (default: the model's)."})
     flip_tta: bool = field(default=False, metadata={"help": "Average the embeddings of each image and its mirror image."})
-    batch_size: int = field(default=64, metadata={"help": "Pairs or images per batch (per process)."})
-    num_workers: int = field(default=0, metadata={"help": "DataLoader workers (decoding)."})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Pairs or images per batch and process."})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader workers (decoding)."})
     threshold_grid: Literal["exact", "original"] = field(
         default="exact",
         metadata={"help": "Verification thresholds: 'exact' (every distinct decision) or 'original' (-1..1 step 0.005)."},
@@ -164,8 +174,8 @@ def _operator_notes(names: Sequence[str], before: Sequence[DCRImageProcessor], a
 
 def _protocol_options(data_args: DataArguments, eval_args: EvaluationArguments, accelerator) -> dict:
     options = dict(
-        flip_tta=eval_args.flip_tta, batch_size=eval_args.batch_size, num_workers=eval_args.num_workers,
-        accelerator=accelerator,
+        flip_tta=eval_args.flip_tta, batch_size=eval_args.per_device_eval_batch_size,
+        num_workers=eval_args.dataloader_num_workers, accelerator=accelerator,
     )
     if data_args.protocol in registry.PAIR_PROTOCOLS:
         options["threshold_grid"] = None if eval_args.threshold_grid == "exact" else eval_args.threshold_grid
@@ -181,35 +191,47 @@ def _protocol_options(data_args: DataArguments, eval_args: EvaluationArguments, 
 def _write_outputs(
     results: dict, models: list[str], data_args: DataArguments, eval_args: EvaluationArguments, notes: list[str]
 ) -> None:
-    print(format_results_table(results, notes=notes))
+    dataset_name = registry.card_name(data_args.dataset, data_args)
+    print(format_results_report(results, dataset_name=dataset_name, notes=notes))
     if eval_args.output_dir is not None:
         metadata = {"models": dict(zip(results, models)), **asdict(data_args), **asdict(eval_args), "notes": notes}
-        written = write_reports(results, eval_args.output_dir, metadata, notes=notes)
+        written = write_reports(results, eval_args.output_dir, metadata, dataset_name=dataset_name, notes=notes)
         print("Wrote " + ", ".join(str(path) for path in written.values()))
+    else:
+        print("Nothing was saved: pass --output_dir DIR to write results.json, results.md (and roc.png for verification).")
     if eval_args.update_card:
         for name, path in zip(results, models):
             if not Path(path).is_dir():
                 logger.warning(f"--update_card: '{path}' is not a local folder; its card is not updated.")
                 continue
             update_model_card_results(
-                path, results[name], registry.card_name(data_args.dataset, data_args), dataset_type=data_args.dataset,
+                path, results[name], dataset_name, dataset_type=registry.card_dataset_type(data_args.dataset, data_args),
                 dataset_split=eval_args.dataset_split,
             )
             print(f"Updated the model card of {path}")
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
+def build_parser() -> HfArgumentParser:
+    return HfArgumentParser(
+        (ModelArguments, DataArguments, EvaluationArguments),
+        usage="%(prog)s --model_name_or_path MODEL [--compare MODEL ...] [--dataset NAME] [--protocol NAME] [options]",
+        description="Evaluate DCR models: verification, identification, retrieval, on real or synthetic data.",
+    )
+
+
+def run(argv: Sequence[str] | None = None, parser: HfArgumentParser | None = None) -> dict[str, dict]:
+    """Parse a command line, evaluate every model, print and write the reports; `{model name: result}`."""
     from accelerate import Accelerator
 
-    parser = HfArgumentParser((ModelArguments, DataArguments, EvaluationArguments))
+    parser = parser or build_parser()
     model_args, data_args, eval_args = parser.parse_args_into_dataclasses(args=argv)
-    accelerator = Accelerator()
-    models = [model_args.model, *model_args.compare]
+    models = [model_args.model_name_or_path, *model_args.compare]
     if len(set(models)) != len(models):
         raise ValueError(f"A model is listed twice: {models}.")
     # Everything that can be checked is checked before the (possibly long) data loading.
     registry.check_dataset_protocol(data_args.dataset, data_args.protocol, data_args)
     notes = apply_original_protocol(eval_args)
+    accelerator = Accelerator()
     options = _protocol_options(data_args, eval_args, accelerator)
     loaded = [load_model_and_processor(path) for path in models]
     if data_args.protocol != "identification":
@@ -235,13 +257,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
     return results
 
 
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point (`dcr-eval`, `eval_hf.py`)."""
+    parser = build_parser()
+    try:
+        run(argv, parser)
+    except (ValueError, FileNotFoundError) as error:
+        # Bad arguments, data roots or models carry actionable messages; a traceback would bury them.
+        parser.error(str(error))
+
+
 __all__ = [
     "ORIGINAL_PROTOCOL",
     "DataArguments",
     "EvaluationArguments",
     "ModelArguments",
     "apply_original_protocol",
+    "build_parser",
     "display_names",
     "main",
     "parse_probe_resolution",
+    "run",
 ]

@@ -6,10 +6,18 @@ coupled branches around a trained, frozen trunk, specialized initialization by d
 
 Modules: `arguments` (the argument dataclasses and their checks), `model` (the stage's model and
 processor), `mining` (the center terms' batch-hard miner), `trainer` (`DCRTrainer`), `run` (the
-whole run and the finished folder).
+whole run and the finished folder), `command` (the command line of `train_hf.py` / `dcr-train`).
 """
 
-from .arguments import ARCHITECTURES, STAGES, DataArguments, DCRTrainingArguments, ModelArguments, check_arguments
+from .arguments import (
+    ARCHITECTURES,
+    STAGES,
+    UNSUPPORTED_TRAINER_OPTIONS,
+    DataArguments,
+    DCRTrainingArguments,
+    ModelArguments,
+    check_arguments,
+)
 from .mining import build_miner
 from .model import build_model, build_processor
 from .run import load_training_data, run_training
@@ -18,6 +26,7 @@ from .trainer import DCRTrainer, NonFiniteLossError
 __all__ = [
     "ARCHITECTURES",
     "STAGES",
+    "UNSUPPORTED_TRAINER_OPTIONS",
     "DCRTrainer",
     "DCRTrainingArguments",
     "DataArguments",

@@ -31,10 +31,27 @@ ARCHITECTURES: dict[str, dict[str, object]] = {
 #: `--trunk_miner` / `--branch_miner` values; "none" = the plain center loss.
 MINER_CHOICES = (*DCRConfig.miners, "none")
 
+#: Trainer options a DCR run does not use, refused (with the reason) when given another value than
+#: their default instead of being ignored: a run always trains, and validates by a face protocol.
+UNSUPPORTED_TRAINER_OPTIONS = {
+    "do_train": "a run always trains; choose the stage with --stage.",
+    "do_eval": "validation follows --validation_dataset and --eval_strategy.",
+    "do_predict": "there is no prediction step; evaluate a saved folder with eval_hf.py / dcr-eval.",
+    "eval_on_start": "the starting model is validated by --evaluate_before_training (default true).",
+    "prediction_loss_only": "validation computes face-protocol metrics, not a loss.",
+    "eval_do_concat_batches": "validation gathers embeddings itself.",
+    "include_for_metrics": "validation has no compute_metrics.",
+    "batch_eval_metrics": "validation has no compute_metrics.",
+    "label_names": "DCR's labels are the identity column.",
+    "remove_unused_columns": "the transforms need the raw columns.",
+}
+
 
 @dataclass
 class ModelArguments:
     """What to train: the stage, the architecture and the DCR loss settings."""
+
+    _argument_group_name = "DCR model"
 
     stage: str = field(default="trunk", metadata={"help": f"Training stage, one of {STAGES}.", "choices": STAGES})
     architecture: str = field(
@@ -101,6 +118,8 @@ class ModelArguments:
 class DataArguments(DatasetOptions):
     """Where the faces come from and how the model is validated."""
 
+    _argument_group_name = "Data"
+
     dataset: str = field(
         default="synthetic",
         metadata={"help": "synthetic | casia | scface | folder, or a prepared dataset folder / Hub dataset id."},
@@ -122,6 +141,8 @@ class DataArguments(DatasetOptions):
 class DCRTrainingArguments(TrainingArguments):
     """`TrainingArguments` with DCR's defaults and the original's scheduling options."""
 
+    _argument_group_name = "DCR training options"
+
     output_dir: str | None = field(default=None, metadata={"help": "Default: outputs/dcr-<stage>."})
     learning_rate: float = field(default=2e-3, metadata={"help": "Initial learning rate (the published recipe: 1e-2)."})
     num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs."})
@@ -133,7 +154,7 @@ class DCRTrainingArguments(TrainingArguments):
     load_best_model_at_end: bool = field(default=True, metadata={"help": "Keep the best model by the validation criterion."})
     logging_steps: float = field(default=20, metadata={"help": "Log every N steps."})
     report_to: None | str | list[str] = field(default="none", metadata={"help": "tensorboard | trackio | none ..."})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False: transforms need raw columns."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False: the transforms need raw columns."})
     lr_milestones: list[float] | None = field(
         default=None, metadata={"help": "Epochs at which the learning rate is divided by 10 (the original's step schedule)."}
     )
@@ -172,6 +193,9 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
             check_low_resolution_sizes(sizes, image_size, name=name)
     if model_args.stage == "trunk":
         DCRConfig(**mining_settings(model_args))  # the config's own rule, before any data is read
+    if training_args.fp16 and training_args.device.type == "cpu":
+        # Accelerate runs fp16 on a CPU in float32 without a word; bf16 autocast works there.
+        raise ValueError("--fp16 needs a GPU (Accelerate trains fp16 on a CPU in float32); on a CPU use --bf16.")
     check_training_dataset(data_args.dataset, data_args)
     validation_for(data_args.dataset, data_args.validation_dataset)
     check_augmentation(data_args.augmentation)
@@ -186,6 +210,7 @@ __all__ = [
     "ARCHITECTURES",
     "MINER_CHOICES",
     "STAGES",
+    "UNSUPPORTED_TRAINER_OPTIONS",
     "DCRTrainingArguments",
     "DataArguments",
     "ModelArguments",

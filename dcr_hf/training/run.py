@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,9 +66,12 @@ def load_training_data(data_args: DataArguments, image_size: int) -> TrainingDat
 def prepare_training_arguments(
     model_args: ModelArguments, training_args: DCRTrainingArguments, protocol: str | None
 ) -> DCRTrainingArguments:
-    """Fill the stage-dependent defaults (output folder, best-model criterion)."""
+    """Fill the stage-dependent defaults (output folder, best-model criterion, pinned memory)."""
     if training_args.output_dir in (None, "trainer_output"):
         training_args.output_dir = os.path.join("outputs", f"dcr-{model_args.stage}")
+    if training_args.device.type == "cpu":
+        # Pinned memory only helps copies to an accelerator; on CPU torch warns once per DataLoader.
+        training_args.dataloader_pin_memory = False
     metric = CRITERIA.get(protocol) if protocol else None
     if metric is None:
         training_args.eval_strategy = "no"
@@ -96,6 +100,19 @@ def train_dataset(data: TrainingData, data_args: DataArguments, config: DCRConfi
             strict=data_args.strict_data,
         )
     return apply_transform(data.train, transform)
+
+
+def route_tracker_logs(training_args: DCRTrainingArguments) -> None:
+    """Make trackio write under `<output_dir>/trackio` (TensorBoard's `<output_dir>/runs` is set by
+    `DCRTrainer`). trackio reads `TRACKIO_DIR` once, when it is first imported; a `TRACKIO_DIR`
+    already set is kept."""
+    report_to = training_args.report_to or []
+    if "trackio" not in report_to and "all" not in report_to:
+        return
+    if "trackio" in sys.modules and "TRACKIO_DIR" not in os.environ:
+        logger.warning("trackio was imported before the run started: its logs go to its own folder, not under --output_dir.")
+        return
+    os.environ.setdefault("TRACKIO_DIR", os.path.join(os.path.abspath(training_args.output_dir), "trackio"))
 
 
 def _callbacks(callbacks: list | None, training_args: DCRTrainingArguments, data: TrainingData) -> list:
@@ -138,6 +155,7 @@ def run_training(
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if model_args.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    route_tracker_logs(training_args)
     trainer = DCRTrainer(
         model=model,
         args=training_args,
@@ -162,44 +180,63 @@ def run_training(
 
 
 def _train_and_validate(trainer: DCRTrainer, training_args: DCRTrainingArguments, data: TrainingData) -> dict[str, Any]:
+    """Validate the starting model, train, validate the final (best) model, save model and metrics
+    as the transformers examples do (`train_results.json`, `eval_results.json`, `all_results.json`)."""
     before = None
     if training_args.evaluate_before_training and not training_args.resume_from_checkpoint:
         trainer.evaluate(metric_key_prefix="before")
         before = trainer.last_validation
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    if trainer.state.best_model_checkpoint and training_args.load_best_model_at_end:
+        logger.info(
+            f"Loaded the best checkpoint, {trainer.state.best_model_checkpoint} "
+            f"({training_args.metric_for_best_model} = {trainer.state.best_metric:.4f})"
+        )
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
     after = None
     if data.validation_protocol:
-        trainer.evaluate(metric_key_prefix="final")
+        final = trainer.evaluate(metric_key_prefix="final")
         after = trainer.last_validation
+        # The final validation, under the `eval_` names the examples' eval_results.json uses.
+        trainer.save_metrics("eval", {"eval_" + key.removeprefix("final_"): value for key, value in final.items()})
     trainer.save_model(training_args.output_dir)
     trainer.save_state()
     return {"output_dir": training_args.output_dir, "before": before, "after": after,
             "validation_name": data.validation_name, "protocol": data.validation_protocol, "table": None}
 
 
+def _plain(value: Any) -> Any:
+    """An argument as a plain JSON value: enum members (`OptimizerNames.ADAMW_TORCH_FUSED`) by their value."""
+    return getattr(value, "value", value)
+
+
 def training_recipe(model_args: ModelArguments, data_args: DataArguments, training_args: DCRTrainingArguments,
                     trainer: DCRTrainer) -> dict[str, Any]:
-    """The settings worth putting on a model card."""
+    """The settings worth putting on a model card, as plain JSON values; `None` for what does not apply."""
     config = trainer.accelerator.unwrap_model(trainer.model).config
+    milestones = training_args.lr_milestones
     return {
         "stage": model_args.stage,
-        "dataset": data_args.dataset,
-        "architecture": model_args.architecture,
+        "dataset": registry.card_name(data_args.dataset, data_args),
+        "architecture": model_args.architecture if model_args.stage == "trunk" else None,
         "low_resolution_sizes": list(config.low_resolution_sizes),
         "augmentation": data_args.augmentation,
-        "optimizer": training_args.optim if isinstance(training_args.optim, str) else training_args.optim.value,
+        "optimizer": _plain(training_args.optim),
         "learning_rate": training_args.learning_rate,
-        "lr_schedule": f"x0.1 at epochs {training_args.lr_milestones}" if training_args.lr_milestones
-        else str(getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)),
+        "lr_schedule": f"x0.1 at epochs {', '.join(f'{m:g}' for m in milestones)}" if milestones
+        else _plain(training_args.lr_scheduler_type),
         "weight_decay": training_args.weight_decay,
-        "epochs": training_args.num_train_epochs,
+        "epochs": round(trainer.state.epoch or 0.0, 2),  # as trained (max_steps, early stopping)
         "global_batch_size": training_args.per_device_train_batch_size * trainer.accelerator.num_processes
         * training_args.gradient_accumulation_steps,
         "steps": trainer.state.global_step,
+        "mixed_precision": "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else None,
         "seed": training_args.seed,
-        "trunk": model_args.trunk,
-        "init_from": model_args.init_from,
-        "specialized_initialization": model_args.stage == "branch" and not model_args.random_branch_init,
+        "trunk": model_args.trunk if model_args.stage == "branch" else None,
+        "init_from": model_args.init_from if model_args.stage == "finetune" else None,
+        "specialized_initialization": not model_args.random_branch_init if model_args.stage == "branch" else None,
+        "hub_model_id": training_args.hub_model_id,
     }
 
 
@@ -214,17 +251,24 @@ def _finish_folder(model_args, data_args, training_args, trainer, result, push_t
         rows[f"{model_args.stage} (start)"] = result["before"]
     if result["after"] is not None:
         rows[f"{model_args.stage} (trained)"] = result["after"]
-    (output_dir / "training_recipe.json").write_text(json.dumps(recipe, indent=2, default=str))
+    (output_dir / "training_recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
     if rows:
         result["table"] = reports.format_results_table(rows)
+    validation = result["validation_name"]
+    hub_dataset = registry.hub_dataset_id(data_args.dataset, data_args)
     hub.write_model_card(
         output_dir,
         repo_id=hub_model_id,
-        training_recipe=recipe,
+        training_recipe={key: value for key, value in recipe.items() if key != "hub_model_id"},
         results=result["after"],
-        dataset_name=registry.card_name(result["validation_name"], data_args),
-        base_model=model_args.source,
+        dataset_name=registry.card_name(validation, data_args),
+        dataset_type=registry.card_dataset_type(validation, data_args) if validation else None,
+        training_data=registry.describe_training_data(data_args.dataset, data_args),
+        datasets=[hub_dataset] if hub_dataset else None,
+        base_model=hub.model_hub_id(model_args.source),
+        specialized_initialization=not model_args.random_branch_init,
     )
+    logger.info(f"Saved the model to {output_dir} (weights, config, processor, pipeline and model card)")
     if push_to_hub:
         result["pushed"] = hub.push_folder_to_hub(output_dir, hub_model_id, commit_message=f"DCR {model_args.stage} stage")
 

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from datasets import Dataset, DatasetDict
 from transformers import Trainer
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils import logging
 
 from ..data.augment import apply_flips, draw_flips
@@ -23,6 +24,34 @@ class NonFiniteLossError(FloatingPointError):
 
     The checkpoints on disk are untouched; the in-memory centers may already hold that batch's
     update (they move in the forward pass), so training stops instead of skipping the batch."""
+
+
+#: The `metric_key_prefix`es of DCR's validations: before training, during it, of the final model.
+VALIDATION_PREFIXES = ("before", "eval", "final")
+
+
+def is_validation_log(logs: dict[str, Any]) -> bool:
+    """Whether a `Trainer.log` dict holds validation metrics (every key but `epoch` prefixed)."""
+    keys = [key for key in logs if key != "epoch"]
+    return bool(keys) and all(key.startswith(tuple(f"{p}_" for p in VALIDATION_PREFIXES)) for key in keys)
+
+
+class _QuietValidation:
+    """Console callbacks that leave validation dicts (~40 keys) to the trackers and `log_history`:
+    `DCRTrainer.evaluate` logs one compact line per validation instead."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and is_validation_log(logs):
+            return
+        super().on_log(args, state, control, logs=logs, **kwargs)
+
+
+class DCRProgressCallback(_QuietValidation, ProgressCallback):
+    """`ProgressCallback` without the validation dicts."""
+
+
+class DCRPrinterCallback(_QuietValidation, PrinterCallback):
+    """`PrinterCallback` (`--disable_tqdm`) without the validation dicts."""
 
 
 class DCRTrainer(Trainer):
@@ -55,6 +84,21 @@ class DCRTrainer(Trainer):
         self._loss_terms: dict[str, float] = {}
         self._loss_term_count = 0
         self.last_validation: dict[str, Any] | None = None
+        for default, quiet in ((ProgressCallback, DCRProgressCallback), (PrinterCallback, DCRPrinterCallback)):
+            if self.pop_callback(default) is not None:
+                self.add_callback(quiet)
+        self._set_tensorboard_dir()
+
+    def _set_tensorboard_dir(self) -> None:
+        """TensorBoard logs under `<output_dir>/runs/<date>_<host>`, the Trainer's own choice at
+        `on_train_begin`, also for validations logged before training starts (the callback would
+        otherwise open its writer in `./runs` of the working directory)."""
+        from transformers.integrations import TensorBoardCallback
+        from transformers.integrations.integration_utils import default_logdir
+
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None:
+                callback.logging_dir = os.path.join(self.args.output_dir, default_logdir())
 
     # -- data --------------------------------------------------------------------------------
 
@@ -180,9 +224,12 @@ class DCRTrainer(Trainer):
         metrics = {f"{metric_key_prefix}_{k}": v for k, v in metrics.items()}
         self.log(metrics)
         if self.accelerator.is_main_process:
-            logger.warning(f"{metric_key_prefix} at step {self.state.global_step}: {one_line_summary(results)}")
+            when = {"before": "before training", "final": "final model"}.get(
+                metric_key_prefix, f"epoch {self.state.epoch or 0:.2f}, step {self.state.global_step}"
+            )
+            logger.info(f"validation ({when}): {one_line_summary(results)}")
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
 
-__all__ = ["DCRTrainer", "NonFiniteLossError"]
+__all__ = ["DCRPrinterCallback", "DCRProgressCallback", "DCRTrainer", "NonFiniteLossError", "VALIDATION_PREFIXES", "is_validation_log"]

@@ -1,0 +1,122 @@
+"""Command line of `dcr_hf.data`: `python -m dcr_hf.data <command> ...`; `dcr-prepare` is its `prepare`.
+
+Commands:
+    prepare   write a dataset once with image bytes embedded (Arrow shards), optionally push it to the Hub
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from .casia import CASIA_NUM_SUBJECTS
+from .prepare import PREPARABLE_DATASETS, prepare_dataset
+
+_PREPARE_DESCRIPTION = (
+    "Load a dataset from its on-disk layout and save it with the image bytes embedded in a few Arrow shards; "
+    "every dcr_hf loader accepts the output directory as its data root."
+)
+
+
+def add_prepare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of `prepare`, named as in `train_hf.py` / `eval_hf.py` and transformers."""
+    parser.add_argument("--dataset", required=True, choices=PREPARABLE_DATASETS)
+    parser.add_argument(
+        "--data_root", required=True, help="folder holding Casia/, LFW/ and SCface/ (for 'folder': the identity tree)"
+    )
+    parser.add_argument("--output_dir", required=True, help="directory to write (must be empty or absent)")
+    parser.add_argument(
+        "--casia_fold",
+        type=int,
+        default=None,
+        help="casia: 0..9 hold out a tenth of the subjects as validation; >= 10 or absent: train on all",
+    )
+    parser.add_argument("--num_subjects", type=int, default=CASIA_NUM_SUBJECTS, help="casia: N of the fold formula")
+    parser.add_argument(
+        "--pairs_file", default=None, help="lfw: pairs file (default LFW/lfw_test_pair.txt, else LFW/pairs.txt)"
+    )
+    parser.add_argument(
+        "--strict_data", action="store_true", help="fail on listed images that are missing instead of dropping them"
+    )
+    shards = parser.add_mutually_exclusive_group()
+    shards.add_argument("--num_shards", type=int, default=None, help="shards per split (capped at the split's rows)")
+    shards.add_argument("--max_shard_size", default=None, help="largest shard, e.g. 500MB (datasets' default)")
+    parser.add_argument("--num_proc", type=int, default=None, help="processes writing shards")
+    parser.add_argument("--overwrite", action="store_true", help="replace an output directory written by this command")
+    parser.add_argument("--push_to_hub", action="store_true", help="also upload to the Hub dataset repo --hub_model_id")
+    parser.add_argument("--hub_model_id", default=None, metavar="REPO_ID", help="the Hub dataset repo (org/name)")
+    parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    parser.set_defaults(run=_run_prepare)
+    return parser
+
+
+def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
+    add_prepare_arguments(
+        subparsers.add_parser("prepare", help="write a dataset with embedded image bytes", description=_PREPARE_DESCRIPTION)
+    )
+
+
+def _run_prepare(args: argparse.Namespace) -> None:
+    if args.push_to_hub and not args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id org/name (the Hub dataset repo).")
+    if args.hub_model_id and not args.push_to_hub:
+        raise ValueError("--hub_model_id is only used with --push_to_hub.")
+    prepared = prepare_dataset(
+        args.dataset,
+        args.data_root,
+        args.output_dir,
+        fold=args.casia_fold,
+        num_subjects=args.num_subjects,
+        pairs_file=args.pairs_file,
+        strict=args.strict_data,
+        num_shards=args.num_shards,
+        max_shard_size=args.max_shard_size,
+        num_proc=args.num_proc,
+        overwrite=args.overwrite,
+        push_to_hub=args.hub_model_id if args.push_to_hub else None,
+        private=args.private or None,
+    )
+    for name, split in prepared.items():
+        print(f"{name}: {len(split)} rows, {len(split.cache_files)} shard(s), columns {split.column_names}")
+    print(
+        f"Prepared {args.dataset} in {args.output_dir}"
+        + (f" and pushed to {args.hub_model_id}" if args.push_to_hub else "")
+    )
+
+
+# One entry per command: new commands register a parser builder here.
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_prepare,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dcr_hf.data", description="Dataset tools of dcr_hf.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in COMMANDS:
+        add_command(subparsers)
+    return parser
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, name: str) -> int:
+    try:
+        args.run(args)
+    except (FileNotFoundError, FileExistsError, ValueError) as error:
+        # Layout and argument problems carry actionable messages; a traceback would bury them.
+        parser.exit(2, f"{name}: error: {error}\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m dcr_hf.data COMMAND ...`."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return _run(parser, args, f"{parser.prog} {args.command}")
+
+
+def prepare_main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point `dcr-prepare` (= `python -m dcr_hf.data prepare`)."""
+    parser = add_prepare_arguments(argparse.ArgumentParser(description=_PREPARE_DESCRIPTION))
+    return _run(parser, parser.parse_args(argv), parser.prog)
+
+
+__all__ = ["COMMANDS", "add_prepare_arguments", "build_parser", "main", "prepare_main"]

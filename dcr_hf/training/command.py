@@ -1,0 +1,147 @@
+"""The training command line: `train_hf.py` and the `dcr-train` console command run this module.
+
+    dcr-train                                          # trunk on synthetic faces (CPU quickstart)
+    dcr-train --stage branch --trunk outputs/dcr-trunk
+    accelerate launch train_hf.py --dataset casia --data_root /data --architecture dcr ...
+
+`--help` lists DCR's options (model, data, training) and points to the Trainer's; `--help_all`
+lists every `TrainingArguments` option as well. Usage errors end with an argparse-style
+one-line error and exit status 2; a NaN/inf loss ends with exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import datasets
+import transformers
+from transformers import HfArgumentParser, TrainingArguments
+
+from .arguments import DataArguments, DCRTrainingArguments, ModelArguments, UNSUPPORTED_TRAINER_OPTIONS
+from .run import run_training
+from .trainer import NonFiniteLossError
+
+logger = logging.getLogger(__name__)
+
+TRAINER_GROUP = "Trainer options (transformers.TrainingArguments)"
+_TRAINER_POINTER = (
+    "Every other option of transformers.TrainingArguments is accepted as well (--bf16, --fp16, "
+    "--gradient_accumulation_steps, --gradient_checkpointing, --torch_compile, --resume_from_checkpoint, "
+    "--push_to_hub, --hub_model_id, --optim, --weight_decay, --lr_scheduler_type, --warmup_steps, ...); "
+    "--help_all lists all {count} of them."
+)
+
+
+def _trainer_only_fields() -> set[str]:
+    """`TrainingArguments` fields that DCR neither redefines nor refuses (shown by `--help_all` only)."""
+    own = set(DCRTrainingArguments.__annotations__)
+    return {f.name for f in dataclasses.fields(TrainingArguments)} - own
+
+
+class _HelpAll(argparse.Action):
+    """`--help_all`: the help with every `TrainingArguments` option, then exit."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        build_parser(show_all=True, prog=parser.prog).print_help()
+        parser.exit()
+
+
+def build_parser(show_all: bool = False, prog: str | None = None) -> HfArgumentParser:
+    """The parser of the three argument dataclasses, grouped: DCR model, data, DCR training options,
+    then the Trainer's other options (their help only with `show_all`, i.e. `--help_all`)."""
+    parser = HfArgumentParser(
+        (ModelArguments, DataArguments, DCRTrainingArguments),
+        prog=prog,
+        usage="%(prog)s [DCR options] [Trainer options]",
+        description="Train a DCR model (trunk, branch or fine-tune stage) on the transformers Trainer.",
+    )
+    training_group = next(g for g in parser._action_groups if g.title == DCRTrainingArguments._argument_group_name)
+    hidden = _trainer_only_fields() | set(UNSUPPORTED_TRAINER_OPTIONS)
+    count = len(_trainer_only_fields())
+    trainer_group = parser.add_argument_group(TRAINER_GROUP, None if show_all else _TRAINER_POINTER.format(count=count))
+    # HfArgumentParser puts every field of a dataclass in its group; the Trainer's own ones move to theirs.
+    for action in list(training_group._group_actions):
+        if action.dest in hidden:
+            training_group._group_actions.remove(action)
+            trainer_group._group_actions.append(action)
+            if not show_all or action.dest in UNSUPPORTED_TRAINER_OPTIONS:
+                action.help = argparse.SUPPRESS
+    parser.add_argument("--help_all", action=_HelpAll, help="Show every option, the Trainer's included, and exit.")
+    return parser
+
+
+def check_trainer_options(parser: argparse.ArgumentParser, namespace: argparse.Namespace) -> None:
+    """Refuse, with a one-line usage error, the Trainer options a DCR run does not use."""
+    defaults = {
+        f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
+        for f in dataclasses.fields(DCRTrainingArguments)
+    }
+    for name, reason in UNSUPPORTED_TRAINER_OPTIONS.items():
+        if getattr(namespace, name, defaults[name]) != defaults[name]:
+            parser.error(f"--{name} is not supported by DCR training: {reason}")
+
+
+def parse_arguments(
+    argv: Sequence[str] | None = None, parser: HfArgumentParser | None = None
+) -> tuple[ModelArguments, DataArguments, DCRTrainingArguments]:
+    """The three argument dataclasses of a command line; usage errors exit with status 2."""
+    parser = parser or build_parser()
+    namespace = parser.parse_args(argv)
+    check_trainer_options(parser, namespace)
+    try:
+        return parser.parse_dict(vars(namespace))
+    except ValueError as error:  # TrainingArguments' own checks (__post_init__)
+        parser.error(str(error))
+
+
+def configure_logging(training_args: DCRTrainingArguments) -> None:
+    """Logging as in the transformers examples: dcr_hf's messages (validation lines, where the model
+    was saved) at INFO on the main process, transformers and datasets at the process's log level."""
+    package = logging.getLogger(__name__.split(".")[0])
+    # One handler however often a process trains, on today's stdout (a caller may have redirected it).
+    for earlier in [h for h in package.handlers if getattr(h, "_dcr_hf", False)]:
+        package.removeHandler(earlier)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(name)s - %(message)s", "%m/%d/%Y %H:%M:%S"))
+    handler._dcr_hf = True
+    package.addHandler(handler)
+    package.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
+    log_level = training_args.get_process_log_level()
+    transformers.utils.logging.set_verbosity(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+
+
+def train(argv: Sequence[str] | None = None, parser: HfArgumentParser | None = None) -> dict[str, Any]:
+    """Parse a command line and train; returns `run_training`'s result (bad arguments raise `ValueError`)."""
+    model_args, data_args, training_args = parse_arguments(argv, parser)
+    configure_logging(training_args)
+    result = run_training(model_args, data_args, training_args)
+    if result.get("table") and training_args.should_log:
+        print(f"\nValidation on {result['validation_name']} data:\n{result['table']}")
+    if result.get("pushed"):
+        logger.info(f"Pushed {result['output_dir']} to {training_args.hub_model_id}")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point (`dcr-train`, `train_hf.py`)."""
+    parser = build_parser()
+    try:
+        train(argv, parser)
+    except NonFiniteLossError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except (ValueError, FileNotFoundError) as error:
+        # Bad arguments, data roots or source models carry actionable messages; a traceback would bury them.
+        parser.error(str(error))
+
+
+__all__ = ["build_parser", "check_trainer_options", "configure_logging", "main", "parse_arguments", "train"]
