@@ -1,4 +1,5 @@
-"""How the console commands end on an error: one line for a mistake, a traceback only on request.
+"""What the console commands share: one line for a mistake (a traceback only on request), the push
+options, the check of an output folder.
 
 Every command (`dcr-train` / `train_hf.py`, `dcr-eval` / `eval_hf.py`, `dcr-prepare`, `dcr-convert`)
 runs its work inside `reported_errors`: a bad value, a missing or broken file (`ValueError`,
@@ -16,6 +17,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 DEBUG_FLAG = "--debug"
 DEBUG_VARIABLE = "DCR_DEBUG"
@@ -38,6 +40,21 @@ def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hub_token", default=None, help="Hub token to push with (default: HF_TOKEN or the saved login)")
     parser.add_argument("--hub_private_repo", "--private", action="store_true", help="create the Hub repo as private")
     parser.add_argument("--hub_revision", default=None, metavar="BRANCH", help="push to this branch (created if missing)")
+
+
+def check_output_path(output_dir: str | Path, option: str, purpose: str) -> None:
+    """Refuse, before any work, an output folder that cannot be written: it (or a folder above it)
+    is a file, or the nearest existing folder above it is not writable. `purpose` says what goes there."""
+    path = Path(output_dir).expanduser()
+    for candidate in (path, *path.parents):
+        if not candidate.exists():
+            continue
+        if not candidate.is_dir():
+            where = "is a file" if candidate == path else f"is inside {candidate}, which is a file"
+            raise FileExistsError(f"{option} {output_dir} {where}; expected a folder for {purpose}.")
+        if not os.access(candidate, os.W_OK | os.X_OK):
+            raise PermissionError(f"{option} {output_dir}: {candidate} is not writable; {purpose} cannot be saved there.")
+        return
 
 
 def split_debug_flag(argv: Sequence[str] | None = None) -> tuple[list[str], bool]:
@@ -72,4 +89,4 @@ def reported_errors(parser: argparse.ArgumentParser, debug: bool = False) -> Ite
         parser.error(str(error).strip() or type(error).__name__)
 
 
-__all__ = ["add_hub_arguments", "DEBUG_FLAG", "DEBUG_HELP", "DEBUG_VARIABLE", "USAGE_ERRORS", "reported_errors", "split_debug_flag"]
+__all__ = ["add_hub_arguments", "check_output_path", "DEBUG_FLAG", "DEBUG_HELP", "DEBUG_VARIABLE", "USAGE_ERRORS", "reported_errors", "split_debug_flag"]

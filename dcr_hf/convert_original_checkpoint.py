@@ -20,7 +20,7 @@ import torch
 from transformers.utils import logging
 
 from . import hub
-from .cli import DEBUG_HELP, add_hub_arguments, reported_errors, split_debug_flag
+from .cli import DEBUG_HELP, add_hub_arguments, check_output_path, reported_errors, split_debug_flag
 from .configuration_dcr import DCRConfig
 from .image_processing_dcr import DCRImageProcessor
 from .modeling_dcr import DCRForImageClassification
@@ -206,8 +206,7 @@ def convert_original_checkpoint(
 
 
 def _check_output(output: Path, overwrite: bool) -> None:
-    if output.exists() and not output.is_dir():
-        raise ConversionError(f"--output_dir {output} is a file; expected a folder to write the converted model to.")
+    check_output_path(output, "--output_dir", "the converted model")
     held = [name for name in ("config.json", "model.safetensors") if (output / name).exists()]
     if held and not overwrite:
         raise ConversionError(

@@ -134,22 +134,28 @@ def load_image_processor(name_or_path: str, image_size: int, **from_pretrained_k
     return processor
 
 
-def load_model_and_processor(name_or_path: str, **from_pretrained_kwargs: Any) -> tuple[Any, DCRImageProcessor]:
+def load_model_and_processor(
+    name_or_path: str, option: str = "model", **from_pretrained_kwargs: Any
+) -> tuple[Any, DCRImageProcessor]:
     """Load a DCR embedder (`DCRModel`) and its image processor from a folder or a Hub id.
 
-    The config is read first so that a non-DCR checkpoint fails with a `ValueError` before any
-    weights are loaded. The model comes back channels-last (faster convolutions on CPU and GPU).
+    The folder (or id) is checked first (`model_files.check_model_source`: a missing folder, a broken
+    config or weight file is named in one line, `option` first), then the config, so that a non-DCR
+    checkpoint fails with a `ValueError` before any weights are loaded; weights the folder lacks are
+    refused. The model comes back channels-last (faster convolutions on CPU and GPU).
     """
     import torch
     from transformers import AutoConfig, AutoModel
 
-    config = AutoConfig.from_pretrained(name_or_path, **from_pretrained_kwargs)
+    from .model_files import load_config, load_pretrained
+
+    config = load_config(AutoConfig, name_or_path, option, **from_pretrained_kwargs)
     if config.model_type != DCRConfig.model_type:
         raise ValueError(
             f"'{name_or_path}' holds a {type(config).__name__} (model_type={config.model_type!r}); "
             "dcr_hf evaluates DCR models only (model_type='dcr')."
         )
-    model = AutoModel.from_pretrained(name_or_path, config=config, **from_pretrained_kwargs)
+    model = load_pretrained(AutoModel, name_or_path, option, config=config, **from_pretrained_kwargs)
     processor = load_image_processor(name_or_path, config.image_size, **from_pretrained_kwargs)
     model = getattr(model, "dcr", model)
     return model.to(memory_format=torch.channels_last), processor

@@ -40,6 +40,7 @@ from dcr_hf.training.command import parse_arguments
 from dcr_hf.training.command import main as train_main
 from dcr_hf.training.command import train as train_command
 from tests.hub_standin import HubStandIn
+from tests.layouts import make_identity_folder
 
 pytestmark = pytest.mark.slow  # end-to-end runs and subprocesses
 
@@ -611,6 +612,21 @@ def test_divergence_factor_0_turns_the_loss_bound_off(tmp_path):
     assert losses[1] > 100 * losses[0] and (tmp_path / "off" / "model.safetensors").is_file()
     with pytest.raises(ValueError, match="--divergence_factor must be >= 0"):
         train(tmp_path / "negative", *options, "--divergence_factor", "-1")
+
+
+def test_a_batch_of_only_corrupt_images_is_skipped_and_training_goes_on(tmp_path, caplog):
+    faces = tmp_path / "faces"
+    make_identity_folder(faces, {"ann": 2, "bob": 2})
+    (faces / "ann" / "broken.jpg").write_bytes(b"not a JPEG")  # one batch of 1 is this file alone
+    with caplog.at_level(logging.WARNING, logger="dcr_hf"):
+        train(tmp_path / "out", "--dataset", "folder", "--data_root", str(faces), *NO_VALIDATION,
+              "--per_device_train_batch_size", "1", "--num_train_epochs", "1", "--save_strategy", "no",
+              "--logging_steps", "1")
+    assert f"Cannot decode image {faces / 'ann' / 'broken.jpg'}" in caplog.text
+    assert "no image of this batch could be decoded; the batch is skipped" in caplog.text
+    state = _state(tmp_path / "out")
+    assert state["global_step"] == 5 and len([h for h in state["log_history"] if "loss" in h]) == 5
+    _assert_finite_checkpoint(tmp_path / "out")
 
 
 # --------------------------------------------------------------------------------------------

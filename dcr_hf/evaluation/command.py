@@ -15,7 +15,7 @@ from typing import Literal
 from transformers import HfArgumentParser
 from transformers.utils import logging
 
-from ..cli import DEBUG_HELP, reported_errors, split_debug_flag
+from ..cli import DEBUG_HELP, check_output_path, reported_errors, split_debug_flag
 from ..data import registry
 from ..image_processing_dcr import INTERPOLATION_MODES, DCRImageProcessor
 from ..hub import load_model_and_processor, update_model_card_results
@@ -232,11 +232,14 @@ def run(argv: Sequence[str] | None = None, parser: HfArgumentParser | None = Non
     if len(set(models)) != len(models):
         raise ValueError(f"A model is listed twice: {models}.")
     # Everything that can be checked is checked before the (possibly long) data loading.
+    if eval_args.output_dir is not None:
+        check_output_path(eval_args.output_dir, "--output_dir", "results.json, results.md and roc.png")
     registry.check_dataset_protocol(data_args.dataset, data_args.protocol, data_args)
     notes = apply_original_protocol(eval_args)
     accelerator = Accelerator()
     options = _protocol_options(data_args, eval_args, accelerator)
-    loaded = [load_model_and_processor(path) for path in models]
+    loaded = [load_model_and_processor(path, "--model_name_or_path" if index == 0 else "--compare")
+              for index, path in enumerate(models)]
     if data_args.protocol != "identification":
         for model, _ in loaded:
             check_sizes(model, eval_args.sizes)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from transformers.utils import logging
 
+from ..model_files import json_problem, safetensors_problem
+
 logger = logging.get_logger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -50,21 +52,7 @@ def checkpoints(output_dir: str | Path) -> list[Path]:
 
 def weights_problem(folder: Path) -> str | None:
     """Why `folder/model.safetensors` is not a complete file of finite weights, or `None`."""
-    import torch
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = folder / WEIGHTS
-    if not path.is_file():
-        return f"{path} is missing"
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError) as error:
-        return f"{path} is truncated or corrupt ({error})"
-    for name, tensor in tensors.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            return f"{path} holds non-finite values (in {name})"
-    return None
+    return safetensors_problem(folder / WEIGHTS, complete=True)
 
 
 def _pickle_problem(path: Path) -> str | None:
@@ -85,11 +73,13 @@ def checkpoint_problem(folder: str | Path) -> str | None:
     for name in REQUIRED_FILES:
         if not (folder / name).is_file():
             return f"{folder / name} is missing"
-    try:
-        state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
-        int(state["global_step"])
-    except (ValueError, KeyError, TypeError) as error:
-        return f"{folder / 'trainer_state.json'} is not a trainer state ({error})"
+    state = folder / "trainer_state.json"
+    problem = json_problem(state)
+    data = json.loads(state.read_text(encoding="utf-8")) if problem is None else None
+    if problem is None and not (isinstance(data, dict) and isinstance(data.get("global_step"), int)):
+        problem = f"{state} has no global_step"
+    if problem:
+        return problem
     for path in sorted(folder.glob("*.pt")) + sorted(folder.glob("*.pth")):
         problem = _pickle_problem(path)
         if problem:
@@ -170,9 +160,10 @@ def check_output_dir(
     output_dir: str | Path, source: str | None, source_option: str, overwrite: bool, resuming: bool
 ) -> None:
     """Refuse, before any data is read, an output folder that would destroy finished work (see the module)."""
+    from ..cli import check_output_path
+
     output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise FileExistsError(f"--output_dir {output_dir} is a file; expected a folder to write the run to.")
+    check_output_path(output_dir, "--output_dir", "the run (checkpoints, the model, its card)")
     if source is not None and Path(source).expanduser().is_dir():
         relation = _relation(output_dir.expanduser().resolve(), Path(source).expanduser().resolve())
         if relation:

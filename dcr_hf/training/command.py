@@ -105,14 +105,27 @@ def parse_arguments(
         parser.error(str(error))
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """A handler that writes to `sys.stdout` as it is when a record is emitted: a caller that
+    redirected stdout for one run (and closed it since) does not break later messages."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ sets it; the property always follows sys.stdout
+        pass
+
+
 def configure_logging(training_args: DCRTrainingArguments) -> None:
     """Logging as in the transformers examples: dcr_hf's messages (validation lines, where the model
     was saved) at INFO on the main process, transformers and datasets at the process's log level."""
     package = logging.getLogger(__name__.split(".")[0])
-    # One handler however often a process trains, on today's stdout (a caller may have redirected it).
+    # One handler however often a process trains, on the stdout of the moment (a caller may redirect it).
     for earlier in [h for h in package.handlers if getattr(h, "_dcr_hf", False)]:
         package.removeHandler(earlier)
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _StdoutHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(name)s - %(message)s", "%m/%d/%Y %H:%M:%S"))
     handler._dcr_hf = True
     package.addHandler(handler)

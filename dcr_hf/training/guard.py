@@ -9,7 +9,7 @@ from a model that saw a non-finite loss or holds non-finite weights, whichever c
 can make the weights infinite while the loss that produced it was still finite).
 
 The loss bound: a logged training loss (the Trainer's mean over a logging window) larger than
-`divergence_factor` times the first training loss the run logged stops the run
+`divergence_factor` times the first (positive) training loss the run logged stops the run
 (`--divergence_factor`, 100 by default; 0 turns the bound off). On a resume the first logged loss
 is read from the restored `log_history`, so the bound is the same as in the uninterrupted run.
 """
@@ -114,8 +114,8 @@ class DivergenceGuard:
                           output_dir: str) -> None:
         """Raise `LossDivergedError` when the logged `loss` exceeds `divergence_factor` times the first
         training loss in `log_history` (the module's rule)."""
-        first = next(((entry["loss"], entry.get("step")) for entry in log_history if "loss" in entry), None)
-        if self.divergence_factor is None or first is None or not first[0] > 0:
+        first = next(((entry["loss"], entry.get("step")) for entry in log_history if entry.get("loss", 0) > 0), None)
+        if self.divergence_factor is None or first is None:
             return
         if loss > self.divergence_factor * first[0]:
             raise LossDivergedError(

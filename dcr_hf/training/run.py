@@ -22,7 +22,7 @@ from ..image_processing_dcr import DCRImageProcessor
 from .arguments import DataArguments, DCRTrainingArguments, ModelArguments, check_arguments
 from .checkpoints import check_output_dir, finished_message, remove_previous_checkpoints, resolve_resume_checkpoint
 from .mining import build_miner
-from .model import build_model, build_processor, source_config
+from .model import build_model, build_processor, source_config, source_option
 from .trainer import DCRTrainer
 
 logger = logging.get_logger(__name__)
@@ -71,9 +71,8 @@ def check_output_folder(model_args: ModelArguments, training_args: DCRTrainingAr
     if training_args.output_dir in (None, "trainer_output"):
         training_args.output_dir = os.path.join("outputs", f"dcr-{model_args.stage}")
     resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
-    option = "--trunk" if model_args.stage == "branch" else "--init_from"
-    check_output_dir(training_args.output_dir, model_args.source, option, training_args.overwrite_output_dir,
-                     resuming=resume is not None)
+    check_output_dir(training_args.output_dir, model_args.source, source_option(model_args),
+                     training_args.overwrite_output_dir, resuming=resume is not None)
     training_args.resume_from_checkpoint = resume
     return resume
 
@@ -166,9 +165,10 @@ def run_training(
     """Train one stage end to end; returns the validation results before and after, and the folder."""
     check_arguments(model_args, data_args, training_args)
     resume = check_output_folder(model_args, training_args)
+    source = source_config(model_args) if model_args.source else None  # a missing or broken folder fails here
     push = prepare_push(training_args)
     set_seed(training_args.seed)
-    image_size = source_config(model_args).image_size if model_args.source else model_args.image_size
+    image_size = source.image_size if source else model_args.image_size
     data = load_training_data(data_args, image_size or DCRConfig.image_size)
     training_args = prepare_training_arguments(model_args, training_args, data.validation_protocol)
 
