@@ -77,7 +77,7 @@ def test_invalid_values_name_the_field(kwargs, field):
         (dict(low_resolution_sizes="8"), "low_resolution_sizes must be a list of integers, got '8'."),
     ],
 )
-def test_values_that_used_to_pass_are_refused_in_one_line(kwargs, message):
+def test_bad_values_are_refused_in_one_line_naming_the_field(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         DCRConfig(**kwargs)
 
