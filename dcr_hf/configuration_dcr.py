@@ -4,6 +4,7 @@ This file travels to every Hub repository next to `modeling_dcr.py` (for `trust_
 so it imports only `transformers` and the standard library.
 """
 
+import math
 from typing import ClassVar
 
 from transformers import PreTrainedConfig
@@ -35,6 +36,18 @@ def check_low_resolution_sizes(sizes, image_size: int, name: str = "low_resoluti
     if len(set(checked)) != len(checked):
         raise ValueError(f"{name} has duplicates: {checked}.")
     return checked
+
+
+def _integers(name: str, values) -> list[int]:
+    """A list field of whole numbers (`depths`, `hidden_sizes`) as ints; a string (`"1111"`), a
+    scalar or a fractional value is refused, naming the field."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise ValueError(f"{name} must be a list of integers (one per stage), got {values!r}.")
+    values = list(values)
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+            raise ValueError(f"{name} must hold whole numbers, got {value!r} in {values}.")
+    return [int(value) for value in values]
 
 
 #: The torchvision ResNet-N bodies (their layer layout, our field names): `hidden_sizes` are the
@@ -158,12 +171,16 @@ class DCRConfig(PreTrainedConfig):
     freeze_batch_norm: bool = False
 
     def __post_init__(self, **kwargs):
-        self.depths = [int(d) for d in self.depths]
-        self.hidden_sizes = [int(h) for h in self.hidden_sizes]
-        self.low_resolution_sizes = list(self.low_resolution_sizes)
+        self.depths = _integers("depths", self.depths)
+        self.hidden_sizes = _integers("hidden_sizes", self.hidden_sizes)
         if self.stem_hidden_size is None:
             self.stem_hidden_size = 64 if self.trunk_type == "resnet" else 32
+        requested = kwargs.get("num_labels")
+        if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 1):
+            raise ValueError(f"num_labels must be a positive integer (the number of identities), got {requested!r}.")
         super().__post_init__(**kwargs)
+        if self.num_labels < 1:
+            raise ValueError(f"num_labels must be a positive integer (the number of identities), got id2label={self.id2label}.")
         # `@strict` runs the `validate_*` methods only when the class itself is decorated; this
         # file must stay importable on its own, so the checks run here at construction.
         self.validate_dcr()
@@ -191,15 +208,15 @@ class DCRConfig(PreTrainedConfig):
             )
         for name in ("stem_hidden_size", "embedding_size", "branch_hidden_size", "image_size", "num_channels"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        self.low_resolution_sizes = check_low_resolution_sizes(self.low_resolution_sizes, self.image_size)
         if len(self.low_resolution_sizes) == 0:
             raise ValueError("low_resolution_sizes must list at least one probe size, got [].")
-        self.low_resolution_sizes = check_low_resolution_sizes(self.low_resolution_sizes, self.image_size)
         for name in ("center_loss_weight", "center_momentum", "coupling_loss_weight", "trunk_mining_margin"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{name} must be a non-negative number, got {value!r}.")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite non-negative number, got {value!r}.")
         self._validate_mining()
 
     def _validate_mining(self) -> None:

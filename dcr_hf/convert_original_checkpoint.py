@@ -1,7 +1,7 @@
 """Convert a checkpoint of the original DCR implementation into a Hugging Face folder.
 
     python -m dcr_hf.convert_original_checkpoint --checkpoint model_best.pth.tar \
-        --config config.json --output DIR [--stage trunk|branch] [--push_to_hub org/dcr-trunk]
+        --config config.json --output_dir DIR [--stage trunk|branch] [--push_to_hub --hub_model_id org/dcr-trunk]
 
 The trunk kind and every size come from the weights; `config.json` (the original's arguments)
 gives the stage, the LR scales of the branches, embedding normalization, image size and
@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from transformers.utils import logging
 
+from . import hub
+from .cli import DEBUG_HELP, add_hub_arguments, check_output_path, reported_errors, split_debug_flag
 from .configuration_dcr import DCRConfig
 from .image_processing_dcr import DCRImageProcessor
 from .modeling_dcr import DCRForImageClassification
@@ -158,10 +160,19 @@ def convert_original_checkpoint(
     config: str | Path | None = None,
     stage: str | None = None,
     push_to_hub: str | None = None,
+    *,
+    private: bool | None = None,
+    token: str | None = None,
+    revision: str | None = None,
+    overwrite: bool = False,
 ) -> DCRForImageClassification:
     """Convert an original checkpoint into a complete folder at `output` (config with `auto_map`,
     `model.safetensors`, both model files, `preprocessor_config.json`); raise `ConversionError`
-    on anything that would not convert exactly, before writing."""
+    on anything that would not convert exactly, before writing. An `output` that already holds a
+    model is refused unless `overwrite`. With `push_to_hub` (a repo id) the folder and a model card
+    go to the Hub in one commit (`hub.push_folder_to_hub` with `private`, `token`, `revision`); a
+    failed upload raises `hub.HubPushError` saying how to push the saved folder later."""
+    _check_output(Path(output), overwrite)
     arguments = read_original_arguments(config) if config is not None else OriginalArguments()
     original = load_original_checkpoint(checkpoint)
     kind = detect_trunk_kind(original, arguments)
@@ -189,27 +200,46 @@ def convert_original_checkpoint(
     model.save_pretrained(output)
     processor.save_pretrained(output)
     if push_to_hub:
-        model.push_to_hub(push_to_hub)
-        processor.push_to_hub(push_to_hub)
+        hub.push_or_explain(output, push_to_hub, commit_message="Convert an original DCR checkpoint", token=token,
+                            private=private, revision=revision)
     return model
 
 
+def _check_output(output: Path, overwrite: bool) -> None:
+    check_output_path(output, "--output_dir", "the converted model")
+    held = [name for name in ("config.json", "model.safetensors") if (output / name).exists()]
+    if held and not overwrite:
+        raise ConversionError(
+            f"--output_dir {output} already holds a model ({', '.join(held)}); pass --overwrite_output_dir to replace it."
+        )
+
+
 def main(argv: list[str] | None = None) -> DCRForImageClassification:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    argv, debug = split_debug_flag(argv)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=DEBUG_HELP)
     parser.add_argument("--checkpoint", required=True, help="the original's model_best.pth.tar / checkpoint.pth.tar")
     parser.add_argument("--config", default=None, help="the original's config.json (its training arguments)")
     parser.add_argument("--output_dir", "--output", required=True, help="folder to write the Hugging Face model to")
     parser.add_argument("--stage", default=None, choices=STAGES,
                         help="trunk | branch, when no config.json says it (the original keeps branches in both)")
+    parser.add_argument("--overwrite_output_dir", action="store_true", help="replace a model already in --output_dir")
     parser.add_argument("--push_to_hub", action="store_true", help="also push the folder to --hub_model_id")
     parser.add_argument("--hub_model_id", default=None, metavar="REPO_ID", help="the Hub model repo (org/name)")
+    add_hub_arguments(parser)
     args = parser.parse_args(argv)
     if args.push_to_hub != bool(args.hub_model_id):
         parser.error("--push_to_hub and --hub_model_id org/name go together.")
-    try:
-        model = convert_original_checkpoint(args.checkpoint, args.output_dir, args.config, args.stage, args.hub_model_id)
-    except (ConversionError, FileNotFoundError, ValueError) as error:
-        parser.error(str(error))
+    with reported_errors(parser, debug):
+        repo_id = None
+        if args.push_to_hub:  # token, repo and write access checked before anything is converted
+            _check_output(Path(args.output_dir), args.overwrite_output_dir)
+            repo_id = hub.prepare_hub_repo(args.hub_model_id, token=args.hub_token,
+                                           private=args.hub_private_repo or None, revision=args.hub_revision)
+        model = convert_original_checkpoint(
+            args.checkpoint, args.output_dir, args.config, args.stage, repo_id, private=args.hub_private_repo or None,
+            token=args.hub_token, revision=args.hub_revision, overwrite=args.overwrite_output_dir,
+        )
     kind = "trunk + branches" if model.config.use_branches else "trunk"
     print(f"Converted a {model.config.trunk_type} {kind} checkpoint ({model.config.num_labels} classes) to {args.output_dir}")
     return model

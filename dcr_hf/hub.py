@@ -134,22 +134,28 @@ def load_image_processor(name_or_path: str, image_size: int, **from_pretrained_k
     return processor
 
 
-def load_model_and_processor(name_or_path: str, **from_pretrained_kwargs: Any) -> tuple[Any, DCRImageProcessor]:
+def load_model_and_processor(
+    name_or_path: str, option: str = "model", **from_pretrained_kwargs: Any
+) -> tuple[Any, DCRImageProcessor]:
     """Load a DCR embedder (`DCRModel`) and its image processor from a folder or a Hub id.
 
-    The config is read first so that a non-DCR checkpoint fails with a `ValueError` before any
-    weights are loaded. The model comes back channels-last (faster convolutions on CPU and GPU).
+    The folder (or id) is checked first (`model_files.check_model_source`: a missing folder, a broken
+    config or weight file is named in one line, `option` first), then the config, so that a non-DCR
+    checkpoint fails with a `ValueError` before any weights are loaded; weights the folder lacks are
+    refused. The model comes back channels-last (faster convolutions on CPU and GPU).
     """
     import torch
     from transformers import AutoConfig, AutoModel
 
-    config = AutoConfig.from_pretrained(name_or_path, **from_pretrained_kwargs)
+    from .model_files import load_config, load_pretrained
+
+    config = load_config(AutoConfig, name_or_path, option, **from_pretrained_kwargs)
     if config.model_type != DCRConfig.model_type:
         raise ValueError(
             f"'{name_or_path}' holds a {type(config).__name__} (model_type={config.model_type!r}); "
             "dcr_hf evaluates DCR models only (model_type='dcr')."
         )
-    model = AutoModel.from_pretrained(name_or_path, config=config, **from_pretrained_kwargs)
+    model = load_pretrained(AutoModel, name_or_path, option, config=config, **from_pretrained_kwargs)
     processor = load_image_processor(name_or_path, config.image_size, **from_pretrained_kwargs)
     model = getattr(model, "dcr", model)
     return model.to(memory_format=torch.channels_last), processor
@@ -466,41 +472,184 @@ def update_model_card_results(
 # Pushing
 # --------------------------------------------------------------------------------------------
 
+#: What a push never sends: training checkpoints, logs, and pickled training state
+#: (`training_args.bin` pickles every training argument, `--hub_token` included).
+PUSH_IGNORE_PATTERNS = (
+    "checkpoint-*", "checkpoint-*/**", "runs/**", "trackio/**", "*.tmp", "training_args.bin", "*.pt", "*.pth",
+)
+
+
+class HubPushError(RuntimeError):
+    """An upload failed after the work was saved locally; the message says where it is and how to push it later."""
+
+
+def hub_failures() -> tuple[type[BaseException], ...]:
+    """What a Hub call raises when the Hub refuses or cannot be reached: huggingface_hub's HTTP errors
+    derive from `OSError` and from its HTTP client's base error (which connection errors share)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    return (OSError, *HfHubHTTPError.__bases__)
+
+
+def hub_reason(error: BaseException) -> str:
+    """A Hub error in one line: the HTTP status and the Hub's own message when it sent one."""
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    server = getattr(error, "server_message", None)
+    if status is not None and server:
+        return f"HTTP {status}: {' '.join(server.split())}"
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def prepare_hub_repo(
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
+    repo_type: str = "model",
+    option: str = "--hub_model_id",
+) -> str:
+    """Before any work: check the token, create (or find) the repo, check write access, create the branch.
+
+    As the transformers `Trainer` does at start-up (`create_repo(exist_ok=True)`), and more: the
+    token is checked (`whoami`), write access to the repo is checked (`auth_check(write=True)`), a
+    public repo is refused when `private=True` was asked for (the Hub keeps an existing repo's
+    visibility), and `revision` is created as a branch when missing. Returns the full repo id
+    (`name` -> `user/name`); raises `ValueError` with one line naming what is wrong.
+    """
+    from huggingface_hub import constants, get_token
+
+    if constants.is_offline_mode():
+        raise ValueError(f"pushing to {repo_id} needs the Hub, but HF_HUB_OFFLINE is set; unset it to push.")
+    token = token or get_token()
+    if token is None:
+        raise ValueError(
+            f"pushing to {repo_id} needs a Hub token with write access: pass --hub_token, set HF_TOKEN or log in "
+            "with `hf auth login`."
+        )
+    api = HfApi(token=token)
+    failures = hub_failures()
+    try:
+        user = api.whoami()["name"]
+    except failures as error:
+        raise ValueError(f"the Hub at {api.endpoint} did not accept the token: {hub_reason(error)}") from error
+    try:
+        repo_id = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True).repo_id
+        api.auth_check(repo_id, repo_type=repo_type, write=True)
+        info = api.repo_info(repo_id, repo_type=repo_type)
+    except failures as error:
+        raise ValueError(f"{option} {repo_id}: {user}'s token cannot create or write to it: {hub_reason(error)}") from error
+    if private and not info.private:
+        raise ValueError(
+            f"{option} {repo_id} exists and is public; --hub_private_repo does not change an existing repo: make it "
+            "private on the Hub first, or choose another repo."
+        )
+    if revision is not None:
+        try:
+            api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
+        except failures as error:
+            raise ValueError(f"--hub_revision {revision}: cannot create that branch of {repo_id}: {hub_reason(error)}") from error
+    return repo_id
+
+
+def _holds(path: Path, secret: bytes, chunk: int = 1 << 22) -> bool:
+    """Whether the file at `path` contains `secret` (read in overlapping chunks)."""
+    tail = b""
+    with path.open("rb") as file:
+        while block := file.read(chunk):
+            if secret in tail + block:
+                return True
+            tail = (tail + block)[len(tail) + len(block) - len(secret) + 1 :]
+    return False
+
+
+def files_to_push(
+    model_dir: str | Path, token: str | None = None, ignore_patterns: Sequence[str] = PUSH_IGNORE_PATTERNS
+) -> list[str]:
+    """The files of `model_dir` a push sends (paths relative to it): all but `ignore_patterns`, and
+    never a file that holds the token (the given one, else the saved / `HF_TOKEN` one), which is left
+    out with a warning naming it."""
+    from huggingface_hub import get_token
+    from huggingface_hub.utils import filter_repo_objects
+
+    model_dir = Path(model_dir)
+    paths = sorted(p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file())
+    paths = list(filter_repo_objects(paths, ignore_patterns=list(ignore_patterns)))
+    secret = token or get_token()
+    if not secret:
+        return paths
+    holding = [path for path in paths if _holds(model_dir / path, secret.encode())]
+    for path in holding:
+        logger.warning(f"Not pushing {model_dir / path}: it contains the Hub token.")
+    return [path for path in paths if path not in holding]
+
 
 def push_folder_to_hub(
     model_dir: str | Path,
     repo_id: str,
     commit_message: str = "Upload DCR model",
     token: str | None = None,
-    private: bool = False,
+    private: bool | None = None,
     revision: str | None = None,
-    ignore_patterns: Sequence[str] = ("checkpoint-*", "checkpoint-*/**", "runs/**", "trackio/**", "*.tmp"),
+    ignore_patterns: Sequence[str] = PUSH_IGNORE_PATTERNS,
+    repo_type: str = "model",
 ) -> Any:
-    """Create `repo_id` if needed (`HfApi.create_repo(exist_ok=True)`) and upload `model_dir`.
+    """Create `repo_id` if needed (`create_repo(exist_ok=True, private=private)`) and upload `model_dir`
+    in one commit to `revision` (default: main), with `token` (default: the saved / `HF_TOKEN` one).
 
     A folder without `README.md` first gets a card (`write_model_card`, with `repo_id` in the code
-    examples). Training checkpoints and TensorBoard / trackio logs are not uploaded (`ignore_patterns`).
-    Returns what `HfApi.upload_folder` returns (the commit info).
+    examples). Checkpoints, logs and pickled training state are not sent (`ignore_patterns`), nor any
+    file holding the token (`files_to_push`). Returns the commit info (`HfApi.create_commit`).
     """
+    from huggingface_hub import CommitOperationAdd
+
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"'{model_dir}' is not a folder; expected a saved DCR model folder.")
-    if not (model_dir / "README.md").is_file():
+    if repo_type == "model" and not (model_dir / "README.md").is_file():
         write_model_card(model_dir, repo_id=repo_id)
     api = HfApi(token=token)
-    api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
-    return api.upload_folder(
-        repo_id=repo_id,
-        folder_path=str(model_dir),
-        repo_type="model",
-        commit_message=commit_message,
-        revision=revision,
-        ignore_patterns=list(ignore_patterns),
+    repo_id = api.create_repo(repo_id=repo_id, repo_type=repo_type, private=private, exist_ok=True).repo_id
+    operations = [
+        CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(model_dir / path))
+        for path in files_to_push(model_dir, token, ignore_patterns)
+    ]
+    return api.create_commit(
+        repo_id=repo_id, repo_type=repo_type, operations=operations, commit_message=commit_message, revision=revision
     )
+
+
+def push_later_command(model_dir: str | Path, repo_id: str, private: bool | None = None, revision: str | None = None) -> str:
+    """The command that pushes a saved folder later, as a push failure tells the user."""
+    options = "".join(f", {name}={value!r}" for name, value in (("private", private), ("revision", revision)) if value)
+    return (
+        f"python -c \"from dcr_hf.hub import push_folder_to_hub; push_folder_to_hub('{model_dir}', '{repo_id}'{options})\""
+    )
+
+
+def push_or_explain(model_dir: str | Path, repo_id: str, **push_kwargs: Any) -> Any:
+    """`push_folder_to_hub`, turning a Hub failure into a `HubPushError` that says the folder is saved
+    and how to push it later (no traceback needed)."""
+    try:
+        return push_folder_to_hub(model_dir, repo_id, **push_kwargs)
+    except hub_failures() as error:
+        later = push_later_command(model_dir, repo_id, push_kwargs.get("private"), push_kwargs.get("revision"))
+        raise HubPushError(
+            f"pushing to {repo_id} failed ({hub_reason(error)}); everything is saved in {model_dir}. Push it later with: {later}"
+        ) from error
 
 
 __all__ = [
     "CARD_KINDS",
+    "PUSH_IGNORE_PATTERNS",
+    "HubPushError",
+    "files_to_push",
+    "hub_failures",
+    "hub_reason",
+    "prepare_hub_repo",
+    "push_later_command",
+    "push_or_explain",
     "load_image_processor",
     "card_metrics",
     "load_model_and_processor",

@@ -51,7 +51,7 @@ def _narrow_all_sizes(images: torch.Tensor, matrices: list[tuple[torch.Tensor, t
     """The width pass of every downsample at once: `[N, L, L]` -> `[N, L, sum(sizes)]` (one product)."""
     count, length = images.shape[0], images.shape[-1]
     downs = torch.cat([down for down, _ in matrices])
-    return (images.reshape(-1, length) @ downs.T).view(count, length, -1)
+    return (images.reshape(-1, length) @ downs.T).view(count, length, downs.shape[0])  # also for count = 0
 
 
 def make_low_resolution_copies(

@@ -463,9 +463,22 @@ class DCRPreTrainedModel(PreTrainedModel):
                 init.normal_(module.branch_centers, mean=0.0, std=std)
 
 
+def _as_resolution(value):
+    """One resolution value as `_resolution_index` takes it: numpy / 0-d tensor scalars and whole
+    floats (`8.0`) become ints; `None` and strings stay; anything else is refused."""
+    if hasattr(value, "ndim") and getattr(value, "ndim") == 0 and hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise ValueError(f"resolution {value!r} is not a size: expected an int (e.g. 8), 'hr' or None.")
+
+
 def _resolution_index(config: DCRConfig, resolution) -> int:
     """Branch index of one resolution value: HR (`None`, `"hr"`, `image_size`) -> 0, LR size s ->
     its position in `low_resolution_sizes` + 1."""
+    resolution = _as_resolution(resolution)
     if resolution in HIGH_RESOLUTION_ALIASES or resolution == config.image_size:
         return 0
     try:
@@ -477,7 +490,10 @@ def _resolution_index(config: DCRConfig, resolution) -> int:
         ) from None
 
 
-def _check_pixel_values(pixel_values: torch.Tensor, config: DCRConfig, allow_resolutions: bool) -> None:
+def _check_pixel_values(
+    pixel_values: torch.Tensor, config: DCRConfig, allow_resolutions: bool, dtype: torch.dtype
+) -> torch.Tensor:
+    """`pixel_values` checked (a tensor of the expected shape, floating point) and cast to the model's `dtype`."""
     expected = "[batch, resolutions, C, H, W] or [batch, C, H, W]" if allow_resolutions else "[batch, C, H, W]"
     if not torch.is_tensor(pixel_values):
         raise ValueError(f"pixel_values must be a tensor of shape {expected}, got {type(pixel_values).__name__}.")
@@ -489,6 +505,13 @@ def _check_pixel_values(pixel_values: torch.Tensor, config: DCRConfig, allow_res
             f"pixel_values has {channels} channels (shape {tuple(pixel_values.shape)}); the model expects "
             f"num_channels={config.num_channels} in {expected}."
         )
+    if not pixel_values.is_floating_point():
+        raise ValueError(
+            f"pixel_values has dtype {pixel_values.dtype}; the model expects normalized floating-point pixels "
+            "(DCRImageProcessor's output), not raw image values."
+        )
+    # Like transformers' vision embeddings: float64 / half inputs run in the weights' dtype.
+    return pixel_values.to(dtype)
 
 
 class DCRModel(DCRPreTrainedModel):
@@ -512,8 +535,9 @@ class DCRModel(DCRPreTrainedModel):
         self.post_init()
 
     def branch_indices(self, resolution, batch_size: int) -> torch.Tensor | int:
-        """Branch index (int) for one resolution, or an int64 tensor `[batch]` for per-sample values."""
-        if isinstance(resolution, (str, int)) or resolution is None:
+        """Branch index (int) for one resolution (an int, `"hr"`, `None`, a whole float, a numpy or
+        0-d tensor scalar), or an int64 tensor `[batch]` for per-sample values."""
+        if isinstance(resolution, str) or not hasattr(resolution, "__len__") or getattr(resolution, "ndim", None) == 0:
             return _resolution_index(self.config, resolution)
         values = resolution.tolist() if torch.is_tensor(resolution) else list(resolution)
         if len(values) != batch_size:
@@ -552,16 +576,18 @@ class DCRModel(DCRPreTrainedModel):
             gallery images or the LR size (e.g. `8`) of the probes; one value for the batch or one
             per sample. Ignored by a trunk-only model (its embedding serves every resolution).
         """
-        _check_pixel_values(pixel_values, self.config, allow_resolutions=True)
+        pixel_values = _check_pixel_values(pixel_values, self.config, allow_resolutions=True, dtype=self.dtype)
         output_hidden_states = output_hidden_states if output_hidden_states is not None else False
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if pixel_values.ndim == 5:
             outputs = self._forward_copies(pixel_values, output_hidden_states)
         else:
+            # The branch is resolved first: a resolution without a branch fails before the trunk runs.
+            indices = self.branch_indices(resolution, pixel_values.shape[0]) if self.branches is not None else None
             last_hidden_state, trunk_embeddings, hidden_states = self.trunk(pixel_values, output_hidden_states)
             pooled = trunk_embeddings
             if self.branches is not None:
-                pooled = self.embed_branches(trunk_embeddings, self.branch_indices(resolution, pixel_values.shape[0]))
+                pooled = self.embed_branches(trunk_embeddings, indices)
             outputs = DCRModelOutput(
                 last_hidden_state=last_hidden_state,
                 pooler_output=pooled,
@@ -581,7 +607,7 @@ class DCRModel(DCRPreTrainedModel):
         # Resolution-major, as the original concatenated the copies along the batch axis.
         flat = pixel_values.transpose(0, 1).reshape(copies * batch, *pixel_values.shape[2:])
         last_hidden_state, trunk_embeddings, hidden_states = self.trunk(flat, output_hidden_states)
-        per_copy = trunk_embeddings.view(copies, batch, -1)
+        per_copy = trunk_embeddings.view(copies, batch, trunk_embeddings.shape[-1])
         pooled = per_copy
         if self.branches is not None:
             pooled = torch.stack([branch(embeddings) for branch, embeddings in zip(self.branches, per_copy)])
@@ -745,6 +771,8 @@ class DCRForImageClassification(DCRPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         stacked, multi = self._stack_copies(pixel_values, low_resolution_pixel_values)
+        if labels is not None and stacked.shape[0] == 0:
+            raise ValueError("labels were given for an empty batch (0 samples): there is no loss to compute.")
         if labels is not None:
             labels = self._check_labels(labels, stacked.shape[0])
         outputs = self.dcr(stacked, output_hidden_states=output_hidden_states, return_dict=True)
@@ -773,9 +801,11 @@ class DCRForImageClassification(DCRPreTrainedModel):
         self, pixel_values: torch.Tensor, low_resolution_pixel_values: torch.Tensor | None
     ) -> tuple[torch.Tensor, bool]:
         """The input as `[batch, resolutions, C, H, W]`, and whether it had a resolutions axis."""
-        _check_pixel_values(pixel_values, self.config, allow_resolutions=True)
+        pixel_values = _check_pixel_values(pixel_values, self.config, allow_resolutions=True, dtype=self.dtype)
         if low_resolution_pixel_values is not None:
-            _check_pixel_values(low_resolution_pixel_values, self.config, allow_resolutions=True)
+            low_resolution_pixel_values = _check_pixel_values(
+                low_resolution_pixel_values, self.config, allow_resolutions=True, dtype=self.dtype
+            )
             if pixel_values.ndim == 4:
                 pixel_values = pixel_values.unsqueeze(1)
             if low_resolution_pixel_values.ndim == 4:

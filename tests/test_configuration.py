@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -57,3 +58,29 @@ def test_num_labels_the_transformers_way(tmp_path):
 def test_invalid_values_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         DCRConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(num_labels=-3), "num_labels must be a positive integer (the number of identities), got -3."),
+        (dict(num_labels=0), "num_labels must be a positive integer (the number of identities), got 0."),
+        (dict(id2label={}), "num_labels must be a positive integer (the number of identities), got id2label={}."),
+        (dict(center_momentum=float("nan")), "center_momentum must be a finite non-negative number, got nan."),
+        (dict(coupling_loss_weight=float("inf")), "coupling_loss_weight must be a finite non-negative number, got inf."),
+        (dict(image_size=8.7), "image_size must be a positive integer, got 8.7."),
+        (dict(embedding_size=True), "embedding_size must be a positive integer, got True."),
+        (dict(hidden_sizes=[8.7, 16, 32, 64]), "hidden_sizes must hold whole numbers, got 8.7 in [8.7, 16, 32, 64]."),
+        (dict(depths="1111"), "depths must be a list of integers (one per stage), got '1111'."),
+        (dict(depths=[1.5, 1, 1, 1]), "depths must hold whole numbers, got 1.5 in [1.5, 1, 1, 1]."),
+        (dict(low_resolution_sizes=[8.7]), "low_resolution_sizes holds 8.7; every size must be a whole number"),
+        (dict(low_resolution_sizes="8"), "low_resolution_sizes must be a list of integers, got '8'."),
+    ],
+)
+def test_bad_values_are_refused_in_one_line_naming_the_field(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DCRConfig(**kwargs)
+
+
+def test_whole_float_sizes_from_json_are_accepted():
+    assert DCRConfig(depths=[2.0, 2, 2, 2]).depths == [2, 2, 2, 2]

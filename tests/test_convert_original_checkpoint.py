@@ -23,6 +23,7 @@ from transformers import AutoModel
 from dcr_hf import DCRForImageClassification, DCRImageProcessor
 from dcr_hf.convert_original_checkpoint import CONVERTED_PROCESSOR_SETTINGS, convert_original_checkpoint, main
 from dcr_hf.original import ConversionError
+from tests.hub_standin import HubStandIn
 
 IMAGE, SCALES, CLASSES, EMBEDDING, MID = 32, [8, 12], 6, 24, 20
 MEAN, STD = [0.45, 0.4, 0.35], [0.22, 0.25, 0.3]
@@ -574,3 +575,45 @@ def test_module_command_converts_and_fails_without_a_traceback(tmp_path):
                           capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert "Converted a resnet trunk + branches checkpoint (6 classes)" in done.stdout
+
+
+def test_push_sends_the_converted_folder_and_a_card_privately_in_one_commit(tmp_path, monkeypatch, capsys):
+    """Against a local stand-in for the Hub's HTTP API: the repo is checked before the conversion,
+    created private, and gets the whole folder in one commit with the token."""
+    _, checkpoint, config = make_original(tmp_path, "DCRTrunk", "trunk")
+    output = tmp_path / "converted"
+    with HubStandIn() as hub:
+        hub.patch(monkeypatch)
+        main(["--checkpoint", str(checkpoint), "--config", str(config), "--output_dir", str(output), "--push_to_hub",
+              "--hub_model_id", "org/dcr-trunk", "--hub_private_repo", "--hub_token", hub.token, "--hub_revision", "v1"])
+    sent = hub.api_requests()
+    assert [r.path for r in sent[:5]] == ["/api/whoami-v2", "/api/repos/create", "/api/models/org/dcr-trunk/auth-check/write",
+                                          "/api/models/org/dcr-trunk", "/api/models/org/dcr-trunk/branch/v1"]
+    assert sent[1].json()["visibility"] == "private" and hub.repos[("model", "org/dcr-trunk")]["private"] is True
+    assert {r.headers.get("authorization") for r in sent} == {f"Bearer {hub.token}"}
+    [commit] = hub.commits
+    assert commit.revision == "v1"
+    assert set(commit.files) == {p.name for p in output.iterdir()} >= {"config.json", "model.safetensors", "README.md",
+                                                                      "preprocessor_config.json", "modeling_dcr.py"}
+    assert all(commit.files[name] == (output / name).read_bytes() for name in commit.files)
+
+
+def test_a_bad_token_stops_the_conversion_before_it_starts(tmp_path, monkeypatch, capsys):
+    _, checkpoint, config = make_original(tmp_path, "DCRTrunk", "trunk")
+    with HubStandIn() as hub:
+        hub.patch(monkeypatch)
+        with pytest.raises(SystemExit) as raised:
+            main(["--checkpoint", str(checkpoint), "--config", str(config), "--output_dir", str(tmp_path / "out"),
+                  "--push_to_hub", "--hub_model_id", "org/x", "--hub_token", "hf_wrong"])
+    assert raised.value.code == 2 and not (tmp_path / "out").exists() and not hub.commits
+    assert "did not accept the token: Invalid user token." in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_an_output_folder_holding_a_model_is_replaced_only_when_asked(tmp_path):
+    _, checkpoint, config = make_original(tmp_path, "DCRTrunk", "trunk")
+    convert_original_checkpoint(checkpoint, tmp_path / "out", config)
+    before = (tmp_path / "out" / "model.safetensors").read_bytes()
+    with one_line_error("already holds a model .*pass --overwrite_output_dir"):
+        convert_original_checkpoint(checkpoint, tmp_path / "out", config)
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == before
+    convert_original_checkpoint(checkpoint, tmp_path / "out", config, overwrite=True)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import runpy
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
-from datasets import DatasetDict
+from datasets import DatasetDict, Image
+from tests.hub_standin import HubStandIn
 from tests.layouts import (
     lfw_name,
     make_casia,
@@ -175,44 +178,75 @@ def test_output_directory_protection(data_root, tmp_path):
         prepare_dataset("casia", tmp_path / "root_without_casia", tmp_path / "o3")
 
 
-def test_cli_prepare_and_push_to_hub_recorder(data_root, tmp_path, monkeypatch, capsys):
-    pushed = []
-
-    def record_push(self, repo_id, **kwargs):
-        pushed.append((repo_id, {name: len(split) for name, split in self.items()}, kwargs))
-
-    monkeypatch.setattr(DatasetDict, "push_to_hub", record_push)
+def test_cli_prepare_and_push_to_the_hub_privately_with_the_token(data_root, tmp_path, monkeypatch, capsys):
+    """The real `DatasetDict.push_to_hub`, against a local stand-in for the Hub's HTTP API."""
     output = tmp_path / "cli_out"
-    argv = [
-        "prepare",
-        "--dataset",
-        "casia",
-        "--data_root",
-        str(data_root),
-        "--output_dir",
-        str(output),
-        "--casia_fold",
-        "0",
-        "--num_subjects",
-        "12",
-        "--num_shards",
-        "3",
-        "--push_to_hub",
-        "--hub_model_id",
-        "me/casia-120",
-        "--private",
-    ]
-    assert main(argv) == 0
+    with HubStandIn() as hub:
+        hub.patch(monkeypatch)
+        argv = ["prepare", "--dataset", "casia", "--data_root", str(data_root), "--output_dir", str(output),
+                "--num_subjects", "12", "--num_shards", "3", "--push_to_hub", "--hub_model_id",
+                "org/casia-120", "--private", "--hub_token", hub.token]
+        assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "train: 20 rows, 3 shard(s)" in printed and "validation: 4 rows, 3 shard(s)" in printed
-    assert pushed == [
-        (
-            "me/casia-120",
-            {"train": 20, "validation": 4},
-            {"private": True, "num_shards": {"train": 3, "validation": 3}, "max_shard_size": None},
-        )
-    ]
-    assert load_casia(output, fold=0, num_subjects=12)["validation"].features["label"].names == ["0", "1"]
+    assert "train: 24 rows, 3 shard(s)" in printed
+    assert "and pushed to org/casia-120" in printed
+    sent = hub.api_requests()
+    # Token, repo and write access checked first, before anything was prepared.
+    assert [r.path for r in sent[:4]] == ["/api/whoami-v2", "/api/repos/create", "/api/datasets/org/casia-120/auth-check/write",
+                                          "/api/datasets/org/casia-120"]
+    assert sent[1].json() == {"name": "casia-120", "organization": "org", "visibility": "private", "type": "dataset"}
+    assert {r.headers.get("authorization") for r in sent} == {f"Bearer {hub.token}"}
+    assert hub.repos[("dataset", "org/casia-120")]["private"] is True
+    [commit] = hub.commits
+    shards = sorted(name for name in commit.files if name.endswith(".parquet"))
+    assert len(shards) == 3 and "README.md" in commit.files
+    tables = [pq.read_table(io.BytesIO(commit.files[name])) for name in shards]
+    assert sum(table.num_rows for table in tables) == 24
+    # The image bytes are embedded, as in the prepared folder.
+    prepared = load_casia(output)["train"].cast_column("image", Image(decode=False))
+    assert sorted(row["image"]["bytes"] for table in tables for row in table.to_pylist()) == \
+        sorted(row["image"]["bytes"] for row in prepared)
+
+
+@pytest.mark.parametrize("dataset", ["lfw", "scface"])
+def test_splits_of_different_columns_go_to_the_hub_as_one_config_each(data_root, tmp_path, monkeypatch, dataset):
+    output = tmp_path / dataset
+    with HubStandIn() as hub:
+        hub.patch(monkeypatch)
+        prepare_main(["--dataset", dataset, "--data_root", str(data_root), "--output_dir", str(output),
+                      "--push_to_hub", "--hub_model_id", "org/faces", "--hub_token", hub.token])
+    prepared = DatasetDict.load_from_disk(str(output))
+    assert len(hub.commits) == len(prepared) == 2
+    files = {name: content for commit in hub.commits for name, content in commit.files.items()}
+    for name, split in prepared.items():
+        [shard] = [file for file in files if file.startswith(f"{name}/") and file.endswith(".parquet")]
+        assert pq.read_table(io.BytesIO(files[shard])).num_rows == len(split)
+        assert f"config_name: {name}" in files["README.md"].decode()
+
+
+def test_cli_prepare_checks_the_hub_before_preparing(data_root, tmp_path, monkeypatch, capsys):
+    output = tmp_path / "cli_out"
+    with HubStandIn() as hub:
+        hub.patch(monkeypatch)
+        with pytest.raises(SystemExit) as exit_info:
+            main(["prepare", "--dataset", "lfw", "--data_root", str(data_root), "--output_dir", str(output),
+                  "--push_to_hub", "--hub_model_id", "org/lfw", "--hub_token", "hf_wrong"])
+    assert exit_info.value.code == 2 and not output.exists()
+    assert "prepare: error: the Hub at http://127.0.0.1" in capsys.readouterr().err
+
+
+def test_a_failed_dataset_push_says_where_the_prepared_set_is(data_root, tmp_path, monkeypatch, capsys):
+    output = tmp_path / "lfw"
+    with HubStandIn(fail_commits=True) as hub:
+        hub.patch(monkeypatch)
+        with pytest.raises(SystemExit) as exit_info:
+            prepare_main(["--dataset", "lfw", "--data_root", str(data_root), "--output_dir", str(output),
+                          "--push_to_hub", "--hub_model_id", "org/lfw", "--hub_token", hub.token, "--private"])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "Traceback" not in error
+    assert f"the prepared dataset is saved in {output}. Push it later with: python -c \"from dcr_hf.data.prepare import " \
+           f"push_prepared; push_prepared('{output}', 'org/lfw', private=True)\"" in error
+    assert len(load_lfw_pairs(output)) == len(load_lfw_pairs(data_root))
 
 
 def test_cli_reports_layout_errors_without_traceback(tmp_path, capsys):

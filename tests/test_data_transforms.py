@@ -234,11 +234,16 @@ def test_corrupt_jpeg_in_strict_mode_raises_naming_the_file(files_with_truncated
         dataset[:4]
 
 
-def test_batch_of_only_corrupt_images_raises(files_with_truncated_jpeg):
+def test_batch_of_only_corrupt_images_is_an_empty_batch(files_with_truncated_jpeg, caplog):
+    """The training step skips it (`DCRTrainer`); it used to raise and end training."""
     paths, truncated = files_with_truncated_jpeg
-    dataset = apply_transform(path_dataset([str(truncated)] * 2), TrainTransform())
-    with pytest.raises(CorruptImageError, match="Every image"):
-        dataset[:2]
+    dataset = apply_transform(path_dataset([str(truncated)] * 2), TrainTransform(low_resolution_sizes=[8, 12]))
+    batch = dataset[:2]
+    assert batch["pixel_values"].shape == (0, 3, 120, 120) and batch["labels"].shape == (0,)
+    assert batch["low_resolution_pixel_values"].shape == (0, 2, 3, 120, 120)
+    assert f"No row of this batch of 2 could be decoded (['{truncated}', '{truncated}'])" in caplog.text
+    with pytest.raises(CorruptImageError, match=str(truncated)):
+        apply_transform(path_dataset([str(truncated)] * 2), TrainTransform(strict=True))[:2]
 
 
 def test_corrupt_embedded_bytes_are_named_by_their_path(jpeg_files):

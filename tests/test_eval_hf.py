@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -212,3 +213,30 @@ def test_parse_probe_resolution():
 def test_display_names():
     assert display_names(["/x/a", "org/b"]) == ["a", "b"]
     assert display_names(["/x/a", "/y/a"]) == ["/x/a", "/y/a"]
+
+
+def test_too_few_pairs_per_fold_are_warned_about(models, tmp_path, caplog):
+    """A 5-pair file used to report 0.00±0.00 as if it were a result."""
+    trunk, _ = models
+    make_lfw(tmp_path, {f"Person_{i}": 2 for i in range(3)})
+    write_original_pairs(tmp_path, [(lfw_name(f"Person_{i % 3}", 1), lfw_name(f"Person_{(i + i % 2) % 3}", 2), 1 - i % 2)
+                                    for i in range(5)])
+    with caplog.at_level(logging.WARNING, logger="dcr_hf"):
+        result = run(["--model", trunk, "--dataset", "lfw", "--data_root", str(tmp_path), "--sizes", "8"])["dcr-trunk"]
+    assert result["num_pairs"] == 5
+    assert ("verification: 5 pairs in 5 folds (1 to 1 per fold): with fewer than 10 pairs in a fold, its accuracy and "
+            "the std over folds mean little (LFW's protocol has 10 folds of 600 pairs).") in caplog.text
+
+
+def test_an_output_dir_that_is_a_file_is_refused_before_any_work(models, tmp_path, monkeypatch):
+    trunk, _ = models
+    target = tmp_path / "results.txt"
+    target.write_text("earlier results")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("reached before --output_dir was checked")
+
+    monkeypatch.setattr("dcr_hf.evaluation.command.load_model_and_processor", must_not_run)
+    with pytest.raises(FileExistsError, match="--output_dir .*results.txt is a file; expected a folder for results.json"):
+        run(["--model", trunk, *SYNTHETIC, "--output_dir", str(target)])
+    assert target.read_text() == "earlier results"

@@ -1,4 +1,5 @@
-"""Model cards (templates, model-index results that replace rather than duplicate) and pushing (offline)."""
+"""Model cards (templates, model-index results that replace rather than duplicate) and pushing (to a local
+stand-in for the Hub's HTTP API)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import re
 
 import pytest
 from tests.models import tiny_config
-from huggingface_hub import HfApi, ModelCard
+from huggingface_hub import ModelCard
+from tests.hub_standin import HubStandIn
 
 import torch
 
@@ -16,7 +18,9 @@ from dcr_hf import DCRForImageClassification, DCRImageProcessor, DCRModel
 from dcr_hf.hub import (
     RESULTS_END,
     RESULTS_START,
+    files_to_push,
     model_hub_id,
+    prepare_hub_repo,
     push_folder_to_hub,
     render_model_card,
     results_to_eval_results,
@@ -221,22 +225,78 @@ def test_non_dcr_folder_is_rejected(tmp_path):
         write_model_card(tmp_path / "missing")
 
 
-def test_push_folder_to_hub_records_calls(tmp_path, monkeypatch):
+def _trunk_folder(tmp_path):
     folder = tmp_path / "trunk"
     DCRForImageClassification(tiny_config()).save_pretrained(folder)
-    calls = []
-    monkeypatch.setattr(HfApi, "create_repo", lambda self, **kwargs: calls.append(("create_repo", kwargs)))
-    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kwargs: calls.append(("upload_folder", kwargs)) or "commit")
-    assert push_folder_to_hub(folder, "org/dcr-trunk", commit_message="Trunk", private=True) == "commit"
-    assert [name for name, _ in calls] == ["create_repo", "upload_folder"]
-    assert calls[0][1] == {"repo_id": "org/dcr-trunk", "repo_type": "model", "private": True, "exist_ok": True}
-    upload = calls[1][1]
-    assert upload["repo_id"] == "org/dcr-trunk" and upload["folder_path"] == str(folder)
-    assert upload["commit_message"] == "Trunk" and "checkpoint-*" in upload["ignore_patterns"]
+    return folder
+
+
+def test_push_folder_to_hub_sends_one_commit_with_the_token(tmp_path, monkeypatch):
+    """Against a local stand-in for the Hub's HTTP API (what the real client sends)."""
+    folder = _trunk_folder(tmp_path)
+    (folder / "checkpoint-3").mkdir()
+    (folder / "checkpoint-3" / "optimizer.pt").write_bytes(b"state")
+    (folder / "training_args.bin").write_bytes(b"pickled arguments")
+    with HubStandIn() as hub:
+        hub.patch(monkeypatch)
+        (folder / "notes.txt").write_text(f"token={hub.token}\n")  # e.g. a log that captured the token
+        commit = push_folder_to_hub(folder, "org/dcr-trunk", commit_message="Trunk", private=True, token=hub.token)
+    create = next(r for r in hub.api_requests() if r.path == "/api/repos/create")
+    assert create.json() == {"name": "dcr-trunk", "organization": "org", "visibility": "private", "type": "model"}
+    assert {r.headers.get("authorization") for r in hub.api_requests()} == {f"Bearer {hub.token}"}
+    # The weights went to LFS storage (binary, as on the Hub), without the token.
+    [upload] = hub.storage_requests()
+    assert "authorization" not in upload.headers and upload.body == (folder / "model.safetensors").read_bytes()
+    [sent] = hub.commits
+    assert commit.oid and (sent.repo_id, sent.revision, sent.summary) == ("org/dcr-trunk", "main", "Trunk")
+    on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert set(sent.files) == on_disk - {"checkpoint-3/optimizer.pt", "training_args.bin", "notes.txt"}
+    assert all(sent.files[name] == (folder / name).read_bytes() for name in sent.files)
     # A card was written before the upload, with the repo id in its examples.
-    assert 'from_pretrained("org/dcr-trunk", trust_remote_code=True)' in (folder / "README.md").read_text()
+    assert 'from_pretrained("org/dcr-trunk", trust_remote_code=True)' in sent.files["README.md"].decode()
     with pytest.raises(FileNotFoundError):
         push_folder_to_hub(tmp_path / "missing", "org/x")
+
+
+def test_files_to_push_leave_out_every_file_holding_the_token(tmp_path, caplog):
+    folder = _trunk_folder(tmp_path)
+    token = "hf_" + "x" * 37
+    # The token across the boundary of two read chunks is found too.
+    (folder / "big.log").write_bytes(b"." * (4 * 1024 * 1024 - 10) + token.encode() + b"\n")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "ok.json").write_text("{}")
+    kept = files_to_push(folder, token=token)
+    assert "big.log" not in kept and "sub/ok.json" in kept and "model.safetensors" in kept
+    assert f"Not pushing {folder / 'big.log'}: it contains the Hub token." in caplog.text
+
+
+@pytest.mark.parametrize("problem", ["offline", "no-token", "bad-token", "namespace", "read-only", "public", "ok"])
+def test_prepare_hub_repo_checks_everything_before_any_work(monkeypatch, problem):
+    with HubStandIn(writable=problem != "read-only") as hub:
+        hub.patch(monkeypatch)
+        hub.add_repo("org/existing", private=False)
+        token = {"no-token": None, "bad-token": "hf_wrong"}.get(problem, hub.token)
+        repo = {"namespace": "someone/x", "public": "org/existing", "read-only": "org/existing"}.get(problem, "fresh")
+        if problem == "offline":
+            monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+        expected = {
+            "offline": "pushing to fresh needs the Hub, but HF_HUB_OFFLINE is set",
+            "no-token": "pushing to fresh needs a Hub token with write access: pass --hub_token, set HF_TOKEN or log in",
+            "bad-token": f"the Hub at {hub.endpoint} did not accept the token: Invalid user token.",
+            "namespace": "--hub_model_id someone/x: tester's token cannot create or write to it: HTTP 403: You don't have "
+                         "the rights to create a model under the namespace \"someone\"",
+            "read-only": "--hub_model_id org/existing: tester's token cannot create or write to it: HTTP 403: You don't "
+                         "have write access",
+            "public": "--hub_model_id org/existing exists and is public; --hub_private_repo does not change an existing repo",
+        }.get(problem)
+        if expected is None:
+            assert prepare_hub_repo(repo, token=token, private=True, revision="v2") == "tester/fresh"
+            repo = hub.repos[("model", "tester/fresh")]
+            assert repo["private"] is True and sorted(repo["branches"]) == ["main", "v2"]
+        else:
+            with pytest.raises(ValueError, match=re.escape(expected)):
+                prepare_hub_repo(repo, token=token, private=True)
+        assert not hub.commits
 
 
 @pytest.mark.parametrize("use_branches", [False, True])

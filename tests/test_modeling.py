@@ -1,5 +1,7 @@
 import math
 
+import numpy as np
+
 import pytest
 import torch
 from tests.models import tiny_config
@@ -318,3 +320,47 @@ def test_channels_last_model_gives_the_same_embeddings(config):
     model = model.to(memory_format=torch.channels_last)
     assert model.trunk.embedder.embedder.convolution.weight.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(model(x).pooler_output, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_floating_inputs_of_another_dtype_run_in_the_weights_dtype(dtype):
+    model = DCRModel(tiny_config(use_branches=True)).eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    expected = model(pixels.to(dtype).float(), resolution=8).pooler_output  # the same values, rounded to dtype
+    output = model(pixels.to(dtype), resolution=8).pooler_output
+    assert output.dtype == torch.float32
+    torch.testing.assert_close(output, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.bool])
+def test_integer_inputs_are_refused_in_one_line(dtype):
+    model = DCRModel(tiny_config())
+    with pytest.raises(ValueError, match=f"pixel_values has dtype {dtype}; the model expects normalized floating-point"):
+        model(torch.zeros(1, 3, 32, 32, dtype=dtype))
+
+
+@pytest.mark.parametrize("resolution", [np.int64(8), torch.tensor(8), 8.0, np.float32(8.0), [np.int64(8), torch.tensor(8)]],
+                         ids=["numpy-int", "0-d-tensor", "float", "numpy-float", "per-sample-scalars"])
+def test_resolution_scalars_of_any_kind_pick_the_branch(resolution):
+    model = DCRModel(tiny_config(use_branches=True)).eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(model(pixels, resolution=resolution).pooler_output,
+                               model(pixels, resolution=8).pooler_output, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("resolution", [8.7, True, object()])
+def test_resolutions_that_are_not_sizes_are_refused(resolution):
+    model = DCRModel(tiny_config(use_branches=True))
+    with pytest.raises(ValueError, match="is not a size: expected an int"):
+        model(torch.randn(1, 3, 32, 32), resolution=resolution)
+
+
+@pytest.mark.parametrize("use_branches", [False, True])
+def test_an_empty_batch_gives_empty_outputs_and_no_loss(use_branches):
+    head = DCRForImageClassification(tiny_config(use_branches=use_branches)).eval()
+    copies = torch.randn(0, 3, 3, 32, 32)
+    output = head(copies)
+    assert output.logits.shape == (0, 3, 5) and output.embeddings.shape == (0, 3, 32)
+    assert head.dcr(torch.randn(0, 3, 32, 32)).pooler_output.shape == (0, 32)
+    with pytest.raises(ValueError, match="labels were given for an empty batch"):
+        head(copies, labels=torch.empty(0, dtype=torch.int64))

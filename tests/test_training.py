@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,8 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from huggingface_hub import HfApi, ModelCard
-from huggingface_hub.utils import filter_repo_objects
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
@@ -35,8 +35,12 @@ from dcr_hf.evaluation.command import run as eval_run
 from dcr_hf.image_processing_dcr import DCRImageProcessor
 from dcr_hf.modeling_dcr import DCRForImageClassification
 from dcr_hf.training import NonFiniteLossError, run_training
+from dcr_hf.training.guard import LossDivergedError, NonFiniteWeightsError
 from dcr_hf.training.command import parse_arguments
+from dcr_hf.training.command import main as train_main
 from dcr_hf.training.command import train as train_command
+from tests.hub_standin import HubStandIn
+from tests.layouts import make_identity_folder
 
 pytestmark = pytest.mark.slow  # end-to-end runs and subprocesses
 
@@ -264,6 +268,117 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, sampling):
     assert len(losses[0]) == 4 and losses[0] == pytest.approx(losses[1], abs=1e-6)
 
 
+RESUMABLE = [*NO_VALIDATION, "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "2", "--save_total_limit",
+             "3", "--logging_steps", "1"]
+
+
+def _break(folder: Path, breakage: str) -> Path:
+    """Damage a checkpoint as a crash or a full disk would; returns the damaged file."""
+    name = {"truncated-weights": "model.safetensors", "no-trainer-state": "trainer_state.json",
+            "truncated-optimizer": "optimizer.pt", "zero-byte-weights": "model.safetensors"}[breakage]
+    path = folder / name
+    if breakage == "no-trainer-state":
+        path.unlink()
+    else:
+        data = path.read_bytes()
+        path.write_bytes(b"" if breakage.startswith("zero") else data[: len(data) // 2])
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> tuple[Path, dict[str, bytes]]:
+    """A 6-step run with checkpoints at steps 2, 4, 6, and the bytes of every file it wrote."""
+    folder = tmp_path_factory.mktemp("finished")
+    train(folder, *RESUMABLE)
+    return folder, {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _copy_run(finished_run, destination: Path) -> Path:
+    shutil.copytree(finished_run[0], destination)
+    return destination
+
+
+@pytest.mark.parametrize(("breakage", "value"), [("truncated-weights", "last"), ("no-trainer-state", "True"),
+                                                 ("truncated-optimizer", "true"), ("zero-byte-weights", "last")])
+def test_resume_last_skips_broken_checkpoints_and_resumes_exactly(finished_run, tmp_path, caplog, breakage, value):
+    # The newest checkpoint of an interrupted run is damaged and its final model never written.
+    run = _copy_run(finished_run, tmp_path / "run")
+    for name in ("model.safetensors", "trainer_state.json"):
+        (run / name).unlink()
+    damaged = _break(run / "checkpoint-6", breakage)
+    with caplog.at_level(logging.INFO, logger="dcr_hf"):
+        train(run, *RESUMABLE, "--resume_from_checkpoint", value)
+    assert f"Skipping {run / 'checkpoint-6'}: {damaged}" in caplog.text
+    assert f"Resuming from {run / 'checkpoint-4'}" in caplog.text
+    # Steps 5 and 6 again, from checkpoint-4: the model of the uninterrupted run.
+    assert _weights(run).keys() == load_file(str(finished_run[0] / "model.safetensors")).keys()
+    for key, value in load_file(str(finished_run[0] / "model.safetensors")).items():
+        torch.testing.assert_close(_weights(run)[key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def test_a_broken_named_checkpoint_names_the_file_and_the_previous_valid_one(finished_run, tmp_path):
+    run = _copy_run(finished_run, tmp_path / "run")
+    damaged = _break(run / "checkpoint-6", "truncated-weights")
+    _break(run / "checkpoint-4", "no-trainer-state")
+    expected = (f"--resume_from_checkpoint {run / 'checkpoint-6'}: {damaged} is truncated or corrupt (Error while "
+                f"deserializing header: incomplete metadata, file not fully covered); the previous valid checkpoint is "
+                f"{run / 'checkpoint-2'}.")
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        train(run, *RESUMABLE, "--resume_from_checkpoint", str(run / "checkpoint-6"))
+    with pytest.raises(FileNotFoundError, match=f"--resume_from_checkpoint last: {tmp_path / 'empty'} holds no valid"):
+        train(tmp_path / "empty", *RESUMABLE, "--resume_from_checkpoint", "last")
+
+
+def test_resuming_a_finished_run_changes_nothing_and_says_so(finished_run, tmp_path, caplog):
+    run = _copy_run(finished_run, tmp_path / "run")
+    for value in ("last", str(run / "checkpoint-6")):
+        with caplog.at_level(logging.INFO, logger="dcr_hf"):
+            result = train(run, *RESUMABLE, "--resume_from_checkpoint", value)
+        assert result["finished"].startswith(f"The run resumed from {run / 'checkpoint-6'} is finished (step 6 of 6); "
+                                             f"its model is {run}. Nothing was trained or written")
+        assert result["finished"] in caplog.text
+        now = {p.relative_to(run).as_posix(): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+        assert now == finished_run[1]  # every file byte-identical, none added
+
+
+def test_an_output_dir_holding_a_previous_run_is_refused_unless_overwritten_or_resumed(finished_run, tmp_path, monkeypatch):
+    run = _copy_run(finished_run, tmp_path / "run")
+    loads = []
+    monkeypatch.setattr(training_run, "load_training_data", lambda *a, **k: loads.append(1) or (_ for _ in ()).throw(
+        AssertionError("reached before the output folder was checked")))
+    expected = (f"--output_dir {run} holds a previous run (config.json, model.safetensors, trainer_state.json, training_args.bin, "
+                "checkpoint-6, checkpoint-4, checkpoint-2); pass --resume_from_checkpoint last to continue it, "
+                "--overwrite_output_dir to replace it, or choose another --output_dir.")
+    with pytest.raises(FileExistsError, match=re.escape(expected)):
+        train(run, *RESUMABLE)
+    only_checkpoints = tmp_path / "killed"
+    (only_checkpoints / "checkpoint-2").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="holds a previous run \\(checkpoint-2\\)"):
+        train(only_checkpoints, *RESUMABLE)
+    (tmp_path / "a_file").write_text("mine")
+    with pytest.raises(FileExistsError, match="is a file; expected a folder"):
+        train(tmp_path / "a_file", *RESUMABLE)
+    assert not loads and (tmp_path / "a_file").read_text() == "mine"
+    monkeypatch.undo()
+    # --overwrite_output_dir replaces the run: the old checkpoints go, the new run's come.
+    train(run, *NO_VALIDATION, "--max_steps", "3", "--save_strategy", "steps", "--save_steps", "3",
+          "--overwrite_output_dir", "true")
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-3"] and _state(run)["global_step"] == 3
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "containing"])
+def test_an_output_dir_at_the_model_a_stage_starts_from_is_refused(trunk, tmp_path, where):
+    trunk_folder, _ = trunk
+    before = {p.relative_to(trunk_folder).as_posix(): p.read_bytes() for p in trunk_folder.rglob("*") if p.is_file()}
+    output = {"same": trunk_folder, "inside": trunk_folder / "branch", "containing": trunk_folder.parent}[where]
+    relation = {"same": "is", "inside": "is inside", "containing": "contains"}[where]
+    for stage, option in (("branch", "--trunk"), ("finetune", "--init_from")):
+        with pytest.raises(ValueError, match=re.escape(f"--output_dir {output} {relation} the {option} folder {trunk_folder}")):
+            train(output, "--stage", stage, option, str(trunk_folder), *NO_VALIDATION, "--max_steps", "1",
+                  "--overwrite_output_dir", "true")
+    assert before == {p.relative_to(trunk_folder).as_posix(): p.read_bytes() for p in trunk_folder.rglob("*") if p.is_file()}
+
+
 @pytest.mark.parametrize("patience", [1, 2])
 def test_early_stopping_stops_when_validation_does_not_improve(tmp_path, patience):
     # No learning and fixed batch-norm statistics: every validation scores the same.
@@ -319,32 +434,73 @@ def test_two_processes_agree_and_count_every_pair_once(tmp_path):
         assert distributed["accuracy"] == pytest.approx(scores["accuracy"], abs=1e-6), column
 
 
-def test_push_to_hub_sends_the_complete_folder_once(tmp_path, monkeypatch):
-    calls: dict[str, list] = {"create_repo": [], "upload_folder": []}
+PUSH = ["--push_to_hub", "true", "--hub_model_id", "org/dcr-trunk", "--max_steps", "2", *VALIDATE_AT_END,
+        "--eval_steps", "1", "--save_steps", "1"]
 
-    def create_repo(self, repo_id, **kwargs):
-        calls["create_repo"].append(repo_id)
-        return f"https://huggingface.co/{repo_id}"
 
-    def upload_folder(self, repo_id, folder_path, **kwargs):
-        folder = Path(folder_path)
-        files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
-        sent = set(filter_repo_objects(files, allow_patterns=kwargs.get("allow_patterns"),
-                                       ignore_patterns=kwargs.get("ignore_patterns")))
-        calls["upload_folder"].append((repo_id, sent, (folder / "README.md").read_text()))
-        return f"https://huggingface.co/{repo_id}"
+def test_push_sends_the_complete_folder_privately_with_the_token_and_no_secret(tmp_path, monkeypatch):
+    """Against a local stand-in for the Hub's HTTP API: what the real client sends."""
+    with HubStandIn() as hub:
+        hub.patch(monkeypatch)
+        train(tmp_path, *PUSH, "--hub_private_repo", "true", "--hub_token", hub.token, "--hub_revision", "v1")
+    sent = hub.api_requests()
+    # Token, repo (private), write access and branch checked before training; every call with the token.
+    assert [r.path for r in sent[:5]] == ["/api/whoami-v2", "/api/repos/create", "/api/models/org/dcr-trunk/auth-check/write",
+                                          "/api/models/org/dcr-trunk", "/api/models/org/dcr-trunk/branch/v1"]
+    assert sent[1].json() == {"name": "dcr-trunk", "organization": "org", "visibility": "private", "type": "model"}
+    assert {r.headers.get("authorization") for r in sent} == {f"Bearer {hub.token}"}
+    assert not [r for r in hub.storage_requests() if "authorization" in r.headers]
+    assert hub.repos[("model", "org/dcr-trunk")]["private"] is True
+    [commit] = hub.commits
+    assert (commit.repo_id, commit.revision) == ("org/dcr-trunk", "v1")
+    # The complete folder, as saved, in one commit: no checkpoint, no pickled arguments, nothing holding the token.
+    assert FOLDER_FILES | {"training_recipe.json", "trainer_state.json", "pipeline_dcr.py"} <= set(commit.files)
+    assert not [name for name in commit.files if name.startswith(("checkpoint-", "runs/")) or name.endswith((".bin", ".pt"))]
+    assert not [name for name, content in commit.files.items() if hub.token.encode() in content]
+    for name, content in commit.files.items():
+        assert (tmp_path / name).read_bytes() == content, name
+    assert "org/dcr-trunk" in commit.files["README.md"].decode()  # the card's code examples name the repository
+    # The token is in no file the run wrote (training_args.bin in the checkpoints included).
+    assert (tmp_path / "checkpoint-2" / "training_args.bin").is_file()
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and hub.token.encode() in p.read_bytes()]
 
-    monkeypatch.setattr(HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
-    train(tmp_path, "--push_to_hub", "true", "--hub_model_id", "org/dcr-trunk", "--max_steps", "2",
-          *VALIDATE_AT_END, "--eval_steps", "1", "--save_steps", "1")
-    assert (tmp_path / "checkpoint-2").is_dir()
-    assert calls["create_repo"] == ["org/dcr-trunk"]
-    [(repo_id, sent, card)] = calls["upload_folder"]
-    assert repo_id == "org/dcr-trunk"
-    assert FOLDER_FILES <= sent
-    assert not [name for name in sent if name.startswith("checkpoint-")]
-    assert "org/dcr-trunk" in card  # the card's code examples name the repository
+
+@pytest.mark.parametrize("problem", ["bad-token", "read-only", "public-repo"])
+def test_push_problems_stop_the_run_before_training(tmp_path, monkeypatch, problem):
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("reached before the Hub was checked")
+
+    monkeypatch.setattr(training_run, "load_training_data", must_not_run)
+    with HubStandIn(writable=problem != "read-only") as hub:
+        hub.patch(monkeypatch)
+        hub.add_repo("org/dcr-trunk", private=False)
+        token = "hf_wrong" if problem == "bad-token" else hub.token
+        match = {"bad-token": "did not accept the token: Invalid user token",
+                 "read-only": "org/dcr-trunk: tester's token cannot create or write to it: HTTP 403",
+                 "public-repo": "org/dcr-trunk exists and is public"}[problem]
+        with pytest.raises(ValueError, match=match):
+            train(tmp_path, *PUSH, "--hub_token", token, "--hub_private_repo", "true")
+    assert not hub.commits and not (tmp_path.exists() and list(tmp_path.iterdir()))
+
+
+def test_a_failed_push_says_the_folder_is_saved_and_how_to_push_it(tmp_path, monkeypatch, capsys):
+    with HubStandIn(fail_commits=True) as hub:
+        hub.patch(monkeypatch)
+        with pytest.raises(SystemExit) as exit_info:
+            train_main(_argv(tmp_path, *PUSH, "--hub_token", hub.token, "--hub_private_repo", "true"))
+        error = capsys.readouterr().err
+        assert exit_info.value.code == 1 and "Traceback" not in error
+        [line] = [line for line in error.splitlines() if "error:" in line]
+        assert "pushing to org/dcr-trunk failed (HTTP 500" in line and f"everything is saved in {tmp_path}" in line
+        assert f"push_folder_to_hub('{tmp_path}', 'org/dcr-trunk', private=True)" in line
+        assert FOLDER_FILES <= {path.name for path in tmp_path.iterdir()}
+        # The command it prints pushes the saved folder once the Hub is back.
+        hub.fail_commits = False
+        command = line.split("Push it later with: ")[1]
+        code = command.removeprefix('python -c "').removesuffix('"')
+        exec(code.replace("private=True", f"private=True, token={hub.token!r}"), {})
+    [commit] = hub.commits
+    assert FOLDER_FILES <= set(commit.files) and "training_args.bin" not in commit.files
 
 
 # --------------------------------------------------------------------------------------------
@@ -386,25 +542,91 @@ def test_trunk_with_other_low_resolution_sizes_is_refused(trunk, tmp_path):
 
 
 class _PoisonAt(TrainerCallback):
-    """Make the classifier infinite just before optimizer step `step` (1-based)."""
+    """Make the classifier infinite at optimizer step `step` (1-based): before its forward pass (the
+    loss of that step is then inf), or right after its update (`after_update`: the loss that made the
+    update was finite, the weights the update left are not, as when a learning rate overflows them)."""
 
-    def __init__(self, step: int):
-        self.step = step
+    def __init__(self, step: int, after_update: bool = False):
+        self.step, self.after_update = step, after_update
 
-    def on_step_begin(self, args, state, control, model=None, **kwargs):
+    def _poison(self, state, model):
         if state.global_step + 1 == self.step:
             with torch.no_grad():
                 model.classifier.weight.fill_(float("inf"))
 
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if not self.after_update:
+            self._poison(state, model)
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if self.after_update:
+            self._poison(state, model)
+
+
+def _assert_finite_checkpoint(folder: Path) -> None:
+    model = DCRForImageClassification.from_pretrained(folder)
+    assert all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point())
+
 
 def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     arguments = parse(tmp_path, *NO_VALIDATION, "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "1")
-    with pytest.raises(NonFiniteLossError, match="at step 3") as raised:
+    with pytest.raises(NonFiniteLossError, match="loss was nan at step 3; training stopped at step 3") as raised:
         run_training(*arguments, callbacks=[_PoisonAt(3)])
-    assert "checkpoint-2" in str(raised.value)
+    assert f"The last good checkpoint is {tmp_path / 'checkpoint-2'} (its weights verified" in str(raised.value)
     assert not (tmp_path / "checkpoint-3").exists() and not (tmp_path / "model.safetensors").exists()
-    model = DCRForImageClassification.from_pretrained(tmp_path / "checkpoint-2")
-    assert all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point())
+    _assert_finite_checkpoint(tmp_path / "checkpoint-2")
+
+
+def test_weights_broken_by_an_update_are_never_saved(tmp_path):
+    """Before: step 3's loss was finite, so checkpoint-3 was saved with the infinite weights its update
+    left, and step 4's NaN loss then named checkpoint-3 as the last good one."""
+    arguments = parse(tmp_path, *NO_VALIDATION, "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "1")
+    with pytest.raises(NonFiniteWeightsError, match="classifier.weight holds NaN/inf after step 3") as raised:
+        run_training(*arguments, callbacks=[_PoisonAt(3, after_update=True)])
+    assert f"The last good checkpoint is {tmp_path / 'checkpoint-2'}" in str(raised.value)
+    assert not (tmp_path / "checkpoint-3").exists() and not (tmp_path / "model.safetensors").exists()
+    _assert_finite_checkpoint(tmp_path / "checkpoint-2")
+
+
+def test_a_diverging_loss_stops_the_run_with_exit_status_1_and_writes_no_model(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(_argv(tmp_path, *NO_VALIDATION, "--learning_rate", "1e6", "--logging_steps", "1", "--max_steps", "9",
+                         "--save_strategy", "steps", "--save_steps", "1"))
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "Traceback" not in error
+    [line] = [line for line in error.splitlines() if "error:" in line]
+    assert re.search(r"error: the training loss grew to [\d.e+]+ at step \d, more than --divergence_factor 100 times its "
+                     r"first logged value [\d.]+ \(step 1\): training diverged \(is --learning_rate 1e\+06 too high\?\)", line)
+    assert not {"model.safetensors", "README.md", "config.json"} & {p.name for p in tmp_path.iterdir()}
+    for folder in tmp_path.glob("checkpoint-*"):
+        _assert_finite_checkpoint(folder)
+
+
+def test_divergence_factor_0_turns_the_loss_bound_off(tmp_path):
+    # The run above, with the bound off: its loss explodes but stays finite, so it finishes.
+    options = [*NO_VALIDATION, "--learning_rate", "1e6", "--logging_steps", "1", "--max_steps", "2", "--save_strategy", "no"]
+    with pytest.raises(LossDivergedError, match=re.escape("more than --divergence_factor 100 times")):
+        train(tmp_path / "on", *options)
+    train(tmp_path / "off", *options, "--divergence_factor", "0")
+    losses = [h["loss"] for h in _state(tmp_path / "off")["log_history"] if "loss" in h]
+    assert losses[1] > 100 * losses[0] and (tmp_path / "off" / "model.safetensors").is_file()
+    with pytest.raises(ValueError, match="--divergence_factor must be >= 0"):
+        train(tmp_path / "negative", *options, "--divergence_factor", "-1")
+
+
+def test_a_batch_of_only_corrupt_images_is_skipped_and_training_goes_on(tmp_path, caplog):
+    faces = tmp_path / "faces"
+    make_identity_folder(faces, {"ann": 2, "bob": 2})
+    (faces / "ann" / "broken.jpg").write_bytes(b"not a JPEG")  # one batch of 1 is this file alone
+    with caplog.at_level(logging.WARNING, logger="dcr_hf"):
+        train(tmp_path / "out", "--dataset", "folder", "--data_root", str(faces), *NO_VALIDATION,
+              "--per_device_train_batch_size", "1", "--num_train_epochs", "1", "--save_strategy", "no",
+              "--logging_steps", "1")
+    assert f"Cannot decode image {faces / 'ann' / 'broken.jpg'}" in caplog.text
+    assert "no image of this batch could be decoded; the batch is skipped" in caplog.text
+    state = _state(tmp_path / "out")
+    assert state["global_step"] == 5 and len([h for h in state["log_history"] if "loss" in h]) == 5
+    _assert_finite_checkpoint(tmp_path / "out")
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,9 +7,9 @@ Commands:
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable, Sequence
 
+from ..cli import DEBUG_HELP, add_hub_arguments, reported_errors, split_debug_flag
 from .casia import CASIA_NUM_SUBJECTS
 from .prepare import PREPARABLE_DATASETS, prepare_dataset
 
@@ -46,9 +46,11 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--overwrite", action="store_true", help="replace an output directory written by this command")
     parser.add_argument("--push_to_hub", action="store_true", help="also upload to the Hub dataset repo --hub_model_id")
     parser.add_argument("--hub_model_id", default=None, metavar="REPO_ID", help="the Hub dataset repo (org/name)")
-    parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
-    parser.set_defaults(run=_run_prepare)
+    add_hub_arguments(parser)
+    parser.epilog = DEBUG_HELP
+    parser.set_defaults(run=_run_prepare, command_parser=parser)
     return parser
+
 
 
 def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
@@ -58,10 +60,16 @@ def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_prepare(args: argparse.Namespace) -> None:
+    from ..hub import prepare_hub_repo
+
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id org/name (the Hub dataset repo).")
     if args.hub_model_id and not args.push_to_hub:
         raise ValueError("--hub_model_id is only used with --push_to_hub.")
+    repo_id = None
+    if args.push_to_hub:  # token, repo and write access checked before the (long) preparation
+        repo_id = prepare_hub_repo(args.hub_model_id, token=args.hub_token, private=args.hub_private_repo or None,
+                                   revision=args.hub_revision, repo_type="dataset")
     prepared = prepare_dataset(
         args.dataset,
         args.data_root,
@@ -74,14 +82,16 @@ def _run_prepare(args: argparse.Namespace) -> None:
         max_shard_size=args.max_shard_size,
         num_proc=args.num_proc,
         overwrite=args.overwrite,
-        push_to_hub=args.hub_model_id if args.push_to_hub else None,
-        private=args.private or None,
+        push_to_hub=repo_id,
+        private=args.hub_private_repo or None,
+        token=args.hub_token,
+        revision=args.hub_revision,
     )
     for name, split in prepared.items():
         print(f"{name}: {len(split)} rows, {len(split.cache_files)} shard(s), columns {split.column_names}")
     print(
         f"Prepared {args.dataset} in {args.output_dir}"
-        + (f" and pushed to {args.hub_model_id}" if args.push_to_hub else "")
+        + (f" and pushed to {repo_id}" if repo_id else "")
     )
 
 
@@ -97,26 +107,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, name: str) -> int:
-    try:
+def _run(args: argparse.Namespace, debug: bool) -> int:
+    # Layout and argument problems carry actionable messages; a traceback would bury them.
+    with reported_errors(args.command_parser, debug):
         args.run(args)
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
-        # Layout and argument problems carry actionable messages; a traceback would bury them.
-        parser.exit(2, f"{name}: error: {error}\n")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m dcr_hf.data COMMAND ...`."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    return _run(parser, args, f"{parser.prog} {args.command}")
+    argv, debug = split_debug_flag(argv)
+    return _run(build_parser().parse_args(argv), debug)
 
 
 def prepare_main(argv: Sequence[str] | None = None) -> int:
     """Console entry point `dcr-prepare` (= `python -m dcr_hf.data prepare`)."""
+    argv, debug = split_debug_flag(argv)
     parser = add_prepare_arguments(argparse.ArgumentParser(description=_PREPARE_DESCRIPTION))
-    return _run(parser, parser.parse_args(argv), parser.prog)
+    return _run(parser.parse_args(argv), debug)
 
 
 __all__ = ["COMMANDS", "add_prepare_arguments", "build_parser", "main", "prepare_main"]

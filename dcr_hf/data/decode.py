@@ -62,8 +62,9 @@ def decode_rows(
     """Decode each row's images (`slots` per row) to uint8 `[rows_kept, slots, 3, H, W]`.
 
     A row with an unreadable image is skipped with a warning naming the file, or raises
-    `CorruptImageError` when `strict`; a batch in which every row fails raises too (a broken
-    dataset or a wrong path, not a bad file). Returns the tensor and the indices of the kept rows.
+    `CorruptImageError` when `strict`; a batch in which every row fails gives an empty tensor (and
+    one more warning), which the training step skips. Returns the tensor and the indices of the
+    kept rows.
     """
     arrays, kept, failures = [], [], []
     for row_index, row in enumerate(rows):
@@ -83,13 +84,10 @@ def decode_rows(
             kept.append(row_index)
     size = processor.image_size
     slots = len(rows[0]) if rows else 0
-    if not rows:
-        return torch.empty((0, slots, 3, size, size), dtype=torch.uint8), kept
     if not kept:
-        raise CorruptImageError(
-            f"Every image of this batch of {len(rows)} failed to decode: {failures}. Check the files "
-            "(or drop them from the dataset before training)."
-        )
+        if rows:
+            logger.warning(f"No row of this batch of {len(rows)} could be decoded ({failures}); the batch is empty.")
+        return torch.empty((0, slots, 3, size, size), dtype=torch.uint8), kept
     # One numpy stack for the whole batch, then NHWC -> NCHW in contiguous memory.
     stacked = torch.from_numpy(np.stack(arrays)).view(len(kept), slots, size, size, 3)
     return stacked.permute(0, 1, 4, 2, 3).contiguous(), kept

@@ -133,13 +133,16 @@ def prepare_dataset(
     overwrite: bool = False,
     push_to_hub: str | None = None,
     private: bool | None = None,
+    token: str | None = None,
+    revision: str | None = None,
 ) -> DatasetDict:
     """Load `dataset` from its layout under `data_root` and save it to `output_dir` with embedded bytes.
 
     `num_shards` (per split, capped at the split's rows) or `max_shard_size` (e.g. "500MB") size the
     Arrow shards. Every image file is checked to decode first (`ValueError` listing those that do not).
     With `push_to_hub` the prepared dict is also uploaded (`DatasetDict.push_to_hub`, Parquet with
-    embedded bytes). Returns the prepared dict, read back from `output_dir`.
+    embedded bytes) with `private`, `token` and `revision`; a failed upload raises `HubPushError`
+    saying how to push the saved folder later. Returns the prepared dict, read back from `output_dir`.
     """
     if num_shards is not None and max_shard_size is not None:
         raise ValueError("Pass either num_shards or max_shard_size, not both.")
@@ -180,10 +183,49 @@ def prepare_dataset(
     prepared = DatasetDict.load_from_disk(str(output_dir))
     logger.info(f"Prepared {dataset} in {output_dir}.")
     if push_to_hub is not None:
-        prepared.push_to_hub(
-            push_to_hub,
-            private=private,
-            num_shards=_per_split_shards(prepared, num_shards),
-            max_shard_size=max_shard_size,
-        )
+        _push(prepared, output_dir, push_to_hub, private=private, token=token, revision=revision,
+              num_shards=_per_split_shards(prepared, num_shards), max_shard_size=max_shard_size)
     return prepared
+
+
+def push_prepared(
+    prepared: DatasetDict | PathLike,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    token: str | None = None,
+    revision: str | None = None,
+    num_shards: dict[str, int] | None = None,
+    max_shard_size: str | int | None = None,
+) -> None:
+    """Upload a prepared dict (or the folder `prepare_dataset` wrote) to the Hub dataset repo `repo_id`.
+
+    Splits that share their columns go up as one dataset (`DatasetDict.push_to_hub`); splits that do
+    not (LFW's pairs and identities, SCface's mugshots and captures, a CASIA fold's disjoint labels)
+    go up as one config each, named after the split (`load_dataset(repo_id, "pairs")`), since a
+    Hub dataset config holds one schema.
+    """
+    if not isinstance(prepared, DatasetDict):
+        prepared = DatasetDict.load_from_disk(str(prepared))
+    options = dict(private=private, token=token, revision=revision, max_shard_size=max_shard_size)
+    if len({repr(split.features) for split in prepared.values()}) == 1:
+        prepared.push_to_hub(repo_id, num_shards=num_shards, **options)
+        return
+    for name, split in prepared.items():
+        split.push_to_hub(repo_id, config_name=name, split=name, num_shards=(num_shards or {}).get(name), **options)
+
+
+def _push(prepared: DatasetDict, output_dir: Path, repo_id: str, **push_kwargs) -> None:
+    """`push_prepared`; a Hub failure says the prepared folder is saved and how to push it later."""
+    from ..hub import HubPushError, hub_failures, hub_reason
+
+    try:
+        push_prepared(prepared, repo_id, **push_kwargs)
+    except hub_failures() as error:
+        options = "".join(f", {key}={push_kwargs[key]!r}" for key in ("private", "revision") if push_kwargs.get(key))
+        later = (f"python -c \"from dcr_hf.data.prepare import push_prepared; push_prepared('{output_dir}', "
+                 f"'{repo_id}'{options})\"")
+        raise HubPushError(
+            f"pushing to {repo_id} failed ({hub_reason(error)}); the prepared dataset is saved in {output_dir}. "
+            f"Push it later with: {later}"
+        ) from error

@@ -1,7 +1,8 @@
 """The evaluation command line (`eval_hf.py`, `dcr-eval`): arguments, model loading, runs, reports, cards.
 
 `run` evaluates and returns the results (bad arguments raise `ValueError`); `main` is the console
-entry point, which turns those errors into an argparse-style one-line error with exit status 2.
+entry point, which turns those errors into an argparse-style one-line error with exit status 2
+(`dcr_hf.cli`; `--debug` shows the traceback).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Literal
 from transformers import HfArgumentParser
 from transformers.utils import logging
 
+from ..cli import DEBUG_HELP, check_output_path, reported_errors, split_debug_flag
 from ..data import registry
 from ..image_processing_dcr import INTERPOLATION_MODES, DCRImageProcessor
 from ..hub import load_model_and_processor, update_model_card_results
@@ -216,6 +218,7 @@ def build_parser() -> HfArgumentParser:
         (ModelArguments, DataArguments, EvaluationArguments),
         usage="%(prog)s --model_name_or_path MODEL [--compare MODEL ...] [--dataset NAME] [--protocol NAME] [options]",
         description="Evaluate DCR models: verification, identification, retrieval, on real or synthetic data.",
+        epilog=DEBUG_HELP,
     )
 
 
@@ -229,11 +232,14 @@ def run(argv: Sequence[str] | None = None, parser: HfArgumentParser | None = Non
     if len(set(models)) != len(models):
         raise ValueError(f"A model is listed twice: {models}.")
     # Everything that can be checked is checked before the (possibly long) data loading.
+    if eval_args.output_dir is not None:
+        check_output_path(eval_args.output_dir, "--output_dir", "results.json, results.md and roc.png")
     registry.check_dataset_protocol(data_args.dataset, data_args.protocol, data_args)
     notes = apply_original_protocol(eval_args)
     accelerator = Accelerator()
     options = _protocol_options(data_args, eval_args, accelerator)
-    loaded = [load_model_and_processor(path) for path in models]
+    loaded = [load_model_and_processor(path, "--model_name_or_path" if index == 0 else "--compare")
+              for index, path in enumerate(models)]
     if data_args.protocol != "identification":
         for model, _ in loaded:
             check_sizes(model, eval_args.sizes)
@@ -259,12 +265,10 @@ def run(argv: Sequence[str] | None = None, parser: HfArgumentParser | None = Non
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point (`dcr-eval`, `eval_hf.py`)."""
+    argv, debug = split_debug_flag(argv)
     parser = build_parser()
-    try:
+    with reported_errors(parser, debug):
         run(argv, parser)
-    except (ValueError, FileNotFoundError) as error:
-        # Bad arguments, data roots or models carry actionable messages; a traceback would bury them.
-        parser.error(str(error))
 
 
 __all__ = [

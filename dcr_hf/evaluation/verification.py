@@ -8,12 +8,32 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from datasets import Dataset
+from transformers.utils import logging
 
 from ..data.transforms import PairTransform, apply_transform
 from ..image_processing_dcr import DCRImageProcessor
 from ..metrics import cosine_similarity_pairs, roc_metrics, verification_accuracy
+from ..metrics.verification import _fold_ids
 from ._inputs import check_raw, column, model_kind
 from .embeddings import HR, EmbeddingView, check_sizes, compute_embedding_views, get_dcr_model, processor_for
+
+logger = logging.get_logger(__name__)
+
+#: Fewer pairs than this in a fold make its accuracy coarse (steps of 1/n) and the std over folds noise.
+MIN_PAIRS_PER_FOLD = 10
+
+
+def warn_small_folds(folds: np.ndarray | None, num_pairs: int) -> None:
+    """Warn (once per message) when a verification fold holds fewer than `MIN_PAIRS_PER_FOLD` pairs:
+    the 10-fold figures (e.g. "0.00±0.00" from 5 pairs) would look like results without being any."""
+    fold_ids, num_folds = _fold_ids(folds, num_pairs, None)
+    sizes = np.bincount(fold_ids, minlength=num_folds)
+    if sizes.min() < MIN_PAIRS_PER_FOLD:
+        logger.warning_once(
+            f"verification: {num_pairs} pairs in {num_folds} folds ({sizes.min()} to {sizes.max()} per fold): "
+            f"with fewer than {MIN_PAIRS_PER_FOLD} pairs in a fold, its accuracy and the std over folds mean little "
+            "(LFW's protocol has 10 folds of 600 pairs)."
+        )
 
 
 def _pair_views(sizes: Sequence[int], intra: bool) -> list[EmbeddingView]:
@@ -86,6 +106,7 @@ def evaluate_verification(
     check_raw(pairs_dataset, "pairs", ("image_a", "image_b", "is_same"))
     is_same = column(pairs_dataset, "is_same", "pairs").astype(bool)
     folds = column(pairs_dataset, "fold", "pairs").astype(np.int64) if "fold" in pairs_dataset.column_names else None
+    warn_small_folds(folds, len(is_same))
     transform = PairTransform(processor_for(dcr, image_processor), low_resolution_sizes=sizes, intra_scale=intra)
     data = apply_transform(pairs_dataset.select_columns(["image_a", "image_b", "is_same"]), transform)
     protocol = "intra-verification" if intra else "verification"
@@ -114,4 +135,4 @@ def evaluate_verification(
     }
 
 
-__all__ = ["evaluate_verification"]
+__all__ = ["MIN_PAIRS_PER_FOLD", "evaluate_verification", "warn_small_folds"]

@@ -164,6 +164,16 @@ class DCRTrainingArguments(TrainingArguments):
     evaluate_before_training: bool = field(
         default=True, metadata={"help": "Validate the starting model too, for the before/after table."}
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace a previous run in --output_dir (its checkpoints are deleted when training starts); "
+                  "without it such a folder is refused unless the run resumes."},
+    )
+    divergence_factor: float = field(
+        default=100.0,
+        metadata={"help": "Stop when a logged training loss exceeds this many times the first logged one (0: never). "
+                  "NaN/inf losses or weights always stop the run, before anything is saved."},
+    )
 
 
 def mining_settings(model_args: ModelArguments) -> dict[str, object]:
@@ -199,6 +209,10 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
     check_training_dataset(data_args.dataset, data_args)
     validation_for(data_args.dataset, data_args.validation_dataset)
     check_augmentation(data_args.augmentation)
+    if data_args.samples_per_class is not None and data_args.samples_per_class < 1:
+        raise ValueError(f"--samples_per_class must be a positive number of images per identity, got {data_args.samples_per_class}.")
+    if not training_args.divergence_factor >= 0:
+        raise ValueError(f"--divergence_factor must be >= 0 (0: no bound), got {training_args.divergence_factor}.")
     if data_args.samples_per_class is not None and training_args.per_device_train_batch_size % data_args.samples_per_class:
         raise ValueError(
             f"--per_device_train_batch_size {training_args.per_device_train_batch_size} must be a multiple of "

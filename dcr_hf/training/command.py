@@ -5,8 +5,10 @@
     accelerate launch train_hf.py --dataset casia --data_root /data --architecture dcr ...
 
 `--help` lists DCR's options (model, data, training) and points to the Trainer's; `--help_all`
-lists every `TrainingArguments` option as well. Usage errors end with an argparse-style
-one-line error and exit status 2; a NaN/inf loss ends with exit status 1.
+lists every `TrainingArguments` option as well. Usage errors (bad values, missing or broken files
+and models, an `--output_dir` holding a finished run) end with an argparse-style one-line error and
+exit status 2; a run stopped by the divergence guard, or a push that failed after the folder was
+saved, with one error line and exit status 1 (`dcr_hf.cli`; `--debug` shows the traceback).
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ import datasets
 import transformers
 from transformers import HfArgumentParser, TrainingArguments
 
+from ..cli import DEBUG_HELP, reported_errors, split_debug_flag
 from .arguments import DataArguments, DCRTrainingArguments, ModelArguments, UNSUPPORTED_TRAINER_OPTIONS
 from .run import run_training
-from .trainer import NonFiniteLossError
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ def build_parser(show_all: bool = False, prog: str | None = None) -> HfArgumentP
         prog=prog,
         usage="%(prog)s [DCR options] [Trainer options]",
         description="Train a DCR model (trunk, branch or fine-tune stage) on the transformers Trainer.",
+        epilog=DEBUG_HELP,
     )
     training_group = next(g for g in parser._action_groups if g.title == DCRTrainingArguments._argument_group_name)
     hidden = _trainer_only_fields() | set(UNSUPPORTED_TRAINER_OPTIONS)
@@ -102,14 +105,27 @@ def parse_arguments(
         parser.error(str(error))
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """A handler that writes to `sys.stdout` as it is when a record is emitted: a caller that
+    redirected stdout for one run (and closed it since) does not break later messages."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ sets it; the property always follows sys.stdout
+        pass
+
+
 def configure_logging(training_args: DCRTrainingArguments) -> None:
     """Logging as in the transformers examples: dcr_hf's messages (validation lines, where the model
     was saved) at INFO on the main process, transformers and datasets at the process's log level."""
     package = logging.getLogger(__name__.split(".")[0])
-    # One handler however often a process trains, on today's stdout (a caller may have redirected it).
+    # One handler however often a process trains, on the stdout of the moment (a caller may redirect it).
     for earlier in [h for h in package.handlers if getattr(h, "_dcr_hf", False)]:
         package.removeHandler(earlier)
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _StdoutHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(name)s - %(message)s", "%m/%d/%Y %H:%M:%S"))
     handler._dcr_hf = True
     package.addHandler(handler)
@@ -124,24 +140,22 @@ def train(argv: Sequence[str] | None = None, parser: HfArgumentParser | None = N
     model_args, data_args, training_args = parse_arguments(argv, parser)
     configure_logging(training_args)
     result = run_training(model_args, data_args, training_args)
+    if result.get("finished"):
+        logger.info(result["finished"])
+        return result
     if result.get("table") and training_args.should_log:
         print(f"\nValidation on {result['validation_name']} data:\n{result['table']}")
     if result.get("pushed"):
-        logger.info(f"Pushed {result['output_dir']} to {training_args.hub_model_id}")
+        logger.info(f"Pushed {result['output_dir']} to {result['hub_model_id']}")
     return result
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point (`dcr-train`, `train_hf.py`)."""
+    argv, debug = split_debug_flag(argv)
     parser = build_parser()
-    try:
+    with reported_errors(parser, debug):
         train(argv, parser)
-    except NonFiniteLossError as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        sys.exit(1)
-    except (ValueError, FileNotFoundError) as error:
-        # Bad arguments, data roots or source models carry actionable messages; a traceback would bury them.
-        parser.error(str(error))
 
 
 __all__ = ["build_parser", "check_trainer_options", "configure_logging", "main", "parse_arguments", "train"]

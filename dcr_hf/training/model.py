@@ -17,6 +17,7 @@ from transformers.utils import logging
 from ..configuration_dcr import DCRConfig
 from ..hub import load_image_processor
 from ..image_processing_dcr import DCRImageProcessor
+from ..model_files import check_model_source, load_config, load_pretrained
 from ..modeling_dcr import DCRForImageClassification
 from .arguments import ARCHITECTURES, ModelArguments, mining_settings
 
@@ -55,12 +56,18 @@ def config_from_arguments(model_args: ModelArguments, id2label: dict[int, str]) 
     )
 
 
+def source_option(model_args: ModelArguments) -> str:
+    """The command-line option naming the model a stage starts from."""
+    return "--trunk" if model_args.stage == "branch" else "--init_from"
+
+
 def source_config(model_args: ModelArguments) -> DCRConfig:
     """The config of the model a branch / finetune stage starts from, checked against the arguments."""
     source = model_args.source
-    config = DCRConfig.from_pretrained(source)
+    config = load_config(DCRConfig, source, source_option(model_args))
     if config.model_type != DCRConfig.model_type:
         raise ValueError(f"{source} is not a DCR model (model_type={config.model_type!r}).")
+    check_model_source(source, source_option(model_args))  # its weight files too, before any data is read
     for name in ("image_size", "low_resolution_sizes"):
         given = getattr(model_args, name)
         if given is not None and given != getattr(config, name):
@@ -95,7 +102,7 @@ def build_model(model_args: ModelArguments, num_labels: int, id2label: dict[int,
     config = source_config(model_args)
     overrides = dict(loss_settings(model_args), freeze_batch_norm=model_args.freeze_batch_norm)
     if model_args.stage == "branch":
-        trunk = DCRForImageClassification.from_pretrained(source)
+        trunk = load_pretrained(DCRForImageClassification, source, "--trunk")
         if trunk.config.num_labels != num_labels:
             raise ValueError(
                 f"the trunk {source} has {trunk.config.num_labels} classes but the training set has {num_labels}; "
@@ -116,10 +123,10 @@ def build_model(model_args: ModelArguments, num_labels: int, id2label: dict[int,
             num_labels=num_labels, id2label=id2label, label2id={v: k for k, v in id2label.items()},
             ignore_mismatched_sizes=True,
         )
-    model = DCRForImageClassification.from_pretrained(source, **overrides)
+    model = load_pretrained(DCRForImageClassification, source, "--init_from", **overrides)
     if model.config.use_branches:
         model.set_trunk_frozen(not model_args.unfreeze_trunk)
     return model
 
 
-__all__ = ["LOSS_FIELDS", "build_model", "build_processor", "config_from_arguments", "source_config"]
+__all__ = ["LOSS_FIELDS", "build_model", "build_processor", "config_from_arguments", "source_config", "source_option"]

@@ -20,8 +20,9 @@ from ..data.transforms import FinetuneTransform, TrainTransform, apply_transform
 from ..evaluation import CRITERIA
 from ..image_processing_dcr import DCRImageProcessor
 from .arguments import DataArguments, DCRTrainingArguments, ModelArguments, check_arguments
+from .checkpoints import check_output_dir, finished_message, remove_previous_checkpoints, resolve_resume_checkpoint
 from .mining import build_miner
-from .model import build_model, build_processor, source_config
+from .model import build_model, build_processor, source_config, source_option
 from .trainer import DCRTrainer
 
 logger = logging.get_logger(__name__)
@@ -63,12 +64,42 @@ def load_training_data(data_args: DataArguments, image_size: int) -> TrainingDat
     )
 
 
+def check_output_folder(model_args: ModelArguments, training_args: DCRTrainingArguments) -> str | None:
+    """Fill the default output folder, resolve `--resume_from_checkpoint` (`True` / `last` -> the newest
+    valid checkpoint) and refuse an output folder that would destroy finished work; before any data
+    is read. Returns the checkpoint to resume from, or `None`."""
+    if training_args.output_dir in (None, "trainer_output"):
+        training_args.output_dir = os.path.join("outputs", f"dcr-{model_args.stage}")
+    resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    check_output_dir(training_args.output_dir, model_args.source, source_option(model_args),
+                     training_args.overwrite_output_dir, resuming=resume is not None)
+    training_args.resume_from_checkpoint = resume
+    return resume
+
+
+def prepare_push(training_args: DCRTrainingArguments) -> dict[str, Any] | None:
+    """With `--push_to_hub`: check the token, the repo and write access now, before training
+    (`hub.prepare_hub_repo`), and take the token out of the arguments, so that no file the run
+    writes (`training_args.bin` pickles the arguments) holds it. Returns the push settings."""
+    from .. import hub
+
+    token, training_args.hub_token = training_args.hub_token, None
+    push, training_args.push_to_hub = training_args.push_to_hub, False  # we push the finished folder ourselves, once
+    if not push:
+        return None
+    if not training_args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id org/name.")
+    settings = {"token": token, "private": training_args.hub_private_repo, "revision": training_args.hub_revision}
+    repo_id = training_args.hub_model_id
+    if training_args.should_save:  # the main process pushes
+        repo_id = hub.prepare_hub_repo(repo_id, **settings)
+    return {"repo_id": repo_id, **settings}
+
+
 def prepare_training_arguments(
     model_args: ModelArguments, training_args: DCRTrainingArguments, protocol: str | None
 ) -> DCRTrainingArguments:
-    """Fill the stage-dependent defaults (output folder, best-model criterion, pinned memory)."""
-    if training_args.output_dir in (None, "trainer_output"):
-        training_args.output_dir = os.path.join("outputs", f"dcr-{model_args.stage}")
+    """Fill the stage-dependent defaults (best-model criterion, pinned memory)."""
     if training_args.device.type == "cpu":
         # Pinned memory only helps copies to an accelerator; on CPU torch warns once per DataLoader.
         training_args.dataloader_pin_memory = False
@@ -133,15 +164,13 @@ def run_training(
 ) -> dict[str, Any]:
     """Train one stage end to end; returns the validation results before and after, and the folder."""
     check_arguments(model_args, data_args, training_args)
+    resume = check_output_folder(model_args, training_args)
+    source = source_config(model_args) if model_args.source else None  # a missing or broken folder fails here
+    push = prepare_push(training_args)
     set_seed(training_args.seed)
-    image_size = source_config(model_args).image_size if model_args.source else model_args.image_size
+    image_size = source.image_size if source else model_args.image_size
     data = load_training_data(data_args, image_size or DCRConfig.image_size)
     training_args = prepare_training_arguments(model_args, training_args, data.validation_protocol)
-    push_to_hub, hub_model_id = training_args.push_to_hub, training_args.hub_model_id
-    # We push the finished, complete folder ourselves (weights, code, processor, card), once.
-    training_args.push_to_hub = False
-    if push_to_hub and not hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id org/name.")
 
     model = build_model(model_args, data.num_labels, data.id2label)
     config = model.config
@@ -171,10 +200,17 @@ def run_training(
         samples_per_class=data_args.samples_per_class,
         random_flip=data_args.augmentation == "flip",
         miner=build_miner(config),
+        divergence_factor=training_args.divergence_factor,
     )
+    if resume is not None:
+        finished = finished_message(resume, training_args.output_dir, trainer.planned_steps())
+        if finished:
+            return {"output_dir": training_args.output_dir, "finished": finished}
+    elif training_args.overwrite_output_dir and trainer.is_world_process_zero():
+        remove_previous_checkpoints(training_args.output_dir)
     result = _train_and_validate(trainer, training_args, data)
     if trainer.is_world_process_zero():
-        _finish_folder(model_args, data_args, training_args, trainer, result, push_to_hub, hub_model_id)
+        _finish_folder(model_args, data_args, training_args, trainer, result, push)
     trainer.accelerator.wait_for_everyone()
     return result
 
@@ -187,6 +223,7 @@ def _train_and_validate(trainer: DCRTrainer, training_args: DCRTrainingArguments
         trainer.evaluate(metric_key_prefix="before")
         before = trainer.last_validation
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.check_finite()  # the final folder is never written from a diverged model
     if trainer.state.best_model_checkpoint and training_args.load_best_model_at_end:
         logger.info(
             f"Loaded the best checkpoint, {trainer.state.best_model_checkpoint} "
@@ -240,12 +277,14 @@ def training_recipe(model_args: ModelArguments, data_args: DataArguments, traini
     }
 
 
-def _finish_folder(model_args, data_args, training_args, trainer, result, push_to_hub, hub_model_id) -> None:
-    """Model card, `training_recipe.json` and (optionally) the push of the complete folder."""
+def _finish_folder(model_args, data_args, training_args, trainer, result, push: dict[str, Any] | None) -> None:
+    """Model card, `training_recipe.json` and (optionally) the push of the complete folder: a failed
+    push raises `hub.HubPushError`, which says the folder is saved and how to push it later."""
     from .. import hub, reports
 
     output_dir = Path(training_args.output_dir)
-    recipe = training_recipe(model_args, data_args, training_args, trainer)
+    hub_model_id = push["repo_id"] if push else training_args.hub_model_id
+    recipe = dict(training_recipe(model_args, data_args, training_args, trainer), hub_model_id=hub_model_id)
     rows = {}
     if result["before"] is not None:
         rows[f"{model_args.stage} (start)"] = result["before"]
@@ -269,8 +308,12 @@ def _finish_folder(model_args, data_args, training_args, trainer, result, push_t
         specialized_initialization=not model_args.random_branch_init,
     )
     logger.info(f"Saved the model to {output_dir} (weights, config, processor, pipeline and model card)")
-    if push_to_hub:
-        result["pushed"] = hub.push_folder_to_hub(output_dir, hub_model_id, commit_message=f"DCR {model_args.stage} stage")
+    if push:
+        result["pushed"] = hub.push_or_explain(output_dir, commit_message=f"DCR {model_args.stage} stage", **push)
+        result["hub_model_id"] = hub_model_id
 
 
-__all__ = ["TrainingData", "load_training_data", "prepare_training_arguments", "run_training", "train_dataset"]
+__all__ = [
+    "TrainingData", "check_output_folder", "load_training_data", "prepare_push", "prepare_training_arguments",
+    "run_training", "train_dataset",
+]

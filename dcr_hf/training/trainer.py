@@ -8,22 +8,24 @@ from typing import Any
 
 import torch
 from datasets import Dataset, DatasetDict
-from transformers import Trainer
+from transformers import Trainer, default_data_collator
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils import logging
 
 from ..data.augment import apply_flips, draw_flips
 from ..low_resolution import make_low_resolution_copies
 from ..modeling_dcr import Miner
+from .guard import DivergenceGuard, NonFiniteLossError
 
 logger = logging.get_logger(__name__)
 
 
-class NonFiniteLossError(FloatingPointError):
-    """Raised when a training loss is NaN or infinite, before the optimizer step of that batch.
-
-    The checkpoints on disk are untouched; the in-memory centers may already hold that batch's
-    update (they move in the forward pass), so training stops instead of skipping the batch."""
+def collate_batch(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """`default_data_collator`; a batch whose every image failed to decode (the transform dropped
+    them all, with warnings naming the files) becomes an empty `labels` tensor, skipped by `DCRTrainer`."""
+    if not features:
+        return {"labels": torch.empty(0, dtype=torch.int64)}
+    return default_data_collator(features)
 
 
 #: The `metric_key_prefix`es of DCR's validations: before training, during it, of the final model.
@@ -56,8 +58,9 @@ class DCRPrinterCallback(_QuietValidation, PrinterCallback):
 
 class DCRTrainer(Trainer):
     """`Trainer` for DCR: LR copies made on the device when deferred, the flip drawn in the step,
-    the batch-hard miner of the center terms, NaN/inf guard, loss terms in the logs, the M-per-class
-    sampler, the original's step schedule,
+    the batch-hard miner of the center terms, the divergence guard (`guard.DivergenceGuard`: nothing
+    non-finite is saved, a diverging loss stops the run), batches of undecodable images skipped,
+    loss terms in the logs, the M-per-class sampler, the original's step schedule,
     and validation by the face protocols with the model's own processor (`processing_class`),
     overriding `evaluate` so that early stopping and best-model selection work."""
 
@@ -71,9 +74,13 @@ class DCRTrainer(Trainer):
         samples_per_class: int | None = None,
         random_flip: bool = False,
         miner: Miner | None = None,
+        divergence_factor: float | None = 100.0,
         **kwargs,
     ):
+        if kwargs.get("data_collator") is None:
+            kwargs["data_collator"] = collate_batch
         super().__init__(*args, **kwargs)
+        self.guard = DivergenceGuard(divergence_factor)
         self.miner = miner  # the center terms' batch-hard miner (`build_miner`), passed to the forward pass
         self.validation = validation
         self.validation_protocol = validation_protocol
@@ -150,21 +157,15 @@ class DCRTrainer(Trainer):
         return inputs
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if inputs.get("labels") is not None and inputs["labels"].numel() == 0:  # nothing decoded (`collate_batch`)
+            return self._skipped_batch_loss(model, return_outputs)
         inputs = self._prepare_step_inputs(inputs, model.training)
         if self.miner is not None:
             inputs["miner"] = self.miner
         outputs = model(**inputs)
         loss = outputs["loss"]
-        finite = torch.isfinite(loss.detach()).float()
-        if self.accelerator.num_processes > 1:
-            finite = self.accelerator.reduce(finite.reshape(1), reduction="mean").reshape(())
-        if finite.item() < 1.0:
-            raise NonFiniteLossError(
-                f"the training loss is {loss.item()} at step {self.state.global_step + 1} "
-                f"(epoch {self.state.epoch or 0:.2f}); training stopped before that update. "
-                f"The last good checkpoint is {self._last_checkpoint_description()}."
-            )
         if model.training:
+            self.guard.record_loss(loss, self.state.global_step + 1)  # checked before any save, without a sync here
             for name in ("cross_entropy_loss", "center_loss", "coupling_loss"):
                 value = outputs.get(name)
                 if value is not None:
@@ -172,14 +173,33 @@ class DCRTrainer(Trainer):
             self._loss_term_count += 1
         return (loss, outputs) if return_outputs else loss
 
-    def _last_checkpoint_description(self) -> str:
-        from transformers.trainer_utils import get_last_checkpoint
+    def _skipped_batch_loss(self, model, return_outputs: bool):
+        """A zero loss over every trainable parameter: the step changes no gradient, and under DDP
+        every process still takes part in the gradient all-reduce."""
+        logger.warning(f"Step {self.state.global_step + 1}: no image of this batch could be decoded; the batch is skipped.")
+        loss = sum(parameter.sum() for parameter in model.parameters() if parameter.requires_grad) * 0.0
+        return (loss, None) if return_outputs else loss
 
-        output_dir = self.args.output_dir
-        last = get_last_checkpoint(output_dir) if output_dir and os.path.isdir(output_dir) else None
-        return last if last else f"none yet in {output_dir}"
+    # -- the divergence guard -------------------------------------------------------------------
+
+    def check_finite(self, model=None) -> None:
+        """Raise a `TrainingDivergedError` if a loss since the start, or the model, is not finite (every process)."""
+        self.guard.check(model if model is not None else self.model, self.accelerator, self.state.global_step,
+                         self.args.output_dir, self.state.epoch or 0.0)
+
+    def _save_checkpoint(self, model, trial):
+        self.check_finite(model)  # a checkpoint is never written from a non-finite model
+        return super()._save_checkpoint(model, trial)
+
+    def planned_steps(self) -> int:
+        """The optimizer steps this run takes in all (the Trainer's own count, from `max_steps` or the epochs)."""
+        return self.set_initial_training_values(self.args, self.get_train_dataloader())[-1]
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            self.check_finite()
+            self.guard.check_logged_loss(logs["loss"], self.state.global_step, self.state.log_history,
+                                         self.args.learning_rate, self.args.output_dir)
         if "loss" in logs and self._loss_term_count:
             for name, total in self._loss_terms.items():
                 logs[name] = round(total / self._loss_term_count, 6)
@@ -232,4 +252,7 @@ class DCRTrainer(Trainer):
         return metrics
 
 
-__all__ = ["DCRPrinterCallback", "DCRProgressCallback", "DCRTrainer", "NonFiniteLossError", "VALIDATION_PREFIXES", "is_validation_log"]
+__all__ = [
+    "DCRPrinterCallback", "DCRProgressCallback", "DCRTrainer", "NonFiniteLossError", "VALIDATION_PREFIXES", "collate_batch",
+    "is_validation_log",
+]

@@ -1,0 +1,92 @@
+"""What the console commands share: one line for a mistake (a traceback only on request), the push
+options, the check of an output folder.
+
+Every command (`dcr-train` / `train_hf.py`, `dcr-eval` / `eval_hf.py`, `dcr-prepare`, `dcr-convert`)
+runs its work inside `reported_errors`: a bad value, a missing or broken file (`ValueError`,
+`OSError`: every check of the package raises one of them with a message naming the value, file
+or line and what was expected) ends with argparse's usage line and one `PROG: error: ...` line,
+exit status 2; a run that started well and then had to stop (a diverging loss, a push that failed
+after the work was saved) ends with one `PROG: error: ...` line, exit status 1. A bare `--debug`
+on the command line, or `DCR_DEBUG=1` in the environment, shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+DEBUG_FLAG = "--debug"
+DEBUG_VARIABLE = "DCR_DEBUG"
+DEBUG_HELP = f"On an error, {DEBUG_FLAG} (or {DEBUG_VARIABLE}=1) shows the traceback instead of the one-line message."
+
+#: Mistakes in what the user gave (values, files, folders, models): usage line + one line, exit status 2.
+USAGE_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
+
+
+def _run_errors() -> tuple[type[BaseException], ...]:
+    """Runs that had to stop after starting well: a diverging loss, a push that failed after saving."""
+    from .hub import HubPushError
+
+    return (FloatingPointError, HubPushError)
+
+
+def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
+    """The push options of the argparse commands, named as in `TrainingArguments`: `--hub_token`,
+    `--hub_private_repo` (alias `--private`), `--hub_revision`."""
+    parser.add_argument("--hub_token", default=None, help="Hub token to push with (default: HF_TOKEN or the saved login)")
+    parser.add_argument("--hub_private_repo", "--private", action="store_true", help="create the Hub repo as private")
+    parser.add_argument("--hub_revision", default=None, metavar="BRANCH", help="push to this branch (created if missing)")
+
+
+def check_output_path(output_dir: str | Path, option: str, purpose: str) -> None:
+    """Refuse, before any work, an output folder that cannot be written: it (or a folder above it)
+    is a file, or the nearest existing folder above it is not writable. `purpose` says what goes there."""
+    path = Path(output_dir).expanduser()
+    for candidate in (path, *path.parents):
+        if not candidate.exists():
+            continue
+        if not candidate.is_dir():
+            where = "is a file" if candidate == path else f"is inside {candidate}, which is a file"
+            raise FileExistsError(f"{option} {output_dir} {where}; expected a folder for {purpose}.")
+        if not os.access(candidate, os.W_OK | os.X_OK):
+            raise PermissionError(f"{option} {output_dir}: {candidate} is not writable; {purpose} cannot be saved there.")
+        return
+
+
+def split_debug_flag(argv: Sequence[str] | None = None) -> tuple[list[str], bool]:
+    """`argv` (default `sys.argv[1:]`) without a bare `--debug`, and whether tracebacks are wanted.
+
+    Only a bare `--debug` (last, or followed by another option) is taken: `--debug underflow_overflow`
+    stays the `TrainingArguments` option of that name.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get(DEBUG_VARIABLE, "").strip().lower() not in ("", "0", "false", "no")
+    kept = []
+    for index, argument in enumerate(argv):
+        if argument == DEBUG_FLAG and (index + 1 == len(argv) or argv[index + 1].startswith("-")):
+            debug = True
+        else:
+            kept.append(argument)
+    return kept, debug
+
+
+@contextmanager
+def reported_errors(parser: argparse.ArgumentParser, debug: bool = False) -> Iterator[None]:
+    """Turn the errors raised inside into the command's one-line errors (see the module docstring)."""
+    try:
+        yield
+    except _run_errors() as error:
+        if debug:
+            raise
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
+    except USAGE_ERRORS as error:
+        if debug:
+            raise
+        parser.error(str(error).strip() or type(error).__name__)
+
+
+__all__ = ["add_hub_arguments", "check_output_path", "DEBUG_FLAG", "DEBUG_HELP", "DEBUG_VARIABLE", "USAGE_ERRORS", "reported_errors", "split_debug_flag"]

@@ -1,0 +1,151 @@
+"""Model arguments checked before anything loads: one-line errors naming the folder or file.
+
+A model argument (`--trunk`, `--init_from`, `--model_name_or_path`, ...) names a local folder or a
+Hub repo. `check_model_source` tells them apart the way a user means them: an existing path is a
+folder to check (its `config.json` and weight files must be complete), a path that does not exist
+and cannot be a Hub id (`./x`, `/abs/x`, `a/b/c`) is a missing folder, not a "bad repo id"; with
+`HF_HUB_OFFLINE` set, a missing `org/name` folder is reported as missing too. `load_pretrained` /
+`load_config` then load with transformers and refuse weights a folder lacks (transformers would
+initialize them randomly, with a warning only).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def safetensors_problem(path: str | Path, complete: bool = False) -> str | None:
+    """Why `path` is not a readable safetensors file, or `None`. The header is always checked (it
+    covers truncation: the header names every tensor's byte range); `complete=True` also loads every
+    tensor and checks the floating ones are finite."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        return f"{path} is missing"
+    if path.stat().st_size == 0:
+        return f"{path} is empty (0 bytes)"
+    try:
+        if not complete:
+            with safe_open(str(path), "pt"):
+                return None
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        return f"{path} is truncated or corrupt ({_first_line(error)})"
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return f"{path} holds non-finite values (in {name})"
+    return None
+
+
+def json_problem(path: str | Path) -> str | None:
+    """Why `path` is not a JSON file, or `None`."""
+    path = Path(path)
+    if not path.is_file():
+        return f"{path} is missing"
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        return f"{path} is not UTF-8 text ({error.reason} at byte {error.start})"
+    except ValueError as error:
+        return f"{path} is not valid JSON ({error})" if path.stat().st_size else f"{path} is empty (0 bytes)"
+    return None
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors files a saved folder's weights are in (one file, or the shards of its index)."""
+    index = folder / WEIGHTS_INDEX_NAME
+    if index.is_file() and json_problem(index) is None:
+        shards = sorted(set(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}).values()))
+        return [folder / shard for shard in shards]
+    return [folder / WEIGHTS_NAME]
+
+
+def check_model_folder(folder: str | Path, option: str = "model", weights: bool = True) -> None:
+    """Raise one line when a local model folder lacks, or holds a broken, `config.json` or (with
+    `weights`) weight file."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{option} {folder} has no config.json; expected a folder saved by save_pretrained or train_hf.py "
+            "(config.json, model.safetensors)."
+        )
+    problems = [json_problem(folder / "config.json")]
+    if weights:
+        problems += [safetensors_problem(path) for path in weight_files(folder)]
+    problem = next((p for p in problems if p), None)
+    if problem:
+        raise ValueError(f"{option} {folder}: {problem}.")
+
+
+def check_model_source(name_or_path: str, option: str = "model", weights: bool = True) -> None:
+    """Raise one line when `name_or_path` names neither a usable local folder (its weight files
+    checked too with `weights`) nor (possibly) a Hub repo."""
+    from huggingface_hub import constants
+
+    from .data.registry import looks_like_hub_id
+
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise NotADirectoryError(f"{option} {name_or_path} is a file; expected a model folder or a Hub repo id.")
+        check_model_folder(path, option, weights)
+        return
+    if not looks_like_hub_id(name_or_path):
+        raise FileNotFoundError(f"{option} {name_or_path}: no such folder.")
+    if constants.is_offline_mode():
+        raise FileNotFoundError(
+            f"{option} {name_or_path}: no such local folder (and HF_HUB_OFFLINE is set, so it is not looked up as a "
+            "Hub repo)."
+        )
+
+
+def load_config(config_class: Any, name_or_path: str, option: str = "model", **kwargs: Any) -> Any:
+    """`config_class.from_pretrained` after `check_model_source` (of the config only: the caller can
+    check the model type before the weights), its errors in one line."""
+    check_model_source(name_or_path, option, weights=False)
+    try:
+        return config_class.from_pretrained(name_or_path, **kwargs)
+    except OSError as error:  # a Hub id that does not resolve, a download that failed
+        raise OSError(f"{option} {name_or_path}: {_first_line(error)}") from error
+
+
+def load_pretrained(model_class: Any, name_or_path: str, option: str = "model", **kwargs: Any) -> Any:
+    """`model_class.from_pretrained` after `check_model_source`; weights the model has but the
+    folder lacks are refused (naming them) instead of being initialized randomly."""
+    check_model_source(name_or_path, option)
+    try:
+        model, info = model_class.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
+    except OSError as error:
+        raise OSError(f"{option} {name_or_path}: {_first_line(error)}") from error
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        raise ValueError(
+            f"{option} {name_or_path}: the saved weights lack {len(missing)} the model needs ({', '.join(missing[:5])}"
+            f"{', ...' if len(missing) > 5 else ''}); they would start random."
+        )
+    return model
+
+
+__all__ = [
+    "check_model_folder",
+    "check_model_source",
+    "json_problem",
+    "load_config",
+    "load_pretrained",
+    "safetensors_problem",
+    "weight_files",
+]
