@@ -235,10 +235,15 @@ def test_finetune_with_more_classes_recreates_classifier_and_centers(trunk, tmp_
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sampling", [[], ["--samples_per_class", "2"]], ids=["random", "m_per_class"])
+@pytest.mark.parametrize(
+    "sampling",
+    [[], ["--samples_per_class", "2"], ["--augmentation", "aug_plus"], ["--augmentation", "aug_plus", "--dataloader_num_workers", "2"]],
+    ids=["random", "m_per_class", "aug_plus", "aug_plus_workers"],
+)
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, sampling):
     # 3 steps per epoch: checkpoint-4 sits inside epoch 2, so the resume skips a batch and then
-    # crosses into epoch 3. The default flip augmentation is on.
+    # crosses into epoch 3. The default flip augmentation is on, or aug-plus (drawn in the step
+    # from the generator the checkpoint restores, as the flip; with loader workers too).
     options = [*NO_VALIDATION, *sampling, "--max_steps", "8", "--save_strategy", "steps", "--save_steps", "4",
                "--logging_steps", "1"]
     uninterrupted, interrupted = tmp_path / "a", tmp_path / "b"
@@ -449,7 +454,7 @@ def test_deferred_low_resolution_copies_train_the_same_model(tmp_path):
     run_training(*parse(tmp_path / "deferred", *options, "--defer_low_resolution", "true"), callbacks=[recorder])
     # The loader really leaves the LR copies to the training step.
     assert "low_resolution_pixel_values" not in recorder.train_dataloader.dataset[:2]
-    train(tmp_path / "loader", *options)
+    train(tmp_path / "loader", *options, "--defer_low_resolution", "false")
     deferred, loader = _weights(tmp_path / "deferred"), _weights(tmp_path / "loader")
     for key in loader:
         torch.testing.assert_close(deferred[key], loader[key], rtol=0, atol=1e-6, msg=key)
