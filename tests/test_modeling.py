@@ -318,3 +318,19 @@ def test_channels_last_model_gives_the_same_embeddings(config):
     model = model.to(memory_format=torch.channels_last)
     assert model.trunk.embedder.embedder.convolution.weight.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(model(x).pooler_output, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow  # traces both training stages with dynamo
+@pytest.mark.parametrize("stage", ["trunk", "branch"])
+def test_training_step_compiles_into_one_graph(config, stage):
+    """`--torch_compile` traces the whole training forward (loss, center update) without a graph
+    break: no host read of a tensor and no data-dependent shape."""
+    torch.manual_seed(0)
+    model = DCRForImageClassification(config)
+    if stage == "branch":
+        model = DCRForImageClassification.from_trunk(model)
+    model.train()
+    pixel_values = torch.randn(4, 3, 3, config.image_size, config.image_size)
+    explanation = torch._dynamo.explain(model)(pixel_values, labels=torch.tensor([0, 1, 1, 4]))
+    assert explanation.graph_break_count == 0, [str(reason.reason)[:200] for reason in explanation.break_reasons]
+    assert explanation.graph_count == 1

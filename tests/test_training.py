@@ -383,6 +383,24 @@ def test_bad_arguments_fail_before_data_or_model(tmp_path, monkeypatch, extra, e
         train(tmp_path / "out", *extra)
 
 
+@pytest.mark.parametrize("bad", [-1, 3])
+def test_training_labels_out_of_range_are_refused_before_training(tmp_path, monkeypatch, bad):
+    """The labels are checked once, before the model is built (per batch only on a CPU)."""
+    from datasets import Dataset
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("reached before the labels were checked")
+
+    images = load_synthetic("train", num_identities=3, images_per_identity=2, image_size=IMAGE_SIZE)["image"][:3]
+    data = training_run.TrainingData(
+        train=Dataset.from_dict({"image": images, "label": [0, bad, 1]}), num_labels=3, id2label={0: "0", 1: "1", 2: "2"},
+        real_low_resolution=False, validation=None, validation_protocol=None, validation_name=None,
+    )
+    monkeypatch.setattr(training_run, "build_model", must_not_run)
+    with pytest.raises(ValueError, match=f"label {bad}, outside 0..2"):
+        run_training(*parse(tmp_path, *NO_VALIDATION, "--max_steps", "1"), data=data)
+
+
 def test_trunk_with_other_low_resolution_sizes_is_refused(trunk, tmp_path):
     trunk_folder, _ = trunk
     with pytest.raises(ValueError, match=r"low_resolution_sizes=\[8, 12\], but --low_resolution_sizes is \[8, 16\]"):
