@@ -131,7 +131,8 @@ def bench_user_path(args: argparse.Namespace, rows: list, step_rate: float) -> N
     with tempfile.TemporaryDirectory() as root:
         times = timed_run(Path(root) / "run", data, args.warmup + args.steps, args.device, options)[args.warmup:]
     rate = args.batch / min(times)
-    rows.append(["train_hf.py path: --bf16 --torch_compile, prepared JPEG bytes", f"{rate:,.0f} samples/s",
+    compiled = " --torch_compile" if args.compile else ""
+    rows.append([f"train_hf.py path: --bf16{compiled}, prepared JPEG bytes, {args.workers} workers", f"{rate:,.0f} samples/s",
                  f"{rate / step_rate:.0%} of the step alone", "loader-bound" if rate < 0.8 * step_rate else "step-bound"])
 
 
