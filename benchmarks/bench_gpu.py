@@ -97,10 +97,11 @@ def bench_step(stage: str, compiled: bool, args: argparse.Namespace, peak: float
         step()
     warm = time.perf_counter() - start
     seconds = best_time(step, warmup=0, repeats=args.steps)
+    syncs = count_syncs(step)
     rate = counter.get_total_flops() / seconds / 1e9
     rows.append([f"{stage} step alone, bf16, channels-last{', torch.compile' if compiled else ', eager'}",
                  f"{args.batch / seconds:,.0f} samples/s", f"{rate / 1e3:.1f} TFLOP/s = {percent(rate, peak)} of bf16 GEMM",
-                 f"warm-up {warm:.0f} s"])
+                 f"warm-up {warm:.0f} s" + (f", {syncs} host syncs/step" if syncs is not None else "")])
     return args.batch / seconds
 
 
@@ -165,6 +166,22 @@ def bench_accelerate_run(args: argparse.Namespace, rows: list) -> None:
                      f"train {results.get('train_runtime', 0):.0f} s", f"mean LR accuracy {accuracy:.1%}" if accuracy else ""])
 
 
+def count_syncs(run) -> int | None:
+    """How many times `run()` makes the host wait for the GPU (torch's sync debug mode), None on a CPU."""
+    if not torch.cuda.is_available():
+        return None
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(warning.message).lower() for warning in caught)
+
+
 def check_device_path(args: argparse.Namespace, rows: list) -> None:
     """The step's draws come from the CPU generator, and the device computes what the CPU does."""
     device = torch.device(args.device)
@@ -178,6 +195,14 @@ def check_device_path(args: argparse.Namespace, rows: list) -> None:
     torch.manual_seed(0)
     on_cpu = transform.model_inputs(images)
     difference = max(float((on_device[key].cpu() - on_cpu[key]).abs().max()) for key in on_cpu)
+    if device.type == "cuda":
+        resident = images.to(device)
+        for augmentation in ("flip", "aug_plus"):
+            step_side = TrainTransform(DCRImageProcessor(image_size=args.image_size), SIZES, augmentation=augmentation,
+                                       defer_low_resolution=True)
+            step_side.model_inputs(resident)
+            syncs = count_syncs(lambda: step_side.model_inputs(resident))
+            rows.append([f"host syncs in the step's {augmentation} + LR copies (sync debug mode)", str(syncs), "", ""])
     rows.append(["check: aug-plus draws from the CPU generator (CUDA generator untouched)", "ok" if untouched else "FAILED", "", ""])
     rows.append(["check: model inputs on the device = on the CPU (aug-plus, LR copies)", "ok" if difference < 2e-2 else "FAILED",
                  f"max difference {difference:.1e}", "(colour jitter in float32 on both)"])

@@ -34,6 +34,8 @@ def draw_flips(count: int, generator: torch.Generator | None = None) -> torch.Te
 
 def apply_flips(images: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
     """Flip horizontally the samples (dim 0) of `images` where `flips` is true, all their copies alike."""
+    if images.device.type == "cuda":  # from pinned memory without waiting for the device
+        flips = flips.pin_memory().to(images.device, non_blocking=True)
     mask = flips.to(images.device).view(-1, *([1] * (images.ndim - 1)))
     return torch.where(mask, images.flip(-1), images)
 

@@ -115,6 +115,9 @@ def train_transform(data: TrainingData, data_args: DataArguments, config: DCRCon
         augmentation = "none" if data_args.augmentation == "flip" else data_args.augmentation
         return FinetuneTransform(processor, augmentation=augmentation, strict=data_args.strict_data)
     deferred = defers_low_resolution(data_args)
+    if not deferred and data_args.augmentation == "aug_plus":
+        logger.warning("--defer_low_resolution false draws aug-plus in the loader workers: a resumed run will not "
+                       "repeat the draws of an uninterrupted one (the default, true, draws them in the training step).")
     return TrainTransform(
         processor,
         low_resolution_sizes=config.low_resolution_sizes,
