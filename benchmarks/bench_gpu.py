@@ -228,6 +228,8 @@ def main() -> None:
         args.run_steps = min(args.run_steps, args.steps)
     if args.device == "cpu":
         set_threads(2)
+    else:
+        torch.backends.cudnn.benchmark = True  # as train_hf.py sets it on a GPU
     bf16_peak = gemm_gflops(args.device, torch.bfloat16)
     rows: list[list[str]] = [
         ["bf16 GEMM peak", f"{bf16_peak / 1e3:.1f} TFLOP/s", "", ""],

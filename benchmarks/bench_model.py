@@ -51,6 +51,46 @@ def measure(name: str, step, images: int, args, peak: float, rows: list, flops: 
                  f"{rate:.0f}", percent(rate, peak)])
 
 
+def convolution_ceiling(trunk: torch.nn.Module, images: torch.Tensor, args, training: bool) -> float:
+    """Seconds the trunk's convolutions alone take (oneDNN / cuDNN): each distinct convolution timed
+    on its own input shape, times the number of layers that have it. Forward only, or with
+    `training` forward + the backward the step needs (input and weight gradients; weight only for
+    the stem, whose input needs none). What the step would take if everything else were free."""
+    shapes: dict[torch.nn.Conv2d, torch.Size] = {}
+
+    def record(module, inputs, output) -> None:
+        shapes.setdefault(module, inputs[0].shape)
+
+    hooks = [module.register_forward_hook(record) for module in trunk.modules() if isinstance(module, torch.nn.Conv2d)]
+    with torch.no_grad():
+        trunk(images)
+    for hook in hooks:
+        hook.remove()
+    counts: dict[tuple, int] = {}
+    for module, shape in shapes.items():
+        key = (tuple(shape), module.in_channels, module.out_channels, module.kernel_size[0], module.stride[0],
+               module.padding[0], module is next(iter(shapes)))
+        counts[key] = counts.get(key, 0) + 1
+    total = 0.0
+    for (shape, cin, cout, kernel, stride, padding, is_stem), count in counts.items():
+        conv = torch.nn.Conv2d(cin, cout, kernel, stride, padding, bias=False).to(args.device, memory_format=torch.channels_last)
+        x = torch.randn(shape, device=args.device).contiguous(memory_format=torch.channels_last)
+        x.requires_grad_(training and not is_stem)
+
+        def run():
+            if training:
+                out = conv(x)
+                grads = torch.autograd.grad(out, [conv.weight] + ([x] if x.requires_grad else []), torch.ones_like(out))
+                del grads
+            else:
+                with torch.no_grad():
+                    conv(x)
+            synchronize(args.device)
+
+        total += count * best_time(run, warmup=1, repeats=args.repeats)
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
@@ -108,6 +148,15 @@ def main() -> None:
                 frozen_step, 160, args, peak, rows, flops=flops_of(lambda: frozen(flat)))
         measure(f"inference, batch 128 ({label})", inference, 128, args, peak, rows, flops=flops_of(lambda: embedder(batch)))
         head.train()
+    if not args.bf16:  # the ceiling rows: the convolutions alone, in float32 as the layers run
+        for training, images, name in ((True, 160, "trunk step's convolutions alone (forward + backward)"),
+                                       (False, 160, "frozen forward's convolutions alone")):
+            seconds = convolution_ceiling(head.dcr.trunk, flat, args, training)
+            flops = flops_of(lambda: head(pixel_values, labels=labels).loss.backward()) if training else flops_of(lambda: frozen(flat))
+            rate = flops / seconds / 1e9
+            rows.append([name, f"{seconds * 1e3:.0f} ms", f"{images / seconds:.1f}", f"{flops / images / 1e9:.2f}",
+                         f"{rate:.0f}", percent(rate, peak)])
+        head.zero_grad(set_to_none=True)
     peak = max(peak, gemm_gflops(args.device, dtype))
     rows = [row[:-1] + [percent(float(row[-2]), peak)] for row in rows]
     print_table(f"DCR network on {args.device}{' (bf16 autocast)' if args.bf16 else ''}: {describe_machine(args.device)}; "

@@ -82,9 +82,13 @@ def prepare_training_arguments(
     if training_args.device.type == "cpu":
         # Pinned memory only helps copies to an accelerator; on CPU torch warns once per DataLoader.
         training_args.dataloader_pin_memory = False
-    elif training_args.dataloader_pin_memory:
-        # Batches from pinned memory copied without waiting: the step's work queues behind the copy.
-        training_args.accelerator_config.non_blocking = True
+    else:
+        if training_args.dataloader_pin_memory:
+            # Batches from pinned memory copied without waiting: the step's work queues behind the copy.
+            training_args.accelerator_config.non_blocking = True
+        if training_args.device.type == "cuda":
+            # Every training batch has the same shapes: cuDNN may pick its convolution algorithms once, by timing.
+            torch.backends.cudnn.benchmark = True
     metric = CRITERIA.get(protocol) if protocol else None
     if metric is None:
         training_args.eval_strategy = "no"
