@@ -1,125 +1,146 @@
-"""Throughput of the training data pipeline: JPEG files and prepared Arrow bytes -> model batches.
+"""Speed of the training data path: the loader, the step's augmentation, and the two together.
 
-Builds a temporary identity-per-folder tree of 120x120 JPEG files (smooth random blobs), loads it
-two ways -- a dataset of file paths, and the prepared form with the bytes embedded in Arrow
-(`save_to_disk` + `load_from_disk`) -- and times `TrainTransform` (HR + LR copies) through a
-`torch.utils.data.DataLoader` with worker processes, for the default (flip) and aug-plus
-augmentations. Prints samples/s (best of `--repeats` passes, after a warm-up pass).
+    python benchmarks/bench_data.py [--workers 2] [--device cpu|cuda] [--skip-end-to-end]
 
-The original implementation reads about 321 samples/s (flip) and 107 samples/s (aug-plus) from
-JPEG files with the same settings (batch 64, 2 workers, 4 LR sizes).
+Builds a temporary identity-per-folder tree of 120x120 JPEG faces (smooth random blobs) and loads
+it two ways: a dataset of file paths, and the prepared form (bytes embedded in Arrow,
+`save_to_disk` + `load_from_disk`). Then:
 
-    python benchmarks/bench_data.py [--num-images 2000] [--repeats 3]
+1. the loader alone, through a `DataLoader` with worker processes (batch 64), as samples/s and
+   as a fraction of `workers` x this machine's JPEG decodes/s per core (measured here): the
+   device-first path (`defer_low_resolution=True`, the default: decoded uint8 images, the
+   augmentation left to the step) and the loader doing everything (HR + 4 LR float32 copies,
+   flip or aug-plus, in the workers);
+2. the step side of the device-first path on `--device`: `TrainTransform.model_inputs` (flip or
+   aug-plus, normalization, 4 LR copies) of a batch of 32, as ms and samples/s;
+3. end to end on a CPU, the measurement behind the default: the CPU quickstart (`train_hf.py`'s
+   `small` trunk, batch 32, `--dataloader_num_workers` workers, JPEG bytes in memory) with the
+   augmentation in the step (`--defer_low_resolution true`) and in the loader (`false`), steps/s.
+
+Best of `--repeats` passes (the machine may be shared).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
+from pathlib import Path
 
-import numpy as np
-import PIL.Image
 import torch
 from datasets import Dataset, Image, load_from_disk
 
-from dcr_hf import DCRConfig, DCRImageProcessor
-from dcr_hf.data.transforms import TrainTransform, apply_transform
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _limits import describe_machine, jpeg_decodes_per_second, smooth_face_jpeg  # noqa: E402
+from _runs import jpeg_faces, timed_run  # noqa: E402
+from _timing import best_time, percent, print_table, set_threads, synchronize  # noqa: E402
+
+from dcr_hf import DCRConfig, DCRImageProcessor  # noqa: E402
+from dcr_hf.data.transforms import TrainTransform, apply_transform  # noqa: E402
 
 
-ORIGINAL = {"flip": 321.0, "aug_plus": 107.0}
-
-
-def blob_image(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A smooth RGB image: a few coloured Gaussian blobs on a random background, uint8 [size, size, 3]."""
-    grid = np.linspace(0.0, 1.0, size)
-    rows, cols = grid[:, None], grid[None, :]
-    image = np.broadcast_to(rng.uniform(0.0, 0.5, 3), (size, size, 3)).copy()
-    for _ in range(6):
-        center, width, colour = rng.random(2), rng.uniform(0.05, 0.3), rng.uniform(-0.6, 0.8, 3)
-        weight = np.exp(-((rows - center[0]) ** 2 + (cols - center[1]) ** 2) / (2 * width**2))
-        image += weight[..., None] * colour
-    return (np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
-
-
-def write_tree(root: str, num_images: int, images_per_identity: int, size: int, seed: int = 0) -> tuple[list, list]:
-    rng = np.random.default_rng(seed)
+def write_tree(root: Path, num_images: int, images_per_identity: int) -> tuple[list[str], list[int]]:
     paths, labels = [], []
     for index in range(num_images):
         identity = index // images_per_identity
-        folder = os.path.join(root, f"id_{identity:05d}")
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, f"{index:06d}.jpg")
-        PIL.Image.fromarray(blob_image(rng, size)).save(path, quality=90)
-        paths.append(path)
+        folder = root / f"id_{identity:05d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{index:06d}.jpg"
+        path.write_bytes(smooth_face_jpeg(seed=index))
+        paths.append(str(path))
         labels.append(identity)
     return paths, labels
 
 
-def time_loader(dataset: Dataset, augmentation: str, args: argparse.Namespace) -> float:
+def loader_rate(dataset: Dataset, transform: TrainTransform, args: argparse.Namespace) -> float:
     """Best samples/s over `args.repeats` full passes, after one warm-up pass (worker start-up)."""
-    transform = TrainTransform(
-        DCRImageProcessor(image_size=args.image_size),
-        low_resolution_sizes=args.sizes,
-        augmentation=augmentation,
-        defer_low_resolution=args.defer_low_resolution,
-    )
     loader = torch.utils.data.DataLoader(
-        apply_transform(dataset, transform),
-        batch_size=args.batch_size,
-        shuffle=True,
-        num_workers=args.workers,
-        persistent_workers=args.workers > 0,
-        drop_last=True,
+        apply_transform(dataset, transform), batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
+        persistent_workers=args.workers > 0, drop_last=True,
     )
     best = 0.0
     for repeat in range(args.repeats + 1):
-        seen = 0
-        start = time.perf_counter()
+        seen, start = 0, time.perf_counter()
         for batch in loader:
             seen += batch["pixel_values"].shape[0]
-        rate = seen / (time.perf_counter() - start)
-        if repeat > 0:
-            best = max(best, rate)
+        if repeat:
+            best = max(best, seen / (time.perf_counter() - start))
     return best
+
+
+def bench_loader(args: argparse.Namespace, rows: list, decode_rate: float) -> None:
+    processor = DCRImageProcessor()
+    sizes = list(DCRConfig.low_resolution_sizes)
+    limit = decode_rate * max(args.workers, 1)
+    with tempfile.TemporaryDirectory() as root:
+        paths, labels = write_tree(Path(root) / "jpeg", args.num_images, 20)
+        from_files = Dataset.from_dict({"image": paths, "label": labels}).cast_column("image", Image())
+        embedded = [{"bytes": Path(path).read_bytes(), "path": os.path.relpath(path, root)} for path in paths]
+        Dataset.from_dict({"image": embedded, "label": labels}).cast_column("image", Image()).save_to_disk(f"{root}/prepared")
+        prepared = load_from_disk(f"{root}/prepared")
+        cases = [("device-first: uint8 HR only (the default)", "flip", True),
+                 ("loader does it all: HR + 4 LR, flip", "flip", False),
+                 ("loader does it all: HR + 4 LR, aug-plus", "aug_plus", False)]
+        for source, dataset in (("JPEG files", from_files), ("prepared Arrow", prepared)):
+            for name, augmentation, deferred in cases:
+                transform = TrainTransform(processor, sizes, augmentation=augmentation, defer_low_resolution=deferred)
+                rate = loader_rate(dataset, transform, args)
+                rows.append([f"loader, {source}, {name}", f"{rate:.0f} samples/s",
+                             f"{percent(rate, limit)} of {max(args.workers, 1)} x JPEG decode"])
+
+
+def bench_step_side(args: argparse.Namespace, rows: list) -> None:
+    device = torch.device(args.device)
+    images = torch.randint(0, 256, (32, 3, 120, 120), dtype=torch.uint8, device=device)
+    for augmentation in ("flip", "aug_plus"):
+        transform = TrainTransform(augmentation=augmentation, defer_low_resolution=True)
+
+        def step():
+            transform.model_inputs(images)
+            synchronize(device)
+
+        seconds = best_time(step, warmup=2, repeats=args.repeats * 3)
+        rows.append([f"step side on {device.type}: {augmentation} + normalize + 4 LR copies, batch 32",
+                     f"{seconds * 1e3:.1f} ms", f"{32 / seconds:.0f} samples/s"])
+
+
+def bench_end_to_end(args: argparse.Namespace, rows: list) -> None:
+    data = jpeg_faces(512, 200)
+    with tempfile.TemporaryDirectory() as root:
+        for augmentation in ("flip", "aug_plus"):
+            rates = {}
+            for deferred in ("true", "false"):
+                options = ["--architecture", "small", "--per_device_train_batch_size", "32", "--augmentation", augmentation,
+                           "--defer_low_resolution", deferred, "--dataloader_num_workers", str(args.workers)]
+                times = timed_run(Path(root) / f"{augmentation}-{deferred}", data, 3 + args.steps, "cpu", options)[3:]
+                rates[deferred] = 32 / (sum(times) / len(times))
+            for deferred, label in (("true", "augmentation + LR copies in the step"), ("false", "in the loader workers")):
+                rows.append([f"CPU quickstart (small trunk), {augmentation}: {label}", f"{rates[deferred]:.0f} samples/s",
+                             "default" if deferred == "true" else f"{rates['false'] / rates['true']:.2f}x the default"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--num-images", type=int, default=2000)
-    parser.add_argument("--images-per-identity", type=int, default=20)
-    parser.add_argument("--image-size", type=int, default=DCRConfig.image_size)
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(DCRConfig.low_resolution_sizes))
+    parser.add_argument("--num-images", type=int, default=1280)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--augmentations", nargs="+", default=["flip", "aug_plus"])
-    parser.add_argument("--defer-low-resolution", action="store_true", help="HR only; LR made later on device")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=8, help="timed steps of each end-to-end run (mean)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--skip-end-to-end", action="store_true")
     args = parser.parse_args()
-
-    with tempfile.TemporaryDirectory() as root:
-        paths, labels = write_tree(os.path.join(root, "jpeg"), args.num_images, args.images_per_identity, args.image_size)
-        from_files = Dataset.from_dict({"image": paths, "label": labels}).cast_column("image", Image())
-        embedded = []
-        for path in paths:
-            with open(path, "rb") as file:
-                embedded.append({"bytes": file.read(), "path": os.path.relpath(path, root)})
-        Dataset.from_dict({"image": embedded, "label": labels}).cast_column("image", Image()).save_to_disk(
-            os.path.join(root, "prepared")
-        )
-        prepared = load_from_disk(os.path.join(root, "prepared"))
-
-        lr = "HR only (LR deferred)" if args.defer_low_resolution else f"HR + {len(args.sizes)} LR copies"
-        print(
-            f"{args.num_images} images {args.image_size}x{args.image_size}, {lr}, batch {args.batch_size}, "
-            f"{args.workers} workers, torch {torch.__version__}, {os.cpu_count()} CPUs"
-        )
-        print(f"{'source':<22}{'augmentation':<14}{'samples/s':>10}{'vs original':>13}")
-        for name, dataset in (("JPEG files", from_files), ("prepared Arrow bytes", prepared)):
-            for augmentation in args.augmentations:
-                rate = time_loader(dataset, augmentation, args)
-                print(f"{name:<22}{augmentation:<14}{rate:>10.0f}{rate / ORIGINAL[augmentation]:>12.1f}x")
+    set_threads(args.threads)
+    decode_rate = jpeg_decodes_per_second()
+    rows: list[list[str]] = [["PIL JPEG decode, 120x120, one core (the limit)", f"{decode_rate:.0f} images/s", ""]]
+    bench_loader(args, rows, decode_rate)
+    bench_step_side(args, rows)
+    if not args.skip_end_to_end:
+        bench_end_to_end(args, rows)
+    print_table(f"Training data path, {args.workers} workers: {describe_machine(args.device)}",
+                ["workload", "rate", "vs this machine's limit"], rows)
 
 
 if __name__ == "__main__":

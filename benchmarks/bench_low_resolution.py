@@ -1,11 +1,13 @@
-"""Speed of the LR operator on a training batch (not a test). Prints best-of-N wall times.
+"""Speed of the LR operator on a training batch (not a test), against this machine's limits.
 
     python benchmarks/bench_low_resolution.py [--device cuda]
 
 Workload: 64 normalized 120x120 RGB images, LR copies at 8/12/16/20 px, as the data transforms
-and the training step (`--defer_low_resolution`) make them: the batched fast path
-(`make_low_resolution_copies`) for the original's 8-bit Lanczos operator and for the bicubic
-stand-in, and the processor's own simulation one size at a time for comparison.
+and the training step make them: the batched fast path (`make_low_resolution_copies`) for the
+original's 8-bit Lanczos operator (float64 products, exact) and for the bicubic stand-in
+(float32), and the processor's own simulation one size at a time for comparison. Best of N wall
+times, as a fraction of the GEMM peak of the products' precision and of the copy bandwidth
+(the 4 float32 copies written once), both measured here.
 """
 
 import argparse
@@ -15,7 +17,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import best_time, set_threads  # noqa: E402
+from _limits import copy_gbytes_per_second, describe_machine, gemm_gflops  # noqa: E402
+from _timing import best_time, percent, print_table, set_threads  # noqa: E402
 
 from dcr_hf import DCRImageProcessor, make_low_resolution_copies  # noqa: E402
 
@@ -43,15 +46,34 @@ def main() -> None:
 
         return best_time(run, warmup=2, repeats=args.repeats)
 
-    cases = {
-        "fast path, lanczos (8-bit, the default)": lambda: make_low_resolution_copies(normalized, SIZES, lanczos, normalized=True),
-        "fast path, bicubic": lambda: make_low_resolution_copies(normalized, SIZES, bicubic, normalized=True),
-        "processor, lanczos, one size at a time": lambda: [lanczos.simulate_low_resolution(pixels01, s) for s in SIZES],
-        "processor, bicubic, one size at a time": lambda: [bicubic.simulate_low_resolution(pixels01, s) for s in SIZES],
-    }
-    print(f"LR copies of {args.batch} images x {len(SIZES)} sizes on {device}:")
-    for name, step in cases.items():
-        print(f"  {name:42s} {timed(step) * 1e3:7.1f} ms")
+    def matrix_flops(processor: DCRImageProcessor) -> float:
+        """Flops of the fast path's products: width down (all sizes), height down, width up, height up."""
+        length, planes = 120, args.batch * 3
+        total = 2 * length * length * sum(SIZES)  # the width pass of every downsample at once
+        total += sum(2 * size * length * size + 2 * size * size * length + 2 * length * size * length for size in SIZES)
+        return planes * total
+
+    written = args.batch * len(SIZES) * 3 * 120 * 120 * 4
+    peaks = {"float64": gemm_gflops(args.device, torch.float64), "float32": gemm_gflops(args.device)}
+    bandwidth = copy_gbytes_per_second(args.device)
+    cases = [
+        ("fast path, lanczos (8-bit, the default)", "float64",
+         lambda: make_low_resolution_copies(normalized, SIZES, lanczos, normalized=True)),
+        ("fast path, bicubic", "float32", lambda: make_low_resolution_copies(normalized, SIZES, bicubic, normalized=True)),
+        ("processor, lanczos, one size at a time", "float64", lambda: [lanczos.simulate_low_resolution(pixels01, s) for s in SIZES]),
+        ("processor, bicubic, one size at a time", "float32", lambda: [bicubic.simulate_low_resolution(pixels01, s) for s in SIZES]),
+    ]
+    rows = []
+    for name, precision, step in cases:
+        seconds = timed(step)
+        rate = matrix_flops(lanczos) / seconds / 1e9
+        rows.append([name, f"{seconds * 1e3:.1f} ms", f"{args.batch / seconds:.0f}",
+                     f"{percent(rate, peaks[precision])} of {precision} GEMM", f"{percent(written / seconds / 1e9, bandwidth)}"])
+    print_table(
+        f"LR copies of {args.batch} images x {len(SIZES)} sizes on {device}: {describe_machine(args.device)}; "
+        f"GEMM float64 {peaks['float64']:.0f} / float32 {peaks['float32']:.0f} GFLOP/s, copy {bandwidth:.1f} GB/s",
+        ["operator", "time", "images/s", "products", "of copy bandwidth"], rows,
+    )
 
 
 if __name__ == "__main__":

@@ -190,6 +190,13 @@ def to_8_bit_levels(pixel_values: torch.Tensor, dtype: torch.dtype) -> torch.Ten
     return pixel_values.to(dtype).mul(255.0).round_().clamp_(0.0, 255.0)
 
 
+@functools.lru_cache(maxsize=64)
+def channel_constants(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Per-channel constants as a `[C, 1, 1]` tensor on `device`, made once per device and dtype (not
+    to be modified): a fresh host-to-device copy for every batch would make the host wait for the device."""
+    return torch.tensor(values, dtype=dtype, device=device)[:, None, None]
+
+
 def exact_dtype(device: torch.device) -> torch.dtype:
     """float64, in which the 8-bit passes are exact; float32 where the device has no float64 (MPS)."""
     return torch.float32 if device.type == "mps" else torch.float64
@@ -416,8 +423,8 @@ class DCRImageProcessor(BaseImageProcessor):
         """`[..., 3, H, W]` in [0, 1] -> normalized with `image_mean` / `image_std` (identity without `do_normalize`)."""
         if not self.do_normalize:
             return pixel_values
-        mean = torch.tensor(self.image_mean, dtype=pixel_values.dtype, device=pixel_values.device)[:, None, None]
-        std = torch.tensor(self.image_std, dtype=pixel_values.dtype, device=pixel_values.device)[:, None, None]
+        mean = channel_constants(tuple(self.image_mean), pixel_values.dtype, pixel_values.device)
+        std = channel_constants(tuple(self.image_std), pixel_values.dtype, pixel_values.device)
         return (pixel_values - mean) / std
 
     def pixel_range(self) -> tuple[list[float], list[float]]:

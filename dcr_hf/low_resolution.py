@@ -31,17 +31,30 @@ def _check_batch(pixel_values: torch.Tensor, processor: DCRImageProcessor) -> No
         raise ValueError(f"pixel_values are {height}x{width}; the processor's LR operator needs {length}x{length} images.")
 
 
+#: `(down, up)` matrices already on a device, by (image_size, operator, size, device, dtype): moving
+#: them for every batch would be eight host-to-device copies, each making the host wait.
+_DEVICE_MATRICES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
 def _matrices(processor: DCRImageProcessor, sizes: Sequence[int], device, dtype) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """`(down [s, L], up [L, s])` per size, on `device` in `dtype`."""
-    return [
-        tuple(processor.resize_matrix(step, size).to(device=device, dtype=dtype) for step in ("downsample", "upsample"))
-        for size in sizes
-    ]
+    """`(down [s, L], up [L, s])` per size, on `device` in `dtype` (moved there once)."""
+    operator = (processor.image_size, processor.downsample_interpolation, processor.upsample_interpolation)
+    matrices = []
+    for size in sizes:
+        key = (*operator, size, torch.device(device), dtype)
+        if key not in _DEVICE_MATRICES:
+            _DEVICE_MATRICES[key] = tuple(
+                processor.resize_matrix(step, size).to(device=device, dtype=dtype) for step in ("downsample", "upsample")
+            )
+        matrices.append(_DEVICE_MATRICES[key])
+    return matrices
 
 
-def _can_leave_8_bits(matrix: torch.Tensor) -> bool:
-    """Whether a pass with `matrix` can round 8-bit levels outside 0..255, i.e. whether its clipping
-    does anything: the extremes of a row are 255 x the sums of its negative and positive weights."""
+def _can_leave_8_bits(processor: DCRImageProcessor, size: int) -> bool:
+    """Whether the upsampling pass of `size` can round 8-bit levels outside 0..255, i.e. whether its
+    clipping does anything: the extremes of a row are 255 x the sums of its negative and positive
+    weights (read off the CPU matrix: on a device, reading them would wait for it)."""
+    matrix = processor.resize_matrix("upsample", size)
     lowest = 255.0 * matrix.clamp(max=0.0).sum(dim=1).min().item()
     highest = 255.0 * matrix.clamp(min=0.0).sum(dim=1).max().item()
     return lowest + 0.5 < 0.0 or highest + 0.5 >= 256.0
@@ -109,15 +122,16 @@ def _copies_8_bit(
         size = down.shape[0]
         small = round_to_8_bits(down @ narrow[:, :, offset : offset + size])  # [N, s, s]: the LR image
         offset += size
+        clips = _can_leave_8_bits(processor, size)
         wide = (small.reshape(-1, size) @ up.T).view(-1, size, length)  # width first, as PIL
-        wide = round_to_8_bits(wide, clip=_can_leave_8_bits(up))
+        wide = round_to_8_bits(wide, clip=clips)
         # The height pass with PIL's +0.5 of rounding folded into the product: a row of ones under
         # the image and a column of 0.5 beside the matrix (exact in float64).
         ones = torch.ones((wide.shape[0], 1, length), dtype=dtype, device=device)
         half = torch.full((length, 1), 0.5, dtype=dtype, device=device)
         torch.matmul(torch.cat([up, half], dim=1), torch.cat([wide, ones], dim=1), out=restored)
         restored.floor_()
-        if _can_leave_8_bits(up):
+        if clips:
             restored.clamp_(0.0, 255.0)
         target = copies[:, index]
         target.copy_(restored.view(batch, channels, length, length))

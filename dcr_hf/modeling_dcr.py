@@ -321,7 +321,9 @@ def update_centers(centers: torch.Tensor, embeddings: torch.Tensor, labels: torc
         labels: `[n]` int64.
     """
     embeddings = embeddings.detach().to(centers.dtype)
-    counts = torch.bincount(labels, minlength=centers.shape[0]).to(centers.dtype)
+    # Counts by index_add_ rather than bincount, whose output size depends on the labels' values
+    # (a graph break under torch.compile); whole numbers, so the same floats.
+    counts = centers.new_zeros(centers.shape[0]).index_add_(0, labels, embeddings.new_ones(labels.shape[0]))
     sums = torch.zeros_like(centers).index_add_(0, labels, embeddings)
     step = (sums - counts[:, None] * centers) / counts.clamp(min=1)[:, None]
     centers.add_(momentum * step)
@@ -889,7 +891,11 @@ class DCRForImageClassification(DCRPreTrainedModel):
     def _check_labels(self, labels: torch.Tensor, batch: int) -> torch.Tensor:
         if labels.ndim != 1 or labels.shape[0] != batch:
             raise ValueError(f"labels must have shape [batch]=[{batch}] (one per sample), got {tuple(labels.shape)}.")
-        if labels.numel():
+        # The range check reads the labels on the host: free on a CPU, but on an accelerator it would
+        # wait for the device every step, and under torch.compile it would break the graph. There
+        # the training data's labels are checked once, before training, and an out-of-range label
+        # still fails in the cross-entropy (a device-side assert), not silently.
+        if labels.numel() and labels.device.type == "cpu" and not torch.compiler.is_compiling():
             low, high = int(labels.min()), int(labels.max())
             if low < 0 or high >= self.num_labels:
                 bad = low if low < 0 else high

@@ -119,17 +119,48 @@ def test_deterministic_under_torch_seed(jpeg_files, augmentation):
     assert not torch.equal(first["pixel_values"], third["pixel_values"])
 
 
-@pytest.mark.parametrize("augmentation", ["flip", "aug_plus"])
-def test_deferred_low_resolution_equals_in_transform_copies(jpeg_files, augmentation):
+@pytest.mark.parametrize("augmentation", ["none", "flip", "aug_plus"])
+def test_deferred_transform_sends_uint8_and_the_step_makes_the_same_inputs(jpeg_files, augmentation):
     options = {"augmentation": augmentation, "low_resolution_sizes": (8, 20, 12)}
     torch.manual_seed(5)
     eager = apply_transform(path_dataset(jpeg_files), TrainTransform(**options))[:]
-    torch.manual_seed(5)
-    deferred = apply_transform(path_dataset(jpeg_files), TrainTransform(defer_low_resolution=True, **options))[:]
+    transform = TrainTransform(defer_low_resolution=True, **options)
+    deferred = apply_transform(path_dataset(jpeg_files), transform)[:]
+    # The loader side: the decoded images as they are (uint8, 4x fewer bytes than float32).
     assert set(deferred) == {"pixel_values", "labels"}
-    assert torch.equal(eager["pixel_values"], deferred["pixel_values"])
-    on_device = make_low_resolution_copies(deferred["pixel_values"], (8, 20, 12), DCRImageProcessor(), normalized=True)
-    assert torch.equal(eager["low_resolution_pixel_values"], on_device)
+    assert deferred["pixel_values"].dtype == torch.uint8 and deferred["pixel_values"].shape == (8, 3, 120, 120)
+    expected = torch.stack([oracle(path) for path in jpeg_files])
+    torch.testing.assert_close(DCRImageProcessor().normalize_pixels(deferred["pixel_values"] / 255), expected, atol=1e-6, rtol=0)
+    assert torch.equal(eager["labels"], deferred["labels"])
+    # The step side, with the same draws: the same model inputs to the bit.
+    torch.manual_seed(5)
+    on_device = transform.model_inputs(deferred["pixel_values"])
+    assert set(on_device) == {"pixel_values", "low_resolution_pixel_values"}
+    for key in on_device:
+        assert torch.equal(eager[key], on_device[key]), key
+
+
+def test_step_side_draws_come_from_the_global_cpu_generator(jpeg_files):
+    """kornia samples aug-plus's parameters on the CPU from torch's global generator (the state a
+    Trainer checkpoint restores), whatever else the process draws from other generators."""
+    transform = TrainTransform(augmentation="aug_plus", defer_low_resolution=True)
+    images = apply_transform(path_dataset(jpeg_files), transform)[:]["pixel_values"]
+    torch.manual_seed(6)
+    state = torch.get_rng_state()
+    first = transform.model_inputs(images)
+    assert not torch.equal(torch.get_rng_state(), state)  # the draws advanced the global generator
+    torch.set_rng_state(state)
+    torch.Generator().manual_seed(99).seed()  # a private generator does not take part
+    second = transform.model_inputs(images)
+    third = transform.model_inputs(images)  # the generator moved on: other draws
+    assert torch.equal(first["pixel_values"], second["pixel_values"])
+    assert not torch.equal(first["pixel_values"], third["pixel_values"])
+    assert all(module.device.type == "cpu" for module in transform._aug_plus.children())
+
+
+def test_step_side_refuses_float_images(jpeg_files):
+    with pytest.raises(ValueError, match="uint8"):
+        TrainTransform(defer_low_resolution=True).model_inputs(torch.zeros(2, 3, 120, 120))
 
 
 @pytest.mark.parametrize(

@@ -215,6 +215,39 @@ def test_cross_resolution_rules_hand_case():
 
 
 @pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("setting", ["other_images", "same_set", "exclude_own", "original"])
+def test_retrieval_equals_accuracy_calculator_to_the_bit(metric, setting):
+    """`retrieval_metrics` calls pytorch-metric-learning's metric functions without the calculator's
+    glue: the numbers are `AccuracyCalculator.get_accuracy`'s, exactly, lone labels included."""
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+
+    rng = np.random.default_rng(10)
+    centers = rng.normal(size=(20, 12)).astype(np.float32)
+    labels = rng.integers(0, 22, 240)
+    labels[:3] = [300, 301, 302]  # lone labels
+    queries = (centers[labels % 20] + rng.normal(size=(240, 12))).astype(np.float32)
+    references = (queries + 0.7 * rng.normal(size=(240, 12))).astype(np.float32)
+    reference_labels = labels if setting != "other_images" else rng.integers(0, 22, 240)
+    calculator = AccuracyCalculator(
+        include=("precision_at_1", "r_precision", "mean_average_precision_at_r"), k="max_bin_count",
+        knn_func=ExactKNN(metric, queries=torch.from_numpy(queries) if setting in ("exclude_own", "original") else None,
+                          rule="original" if setting == "original" else "exclude_own"),
+    )
+    codes = torch.from_numpy(np.unique(np.concatenate([labels, reference_labels]), return_inverse=True)[1])
+    query_codes, reference_codes = codes[:240], codes[240:]
+    if setting == "other_images":
+        expected = calculator.get_accuracy(torch.from_numpy(queries), query_codes, torch.from_numpy(references), reference_codes)
+        result = retrieval_metrics(queries, labels, references, reference_labels, metric=metric)
+    elif setting == "same_set":
+        expected = calculator.get_accuracy(torch.from_numpy(queries), query_codes)
+        result = retrieval_metrics(queries, labels, metric=metric)
+    else:
+        expected = calculator.get_accuracy(torch.from_numpy(references), reference_codes)
+        result = retrieval_metrics(queries, labels, references, labels, metric=metric, rule=setting)
+    assert _metrics(result) == [expected[key] for key in ("precision_at_1", "r_precision", "mean_average_precision_at_r")]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
 def test_exact_knn_matches_a_sort(metric):
     rng = np.random.default_rng(9)
     queries, references = rng.normal(size=(70, 8)), rng.normal(size=(50, 8)) * 3

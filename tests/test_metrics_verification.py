@@ -1,6 +1,7 @@
 """Tests of dcr_hf.metrics.verification against independent oracles: scikit-learn, brute force, hand cases."""
 
 import numpy as np
+import torch
 import pytest
 from scipy.interpolate import interp1d
 from scipy.optimize import brentq
@@ -146,6 +147,22 @@ def test_cosine_similarity_pairs_matches_sklearn():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(50, 16)), rng.normal(size=(50, 16))
     np.testing.assert_allclose(cosine_similarity_pairs(a, b), np.diag(cosine_similarity(a, b)), rtol=1e-12)
+
+
+def test_cosine_similarity_pairs_of_float32_and_tensors():
+    """float32 embeddings are scored in float32 (as the model makes them), numpy or torch alike;
+    values whose float32 squares overflow or underflow are scored exactly in float64."""
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(1100, 40)).astype(np.float32), rng.normal(size=(1100, 40)).astype(np.float32)
+    a[5] *= 1e25  # |a|^2 overflows float32
+    b[7] *= 1e-25  # |b|^2 underflows to 0
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)  # (sklearn treats tiny norms as 1)
+    expected = (a64 * b64).sum(1) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1))
+    scores = cosine_similarity_pairs(a, b)
+    assert scores.dtype == np.float32
+    np.testing.assert_allclose(scores, expected, rtol=2e-6, atol=2e-7)
+    np.testing.assert_array_equal(cosine_similarity_pairs(torch.from_numpy(a), torch.from_numpy(b)), scores)
+    np.testing.assert_array_equal(cosine_similarity_pairs(a.tolist(), b.tolist()), cosine_similarity_pairs(a.astype(np.float64), b))
 
 
 # ----------------------------------------------------------------------------- ROC

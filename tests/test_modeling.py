@@ -364,3 +364,19 @@ def test_an_empty_batch_gives_empty_outputs_and_no_loss(use_branches):
     assert head.dcr(torch.randn(0, 3, 32, 32)).pooler_output.shape == (0, 32)
     with pytest.raises(ValueError, match="labels were given for an empty batch"):
         head(copies, labels=torch.empty(0, dtype=torch.int64))
+
+
+@pytest.mark.slow  # traces both training stages with dynamo
+@pytest.mark.parametrize("stage", ["trunk", "branch"])
+def test_training_step_compiles_into_one_graph(config, stage):
+    """`--torch_compile` traces the whole training forward (loss, center update) without a graph
+    break: no host read of a tensor and no data-dependent shape."""
+    torch.manual_seed(0)
+    model = DCRForImageClassification(config)
+    if stage == "branch":
+        model = DCRForImageClassification.from_trunk(model)
+    model.train()
+    pixel_values = torch.randn(4, 3, 3, config.image_size, config.image_size)
+    explanation = torch._dynamo.explain(model)(pixel_values, labels=torch.tensor([0, 1, 1, 4]))
+    assert explanation.graph_break_count == 0, [str(reason.reason)[:200] for reason in explanation.break_reasons]
+    assert explanation.graph_count == 1

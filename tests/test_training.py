@@ -239,10 +239,15 @@ def test_finetune_with_more_classes_recreates_classifier_and_centers(trunk, tmp_
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sampling", [[], ["--samples_per_class", "2"]], ids=["random", "m_per_class"])
+@pytest.mark.parametrize(
+    "sampling",
+    [[], ["--samples_per_class", "2"], ["--augmentation", "aug_plus"], ["--augmentation", "aug_plus", "--dataloader_num_workers", "2"]],
+    ids=["random", "m_per_class", "aug_plus", "aug_plus_workers"],
+)
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, sampling):
     # 3 steps per epoch: checkpoint-4 sits inside epoch 2, so the resume skips a batch and then
-    # crosses into epoch 3. The default flip augmentation is on.
+    # crosses into epoch 3. The default flip augmentation is on, or aug-plus (drawn in the step
+    # from the generator the checkpoint restores, as the flip; with loader workers too).
     options = [*NO_VALIDATION, *sampling, "--max_steps", "8", "--save_strategy", "steps", "--save_steps", "4",
                "--logging_steps", "1"]
     uninterrupted, interrupted = tmp_path / "a", tmp_path / "b"
@@ -534,6 +539,24 @@ def test_bad_arguments_fail_before_data_or_model(tmp_path, monkeypatch, extra, e
         train(tmp_path / "out", *extra)
 
 
+@pytest.mark.parametrize("bad", [-1, 3])
+def test_training_labels_out_of_range_are_refused_before_training(tmp_path, monkeypatch, bad):
+    """The labels are checked once, before the model is built (per batch only on a CPU)."""
+    from datasets import Dataset
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("reached before the labels were checked")
+
+    images = load_synthetic("train", num_identities=3, images_per_identity=2, image_size=IMAGE_SIZE)["image"][:3]
+    data = training_run.TrainingData(
+        train=Dataset.from_dict({"image": images, "label": [0, bad, 1]}), num_labels=3, id2label={0: "0", 1: "1", 2: "2"},
+        real_low_resolution=False, validation=None, validation_protocol=None, validation_name=None,
+    )
+    monkeypatch.setattr(training_run, "build_model", must_not_run)
+    with pytest.raises(ValueError, match=f"label {bad}, outside 0..2"):
+        run_training(*parse(tmp_path, *NO_VALIDATION, "--max_steps", "1"), data=data)
+
+
 def test_trunk_with_other_low_resolution_sizes_is_refused(trunk, tmp_path):
     trunk_folder, _ = trunk
     with pytest.raises(ValueError, match=r"low_resolution_sizes=\[8, 12\], but --low_resolution_sizes is \[8, 16\]"):
@@ -671,7 +694,7 @@ def test_deferred_low_resolution_copies_train_the_same_model(tmp_path):
     run_training(*parse(tmp_path / "deferred", *options, "--defer_low_resolution", "true"), callbacks=[recorder])
     # The loader really leaves the LR copies to the training step.
     assert "low_resolution_pixel_values" not in recorder.train_dataloader.dataset[:2]
-    train(tmp_path / "loader", *options)
+    train(tmp_path / "loader", *options, "--defer_low_resolution", "false")
     deferred, loader = _weights(tmp_path / "deferred"), _weights(tmp_path / "loader")
     for key in loader:
         torch.testing.assert_close(deferred[key], loader[key], rtol=0, atol=1e-6, msg=key)

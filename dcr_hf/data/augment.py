@@ -3,6 +3,12 @@
 `"flip"` (random horizontal flip, the original's default), `"none"`, and `"aug_plus"` (the
 original's random resized crop, colour jitter, grayscale, blur and flip, with kornia). Each
 sample draws one augmentation; its HR image and every LR copy are made from that one view.
+
+Every random draw is made on the CPU from torch's global generator, whatever the device of the
+images: the flips by `draw_flips`, kornia's parameters by its modules, which sample on the CPU
+until moved (`build_aug_plus` leaves them there; kornia moves the drawn parameters to the
+images' device itself). That generator's state is what `Trainer` checkpoints save and restore,
+so a resumed run draws what an uninterrupted one would, and a GPU run draws what a CPU run does.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ def draw_flips(count: int, generator: torch.Generator | None = None) -> torch.Te
 
 def apply_flips(images: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
     """Flip horizontally the samples (dim 0) of `images` where `flips` is true, all their copies alike."""
+    if images.device.type == "cuda":  # from pinned memory without waiting for the device
+        flips = flips.pin_memory().to(images.device, non_blocking=True)
     mask = flips.to(images.device).view(-1, *([1] * (images.ndim - 1)))
     return torch.where(mask, images.flip(-1), images)
 
@@ -43,9 +51,10 @@ def build_aug_plus(image_size: int) -> torch.nn.Module:
 
     The flip is drawn separately (`random_flip`), which is cheaper and draws from the same
     distribution: the colour and blur steps commute with a flip, and the random crop's position
-    distribution is mirror-symmetric. Parameters are drawn per sample from the global torch RNG
-    (kornia takes no generator), so `torch.manual_seed` / `transformers.set_seed` and DataLoader
-    worker seeding make it repeatable.
+    distribution is mirror-symmetric. Parameters are drawn per sample from the global CPU torch
+    generator (kornia takes no generator; the module is left on the CPU, where kornia samples, and
+    applies them on the images' device), so `torch.manual_seed` / `transformers.set_seed` and
+    DataLoader worker seeding make it repeatable.
     """
     import kornia.augmentation as K
 

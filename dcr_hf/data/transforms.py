@@ -7,7 +7,9 @@ processor preprocesses one image (`processor(image, low_resolution_size=s)`):
 
 - `TrainTransform`: `pixel_values` [batch, 3, H, W], `low_resolution_pixel_values`
   [batch, sizes, 3, H, W] and `labels`; one augmentation draw per sample, the LR copies made
-  from that same augmented view;
+  from that same augmented view. With `defer_low_resolution=True` it is the loader side of the
+  device-first path: decoded uint8 `pixel_values` and `labels` only, and the training step runs
+  `TrainTransform.model_inputs` (augmentation, normalization, LR copies) on its device;
 - `PairTransform`: verification pairs, `image_a` at HR and `image_b` at HR and every LR size;
 - `EvalTransform`: gallery / probe / retrieval images, optionally with LR copies; with no LR
   sizes images are used as they are (real LR probes such as SCface's);
@@ -113,12 +115,17 @@ class TrainTransform(_ImageTransform):
 
     Input columns `image` (Image feature) and `label`. Output: `pixel_values` float32
     `[batch, 3, H, W]`, `low_resolution_pixel_values` float32 `[batch, sizes, 3, H, W]` in the
-    order of `low_resolution_sizes` (omitted with `defer_low_resolution=True`: the training step
-    makes them on its device), `labels` int64 `[batch]`.
+    order of `low_resolution_sizes`, `labels` int64 `[batch]`.
 
-    Randomness comes from the global torch RNG (seeded by `transformers.set_seed` and per
-    DataLoader worker). A sample whose image cannot be decoded is dropped from its batch with a
-    warning naming the file (`strict=True` raises `CorruptImageError` instead).
+    `defer_low_resolution=True` splits the work between the loader and the training device: the
+    transform only decodes (uint8 `pixel_values` `[batch, 3, H, W]`, 4x fewer bytes than float32,
+    and `labels`), and the training step calls `model_inputs` on its device for the rest. Both
+    ways give the same tensors to the bit for the same random draws.
+
+    Randomness comes from the global CPU torch generator (see `dcr_hf.data.augment`), seeded by
+    `transformers.set_seed` (and per DataLoader worker when the loader augments). A sample whose
+    image cannot be decoded is dropped from its batch with a warning naming the file
+    (`strict=True` raises `CorruptImageError` instead).
     """
 
     def __init__(
@@ -143,14 +150,29 @@ class TrainTransform(_ImageTransform):
         images = self._column(batch, self.image_column)
         labels = self._column(batch, self.label_column)
         decoded, kept = self._decode([[image] for image in images])
-        decoded = decoded[:, 0]
-        if self.augmentation in ("flip", "aug_plus"):
-            decoded = random_flip(decoded)
-        pixels = self.processor.rescale_pixels(decoded)
-        if self._aug_plus is not None:
-            pixels = self._aug_plus(pixels)
-        pixel_values, low = self._model_inputs(pixels, with_low_resolution=not self.defer_low_resolution)
-        output = {"pixel_values": pixel_values, "labels": torch.tensor([labels[i] for i in kept], dtype=torch.int64)}
+        output = {"labels": torch.tensor([labels[i] for i in kept], dtype=torch.int64)}
+        if self.defer_low_resolution:
+            return {"pixel_values": decoded[:, 0], **output}
+        return {**self.model_inputs(decoded[:, 0]), **output}
+
+    def model_inputs(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Decoded uint8 images `[batch, 3, H, W]` on any device -> the model's training inputs there.
+
+        One augmentation draw per sample (from the global CPU generator), then `pixel_values`
+        float32 `[batch, 3, H, W]` normalized by the processor and `low_resolution_pixel_values`
+        `[batch, sizes, 3, H, W]` made from that same view. Autocast is off inside: the pixels are
+        the same under mixed precision.
+        """
+        if pixel_values.dtype != torch.uint8 or pixel_values.ndim != 4:
+            raise ValueError(f"model_inputs takes uint8 images [batch, 3, H, W], got {pixel_values.dtype} {tuple(pixel_values.shape)}.")
+        with torch.autocast(pixel_values.device.type, enabled=False):
+            if self.augmentation in ("flip", "aug_plus"):
+                pixel_values = random_flip(pixel_values)
+            pixels = self.processor.rescale_pixels(pixel_values)
+            if self._aug_plus is not None:
+                pixels = self._aug_plus(pixels)
+            hr, low = self._model_inputs(pixels, with_low_resolution=True)
+        output = {"pixel_values": hr}
         if low is not None:
             output["low_resolution_pixel_values"] = low
         return output

@@ -8,6 +8,7 @@ embeddings) or checks arguments against each other (lengths, classes, dimensions
 from __future__ import annotations
 
 import numpy as np
+import torch
 from numpy.typing import ArrayLike
 
 
@@ -49,6 +50,24 @@ def _as_embeddings(name: str, values: ArrayLike) -> np.ndarray:
     if num_bad:
         raise ValueError(f"`{name}` has {num_bad} row(s) with NaN or infinite values out of {array.shape[0]}.")
     return array
+
+
+def _as_float_tensor(name: str, values: ArrayLike | torch.Tensor) -> torch.Tensor:
+    """A non-empty 2-D `[num, dim]` float tensor, without a copy where possible: a tensor stays on
+    its device, a numpy array is shared; float32/float64 keep their precision, half precisions
+    become float32 and other dtypes float64. Values are not checked here (see the callers)."""
+    if torch.is_tensor(values):
+        tensor = values.detach()
+    else:
+        array = np.asarray(values)
+        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
+            raise ValueError(f"`{name}` must hold real numbers, got dtype {array.dtype}.")
+        tensor = torch.from_numpy(np.ascontiguousarray(array) if array.dtype != np.float16 else array.astype(np.float32))
+    if tensor.ndim != 2 or tensor.shape[0] == 0:
+        raise ValueError(f"`{name}` must be a non-empty 2-D [num_pairs, dim] array, got shape {tuple(tensor.shape)}.")
+    if tensor.dtype in (torch.float16, torch.bfloat16):
+        return tensor.float()
+    return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.double()
 
 
 def _check_lengths(**arrays: np.ndarray) -> None:

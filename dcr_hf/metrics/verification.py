@@ -1,4 +1,5 @@
-"""Verification metrics of face pairs as pure functions on numpy arrays (no model inside).
+"""Verification metrics of face pairs as pure functions on numpy arrays (no model inside); the
+pair similarities also take torch tensors, on their device.
 
 - `cosine_similarity_pairs`: the similarity score of each pair of embeddings.
 - `verification_accuracy`: k-fold accuracy with a threshold chosen on the other folds, either
@@ -15,9 +16,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import torch
 from numpy.typing import ArrayLike
 
-from ._checks import _as_1d, _as_binary, _check_both_classes, _check_lengths
+from ._checks import _as_1d, _as_binary, _as_float_tensor, _check_both_classes, _check_lengths
 
 
 # The original's threshold grid: `np.arange(-1.0, 1.0, 0.005)`, i.e. 400 values
@@ -26,25 +28,62 @@ ORIGINAL_THRESHOLD_GRID = np.arange(-1.0, 1.0, 0.005)
 ORIGINAL_THRESHOLD_GRID.setflags(write=False)
 
 
-def cosine_similarity_pairs(embeddings_a: ArrayLike, embeddings_b: ArrayLike) -> np.ndarray:
+def cosine_similarity_pairs(embeddings_a: ArrayLike | torch.Tensor, embeddings_b: ArrayLike | torch.Tensor) -> np.ndarray:
     """Cosine similarity of row i of `embeddings_a` with row i of `embeddings_b`.
 
+    Computed by torch in the inputs' precision (float32 embeddings in float32, float64 in float64;
+    other dtypes in float64), on the device of torch inputs. The checks cost nothing extra: a row
+    with a NaN or an infinite value has a non-finite norm, so only rows whose norm is not finite
+    and positive are inspected (and computed again in float64 when they are finite after all,
+    e.g. values whose float32 squares overflow).
+
     Args:
-        embeddings_a, embeddings_b: `[num_pairs, dim]` float arrays.
+        embeddings_a, embeddings_b: `[num_pairs, dim]` float arrays or tensors.
 
     Returns:
-        `[num_pairs]` float64 similarities in [-1, 1].
+        `[num_pairs]` similarities in [-1, 1], float32 for float32 inputs, else float64.
     """
-    a = np.asarray(embeddings_a, dtype=np.float64)
-    b = np.asarray(embeddings_b, dtype=np.float64)
+    a = _as_float_tensor("embeddings_a", embeddings_a)
+    b = _as_float_tensor("embeddings_b", embeddings_b)
+    if a.shape != b.shape:
+        raise ValueError(f"`embeddings_a` has shape {tuple(a.shape)} but `embeddings_b` has shape {tuple(b.shape)}.")
+    if a.dtype != b.dtype:
+        a, b = a.double(), b.double()
+    if b.device != a.device:
+        b = b.to(a.device)
+    norms = torch.linalg.vector_norm(a, dim=1) * torch.linalg.vector_norm(b, dim=1)
+    scores = _paired_dot(a, b).div_(norms)
+    suspicious = ~(torch.isfinite(norms) & (norms > 0))
+    if bool(suspicious.any()):
+        rows = suspicious.nonzero().flatten().cpu().numpy()
+        scores = scores.cpu()
+        exact = _exact_cosine(a.cpu().numpy()[rows], b.cpu().numpy()[rows], len(a))
+        scores[rows] = torch.from_numpy(exact).to(scores.dtype)
+    return scores.cpu().numpy()
+
+
+def _paired_dot(a: torch.Tensor, b: torch.Tensor, rows: int = 512) -> torch.Tensor:
+    """Row-wise dot products `[num]` of `[num, dim]` tensors. On a CPU by blocks of `rows` through one
+    small buffer: a product the size of the inputs would be a fresh allocation, whose page faults
+    cost as much as the arithmetic (measured: 0.7 ms instead of 1.0 ms for 6000 x 512 float32)."""
+    if a.device.type != "cpu":
+        return torch.linalg.vecdot(a, b)
+    dots = torch.empty(len(a), dtype=a.dtype)
+    buffer = torch.empty((min(rows, len(a)), a.shape[1]), dtype=a.dtype)
+    for start in range(0, len(a), rows):
+        stop = min(start + rows, len(a))
+        torch.sum(torch.mul(a[start:stop], b[start:stop], out=buffer[: stop - start]), dim=1, out=dots[start:stop])
+    return dots
+
+
+def _exact_cosine(a: np.ndarray, b: np.ndarray, total: int) -> np.ndarray:
+    """Cosine of the pairs `[rows, dim]` in float64, after the full checks (finite values, no zero
+    embedding); `total` is the number of pairs, for the message."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
     for name, array in (("embeddings_a", a), ("embeddings_b", b)):
-        if array.ndim != 2 or array.shape[0] == 0:
-            raise ValueError(f"`{name}` must be a non-empty 2-D [num_pairs, dim] array, got shape {array.shape}.")
         num_bad = int(array.shape[0] - np.count_nonzero(np.isfinite(array).all(axis=1)))
         if num_bad:
-            raise ValueError(f"`{name}` has {num_bad} row(s) with NaN or infinite values out of {array.shape[0]}.")
-    if a.shape != b.shape:
-        raise ValueError(f"`embeddings_a` has shape {a.shape} but `embeddings_b` has shape {b.shape}.")
+            raise ValueError(f"`{name}` has {num_bad} row(s) with NaN or infinite values out of {total}.")
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     num_zero = int(np.count_nonzero(norms == 0))
     if num_zero:

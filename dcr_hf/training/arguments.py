@@ -126,8 +126,10 @@ class DataArguments(DatasetOptions):
     )
     augmentation: str = field(default="flip", metadata={"help": "flip | aug_plus | none.", "choices": AUGMENTATIONS})
     samples_per_class: int | None = field(default=None, metadata={"help": "M-per-class sampler: images per identity."})
-    defer_low_resolution: bool = field(
-        default=False, metadata={"help": "Make the LR copies in the training step on the accelerator, not in the loader."}
+    defer_low_resolution: bool | None = field(
+        default=None,
+        metadata={"help": "true: the loader only decodes (uint8), the training step augments and makes the LR copies on "
+                  "the training device; false: the loader does it all. Default: true (measured faster on CPU too)."},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training samples."})
     validation_dataset: str = field(
@@ -160,6 +162,11 @@ class DCRTrainingArguments(TrainingArguments):
     )
     early_stopping_patience: int | None = field(
         default=None, metadata={"help": "Stop after N validations without improvement (the original's patience)."}
+    )
+    logging_nan_inf_filter: bool = field(
+        default=False,
+        metadata={"help": "Off for DCR: a NaN/inf loss stops the run (so there is nothing to filter), and the "
+                  "filter would wait for the device every step."},
     )
     evaluate_before_training: bool = field(
         default=True, metadata={"help": "Validate the starting model too, for the before/after table."}

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from datasets import Dataset, DatasetDict
 from transformers import EarlyStoppingCallback, set_seed
@@ -96,6 +97,15 @@ def prepare_push(training_args: DCRTrainingArguments) -> dict[str, Any] | None:
     return {"repo_id": repo_id, **settings}
 
 
+def check_training_labels(data: TrainingData) -> None:
+    """Every training label in 0..num_labels-1, checked once before training: the model checks the
+    labels of each batch only on a CPU (on an accelerator that would wait for the device every step)."""
+    labels = np.asarray(data.train.with_format("numpy")["label"])
+    if labels.size and (labels.min() < 0 or labels.max() >= data.num_labels):
+        bad = int(labels.min()) if labels.min() < 0 else int(labels.max())
+        raise ValueError(f"the training set has label {bad}, outside 0..{data.num_labels - 1} (its {data.num_labels} classes).")
+
+
 def prepare_training_arguments(
     model_args: ModelArguments, training_args: DCRTrainingArguments, protocol: str | None
 ) -> DCRTrainingArguments:
@@ -103,6 +113,13 @@ def prepare_training_arguments(
     if training_args.device.type == "cpu":
         # Pinned memory only helps copies to an accelerator; on CPU torch warns once per DataLoader.
         training_args.dataloader_pin_memory = False
+    else:
+        if training_args.dataloader_pin_memory:
+            # Batches from pinned memory copied without waiting: the step's work queues behind the copy.
+            training_args.accelerator_config.non_blocking = True
+        if training_args.device.type == "cuda":
+            # Every training batch has the same shapes: cuDNN may pick its convolution algorithms once, by timing.
+            torch.backends.cudnn.benchmark = True
     metric = CRITERIA.get(protocol) if protocol else None
     if metric is None:
         training_args.eval_strategy = "no"
@@ -114,23 +131,35 @@ def prepare_training_arguments(
     return training_args
 
 
-def train_dataset(data: TrainingData, data_args: DataArguments, config: DCRConfig, processor: DCRImageProcessor) -> Dataset:
-    """The training set with its transform, built from the stage's processor.
+def defers_low_resolution(data_args: DataArguments) -> bool:
+    """Whether the loader only decodes and the training step augments and makes the LR copies on the
+    training device (`--defer_low_resolution`, default true: on an accelerator, and on a CPU too,
+    where it was measured as fast or faster; see `benchmarks/bench_data.py`)."""
+    return True if data_args.defer_low_resolution is None else data_args.defer_low_resolution
 
-    The plain flip is drawn in the training step (`DCRTrainer`), so a resume is exact.
+
+def train_transform(data: TrainingData, data_args: DataArguments, config: DCRConfig,
+                    processor: DCRImageProcessor) -> FinetuneTransform | TrainTransform:
+    """The training transform, built from the stage's processor.
+
+    Every random draw happens in the training step (`DCRTrainer`), so a resume is exact: with
+    `defer_low_resolution` the whole augmentation runs there; otherwise the loader augments, and only
+    the plain flip is drawn in the step.
     """
-    loader_augmentation = "none" if data_args.augmentation == "flip" else data_args.augmentation
     if data.real_low_resolution:
-        transform = FinetuneTransform(processor, augmentation=loader_augmentation, strict=data_args.strict_data)
-    else:
-        transform = TrainTransform(
-            processor,
-            low_resolution_sizes=config.low_resolution_sizes,
-            augmentation=loader_augmentation,
-            defer_low_resolution=data_args.defer_low_resolution,
-            strict=data_args.strict_data,
-        )
-    return apply_transform(data.train, transform)
+        augmentation = "none" if data_args.augmentation == "flip" else data_args.augmentation
+        return FinetuneTransform(processor, augmentation=augmentation, strict=data_args.strict_data)
+    deferred = defers_low_resolution(data_args)
+    if not deferred and data_args.augmentation == "aug_plus":
+        logger.warning("--defer_low_resolution false draws aug-plus in the loader workers: a resumed run will not "
+                       "repeat the draws of an uninterrupted one (the default, true, draws them in the training step).")
+    return TrainTransform(
+        processor,
+        low_resolution_sizes=config.low_resolution_sizes,
+        augmentation=data_args.augmentation if deferred or data_args.augmentation != "flip" else "none",
+        defer_low_resolution=deferred,
+        strict=data_args.strict_data,
+    )
 
 
 def route_tracker_logs(training_args: DCRTrainingArguments) -> None:
@@ -161,15 +190,22 @@ def run_training(
     data_args: DataArguments,
     training_args: DCRTrainingArguments,
     callbacks: list | None = None,
+    data: TrainingData | None = None,
 ) -> dict[str, Any]:
-    """Train one stage end to end; returns the validation results before and after, and the folder."""
+    """Train one stage end to end; returns the validation results before and after, and the folder.
+
+    `data`: the training (and validation) data when already loaded, e.g. a dataset built in
+    memory; by default it is loaded from `data_args` (`load_training_data`).
+    """
     check_arguments(model_args, data_args, training_args)
     resume = check_output_folder(model_args, training_args)
     source = source_config(model_args) if model_args.source else None  # a missing or broken folder fails here
     push = prepare_push(training_args)
     set_seed(training_args.seed)
-    image_size = source.image_size if source else model_args.image_size
-    data = load_training_data(data_args, image_size or DCRConfig.image_size)
+    if data is None:
+        image_size = source.image_size if source else model_args.image_size
+        data = load_training_data(data_args, image_size or DCRConfig.image_size)
+    check_training_labels(data)
     training_args = prepare_training_arguments(model_args, training_args, data.validation_protocol)
 
     model = build_model(model_args, data.num_labels, data.id2label)
@@ -185,10 +221,12 @@ def run_training(
     if model_args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     route_tracker_logs(training_args)
+    transform = train_transform(data, data_args, config, processor)
+    device_side = getattr(transform, "defer_low_resolution", False)
     trainer = DCRTrainer(
         model=model,
         args=training_args,
-        train_dataset=train_dataset(data, data_args, config, processor),
+        train_dataset=apply_transform(data.train, transform),
         # Our `evaluate` reads `validation`; the Trainer only checks that a validation set exists.
         eval_dataset=next(iter(data.validation.values())) if isinstance(data.validation, DatasetDict) else data.validation,
         processing_class=processor,
@@ -196,9 +234,9 @@ def run_training(
         validation=data.validation,
         validation_protocol=data.validation_protocol,
         validation_sizes=data_args.validation_sizes or list(config.low_resolution_sizes),
-        deferred_low_resolution_sizes=list(config.low_resolution_sizes) if data_args.defer_low_resolution else None,
+        device_transform=transform if device_side else None,
         samples_per_class=data_args.samples_per_class,
-        random_flip=data_args.augmentation == "flip",
+        random_flip=data_args.augmentation == "flip" and not device_side,
         miner=build_miner(config),
         divergence_factor=training_args.divergence_factor,
     )
@@ -314,6 +352,6 @@ def _finish_folder(model_args, data_args, training_args, trainer, result, push: 
 
 
 __all__ = [
-    "TrainingData", "check_output_folder", "load_training_data", "prepare_push", "prepare_training_arguments",
-    "run_training", "train_dataset",
+    "TrainingData", "check_output_folder", "check_training_labels", "defers_low_resolution", "load_training_data",
+    "prepare_push", "prepare_training_arguments", "run_training", "train_transform",
 ]

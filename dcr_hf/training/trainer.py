@@ -13,7 +13,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils import logging
 
 from ..data.augment import apply_flips, draw_flips
-from ..low_resolution import make_low_resolution_copies
+from ..data.transforms import TrainTransform
 from ..modeling_dcr import Miner
 from .guard import DivergenceGuard, NonFiniteLossError
 
@@ -57,12 +57,13 @@ class DCRPrinterCallback(_QuietValidation, PrinterCallback):
 
 
 class DCRTrainer(Trainer):
-    """`Trainer` for DCR: LR copies made on the device when deferred, the flip drawn in the step,
-    the batch-hard miner of the center terms, the divergence guard (`guard.DivergenceGuard`: nothing
-    non-finite is saved, a diverging loss stops the run), batches of undecodable images skipped,
-    loss terms in the logs, the M-per-class sampler, the original's step schedule,
-    and validation by the face protocols with the model's own processor (`processing_class`),
-    overriding `evaluate` so that early stopping and best-model selection work."""
+    """`Trainer` for DCR: the augmentation and LR copies made on the training device from uint8
+    batches (`device_transform`), the flip drawn in the step otherwise, the batch-hard miner of the
+    center terms, the divergence guard (`guard.DivergenceGuard`: nothing non-finite is saved, a
+    diverging loss stops the run), batches of undecodable images skipped, loss terms in the logs,
+    the M-per-class sampler, the original's step schedule, and validation by the face protocols with
+    the model's own processor (`processing_class`), overriding `evaluate` so that early stopping and
+    best-model selection work."""
 
     def __init__(
         self,
@@ -70,7 +71,7 @@ class DCRTrainer(Trainer):
         validation: Dataset | DatasetDict | None = None,
         validation_protocol: str | None = None,
         validation_sizes: list[int] | None = None,
-        deferred_low_resolution_sizes: list[int] | None = None,
+        device_transform: TrainTransform | None = None,
         samples_per_class: int | None = None,
         random_flip: bool = False,
         miner: Miner | None = None,
@@ -85,10 +86,14 @@ class DCRTrainer(Trainer):
         self.validation = validation
         self.validation_protocol = validation_protocol
         self.validation_sizes = validation_sizes
-        self.deferred_low_resolution_sizes = deferred_low_resolution_sizes
+        # The loader side sends decoded uint8 images; this transform's `model_inputs` makes the
+        # augmented, normalized HR batch and its LR copies on the training device.
+        self.device_transform = device_transform
         self.samples_per_class = samples_per_class
         self.random_flip = random_flip
-        self._loss_terms: dict[str, float] = {}
+        # Summed on the device between logging steps: a float() per step and term would wait for
+        # the device every step.
+        self._loss_terms: dict[str, torch.Tensor] = {}
         self._loss_term_count = 0
         self.last_validation: dict[str, Any] | None = None
         for default, quiet in ((ProgressCallback, DCRProgressCallback), (PrinterCallback, DCRPrinterCallback)):
@@ -138,22 +143,21 @@ class DCRTrainer(Trainer):
         return self.lr_scheduler
 
     def _prepare_step_inputs(self, inputs: dict[str, torch.Tensor], training: bool) -> dict[str, torch.Tensor]:
-        """The flip and the deferred LR copies, made here on the training device.
+        """The augmentation and the LR copies of uint8 batches (`device_transform`), or the flip of
+        batches the loader made, here on the training device.
 
-        The flip is drawn here rather than in the data loader: on a resume the Trainer restores the
+        Every draw is made here rather than in the data loader: on a resume the Trainer restores the
         checkpoint's RNG state only after fetching the first batch, so a loader-side draw would make
         a resumed run differ from an uninterrupted one (flipping commutes with the LR simulation).
         """
         inputs = dict(inputs)
-        if self.random_flip and training:
+        if self.device_transform is not None and inputs["pixel_values"].dtype == torch.uint8:
+            inputs.update(self.device_transform.model_inputs(inputs["pixel_values"]))
+        elif self.random_flip and training:
             flips = draw_flips(inputs["pixel_values"].shape[0])  # one draw for HR and LR alike
             for name in ("pixel_values", "low_resolution_pixel_values"):
                 if inputs.get(name) is not None:
                     inputs[name] = apply_flips(inputs[name], flips)
-        if self.deferred_low_resolution_sizes and "low_resolution_pixel_values" not in inputs:
-            inputs["low_resolution_pixel_values"] = make_low_resolution_copies(
-                inputs["pixel_values"], self.deferred_low_resolution_sizes, self.processing_class, normalized=True
-            )
         return inputs
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -169,7 +173,8 @@ class DCRTrainer(Trainer):
             for name in ("cross_entropy_loss", "center_loss", "coupling_loss"):
                 value = outputs.get(name)
                 if value is not None:
-                    self._loss_terms[name] = self._loss_terms.get(name, 0.0) + float(value.detach())
+                    total = self._loss_terms.get(name)
+                    self._loss_terms[name] = value.detach() if total is None else total + value.detach()
             self._loss_term_count += 1
         return (loss, outputs) if return_outputs else loss
 
@@ -202,7 +207,7 @@ class DCRTrainer(Trainer):
                                          self.args.learning_rate, self.args.output_dir)
         if "loss" in logs and self._loss_term_count:
             for name, total in self._loss_terms.items():
-                logs[name] = round(total / self._loss_term_count, 6)
+                logs[name] = round(float(total) / self._loss_term_count, 6)
             self._loss_terms, self._loss_term_count = {}, 0
         super().log(logs, start_time)
 
