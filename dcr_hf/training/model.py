@@ -18,7 +18,7 @@ from ..configuration_dcr import DCRConfig
 from ..hub import load_image_processor
 from ..image_processing_dcr import DCRImageProcessor
 from ..modeling_dcr import DCRForImageClassification
-from .arguments import ARCHITECTURES, ModelArguments, mining_settings
+from .arguments import ARCHITECTURES, HEAD_FIELDS, ModelArguments, head_settings, mining_settings
 
 logger = logging.get_logger(__name__)
 
@@ -31,8 +31,8 @@ def _given(model_args: ModelArguments, names: tuple[str, ...]) -> dict[str, Any]
 
 
 def loss_settings(model_args: ModelArguments) -> dict[str, Any]:
-    """The `DCRConfig` loss and mining settings given on the command line."""
-    return {**_given(model_args, LOSS_FIELDS), **mining_settings(model_args)}
+    """The `DCRConfig` loss, mining and classifier-head settings given on the command line."""
+    return {**_given(model_args, LOSS_FIELDS), **mining_settings(model_args), **head_settings(model_args)}
 
 
 def config_from_arguments(model_args: ModelArguments, id2label: dict[int, str]) -> DCRConfig:
@@ -61,13 +61,16 @@ def source_config(model_args: ModelArguments) -> DCRConfig:
     config = DCRConfig.from_pretrained(source)
     if config.model_type != DCRConfig.model_type:
         raise ValueError(f"{source} is not a DCR model (model_type={config.model_type!r}).")
-    for name in ("image_size", "low_resolution_sizes"):
+    # The head too: its classifier is copied into the branches (or fine-tuned), a linear one is no cosine one.
+    for name in ("image_size", "low_resolution_sizes", "head"):
         given = getattr(model_args, name)
         if given is not None and given != getattr(config, name):
             raise ValueError(
-                f"{source} was trained with {name}={getattr(config, name)}, but --{name} is {given}; "
+                f"{source} was trained with {name}={getattr(config, name)!r}, but --{name} is {given!r}; "
                 f"leave --{name} out to use the model's."
             )
+    heads = {name: getattr(config, name) for name in HEAD_FIELDS}
+    DCRConfig(**{**heads, **head_settings(model_args)})  # the margin settings checked before any data is read
     return config
 
 
