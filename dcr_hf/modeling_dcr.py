@@ -298,10 +298,11 @@ class DCRCosineClassifier(nn.Module):
     vector per class, no bias; logits `[n, num_labels]` = `scale * cos(theta)`, theta the angle
     between an embedding and a class weight. The margin is the loss's business ([`margin_logits`])."""
 
-    def __init__(self, in_features: int, num_labels: int, scale: float):
+    def __init__(self, config: DCRConfig, in_features: int):
         super().__init__()
-        self.scale = scale
-        self.weight = nn.Parameter(torch.empty(num_labels, in_features))
+        # The config itself, not a copy of its scale: the loss divides the logits by `config.margin_scale`.
+        self.config = config
+        self.weight = nn.Parameter(torch.empty(config.num_labels, in_features))
 
     def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Cosines `[n, num_labels]` of embeddings `[n, in_features]`, in float32 (also under autocast:
@@ -316,7 +317,7 @@ class DCRCosineClassifier(nn.Module):
             return F.linear(F.normalize(embeddings.float(), dim=-1), F.normalize(self.weight.float(), dim=-1))
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return self.scale * self.cosine(embeddings)
+        return self.config.margin_scale * self.cosine(embeddings)
 
 
 def build_classifier(config: DCRConfig, in_features: int) -> nn.Module:
@@ -324,7 +325,7 @@ def build_classifier(config: DCRConfig, in_features: int) -> nn.Module:
     classifier of the margin heads."""
     if config.head == "softmax":
         return nn.Linear(in_features, config.num_labels)
-    return DCRCosineClassifier(in_features, config.num_labels, config.margin_scale)
+    return DCRCosineClassifier(config, in_features)
 
 
 class DCRBranchClassifier(nn.Module):
@@ -762,7 +763,8 @@ class DCRForImageClassification(DCRPreTrainedModel):
                 the trunk centers, so branch embeddings equal trunk embeddings at step 0. With
                 `False` the branches keep their random initialization.
             freeze_trunk: keep the trunk frozen and in eval mode.
-            config_overrides: other `DCRConfig` fields (e.g. `low_resolution_sizes`).
+            config_overrides: other `DCRConfig` fields (e.g. `low_resolution_sizes`, `margin`); `head`
+                stays the trunk's.
         """
         if isinstance(trunk, (str, bytes)) or hasattr(trunk, "__fspath__"):
             trunk = DCRForImageClassification.from_pretrained(trunk)

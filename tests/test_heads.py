@@ -18,7 +18,9 @@ from tests.test_hub_loading import _run_without_dcr_hf
 
 from dcr_hf import DCRConfig, DCRForImageClassification, DCRImageProcessor
 from dcr_hf.modeling_dcr import DCRCosineClassifier, margin_logits
+from dcr_hf.training.arguments import head_settings
 from dcr_hf.training.command import main as train_main
+from dcr_hf.training.command import parse_arguments
 from dcr_hf.training.command import train as train_command
 
 HEAD_FIELDS = ("head", "margin_scale", "margin", "arcface_easy_margin")
@@ -30,7 +32,7 @@ HEAD_FIELDS = ("head", "margin_scale", "margin", "arcface_easy_margin")
 
 
 def test_cosine_classifier_gives_scaled_cosines_by_hand():
-    classifier = DCRCosineClassifier(2, 3, scale=10.0)
+    classifier = DCRCosineClassifier(DCRConfig(head="cosface", margin_scale=10.0, num_labels=3), 2)
     with torch.no_grad():
         classifier.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0], [-1.0, 1.0]]))
     # |(3, 4)| = 5: cosines 3/5, 8/(5 * 2), (-3 + 4)/(5 * sqrt 2); (0, -2) against the same weights: 0, -1, -1/sqrt 2.
@@ -138,7 +140,7 @@ def test_softmax_head_is_the_original_linear_classifier():
 
 
 def test_arcface_gradient_is_finite_where_an_embedding_meets_its_class_weight():
-    classifier = DCRCosineClassifier(3, 2, scale=64.0)
+    classifier = DCRCosineClassifier(DCRConfig(head="arcface", num_labels=2), 3)
     with torch.no_grad():
         classifier.weight.copy_(torch.tensor([[1.0, 2.0, 2.0], [0.0, 1.0, 0.0]]))
     embeddings = torch.tensor([[1.0, 2.0, 2.0], [-1.0, -2.0, -2.0]], requires_grad=True)  # cos = 1 and -1
@@ -149,7 +151,7 @@ def test_arcface_gradient_is_finite_where_an_embedding_meets_its_class_weight():
 
 def test_cosine_classifier_runs_in_float32_under_bf16_autocast():
     torch.manual_seed(0)
-    classifier = DCRCosineClassifier(16, 4, scale=64.0)
+    classifier = DCRCosineClassifier(DCRConfig(head="cosface", num_labels=4), 16)
     torch.nn.init.normal_(classifier.weight)
     embeddings = torch.randn(5, 16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -261,6 +263,14 @@ def test_bad_head_arguments_are_one_line_usage_errors(tmp_path, capsys, extra, m
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert match in error  # "<prog>: error: margin=...", one line
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("extra, expected", [([], {}), (["--arcface_easy_margin"], {"arcface_easy_margin": True}),
+                                             (["--arcface_easy_margin", "false"], {"arcface_easy_margin": False})])
+def test_head_flags_reach_the_config_only_when_given(tmp_path, extra, expected):
+    # Absent flags stay None, so a branch stage keeps what its trunk was trained with.
+    model_args, _, _ = parse_arguments(["--output_dir", str(tmp_path), *extra])
+    assert head_settings(model_args) == expected
 
 
 def test_branch_stage_refuses_another_head_than_the_trunks(tmp_path, capsys):

@@ -106,16 +106,13 @@ class ModelArguments:
                   "classifiers with a margin on the target logit; default: DCRConfig's, or the --trunk's).",
                   "choices": DCRConfig.heads},
     )
-    margin_scale: float | None = field(
-        default=None, metadata={"help": "Scale s of the cosface / arcface logits (default 64)."}
-    )
-    margin: float | None = field(
-        default=None,
-        metadata={"help": "Margin m: cosface a cosine offset in (0, 1) (default 0.35), arcface an angle in radians "
-                  "in (0, pi/2) (default 0.5)."},
-    )
+    margin_scale: float | None = field(default=None, metadata={"help": "Scale s of the cosface / arcface logits (default 64)."})
+    margin: float | None = field(default=None, metadata={"help": "Margin m: cosface in (0, 1) (default 0.35), arcface in (0, pi/2) (0.5)."})
     arcface_easy_margin: bool | None = field(
-        default=None, metadata={"help": "ArcFace: apply the margin only where cos(theta) > 0 (insightface's easy margin)."}
+        default=None,
+        # None (not False) by default, so a branch stage keeps its trunk's setting; given alone it means true.
+        metadata={"help": "ArcFace: apply the margin only where cos(theta) > 0 (insightface's easy margin).",
+                  "nargs": "?", "const": True},
     )
     trunk: str | None = field(default=None, metadata={"help": "Branch stage: trained trunk folder or Hub id."})
     random_branch_init: bool = field(default=False, metadata={"help": "Branch stage: random instead of specialized init."})
