@@ -190,11 +190,6 @@ class DCRConfig(PreTrainedConfig):
         self.low_resolution_sizes = list(self.low_resolution_sizes)
         if self.stem_hidden_size is None:
             self.stem_hidden_size = 64 if self.trunk_type == "resnet" else 32
-        if self.head in self.margin_defaults:
-            # Saved resolved, so a folder's config.json states the scale and margin it trained with.
-            scale, margin = self.margin_defaults[self.head]
-            self.margin_scale = scale if self.margin_scale is None else self.margin_scale
-            self.margin = margin if self.margin is None else self.margin
         super().__post_init__(**kwargs)
         # `@strict` runs the `validate_*` methods only when the class itself is decorated; this
         # file must stay importable on its own, so the checks run here at construction.
@@ -236,8 +231,14 @@ class DCRConfig(PreTrainedConfig):
         self._validate_head()
 
     def _validate_head(self) -> None:
+        """Fill a margin head's default scale and margin, then check the head's fields."""
         if self.head not in self.heads:
             raise ValueError(f"head={self.head!r} is not one of {self.heads}.")
+        if self.head in self.margin_defaults:
+            # Saved resolved, so a folder's config.json states the scale and margin it trained with.
+            scale, margin = self.margin_defaults[self.head]
+            self.margin_scale = scale if self.margin_scale is None else self.margin_scale
+            self.margin = margin if self.margin is None else self.margin
         if self.head not in self.margin_defaults:
             for name, unused in (("margin_scale", None), ("margin", None), ("arcface_easy_margin", False)):
                 if getattr(self, name) != unused:

@@ -61,17 +61,27 @@ def source_config(model_args: ModelArguments) -> DCRConfig:
     config = DCRConfig.from_pretrained(source)
     if config.model_type != DCRConfig.model_type:
         raise ValueError(f"{source} is not a DCR model (model_type={config.model_type!r}).")
-    # The head too: its classifier is copied into the branches (or fine-tuned), a linear one is no cosine one.
-    for name in ("image_size", "low_resolution_sizes", "head"):
+    for name in ("image_size", "low_resolution_sizes"):
         given = getattr(model_args, name)
         if given is not None and given != getattr(config, name):
             raise ValueError(
-                f"{source} was trained with {name}={getattr(config, name)!r}, but --{name} is {given!r}; "
+                f"{source} was trained with {name}={getattr(config, name)}, but --{name} is {given}; "
                 f"leave --{name} out to use the model's."
             )
-    heads = {name: getattr(config, name) for name in HEAD_FIELDS}
-    DCRConfig(**{**heads, **head_settings(model_args)})  # the margin settings checked before any data is read
+    check_head_arguments(source, config, model_args)
     return config
+
+
+def check_head_arguments(source: str, config: DCRConfig, model_args: ModelArguments) -> None:
+    """A branch / finetune stage keeps the head of `source` (its classifier is copied into the branches
+    or fine-tuned: a linear one is no cosine one); the margin settings given are checked against that
+    head, before any data is read."""
+    if model_args.head is not None and model_args.head != config.head:
+        raise ValueError(
+            f"{source} was trained with head={config.head!r}, but --head is {model_args.head!r}; "
+            "leave --head out to use the model's."
+        )
+    DCRConfig(**{**{name: getattr(config, name) for name in HEAD_FIELDS}, **head_settings(model_args)})
 
 
 def build_processor(model_args: ModelArguments, config: DCRConfig) -> DCRImageProcessor:
@@ -125,4 +135,4 @@ def build_model(model_args: ModelArguments, num_labels: int, id2label: dict[int,
     return model
 
 
-__all__ = ["LOSS_FIELDS", "build_model", "build_processor", "config_from_arguments", "source_config"]
+__all__ = ["LOSS_FIELDS", "build_model", "build_processor", "check_head_arguments", "config_from_arguments", "source_config"]
