@@ -137,6 +137,24 @@ class DCRConfig(PreTrainedConfig):
         freeze_batch_norm (`bool`, defaults to `False`):
             Keep the trunk's batch norm layers in eval mode while training (the original's "fixed
             BN" option, for fine-tuning on small data); their affine weights still learn.
+        head (`str`, defaults to `"softmax"`):
+            The classifier of both stages (the trunk's and each branch's). `"softmax"`: the
+            original's linear layer with bias (a branch's preceded by a PReLU). `"cosface"` (Wang et
+            al. 2018) and `"arcface"` (Deng et al. 2019): a normalized-weight cosine classifier,
+            logits `margin_scale * cos(theta_j)` between the embedding and class weight `j`; the loss
+            replaces the target logit by `margin_scale * (cos(theta_y) - margin)` (CosFace) or
+            `margin_scale * cos(theta_y + margin)` (ArcFace). Only the training loss changes:
+            embeddings, validation and evaluation do not depend on the head.
+        margin_scale (`float`, *optional*):
+            The scale `s` of the margin heads; defaults to 64 for them. Not used by `"softmax"`.
+        margin (`float`, *optional*):
+            The margin `m` of the margin heads; defaults to 0.35 (CosFace, a cosine in (0, 1)) and
+            0.5 (ArcFace, an angle in radians in (0, pi/2)). Not used by `"softmax"`.
+        arcface_easy_margin (`bool`, defaults to `False`):
+            What ArcFace does where `theta_y + margin` would leave [0, pi], as in insightface: by default
+            the target logit becomes `cos(theta_y) - margin * sin(margin)` once `theta_y > pi - margin`
+            (so it keeps decreasing with the angle); with the easy margin, the margin is only applied
+            where `cos(theta_y) > 0` and the plain cosine is kept elsewhere.
     """
 
     model_type = "dcr"
@@ -146,6 +164,10 @@ class DCRConfig(PreTrainedConfig):
     bottleneck_reduction: ClassVar[int] = 4
     miners: ClassVar[tuple[str, ...]] = ("batch_hard",)
     mining_references: ClassVar[tuple[str, ...]] = ("center", "embedding", "none")
+    heads: ClassVar[tuple[str, ...]] = ("softmax", "cosface", "arcface")
+    #: Each margin head's default `(margin_scale, margin)` and the open interval its margin must lie in.
+    margin_defaults: ClassVar[dict[str, tuple[float, float]]] = {"cosface": (64.0, 0.35), "arcface": (64.0, 0.5)}
+    margin_bounds: ClassVar[dict[str, tuple[float, float]]] = {"cosface": (0.0, 1.0), "arcface": (0.0, math.pi / 2)}
 
     trunk_type: str = "resnet"
     layer_type: str = "basic"
@@ -169,6 +191,10 @@ class DCRConfig(PreTrainedConfig):
     branch_miner: str | None = None
     freeze_trunk: bool = True
     freeze_batch_norm: bool = False
+    head: str = "softmax"
+    margin_scale: float | None = None
+    margin: float | None = None
+    arcface_easy_margin: bool = False
 
     def __post_init__(self, **kwargs):
         self.depths = _integers("depths", self.depths)
@@ -218,6 +244,39 @@ class DCRConfig(PreTrainedConfig):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite non-negative number, got {value!r}.")
         self._validate_mining()
+        self._validate_head()
+
+    def _validate_head(self) -> None:
+        """Fill a margin head's default scale and margin, then check the head's fields."""
+        if self.head not in self.heads:
+            raise ValueError(f"head={self.head!r} is not one of {self.heads}.")
+        if self.head in self.margin_defaults:
+            # Saved resolved, so a folder's config.json states the scale and margin it trained with.
+            scale, margin = self.margin_defaults[self.head]
+            self.margin_scale = scale if self.margin_scale is None else self.margin_scale
+            self.margin = margin if self.margin is None else self.margin
+        if self.head not in self.margin_defaults:
+            for name, unused in (("margin_scale", None), ("margin", None), ("arcface_easy_margin", False)):
+                if getattr(self, name) != unused:
+                    raise ValueError(
+                        f"{name}={getattr(self, name)!r} is only used by the margin heads {tuple(self.margin_defaults)}, "
+                        f"not by head={self.head!r}."
+                    )
+            return
+        for name in ("margin_scale", "margin"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}.")
+        if self.margin_scale <= 0:
+            raise ValueError(f"margin_scale must be positive, got {self.margin_scale!r}.")
+        low, high = self.margin_bounds[self.head]
+        if not low < self.margin < high:
+            what = "an angle in radians in (0, pi/2)" if self.head == "arcface" else "a cosine offset in (0, 1)"
+            raise ValueError(
+                f"margin={self.margin!r} is outside ({low:g}, {high:g}) for head={self.head!r}: its margin is {what}."
+            )
+        if self.arcface_easy_margin and self.head != "arcface":
+            raise ValueError(f"arcface_easy_margin=True is only used by head='arcface', not by head={self.head!r}.")
 
     def _validate_mining(self) -> None:
         for name in ("trunk_miner", "branch_miner"):

@@ -8,6 +8,7 @@ This file travels to every Hub repository next to `configuration_dcr.py` (for
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 from collections.abc import Callable, Sequence
@@ -69,7 +70,9 @@ class DCRImageClassifierOutput(ModelOutput):
             Total training loss of the stage (trunk: softmax + center loss; branches: the coupled
             mapping loss).
         logits (`torch.FloatTensor` of shape `[batch, num_labels]` or `[batch, resolutions, num_labels]`):
-            Classifier scores; one row per resolution copy for multi-resolution input.
+            Classifier scores; one row per resolution copy for multi-resolution input. With a margin
+            head (`config.head`), `margin_scale * cos(theta)` without the margin, which only the loss
+            applies (see [`margin_logits`]).
         embeddings (`torch.FloatTensor` of shape `[batch, size]` or `[batch, resolutions, size]`):
             Trunk embeddings (trunk stage) or branch embeddings (branch stage).
         cross_entropy_loss, center_loss, coupling_loss (`torch.FloatTensor` of shape `[]`, *optional*):
@@ -290,21 +293,103 @@ class DCRBranch(nn.Module):
         return F.normalize(embedding, dim=-1) if self.normalize else embedding
 
 
+class DCRCosineClassifier(nn.Module):
+    """The classifier of the margin heads (`config.head` = `"cosface"` / `"arcface"`): one weight
+    vector per class, no bias; logits `[n, num_labels]` = `scale * cos(theta)`, theta the angle
+    between an embedding and a class weight. The margin is the loss's business ([`margin_logits`])."""
+
+    def __init__(self, config: DCRConfig, in_features: int):
+        super().__init__()
+        # The config itself, not a copy of its scale: the loss divides the logits by `config.margin_scale`.
+        self.config = config
+        self.weight = nn.Parameter(torch.empty(config.num_labels, in_features))
+
+    def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Cosines `[n, num_labels]` of embeddings `[n, in_features]`, in float32 (also under autocast:
+        a bf16 cosine scaled by 64 would move the logits by up to ~0.25)."""
+        device_type = embeddings.device.type
+        full_precision = (
+            torch.autocast(device_type, enabled=False)
+            if torch.amp.is_autocast_available(device_type)
+            else contextlib.nullcontext()
+        )
+        with full_precision:
+            return F.linear(F.normalize(embeddings.float(), dim=-1), F.normalize(self.weight.float(), dim=-1))
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.config.margin_scale * self.cosine(embeddings)
+
+
+def build_classifier(config: DCRConfig, in_features: int) -> nn.Module:
+    """The classifier `config.head` names: the original's linear layer (`"softmax"`) or the cosine
+    classifier of the margin heads."""
+    if config.head == "softmax":
+        return nn.Linear(in_features, config.num_labels)
+    return DCRCosineClassifier(config, in_features)
+
+
 class DCRBranchClassifier(nn.Module):
-    """A branch's classifier: PReLU (one parameter) then `classifier` (the branch `fc2`)."""
+    """A branch's classifier: PReLU (one parameter) then `classifier` (the branch `fc2`).
+
+    With a margin head there is no PReLU: the margin then shapes the angles of the branch embedding
+    itself, the one compared by cosine at test time (and a specialized initialization gives branch
+    logits equal to the trunk's)."""
 
     def __init__(self, config: DCRConfig):
         super().__init__()
-        self.activation = nn.PReLU()
-        self.classifier = nn.Linear(config.branch_hidden_size, config.num_labels)
+        self.activation = nn.PReLU() if config.head == "softmax" else nn.Identity()
+        self.classifier = build_classifier(config, config.branch_hidden_size)
 
     def forward(self, branch_embeddings: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.activation(branch_embeddings))
 
 
 # --------------------------------------------------------------------------------------------
-# Losses (hand-written: the momentum center update of DCR is in no library)
+# Losses (hand-written: the momentum center update of DCR is in no library, and this file cannot
+# import pytorch-metric-learning's CosFaceLoss / ArcFaceLoss)
 # --------------------------------------------------------------------------------------------
+
+
+def margin_logits(
+    cosine: torch.Tensor, labels: torch.Tensor, head: str, scale: float, margin: float, easy_margin: bool = False
+) -> torch.Tensor:
+    """The training logits of a margin head: `scale * cosine` `[n, num_labels]` with each sample's
+    target class `labels[i]` given a margin.
+
+    CosFace: target `cos(theta) - margin`. ArcFace: target `cos(theta + margin)`, computed as
+    `cos(theta) cos(m) - sin(theta) sin(m)`; where `theta + m` would pass pi (`cos(theta) <=
+    cos(pi - m)`) it becomes `cos(theta) - m sin(m)` instead, which keeps the target decreasing with
+    the angle (insightface's threshold; pytorch-metric-learning uses the same); with `easy_margin`
+    the margin applies only where `cos(theta) > 0` and the plain cosine stays elsewhere.
+    """
+    cosine = cosine.float()
+    index = labels.long()[:, None]
+    target = cosine.gather(1, index)
+    if head == "cosface":
+        shifted = target - margin
+    elif head == "arcface":
+        # The floor keeps sqrt's gradient finite where a cosine reaches +-1 (it is clamped there).
+        sine = (1.0 - target * target).clamp(min=1e-12).sqrt()
+        with_margin = target * math.cos(margin) - sine * math.sin(margin)
+        if easy_margin:
+            shifted = torch.where(target > 0, with_margin, target)
+        else:
+            shifted = torch.where(target > math.cos(math.pi - margin), with_margin, target - margin * math.sin(margin))
+    else:
+        raise ValueError(f"head={head!r} has no margin; expected one of {tuple(DCRConfig.margin_defaults)}.")
+    return scale * cosine.scatter(1, index, shifted)
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: DCRConfig) -> torch.Tensor:
+    """Cross-entropy of one classifier's logits `[n, num_labels]` as the model returns them; a margin
+    head's logits (`margin_scale * cos`) get the target margin first ([`margin_logits`])."""
+    logits = logits.float()
+    if config.head != "softmax":
+        logits = margin_logits(
+            logits / config.margin_scale, labels, config.head, config.margin_scale, config.margin,
+            config.arcface_easy_margin,
+        )
+    return F.cross_entropy(logits, labels)
 
 
 @torch.no_grad()
@@ -457,6 +542,9 @@ class DCRPreTrainedModel(PreTrainedModel):
             init.zeros_(module.num_batches_tracked)
         elif isinstance(module, nn.PReLU):
             init.constant_(module.weight, 0.25)
+        elif isinstance(module, DCRCosineClassifier):
+            # Only the directions matter; insightface starts its class weights as N(0, 0.01).
+            init.normal_(module.weight, mean=0.0, std=0.01)
         elif isinstance(module, DCRForImageClassification):
             # Centers start as N(0, sqrt(2 / num_labels)), as in the original.
             std = math.sqrt(2.0 / module.config.num_labels)
@@ -630,7 +718,8 @@ class DCRForImageClassification(DCRPreTrainedModel):
 
     * Trunk stage (`config.use_branches=False`): trunk + `classifier` (the original's `fc2`),
       softmax cross-entropy + `center_loss_weight` x center loss, all resolution copies of a
-      sample sharing its label.
+      sample sharing its label. `config.head` makes the classifiers (trunk and branches) cosine
+      classifiers with a CosFace or ArcFace margin on the target logit.
     * Branch stage (`config.use_branches=True`): the (frozen, eval-mode by default) trunk feeds
       resolution r's copy to branch r; per-branch classifiers and centers; the coupled mapping
       loss = mean over resolutions of (cross-entropy + center loss) + `coupling_loss_weight` x
@@ -645,7 +734,7 @@ class DCRForImageClassification(DCRPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.dcr = DCRModel(config)
-        self.classifier = nn.Linear(config.embedding_size, config.num_labels)
+        self.classifier = build_classifier(config, config.embedding_size)
         self.register_buffer("centers", torch.zeros(config.num_labels, config.embedding_size))
         if config.use_branches:
             self.branch_classifiers = nn.ModuleList(DCRBranchClassifier(config) for _ in config.resolutions)
@@ -702,7 +791,8 @@ class DCRForImageClassification(DCRPreTrainedModel):
                 the trunk centers, so branch embeddings equal trunk embeddings at step 0. With
                 `False` the branches keep their random initialization.
             freeze_trunk: keep the trunk frozen and in eval mode.
-            config_overrides: other `DCRConfig` fields (e.g. `low_resolution_sizes`).
+            config_overrides: other `DCRConfig` fields (e.g. `low_resolution_sizes`, `margin`); `head`
+                stays the trunk's.
         """
         if isinstance(trunk, (str, bytes)) or hasattr(trunk, "__fspath__"):
             trunk = DCRForImageClassification.from_pretrained(trunk)
@@ -710,6 +800,11 @@ class DCRForImageClassification(DCRPreTrainedModel):
             raise TypeError(f"trunk must be a path, a Hub id or a DCR model, got {type(trunk).__name__}.")
         if trunk.config.use_branches:
             logger.warning("The given model already has branches; its branches are replaced.")
+        if config_overrides.get("head", trunk.config.head) != trunk.config.head:
+            raise ValueError(
+                f"the trunk was trained with head={trunk.config.head!r}, not {config_overrides['head']!r}: the branch "
+                "stage keeps the trunk's head (its classifier is copied into every branch)."
+            )
         config_dict = trunk.config.to_dict()
         config_dict.update(config_overrides, use_branches=True, freeze_trunk=freeze_trunk)
         config_dict.pop("auto_map", None)
@@ -832,7 +927,7 @@ class DCRForImageClassification(DCRPreTrainedModel):
         flat_labels = labels.repeat(resolutions)
         if self.training:
             update_centers(self.centers, flat_embeddings, flat_labels, self.config.center_momentum)
-        terms = {"cross_entropy_loss": F.cross_entropy(flat_logits.float(), flat_labels)}
+        terms = {"cross_entropy_loss": classification_loss(flat_logits, flat_labels, self.config)}
         center_term = self._trunk_center_term(flat_embeddings, flat_labels, miner)
         if center_term is not None:
             terms["center_loss"] = self.config.center_loss_weight * center_term
@@ -868,7 +963,9 @@ class DCRForImageClassification(DCRPreTrainedModel):
         if self.training:
             for centers, branch_embeddings in zip(self.branch_centers, per_branch):
                 update_centers(centers, branch_embeddings, labels, self.config.center_momentum)
-        cross_entropy = torch.stack([F.cross_entropy(lg.float(), labels) for lg in logits.transpose(0, 1)]).mean()
+        cross_entropy = torch.stack(
+            [classification_loss(lg, labels, self.config) for lg in logits.transpose(0, 1)]
+        ).mean()
         centers = torch.stack(
             [self._branch_center_term(e, c, labels, miner) for e, c in zip(per_branch, self.branch_centers)]
         ).mean()
@@ -926,6 +1023,10 @@ __all__ = [
     "DCRModelOutput",
     "DCRImageClassifierOutput",
     "Miner",
+    "DCRCosineClassifier",
+    "build_classifier",
+    "classification_loss",
+    "margin_logits",
     "update_centers",
     "center_loss",
     "coupling_loss",

@@ -100,6 +100,20 @@ class ModelArguments:
         metadata={"help": "Branch stage center term: 'batch_hard' (mined center difference, the original's "
                   "--branchloss-miner BatchHardMiner) or 'none' (plain center loss).", "choices": MINER_CHOICES},
     )
+    head: str | None = field(
+        default=None,
+        metadata={"help": "Classifier of both stages: 'softmax' (the original's), 'cosface' or 'arcface' (cosine "
+                  "classifiers with a margin on the target logit; default: DCRConfig's, or the --trunk's).",
+                  "choices": DCRConfig.heads},
+    )
+    margin_scale: float | None = field(default=None, metadata={"help": "Scale s of the cosface / arcface logits (default 64)."})
+    margin: float | None = field(default=None, metadata={"help": "Margin m: cosface in (0, 1) (default 0.35), arcface in (0, pi/2) (0.5)."})
+    arcface_easy_margin: bool | None = field(
+        default=None,
+        # None (not False) by default, so a branch stage keeps its trunk's setting; given alone it means true.
+        metadata={"help": "ArcFace: apply the margin only where cos(theta) > 0 (insightface's easy margin).",
+                  "nargs": "?", "const": True},
+    )
     trunk: str | None = field(default=None, metadata={"help": "Branch stage: trained trunk folder or Hub id."})
     random_branch_init: bool = field(default=False, metadata={"help": "Branch stage: random instead of specialized init."})
     unfreeze_trunk: bool = field(default=False, metadata={"help": "Branch stage: train the trunk too."})
@@ -195,6 +209,15 @@ def mining_settings(model_args: ModelArguments) -> dict[str, object]:
     return settings
 
 
+#: The `DCRConfig` fields of the classifier head (`--head` and its margin settings).
+HEAD_FIELDS = ("head", "margin_scale", "margin", "arcface_easy_margin")
+
+
+def head_settings(model_args: ModelArguments) -> dict[str, object]:
+    """The classifier-head fields given on the command line (`--head`, `--margin_scale`, ...)."""
+    return {name: getattr(model_args, name) for name in HEAD_FIELDS if getattr(model_args, name) is not None}
+
+
 def check_arguments(model_args: ModelArguments, data_args: DataArguments, training_args: DCRTrainingArguments) -> None:
     """Fail on inconsistent arguments before any data is read or any model is built."""
     if model_args.stage == "branch" and not model_args.trunk:
@@ -209,7 +232,7 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
         if sizes is not None:
             check_low_resolution_sizes(sizes, image_size, name=name)
     if model_args.stage == "trunk":
-        DCRConfig(**mining_settings(model_args))  # the config's own rule, before any data is read
+        DCRConfig(**mining_settings(model_args), **head_settings(model_args))  # the config's own rules, before any data is read
     if training_args.fp16 and training_args.device.type == "cpu":
         # Accelerate runs fp16 on a CPU in float32 without a word; bf16 autocast works there.
         raise ValueError("--fp16 needs a GPU (Accelerate trains fp16 on a CPU in float32); on a CPU use --bf16.")
@@ -229,6 +252,7 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
 
 __all__ = [
     "ARCHITECTURES",
+    "HEAD_FIELDS",
     "MINER_CHOICES",
     "STAGES",
     "UNSUPPORTED_TRAINER_OPTIONS",
@@ -236,5 +260,6 @@ __all__ = [
     "DataArguments",
     "ModelArguments",
     "check_arguments",
+    "head_settings",
     "mining_settings",
 ]

@@ -19,7 +19,7 @@ from ..hub import load_image_processor
 from ..image_processing_dcr import DCRImageProcessor
 from ..model_files import check_model_source, load_config, load_pretrained
 from ..modeling_dcr import DCRForImageClassification
-from .arguments import ARCHITECTURES, ModelArguments, mining_settings
+from .arguments import ARCHITECTURES, HEAD_FIELDS, ModelArguments, head_settings, mining_settings
 
 logger = logging.get_logger(__name__)
 
@@ -32,8 +32,8 @@ def _given(model_args: ModelArguments, names: tuple[str, ...]) -> dict[str, Any]
 
 
 def loss_settings(model_args: ModelArguments) -> dict[str, Any]:
-    """The `DCRConfig` loss and mining settings given on the command line."""
-    return {**_given(model_args, LOSS_FIELDS), **mining_settings(model_args)}
+    """The `DCRConfig` loss, mining and classifier-head settings given on the command line."""
+    return {**_given(model_args, LOSS_FIELDS), **mining_settings(model_args), **head_settings(model_args)}
 
 
 def config_from_arguments(model_args: ModelArguments, id2label: dict[int, str]) -> DCRConfig:
@@ -75,7 +75,20 @@ def source_config(model_args: ModelArguments) -> DCRConfig:
                 f"{source} was trained with {name}={getattr(config, name)}, but --{name} is {given}; "
                 f"leave --{name} out to use the model's."
             )
+    check_head_arguments(source, config, model_args)
     return config
+
+
+def check_head_arguments(source: str, config: DCRConfig, model_args: ModelArguments) -> None:
+    """A branch / finetune stage keeps the head of `source` (its classifier is copied into the branches
+    or fine-tuned: a linear one is no cosine one); the margin settings given are checked against that
+    head, before any data is read."""
+    if model_args.head is not None and model_args.head != config.head:
+        raise ValueError(
+            f"{source} was trained with head={config.head!r}, but --head is {model_args.head!r}; "
+            "leave --head out to use the model's."
+        )
+    DCRConfig(**{**{name: getattr(config, name) for name in HEAD_FIELDS}, **head_settings(model_args)})
 
 
 def build_processor(model_args: ModelArguments, config: DCRConfig) -> DCRImageProcessor:
@@ -129,4 +142,7 @@ def build_model(model_args: ModelArguments, num_labels: int, id2label: dict[int,
     return model
 
 
-__all__ = ["LOSS_FIELDS", "build_model", "build_processor", "config_from_arguments", "source_config", "source_option"]
+__all__ = [
+    "LOSS_FIELDS", "build_model", "build_processor", "check_head_arguments", "config_from_arguments", "source_config",
+    "source_option",
+]

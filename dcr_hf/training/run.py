@@ -286,6 +286,14 @@ def _plain(value: Any) -> Any:
     return getattr(value, "value", value)
 
 
+def _head_description(config: DCRConfig) -> str:
+    """The classifier head as the card shows it: `softmax`, or e.g. `arcface (s=64, m=0.5)`."""
+    if config.head == "softmax":
+        return config.head
+    easy = ", easy margin" if config.arcface_easy_margin else ""
+    return f"{config.head} (s={config.margin_scale:g}, m={config.margin:g}{easy})"
+
+
 def training_recipe(model_args: ModelArguments, data_args: DataArguments, training_args: DCRTrainingArguments,
                     trainer: DCRTrainer) -> dict[str, Any]:
     """The settings worth putting on a model card, as plain JSON values; `None` for what does not apply."""
@@ -295,6 +303,7 @@ def training_recipe(model_args: ModelArguments, data_args: DataArguments, traini
         "stage": model_args.stage,
         "dataset": registry.card_name(data_args.dataset, data_args),
         "architecture": model_args.architecture if model_args.stage == "trunk" else None,
+        "head": _head_description(config),
         "low_resolution_sizes": list(config.low_resolution_sizes),
         "augmentation": data_args.augmentation,
         "optimizer": _plain(training_args.optim),
