@@ -50,6 +50,98 @@ def _integers(name: str, values) -> list[int]:
     return [int(value) for value in values]
 
 
+#: The degradation model's settings: a section per step, each applied to a sample with its
+#: `probability`; a range is `[low, high]` (inclusive) of a value drawn uniformly once per sample
+#: and used for every LR copy of it. Blur is in pixels of the LR image itself (the camera's own
+#: pixels, so a range means the same at every size); noise is in 8-bit levels (`gaussian_sigma`)
+#: or the photon count of a white pixel (`poisson_peak`: the noise of a pixel of value x in
+#: [0, 1] has standard deviation sqrt(x / peak)); JPEG quality as PIL / libjpeg count it.
+DEGRADATION_STEPS: dict[str, dict[str, tuple]] = {
+    # field: (kind, lowest, highest); kind "range" (floats), "int_range", "kinds" or "probability"
+    "blur": {
+        "probability": ("probability",),
+        "kinds": ("kinds", ("gaussian", "motion")),
+        "gaussian_sigma": ("range", 0.0, 4.0),
+        "motion_length": ("range", 0.0, 8.0),
+    },
+    "noise": {
+        "probability": ("probability",),
+        "kinds": ("kinds", ("gaussian", "poisson")),
+        "gaussian_sigma": ("range", 0.0, 255.0),
+        "poisson_peak": ("range", 1e-3, 1e6),
+    },
+    "jpeg": {"probability": ("probability",), "quality": ("int_range", 1, 100)},
+}
+
+#: Named settings for `--degradation` / `--probe_degradation`: `surveillance` (every step, CCTV-like
+#: ranges) and one step alone at probability 1 (`blur`, `noise`, `jpeg`), to measure each one's effect.
+DEGRADATION_PRESETS: dict[str, dict[str, dict]] = {
+    "surveillance": {
+        "blur": {"probability": 0.8, "kinds": ["gaussian", "motion"], "gaussian_sigma": [0.3, 1.2], "motion_length": [1.0, 3.0]},
+        "noise": {"probability": 0.8, "kinds": ["gaussian", "poisson"], "gaussian_sigma": [2.0, 12.0], "poisson_peak": [30.0, 300.0]},
+        "jpeg": {"probability": 0.8, "quality": [30, 90]},
+    },
+    "blur": {"blur": {"probability": 1.0, "kinds": ["gaussian", "motion"], "gaussian_sigma": [0.3, 1.2], "motion_length": [1.0, 3.0]}},
+    "noise": {"noise": {"probability": 1.0, "kinds": ["gaussian", "poisson"], "gaussian_sigma": [2.0, 12.0], "poisson_peak": [30.0, 300.0]}},
+    "jpeg": {"jpeg": {"probability": 1.0, "quality": [30, 90]}},
+}
+
+
+def _degradation_number(field: str, value, integer: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{field} holds {value!r}; expected a finite number.")
+    if integer and not float(value).is_integer():
+        raise ValueError(f"{field} holds {value!r}; expected a whole number.")
+    return int(value) if integer else float(value)
+
+
+def check_degradation(settings, name: str = "degradation") -> dict | None:
+    """The one rule for degradation settings (see `DEGRADATION_STEPS`); returns them as plain
+    lists and numbers, or `None` (off) for `None` / `{}`. Raises `ValueError` naming the field.
+
+    Every section lists all its fields: a missing section is a step left out; an unknown section
+    or field, an empty or reversed range, a value out of bounds (JPEG quality outside 1..100, a
+    negative sigma), a probability outside [0, 1] or an empty list of kinds is refused.
+    """
+    if settings is None or settings == {}:
+        return None
+    if not isinstance(settings, dict):
+        raise ValueError(f"{name} must be a dict of steps {sorted(DEGRADATION_STEPS)}, got {settings!r:.80}.")
+    unknown = sorted(set(settings) - set(DEGRADATION_STEPS))
+    if unknown:
+        raise ValueError(f"{name} has unknown steps {unknown}; the steps are {sorted(DEGRADATION_STEPS)}.")
+    checked: dict[str, dict] = {}
+    for step, section in settings.items():
+        fields = DEGRADATION_STEPS[step]
+        if not isinstance(section, dict) or set(section) != set(fields):
+            given = sorted(section) if isinstance(section, dict) else section
+            raise ValueError(f"{name}.{step} must have exactly the fields {sorted(fields)}, got {given!r:.120}.")
+        checked[step] = {}
+        for field_name, (kind, *bounds) in fields.items():
+            field, value = f"{name}.{step}.{field_name}", section[field_name]
+            if kind == "probability":
+                value = _degradation_number(field, value)
+                if not 0.0 <= value <= 1.0:
+                    raise ValueError(f"{field}={value!r} is outside [0, 1].")
+            elif kind == "kinds":
+                choices = bounds[0]
+                if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value or set(value) - set(choices):
+                    raise ValueError(f"{field}={value!r} must be a non-empty list of {list(choices)}.")
+                value = list(dict.fromkeys(value))
+            else:
+                low_bound, high_bound = bounds
+                if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or len(value) != 2:
+                    raise ValueError(f"{field}={value!r} must be a range [low, high].")
+                low, high = (_degradation_number(field, v, integer=kind == "int_range") for v in value)
+                if low > high:
+                    raise ValueError(f"{field}={list(value)} is an empty range (low > high).")
+                if low < low_bound or high > high_bound:
+                    raise ValueError(f"{field}={list(value)} leaves the allowed [{low_bound:g}, {high_bound:g}].")
+                value = [low, high]
+            checked[step][field_name] = value
+    return checked
+
+
 #: The torchvision ResNet-N bodies (their layer layout, our field names): `hidden_sizes` are the
 #: stage output widths, so a bottleneck stage's 3x3 convolutions run at a quarter of them.
 RESNET_BODIES: dict[str, dict[str, object]] = {
@@ -155,6 +247,12 @@ class DCRConfig(PreTrainedConfig):
             the target logit becomes `cos(theta_y) - margin * sin(margin)` once `theta_y > pi - margin`
             (so it keeps decreasing with the angle); with the easy margin, the margin is only applied
             where `cos(theta_y) > 0` and the plain cosine is kept elsewhere.
+        degradation (`dict`, *optional*):
+            The degradation model the LR training copies went through (`None`: resizing only, the
+            original's recipe): per sample, blur in the LR image's pixels, noise, JPEG compression,
+            each with a probability and ranges (`DEGRADATION_STEPS`, presets in
+            `DEGRADATION_PRESETS`, checked by `check_degradation`). Saved so that a folder says what
+            its branches were trained on; inference does not apply it.
     """
 
     model_type = "dcr"
@@ -195,6 +293,7 @@ class DCRConfig(PreTrainedConfig):
     margin_scale: float | None = None
     margin: float | None = None
     arcface_easy_margin: bool = False
+    degradation: dict | None = None
 
     def __post_init__(self, **kwargs):
         self.depths = _integers("depths", self.depths)
@@ -245,6 +344,7 @@ class DCRConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be a finite non-negative number, got {value!r}.")
         self._validate_mining()
         self._validate_head()
+        self.degradation = check_degradation(self.degradation)
 
     def _validate_head(self) -> None:
         """Fill a margin head's default scale and margin, then check the head's fields."""

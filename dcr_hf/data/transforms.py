@@ -28,6 +28,7 @@ import torch
 from datasets import Dataset, Image, LargeList, List
 
 from ..configuration_dcr import DCRConfig, check_low_resolution_sizes
+from ..degradation import Degradation
 from ..image_processing_dcr import DCRImageProcessor
 from ..low_resolution import make_low_resolution_copies
 from .augment import build_aug_plus, check_augmentation, random_flip
@@ -77,6 +78,7 @@ class _ImageTransform:
         processor: DCRImageProcessor | None = None,
         low_resolution_sizes: Sequence[int] | None = None,
         strict: bool = True,
+        degradation: Degradation | None = None,
     ) -> None:
         self.processor = processor if processor is not None else DCRImageProcessor()
         if not isinstance(self.processor, DCRImageProcessor):
@@ -84,6 +86,9 @@ class _ImageTransform:
         sizes = DCRConfig.low_resolution_sizes if low_resolution_sizes is None else low_resolution_sizes
         self.low_resolution_sizes = tuple(check_low_resolution_sizes(sizes, self.processor.image_size))
         self.strict = strict
+        if degradation is not None and not isinstance(degradation, Degradation):
+            raise TypeError(f"degradation must be a dcr_hf.degradation.Degradation or None, got {type(degradation).__name__}.")
+        self.degradation = degradation
 
     def _column(self, batch: dict[str, list], name: str) -> list:
         if name not in batch:
@@ -97,11 +102,14 @@ class _ImageTransform:
         """[0, 1] pixels `[batch, 3, H, W]` -> (normalized HR, normalized LR copies or `None`).
 
         The copies are made from the normalized batch, exactly as a training step does with
-        `defer_low_resolution=True`, so both paths give the same tensors to the bit.
+        `defer_low_resolution=True`, so both paths give the same tensors to the bit; through the
+        degradation model when the transform has one.
         """
         hr = self.processor.normalize_pixels(pixels)
         low = None
-        if with_low_resolution and self.low_resolution_sizes:
+        if with_low_resolution and self.low_resolution_sizes and self.degradation is not None:
+            low = self.degradation.low_resolution_copies(hr, self.low_resolution_sizes, self.processor, normalized=True)
+        elif with_low_resolution and self.low_resolution_sizes:
             low = make_low_resolution_copies(hr, self.low_resolution_sizes, self.processor, normalized=True)
         return hr, low
 
@@ -137,8 +145,9 @@ class TrainTransform(_ImageTransform):
         strict: bool = False,
         image_column: str = "image",
         label_column: str = "label",
+        degradation: Degradation | None = None,
     ) -> None:
-        super().__init__(processor, low_resolution_sizes, strict)
+        super().__init__(processor, low_resolution_sizes, strict, degradation)
         self.augmentation = check_augmentation(augmentation)
         self.defer_low_resolution = defer_low_resolution
         self.image_column = image_column
@@ -195,8 +204,9 @@ class PairTransform(_ImageTransform):
         image_a_column: str = "image_a",
         image_b_column: str = "image_b",
         is_same_column: str = "is_same",
+        degradation: Degradation | None = None,
     ) -> None:
-        super().__init__(processor, low_resolution_sizes, strict=True)
+        super().__init__(processor, low_resolution_sizes, strict=True, degradation=degradation)
         self.intra_scale = intra_scale
         self.image_a_column = image_a_column
         self.image_b_column = image_b_column
@@ -238,8 +248,9 @@ class EvalTransform(_ImageTransform):
         low_resolution_sizes: Sequence[int] | None = None,
         image_column: str = "image",
         label_column: str = "label",
+        degradation: Degradation | None = None,
     ) -> None:
-        super().__init__(processor, low_resolution_sizes, strict=True)
+        super().__init__(processor, low_resolution_sizes, strict=True, degradation=degradation)
         self.image_column = image_column
         self.label_column = label_column
         self.image_columns = (image_column,)

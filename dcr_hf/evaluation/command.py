@@ -7,6 +7,7 @@ entry point, which turns those errors into an argparse-style one-line error with
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,9 +18,12 @@ from transformers.utils import logging
 
 from ..cli import DEBUG_HELP, check_output_path, reported_errors, split_debug_flag
 from ..data import registry
+from ..configuration_dcr import DEGRADATION_PRESETS
+from ..degradation import Degradation, degradation_for, resolve_degradation
 from ..image_processing_dcr import INTERPOLATION_MODES, DCRImageProcessor
 from ..hub import load_model_and_processor, update_model_card_results
 from ..reports import format_results_report, write_reports
+from .probes import first_face, write_probe_figure
 from .embeddings import check_sizes
 from .protocols import run_protocol
 
@@ -92,6 +96,20 @@ class EvaluationArguments:
         default_factory=list,
         metadata={"help": "Identification, branch models: the branch for each probe distance, e.g. '1=8 2=12 3=hr', "
                   "or one value for all ('hr', '8'). Default: distance k -> k-th LR branch."},
+    )
+    probe_degradation: str = field(
+        default="none",
+        metadata={"help": "Degrade the simulated LR probes (blur, noise, JPEG after the downsampling; the HR images "
+                  "stay clean): 'none', 'model' (each model's own training degradation), a preset ('surveillance', "
+                  "'blur', 'noise', 'jpeg') or a JSON file of settings."},
+    )
+    degradation_seed: int = field(
+        default=0, metadata={"help": "Seed of the probe degradation: with the image's pixels it fixes each probe's draw."}
+    )
+    show_probes: str | None = field(
+        default=None,
+        metadata={"help": "Write a PNG of one face at every size, resized only and degraded (the --probe_degradation, "
+                  "or 'surveillance' without one), as the model sees them."},
     )
     output_dir: str | None = field(default=None, metadata={"help": "Where to write results.json, results.md and ROC PNGs."})
     update_card: bool = field(
@@ -174,6 +192,41 @@ def _operator_notes(names: Sequence[str], before: Sequence[DCRImageProcessor], a
     ]
 
 
+def check_figure_path(path: str) -> None:
+    """`--show_probes PATH`: a .png file name in a writable folder, checked before any work."""
+    if not path.lower().endswith(".png") or Path(path).is_dir():
+        raise ValueError(f"--show_probes {path}: expected the name of a .png file to write.")
+    check_output_path(Path(path).expanduser().parent, "--show_probes", "the probe figure")
+
+
+def check_probe_degradation(data_args: DataArguments, eval_args: EvaluationArguments) -> dict | None:
+    """`--probe_degradation` checked before any model or data is loaded: the settings of a preset or
+    file (`None` for 'none' and 'model', which is read from each model)."""
+    value = eval_args.probe_degradation
+    if value != "none" and data_args.protocol == "identification":
+        raise ValueError(f"--probe_degradation {value}: identification uses real LR probes (SCface), which are not "
+                         "simulated; the degradation model applies to simulated probes (verification, retrieval).")
+    return None if value in ("none", "model") else resolve_degradation(value, "--probe_degradation")
+
+
+def probe_degradations(names: Sequence[str], models: Sequence, settings: dict | None,
+                       eval_args: EvaluationArguments) -> tuple[list[Degradation | None], list[str]]:
+    """The `Degradation` of each model's probes and the notes that say so."""
+    value, seed = eval_args.probe_degradation, eval_args.degradation_seed
+    if value == "none":
+        return [None] * len(models), []
+    degradations, notes = [], []
+    for name, model in zip(names, models):
+        own = settings if value != "model" else model.config.degradation
+        degradations.append(degradation_for(own, seed))
+        if own is None:
+            notes.append(f"{name}: --probe_degradation model, but the model was trained without one: its probes are resized only")
+        else:
+            source = "its own training degradation" if value == "model" else value
+            notes.append(f"{name}: LR probes degraded by {source} (seed {seed}): {json.dumps(own)}")
+    return degradations, notes
+
+
 def _protocol_options(data_args: DataArguments, eval_args: EvaluationArguments, accelerator) -> dict:
     options = dict(
         flip_tta=eval_args.flip_tta, batch_size=eval_args.per_device_eval_batch_size,
@@ -234,7 +287,10 @@ def run(argv: Sequence[str] | None = None, parser: HfArgumentParser | None = Non
     # Everything that can be checked is checked before the (possibly long) data loading.
     if eval_args.output_dir is not None:
         check_output_path(eval_args.output_dir, "--output_dir", "results.json, results.md and roc.png")
+    if eval_args.show_probes is not None:
+        check_figure_path(eval_args.show_probes)
     registry.check_dataset_protocol(data_args.dataset, data_args.protocol, data_args)
+    degradation_settings = check_probe_degradation(data_args, eval_args)
     notes = apply_original_protocol(eval_args)
     accelerator = Accelerator()
     options = _protocol_options(data_args, eval_args, accelerator)
@@ -246,16 +302,25 @@ def run(argv: Sequence[str] | None = None, parser: HfArgumentParser | None = Non
     names = display_names(models)
     processors = [_override_operator(processor, eval_args) for _, processor in loaded]
     notes += _operator_notes(names, [processor for _, processor in loaded], processors)
+    degradations, degradation_notes = probe_degradations(names, [model for model, _ in loaded], degradation_settings, eval_args)
+    notes += degradation_notes
     if accelerator.is_main_process:
         for note in notes:
             logger.warning(note)
     image_size = loaded[0][0].config.image_size
     data = registry.load_protocol_data(data_args.dataset, data_args.protocol, data_args, image_size)
+    if eval_args.show_probes is not None and accelerator.is_main_process:
+        shown = degradations[0] or degradation_for(degradation_settings or DEGRADATION_PRESETS["surveillance"], eval_args.degradation_seed)
+        sizes = eval_args.sizes or loaded[0][0].config.low_resolution_sizes
+        write_probe_figure(first_face(data), processors[0], sizes, shown, eval_args.show_probes,
+                           label=eval_args.probe_degradation if degradations[0] else "surveillance")
+        print(f"Wrote {eval_args.show_probes}")
     results: dict[str, dict] = {}
-    for name, (model, _), processor in zip(names, loaded, processors):
+    for name, (model, _), processor, degradation in zip(names, loaded, processors, degradations):
         model.to(accelerator.device)
+        extra = {"degradation": degradation} if degradation is not None else {}
         results[name] = run_protocol(
-            data_args.protocol, model, data, sizes=eval_args.sizes, image_processor=processor, **options
+            data_args.protocol, model, data, sizes=eval_args.sizes, image_processor=processor, **options, **extra
         )
     if accelerator.is_main_process:
         _write_outputs(results, models, data_args, eval_args, notes)
@@ -278,8 +343,10 @@ __all__ = [
     "ModelArguments",
     "apply_original_protocol",
     "build_parser",
+    "check_probe_degradation",
     "display_names",
     "main",
     "parse_probe_resolution",
+    "probe_degradations",
     "run",
 ]

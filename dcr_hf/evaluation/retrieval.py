@@ -11,6 +11,7 @@ import torch
 from datasets import Dataset
 
 from ..data.transforms import EvalTransform, apply_transform
+from ..degradation import Degradation
 from ..image_processing_dcr import DCRImageProcessor
 from ..metrics import RETRIEVAL_RULES, clustering_metrics, retrieval_metrics
 from ._inputs import check_raw, column, model_kind
@@ -49,6 +50,7 @@ def evaluate_retrieval(
     intra: bool = False,
     clustering: bool = True,
     show_progress: bool = True,
+    degradation: Degradation | None = None,
 ) -> dict[str, Any]:
     """Retrieval of every image of `dataset` (`image`, `label`) among the others, one column per LR size plus HR.
 
@@ -71,7 +73,7 @@ def evaluate_retrieval(
     sizes = check_sizes(dcr, sizes)
     check_raw(dataset, "retrieval", ("image", "label"))
     labels = column(dataset, "label", "retrieval")
-    transform = EvalTransform(processor_for(dcr, image_processor), low_resolution_sizes=sizes)
+    transform = EvalTransform(processor_for(dcr, image_processor), low_resolution_sizes=sizes, degradation=degradation)
     data = apply_transform(dataset.select_columns(["image"]), transform)
     views = [EmbeddingView(HR, "pixel_values", HR)] + [
         EmbeddingView(str(size), "low_resolution_pixel_values", size, index) for index, size in enumerate(sizes)
@@ -91,6 +93,7 @@ def evaluate_retrieval(
         "model_kind": model_kind(dcr),
         "sizes": list(sizes),
         "flip_tta": flip_tta,
+        "probe_degradation": degradation.settings if degradation is not None else None,
         "metric": metric,
         "retrieval_rule": rule,
         "num_images": len(labels),

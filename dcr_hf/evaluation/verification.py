@@ -11,6 +11,7 @@ from datasets import Dataset
 from transformers.utils import logging
 
 from ..data.transforms import PairTransform, apply_transform
+from ..degradation import Degradation
 from ..image_processing_dcr import DCRImageProcessor
 from ..metrics import cosine_similarity_pairs, roc_metrics, verification_accuracy
 from ..metrics.verification import _fold_ids
@@ -78,6 +79,7 @@ def evaluate_verification(
     image_processor: DCRImageProcessor | None = None,
     far_targets: Sequence[float] = (1e-3, 1e-2, 1e-1),
     show_progress: bool = True,
+    degradation: Degradation | None = None,
 ) -> dict[str, Any]:
     """Verification of HR images against LR probes, one column per probe size plus HR.
 
@@ -94,6 +96,8 @@ def evaluate_verification(
         threshold_grid: `None` = every distinct decision (exact), `"original"` = the original's grid
             -1.0..1.0 step 0.005, or an array (see `dcr_hf.metrics.verification_accuracy`).
         far_targets: false accept rates at which the true accept rate is reported.
+        degradation: a `dcr_hf.degradation.Degradation` the LR probes go through (blur, noise, JPEG
+            after the downsampling); the HR images are left clean.
 
     Returns:
         `{"protocol", "model_kind", "num_pairs", "sizes", "flip_tta", "threshold_grid", "by_resolution":
@@ -107,7 +111,8 @@ def evaluate_verification(
     is_same = column(pairs_dataset, "is_same", "pairs").astype(bool)
     folds = column(pairs_dataset, "fold", "pairs").astype(np.int64) if "fold" in pairs_dataset.column_names else None
     warn_small_folds(folds, len(is_same))
-    transform = PairTransform(processor_for(dcr, image_processor), low_resolution_sizes=sizes, intra_scale=intra)
+    transform = PairTransform(processor_for(dcr, image_processor), low_resolution_sizes=sizes, intra_scale=intra,
+                              degradation=degradation)
     data = apply_transform(pairs_dataset.select_columns(["image_a", "image_b", "is_same"]), transform)
     protocol = "intra-verification" if intra else "verification"
     embeddings = compute_embedding_views(
@@ -128,6 +133,7 @@ def evaluate_verification(
         "num_pairs": len(is_same),
         "sizes": list(sizes),
         "flip_tta": flip_tta,
+        "probe_degradation": degradation.settings if degradation is not None else None,
         "threshold_grid": threshold_grid if threshold_grid is None or isinstance(threshold_grid, str) else "custom",
         "by_resolution": by_resolution,
         "mean_lr_accuracy": float(np.mean(low)) if low else None,

@@ -114,6 +114,13 @@ class ModelArguments:
         metadata={"help": "ArcFace: apply the margin only where cos(theta) > 0 (insightface's easy margin).",
                   "nargs": "?", "const": True},
     )
+    degradation: str | None = field(
+        default=None,
+        metadata={"help": "Degradation model of the LR training copies (blur, noise, JPEG after the resizing): 'none' "
+                  "(the original's resizing only; default for a new trunk), a preset ('surveillance', 'blur', "
+                  "'noise', 'jpeg') or a JSON file of settings; saved in config.json. Default for --trunk / "
+                  "--init_from: the model's."},
+    )
     trunk: str | None = field(default=None, metadata={"help": "Branch stage: trained trunk folder or Hub id."})
     random_branch_init: bool = field(default=False, metadata={"help": "Branch stage: random instead of specialized init."})
     unfreeze_trunk: bool = field(default=False, metadata={"help": "Branch stage: train the trunk too."})
@@ -218,6 +225,15 @@ def head_settings(model_args: ModelArguments) -> dict[str, object]:
     return {name: getattr(model_args, name) for name in HEAD_FIELDS if getattr(model_args, name) is not None}
 
 
+def degradation_settings(model_args: ModelArguments) -> dict[str, object]:
+    """`{"degradation": settings}` when `--degradation` is given (`None` for 'none'), else `{}`."""
+    if model_args.degradation is None:
+        return {}
+    from ..degradation import resolve_degradation
+
+    return {"degradation": resolve_degradation(model_args.degradation)}
+
+
 def check_arguments(model_args: ModelArguments, data_args: DataArguments, training_args: DCRTrainingArguments) -> None:
     """Fail on inconsistent arguments before any data is read or any model is built."""
     if model_args.stage == "branch" and not model_args.trunk:
@@ -233,6 +249,7 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
             check_low_resolution_sizes(sizes, image_size, name=name)
     if model_args.stage == "trunk":
         DCRConfig(**mining_settings(model_args), **head_settings(model_args))  # the config's own rules, before any data is read
+    degradation_settings(model_args)  # a bad preset, file or range fails here
     if training_args.fp16 and training_args.device.type == "cpu":
         # Accelerate runs fp16 on a CPU in float32 without a word; bf16 autocast works there.
         raise ValueError("--fp16 needs a GPU (Accelerate trains fp16 on a CPU in float32); on a CPU use --bf16.")
@@ -260,6 +277,7 @@ __all__ = [
     "DataArguments",
     "ModelArguments",
     "check_arguments",
+    "degradation_settings",
     "head_settings",
     "mining_settings",
 ]

@@ -19,7 +19,7 @@ from ..hub import load_image_processor
 from ..image_processing_dcr import DCRImageProcessor
 from ..model_files import check_model_source, load_config, load_pretrained
 from ..modeling_dcr import DCRForImageClassification
-from .arguments import ARCHITECTURES, HEAD_FIELDS, ModelArguments, head_settings, mining_settings
+from .arguments import ARCHITECTURES, HEAD_FIELDS, ModelArguments, degradation_settings, head_settings, mining_settings
 
 logger = logging.get_logger(__name__)
 
@@ -32,8 +32,11 @@ def _given(model_args: ModelArguments, names: tuple[str, ...]) -> dict[str, Any]
 
 
 def loss_settings(model_args: ModelArguments) -> dict[str, Any]:
-    """The `DCRConfig` loss, mining and classifier-head settings given on the command line."""
-    return {**_given(model_args, LOSS_FIELDS), **mining_settings(model_args), **head_settings(model_args)}
+    """The `DCRConfig` loss, mining, classifier-head and degradation settings given on the command line."""
+    return {
+        **_given(model_args, LOSS_FIELDS), **mining_settings(model_args), **head_settings(model_args),
+        **degradation_settings(model_args),
+    }
 
 
 def config_from_arguments(model_args: ModelArguments, id2label: dict[int, str]) -> DCRConfig:

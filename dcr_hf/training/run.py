@@ -18,6 +18,7 @@ from transformers.utils import logging
 from ..configuration_dcr import DCRConfig
 from ..data import registry
 from ..data.transforms import FinetuneTransform, TrainTransform, apply_transform
+from ..degradation import degradation_for
 from ..evaluation import CRITERIA
 from ..image_processing_dcr import DCRImageProcessor
 from .arguments import DataArguments, DCRTrainingArguments, ModelArguments, check_arguments
@@ -138,15 +139,18 @@ def defers_low_resolution(data_args: DataArguments) -> bool:
     return True if data_args.defer_low_resolution is None else data_args.defer_low_resolution
 
 
-def train_transform(data: TrainingData, data_args: DataArguments, config: DCRConfig,
+def train_transform(data: TrainingData, model_args: ModelArguments, data_args: DataArguments, config: DCRConfig,
                     processor: DCRImageProcessor) -> FinetuneTransform | TrainTransform:
     """The training transform, built from the stage's processor.
 
     Every random draw happens in the training step (`DCRTrainer`), so a resume is exact: with
     `defer_low_resolution` the whole augmentation runs there; otherwise the loader augments, and only
-    the plain flip is drawn in the step.
+    the plain flip is drawn in the step. The LR copies go through `config.degradation` when set.
     """
     if data.real_low_resolution:
+        if model_args.degradation not in (None, "none"):
+            raise ValueError(f"--degradation {model_args.degradation}: this training set has real LR images, which "
+                             "are used as they are; the degradation model applies to simulated LR copies.")
         augmentation = "none" if data_args.augmentation == "flip" else data_args.augmentation
         return FinetuneTransform(processor, augmentation=augmentation, strict=data_args.strict_data)
     deferred = defers_low_resolution(data_args)
@@ -159,6 +163,7 @@ def train_transform(data: TrainingData, data_args: DataArguments, config: DCRCon
         augmentation=data_args.augmentation if deferred or data_args.augmentation != "flip" else "none",
         defer_low_resolution=deferred,
         strict=data_args.strict_data,
+        degradation=degradation_for(config.degradation),
     )
 
 
@@ -221,7 +226,7 @@ def run_training(
     if model_args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     route_tracker_logs(training_args)
-    transform = train_transform(data, data_args, config, processor)
+    transform = train_transform(data, model_args, data_args, config, processor)
     device_side = getattr(transform, "defer_low_resolution", False)
     trainer = DCRTrainer(
         model=model,
