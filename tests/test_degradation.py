@@ -305,7 +305,7 @@ def test_evaluation_on_degraded_probes_and_the_probe_figure(tmp_path, capsys):
     image = PIL.Image.open(figure)
     assert image.format == "PNG" and image.size[0] > image.size[1]
     out = capsys.readouterr().out
-    assert f"Wrote {figure}" in out and "LR probes degraded by surveillance (seed 0)" in out
+    assert f"Wrote {figure}" in out and "LR probes of model degraded by surveillance (seed 0)" in out
 
 
 @pytest.mark.parametrize(
@@ -336,3 +336,20 @@ def test_training_refuses_a_bad_degradation_before_any_data_is_read(tmp_path, ca
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1].endswith(f"{bad}: degradation.blur.gaussian_sigma=[-1.0, 1.0] leaves the allowed [0, 4].")
+
+
+def test_probe_degradation_model_takes_each_models_own_and_says_so():
+    from types import SimpleNamespace
+
+    from dcr_hf.evaluation.command import EvaluationArguments, probe_degradations
+
+    models = [SimpleNamespace(config=SimpleNamespace(degradation=check_degradation(DEGRADATION_PRESETS["jpeg"]))),
+              SimpleNamespace(config=SimpleNamespace(degradation=None))]
+    degradations, notes = probe_degradations(["a", "b"], models, None, EvaluationArguments(probe_degradation="model", degradation_seed=3))
+    assert degradations[0].settings == check_degradation(DEGRADATION_PRESETS["jpeg"]) and degradations[0].seed == 3
+    assert degradations[1] is None
+    assert notes[0].startswith("a: LR probes degraded by its own training degradation (seed 3)")
+    assert notes[1] == "b: --probe_degradation model, but the model was trained without one: its probes are resized only"
+    shared, [note] = probe_degradations(["a", "b"], models, check_degradation(SURVEILLANCE), EvaluationArguments(probe_degradation="surveillance"))
+    assert all(d.settings == check_degradation(SURVEILLANCE) for d in shared)
+    assert note.startswith("LR probes of every model degraded by surveillance (seed 0)")

@@ -215,15 +215,17 @@ def probe_degradations(names: Sequence[str], models: Sequence, settings: dict | 
     value, seed = eval_args.probe_degradation, eval_args.degradation_seed
     if value == "none":
         return [None] * len(models), []
+    if value != "model":
+        note = f"LR probes of {'every model' if len(models) > 1 else names[0]} degraded by {value} (seed {seed}): {json.dumps(settings)}"
+        return [degradation_for(settings, seed) for _ in models], [note]
     degradations, notes = [], []
     for name, model in zip(names, models):
-        own = settings if value != "model" else model.config.degradation
+        own = model.config.degradation
         degradations.append(degradation_for(own, seed))
         if own is None:
             notes.append(f"{name}: --probe_degradation model, but the model was trained without one: its probes are resized only")
         else:
-            source = "its own training degradation" if value == "model" else value
-            notes.append(f"{name}: LR probes degraded by {source} (seed {seed}): {json.dumps(own)}")
+            notes.append(f"{name}: LR probes degraded by its own training degradation (seed {seed}): {json.dumps(own)}")
     return degradations, notes
 
 
