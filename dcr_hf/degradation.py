@@ -30,7 +30,8 @@ from dataclasses import dataclass
 import torch
 
 from .configuration_dcr import DEGRADATION_PRESETS, check_degradation, check_low_resolution_sizes
-from .image_processing_dcr import DCRImageProcessor, channel_constants
+from .image_processing_dcr import DCRImageProcessor, channel_constants, exact_dtype, resize_8_bit, to_8_bit_levels
+from .low_resolution import _matrices
 
 #: Points per motion-blur line (its sub-pixel rasterization).
 _MOTION_SAMPLES = 33
@@ -166,10 +167,10 @@ class Degradation:
                 draw = DegradationDraw.cat([self.draw(1, generator) for generator in generators]) if count else self.draw(0)
             copies = []
             for size in sizes:
-                small = processor.downsample(pixels, size)  # the torch modes may overshoot [0, 1] here, as in the plain operator
+                small = _resize(pixels, processor, size, "downsample")  # the torch modes may overshoot [0, 1], as in the plain operator
                 noise = _standard_normal((count, pixels.shape[1], size, size), generators)
                 small = self.degrade(small, draw, noise, in_8_bits=processor.low_resolution_in_8_bits)
-                copies.append(processor.upsample(small).clamp_(0.0, 1.0))
+                copies.append(_resize(small, processor, size, "upsample").clamp_(0.0, 1.0))
             result = torch.stack(copies, dim=1) if copies else pixels.new_empty((count, 0, *pixels.shape[1:]))
             if normalized:
                 result = processor.normalize_pixels(result)
@@ -189,6 +190,16 @@ class Degradation:
         if in_8_bits:  # (a no-op on the levels of a step that did not apply)
             small = small.mul(255.0).round_().clamp_(0.0, 255.0).div_(255.0)
         return small
+
+
+def _resize(pixels: torch.Tensor, processor: DCRImageProcessor, size: int, step: str) -> torch.Tensor:
+    """`processor.downsample` / `processor.upsample`; in 8-bit mode with the processor's matrices
+    kept on the device by the fast path's cache (the processor would copy them there per call)."""
+    if not processor.low_resolution_in_8_bits:
+        return processor.downsample(pixels, size) if step == "downsample" else processor.upsample(pixels)
+    down, up = _matrices(processor, [size], pixels.device, exact_dtype(pixels.device))[0]
+    matrix = down if step == "downsample" else up
+    return resize_8_bit(to_8_bit_levels(pixels, matrix.dtype), matrix, matrix).to(torch.float32).mul_(1 / 255)
 
 
 def _denormalize(pixel_values: torch.Tensor, processor: DCRImageProcessor) -> torch.Tensor:

@@ -130,6 +130,9 @@ class TrainTransform(_ImageTransform):
     and `labels`), and the training step calls `model_inputs` on its device for the rest. Both
     ways give the same tensors to the bit for the same random draws.
 
+    `degradation` (a `dcr_hf.degradation.Degradation`) puts every LR copy through blur, noise and
+    JPEG between the resizes, drawn once per sample for all its copies.
+
     Randomness comes from the global CPU torch generator (see `dcr_hf.data.augment`), seeded by
     `transformers.set_seed` (and per DataLoader worker when the loader augments). A sample whose
     image cannot be decoded is dropped from its batch with a warning naming the file
