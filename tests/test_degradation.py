@@ -353,3 +353,17 @@ def test_probe_degradation_model_takes_each_models_own_and_says_so():
     shared, [note] = probe_degradations(["a", "b"], models, check_degradation(SURVEILLANCE), EvaluationArguments(probe_degradation="surveillance"))
     assert all(d.settings == check_degradation(SURVEILLANCE) for d in shared)
     assert note.startswith("LR probes of every model degraded by surveillance (seed 0)")
+
+
+def test_training_on_real_low_resolution_images_refuses_a_degradation(tmp_path, capsys):
+    from dcr_hf.training.command import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--output_dir", str(tmp_path / "out"), "--stage", "finetune", "--init_from", str(tmp_path / "nope"),
+              "--dataset", "scface", "--data_root", str(tmp_path), "--degradation", "jpeg"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.strip().splitlines()[-1].endswith(
+        "--degradation jpeg: --dataset scface trains on real LR images, which are used as they are; "
+        "the degradation model applies to simulated LR copies."
+    )

@@ -14,7 +14,9 @@ from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 
 from ..configuration_dcr import RESNET_BODIES, DCRConfig, check_low_resolution_sizes
 from ..data.augment import AUGMENTATIONS, check_augmentation
-from ..data.registry import VALIDATION_DATASETS, DatasetOptions, check_training_dataset, validation_for
+from ..data.registry import (
+    VALIDATION_DATASETS, DatasetOptions, check_training_dataset, has_real_low_resolution_probes, validation_for,
+)
 
 STAGES = ("trunk", "branch", "finetune")
 
@@ -250,6 +252,9 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
     if model_args.stage == "trunk":
         DCRConfig(**mining_settings(model_args), **head_settings(model_args))  # the config's own rules, before any data is read
     degradation_settings(model_args)  # a bad preset, file or range fails here
+    if model_args.degradation not in (None, "none") and has_real_low_resolution_probes(data_args.dataset):
+        raise ValueError(f"--degradation {model_args.degradation}: --dataset {data_args.dataset} trains on real LR images, "
+                         "which are used as they are; the degradation model applies to simulated LR copies.")
     if training_args.fp16 and training_args.device.type == "cpu":
         # Accelerate runs fp16 on a CPU in float32 without a word; bf16 autocast works there.
         raise ValueError("--fp16 needs a GPU (Accelerate trains fp16 on a CPU in float32); on a CPU use --bf16.")

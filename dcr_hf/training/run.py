@@ -139,7 +139,7 @@ def defers_low_resolution(data_args: DataArguments) -> bool:
     return True if data_args.defer_low_resolution is None else data_args.defer_low_resolution
 
 
-def train_transform(data: TrainingData, model_args: ModelArguments, data_args: DataArguments, config: DCRConfig,
+def train_transform(data: TrainingData, data_args: DataArguments, config: DCRConfig,
                     processor: DCRImageProcessor) -> FinetuneTransform | TrainTransform:
     """The training transform, built from the stage's processor.
 
@@ -148,9 +148,6 @@ def train_transform(data: TrainingData, model_args: ModelArguments, data_args: D
     the plain flip is drawn in the step. The LR copies go through `config.degradation` when set.
     """
     if data.real_low_resolution:
-        if model_args.degradation not in (None, "none"):
-            raise ValueError(f"--degradation {model_args.degradation}: this training set has real LR images, which "
-                             "are used as they are; the degradation model applies to simulated LR copies.")
         augmentation = "none" if data_args.augmentation == "flip" else data_args.augmentation
         return FinetuneTransform(processor, augmentation=augmentation, strict=data_args.strict_data)
     deferred = defers_low_resolution(data_args)
@@ -226,7 +223,7 @@ def run_training(
     if model_args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     route_tracker_logs(training_args)
-    transform = train_transform(data, model_args, data_args, config, processor)
+    transform = train_transform(data, data_args, config, processor)
     device_side = getattr(transform, "defer_low_resolution", False)
     trainer = DCRTrainer(
         model=model,
