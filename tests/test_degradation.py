@@ -314,6 +314,7 @@ def test_evaluation_on_degraded_probes_and_the_probe_figure(tmp_path, capsys):
         (["--probe_degradation", "fog"], "--probe_degradation fog: expected none, one of"),
         (["--protocol", "identification", "--probe_degradation", "jpeg"], "--probe_degradation jpeg: identification uses real LR probes"),
         (["--show_probes", "probes.txt"], "--show_probes probes.txt: expected the name of a .png file to write."),
+        (["--probe_degradation", "blur", "--update_card"], "--update_card with --probe_degradation blur: a model card records"),
     ],
 )
 def test_evaluation_refuses_bad_degradation_options_in_one_line(tmp_path, capsys, extra, message):
