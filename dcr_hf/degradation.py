@@ -22,7 +22,9 @@ have one length per batch) and the Poisson-like noise.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,8 +32,8 @@ from dataclasses import dataclass
 import torch
 
 from .configuration_dcr import DEGRADATION_PRESETS, check_degradation, check_low_resolution_sizes
-from .image_processing_dcr import DCRImageProcessor, channel_constants, exact_dtype, resize_8_bit, to_8_bit_levels
-from .low_resolution import _matrices
+from .image_processing_dcr import DCRImageProcessor, exact_dtype, resize_8_bit, to_8_bit_levels
+from .low_resolution import device_matrices
 
 #: Points per motion-blur line (its sub-pixel rasterization).
 _MOTION_SAMPLES = 33
@@ -40,9 +42,6 @@ _MOTION_SAMPLES = 33
 def resolve_degradation(value: str | dict | None, name: str = "--degradation") -> dict | None:
     """A command-line value -> checked settings: `none`, a preset name (`DEGRADATION_PRESETS`) or
     the path of a JSON file holding the settings (a dict of steps). Raises `ValueError` naming `name`."""
-    import json
-    import os
-
     if value is None or isinstance(value, dict):
         return check_degradation(value, name=name.lstrip("-"))
     if value == "none":
@@ -157,8 +156,8 @@ class Degradation:
         sizes = check_low_resolution_sizes(sizes, processor.image_size, name="sizes")
         with torch.autocast(pixel_values.device.type, enabled=False):
             pixels = pixel_values.float()
-            if normalized and processor.do_normalize:
-                pixels = _denormalize(pixels, processor)
+            if normalized:
+                pixels = processor.denormalize_pixels(pixels)
             generators = self._generators(pixels)
             count = pixels.shape[0]
             if generators is None:
@@ -197,15 +196,9 @@ def _resize(pixels: torch.Tensor, processor: DCRImageProcessor, size: int, step:
     kept on the device by the fast path's cache (the processor would copy them there per call)."""
     if not processor.low_resolution_in_8_bits:
         return processor.downsample(pixels, size) if step == "downsample" else processor.upsample(pixels)
-    down, up = _matrices(processor, [size], pixels.device, exact_dtype(pixels.device))[0]
+    down, up = device_matrices(processor, [size], pixels.device, exact_dtype(pixels.device))[0]
     matrix = down if step == "downsample" else up
     return resize_8_bit(to_8_bit_levels(pixels, matrix.dtype), matrix, matrix).to(torch.float32).mul_(1 / 255)
-
-
-def _denormalize(pixel_values: torch.Tensor, processor: DCRImageProcessor) -> torch.Tensor:
-    mean = channel_constants(tuple(processor.image_mean), pixel_values.dtype, pixel_values.device)
-    std = channel_constants(tuple(processor.image_std), pixel_values.dtype, pixel_values.device)
-    return pixel_values * std + mean
 
 
 def _standard_normal(shape: tuple[int, ...], generators: list[torch.Generator] | None) -> torch.Tensor:
@@ -294,8 +287,8 @@ def _jpeg(small: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
 
 
 def degradation_for(settings: dict | None, seed: int | None = None) -> Degradation | None:
-    """`Degradation(settings, seed)`, or `None` for no degradation."""
-    return None if check_degradation(settings) is None else Degradation(settings, seed)
+    """`Degradation(settings, seed)`, or `None` for no degradation (`None` or `{}`)."""
+    return Degradation(settings, seed) if settings else None
 
 
 __all__ = ["Degradation", "DegradationDraw", "degradation_for", "resolve_degradation"]

@@ -427,6 +427,14 @@ class DCRImageProcessor(BaseImageProcessor):
         std = channel_constants(tuple(self.image_std), pixel_values.dtype, pixel_values.device)
         return (pixel_values - mean) / std
 
+    def denormalize_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The inverse of `normalize_pixels`: normalized `[..., 3, H, W]` -> pixels in [0, 1] (up to rounding)."""
+        if not self.do_normalize:
+            return pixel_values
+        mean = channel_constants(tuple(self.image_mean), pixel_values.dtype, pixel_values.device)
+        std = channel_constants(tuple(self.image_std), pixel_values.dtype, pixel_values.device)
+        return pixel_values * std + mean
+
     def pixel_range(self) -> tuple[list[float], list[float]]:
         """Per-channel lowest and highest normalized value (the images of pixels 0 and 1)."""
         if not self.do_normalize:

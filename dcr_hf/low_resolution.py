@@ -36,7 +36,7 @@ def _check_batch(pixel_values: torch.Tensor, processor: DCRImageProcessor) -> No
 _DEVICE_MATRICES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def _matrices(processor: DCRImageProcessor, sizes: Sequence[int], device, dtype) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def device_matrices(processor: DCRImageProcessor, sizes: Sequence[int], device, dtype) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """`(down [s, L], up [L, s])` per size, on `device` in `dtype` (moved there once)."""
     operator = (processor.image_size, processor.downsample_interpolation, processor.upsample_interpolation)
     matrices = []
@@ -111,7 +111,7 @@ def _copies_8_bit(
         for channel, (mean, std) in enumerate(zip(processor.image_mean, processor.image_std)):
             levels[:, channel].mul_(std).add_(mean)
     levels = levels.mul_(255.0).round_().clamp_(0.0, 255.0).view(batch * channels, length, length)
-    matrices = _matrices(processor, sizes, device, dtype)
+    matrices = device_matrices(processor, sizes, device, dtype)
     narrow = round_to_8_bits(_narrow_all_sizes(levels, matrices))
     # The levels are no longer needed: their buffer takes each restored copy (fresh large
     # allocations cost page faults on CPU).
@@ -153,7 +153,7 @@ def _copies_linear(
     device = pixel_values.device
     # Python floats for the clamp bounds: a scalar clamp is several times faster than a broadcast one.
     lower, upper = processor.pixel_range() if normalized else ([0.0] * channels, [1.0] * channels)
-    matrices = _matrices(processor, sizes, device, work_dtype)
+    matrices = device_matrices(processor, sizes, device, work_dtype)
     narrow = _narrow_all_sizes(pixel_values.to(work_dtype).reshape(batch * channels, length, length), matrices)
     copies = torch.empty((batch, len(sizes), channels, length, length), dtype=work_dtype, device=device)
     # One scratch buffer for every size: fresh large allocations cost page faults on CPU.
@@ -175,4 +175,4 @@ def _copies_linear(
     return copies
 
 
-__all__ = ["make_low_resolution_copies"]
+__all__ = ["device_matrices", "make_low_resolution_copies"]

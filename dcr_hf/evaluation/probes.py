@@ -38,11 +38,7 @@ def probe_rows(image: Any, processor: DCRImageProcessor, sizes: Sequence[int],
     degraded = degradation.low_resolution_copies(pixels, sizes, processor, normalized=True)[0]
 
     def display(batch: torch.Tensor) -> np.ndarray:
-        if processor.do_normalize:
-            mean = torch.tensor(processor.image_mean).view(-1, 1, 1)
-            std = torch.tensor(processor.image_std).view(-1, 1, 1)
-            batch = batch * std + mean
-        return batch.clamp(0, 1).movedim(-3, -1).numpy()
+        return processor.denormalize_pixels(batch).clamp(0, 1).movedim(-3, -1).numpy()
 
     return display(pixels[0]), display(clean), display(degraded)
 

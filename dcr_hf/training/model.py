@@ -110,12 +110,14 @@ def build_processor(model_args: ModelArguments, config: DCRConfig) -> DCRImagePr
     return processor
 
 
-def build_model(model_args: ModelArguments, num_labels: int, id2label: dict[int, str]) -> DCRForImageClassification:
-    """The model of the stage: a fresh trunk, branches around a trained trunk, or a loaded model."""
+def build_model(model_args: ModelArguments, num_labels: int, id2label: dict[int, str],
+                checked_config: DCRConfig | None = None) -> DCRForImageClassification:
+    """The model of the stage: a fresh trunk, branches around a trained trunk, or a loaded model.
+    `checked_config`: `source_config(model_args)` when the caller has it already (read and checked once)."""
     if model_args.stage == "trunk":
         return DCRForImageClassification(config_from_arguments(model_args, id2label))
     source = model_args.source
-    config = source_config(model_args)
+    config = checked_config if checked_config is not None else source_config(model_args)
     overrides = dict(loss_settings(model_args), freeze_batch_norm=model_args.freeze_batch_norm)
     if model_args.stage == "branch":
         trunk = load_pretrained(DCRForImageClassification, source, "--trunk")

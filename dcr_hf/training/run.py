@@ -210,7 +210,7 @@ def run_training(
     check_training_labels(data)
     training_args = prepare_training_arguments(model_args, training_args, data.validation_protocol)
 
-    model = build_model(model_args, data.num_labels, data.id2label)
+    model = build_model(model_args, data.num_labels, data.id2label, source)
     config = model.config
     if data.real_low_resolution and config.use_branches:
         raise ValueError(
