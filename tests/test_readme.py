@@ -198,5 +198,5 @@ def test_the_readme_snippets_run_as_written(tmp_path, monkeypatch):
     with_dcr_hf, without_dcr_hf = code_blocks(README.read_text(), "python")
     assert "import dcr_hf" not in without_dcr_hf and "trust_remote_code=True" in without_dcr_hf
     similarity = _python(with_dcr_hf, tmp_path).stdout
-    assert re.fullmatch(r"tensor\(\[-?[01]\.\d+\]\)\n", similarity), similarity
+    assert re.fullmatch(r"tensor\(\[-?[01]\.\d+, -?[01]\.\d+\]\)\n", similarity), similarity  # real and simulated probe
     assert _python(BLOCK_DCR_HF + without_dcr_hf, tmp_path).stdout == "8\n"  # the branch the crop was routed to
