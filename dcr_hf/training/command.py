@@ -20,13 +20,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import datasets
-import transformers
 from transformers import HfArgumentParser, TrainingArguments
 
 from ..cli import DEBUG_HELP, reported_errors, split_debug_flag
 from .arguments import DataArguments, DCRTrainingArguments, ModelArguments, UNSUPPORTED_TRAINER_OPTIONS
-from .run import run_training
 
 logger = logging.getLogger(__name__)
 
@@ -130,16 +127,25 @@ def configure_logging(training_args: DCRTrainingArguments) -> None:
     handler._dcr_hf = True
     package.addHandler(handler)
     package.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
+    import datasets
+    import transformers
+
     log_level = training_args.get_process_log_level()
     transformers.utils.logging.set_verbosity(log_level)
     datasets.utils.logging.set_verbosity(log_level)
 
 
 def train(argv: Sequence[str] | None = None, parser: HfArgumentParser | None = None) -> dict[str, Any]:
-    """Parse a command line and train; returns `run_training`'s result (bad arguments raise `ValueError`)."""
+    """Parse a command line, plan the run (every option checked) and train; returns `run_training`'s
+    result (bad arguments raise `ValueError` / `OSError` before any data is read)."""
+    # Imported here, not at the top: `--help` needs only the argument dataclasses.
+    from .plan import plan_training
+    from .run import run_training
+
     model_args, data_args, training_args = parse_arguments(argv, parser)
     configure_logging(training_args)
-    result = run_training(model_args, data_args, training_args)
+    plan = plan_training(model_args, data_args, training_args)
+    result = run_training(plan)
     if result.get("finished"):
         logger.info(result["finished"])
         return result
