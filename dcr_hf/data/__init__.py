@@ -8,7 +8,7 @@ from a `DCRImageProcessor`: `TrainTransform`, `PairTransform`, `EvalTransform`,
 `FinetuneTransform`. Sampler: `MPerClassSampler`.
 """
 
-from importlib import import_module
+from .._lazy import lazy_exports
 
 #: Where each name lives; imported when first used, so that a command's `--help` (which needs only
 #: `registry.DatasetOptions`) does not load `datasets`.
@@ -34,17 +34,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "DATASETS",
