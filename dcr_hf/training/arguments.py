@@ -138,6 +138,12 @@ class ModelArguments:
         """The model this stage starts from (`--trunk` or `--init_from`), `None` for a new trunk."""
         return self.trunk if self.stage == "branch" else self.init_from if self.stage == "finetune" else None
 
+    def config_settings(self) -> dict[str, object]:
+        """The `DCRConfig` loss, mining and classifier-head fields given on the command line, as
+        config values (what a stage sets on its starting config; `--degradation` is resolved by the plan)."""
+        losses = {name: getattr(self, name) for name in LOSS_FIELDS if getattr(self, name) is not None}
+        return {**losses, **mining_settings(self), **head_settings(self)}
+
 
 @dataclass
 class DataArguments(DatasetOptions):
@@ -242,13 +248,6 @@ def head_settings(model_args: ModelArguments) -> dict[str, object]:
 LOSS_FIELDS = ("center_loss_weight", "center_momentum", "coupling_loss_weight")
 
 
-def config_settings(model_args: ModelArguments) -> dict[str, object]:
-    """The `DCRConfig` loss, mining and classifier-head settings given on the command line (what a
-    stage changes on its starting config; `--degradation` is resolved by the plan)."""
-    losses = {name: getattr(model_args, name) for name in LOSS_FIELDS if getattr(model_args, name) is not None}
-    return {**losses, **mining_settings(model_args), **head_settings(model_args)}
-
-
 __all__ = [
     "ARCHITECTURES",
     "HEAD_FIELDS",
@@ -259,7 +258,6 @@ __all__ = [
     "DataArguments",
     "ModelArguments",
     "LOSS_FIELDS",
-    "config_settings",
     "head_settings",
     "mining_settings",
 ]

@@ -20,15 +20,23 @@ the one place) -> `DCRConfig(degradation=...)` (`plan.config`, saved in config.j
 `run.run_training` -> `run.train_transform` (`degradation_for(plan.config.degradation)`, the LR
 copies of every training batch).
 
-Where each option is checked: `--stage` / `--trunk` / `--init_from`, `--degradation` against the
-dataset, `--validation_sizes`, `--samples_per_class`, `--divergence_factor`, `--fp16` / `--bf16` on
-a CPU (`precision.check_precision`), the source model's files, `--image_size`,
-`--low_resolution_sizes`, `--head`, `--image_mean` / `--image_std` against it: here;
-`--dataset` / `--data_root` / `--validation_dataset` / `--augmentation`: the data registry's
-checks, called here; every model field (`--depths`, `--low_resolution_sizes`, `--head`,
-`--margin`, the miners, the resolved `--degradation`, ...): `DCRConfig`; `--output_dir` /
-`--resume_from_checkpoint`: `checkpoints`, called here; the Trainer's own options: argparse and
-`TrainingArguments`, at parsing (`command.parse_arguments`).
+Where each option is checked (once):
+
+- here: `--stage` with `--trunk` / `--init_from`; `--degradation` against the dataset (real LR
+  images take none); `--validation_sizes` (against the model's `image_size`); `--samples_per_class`
+  with the batch size; `--divergence_factor`; for a branch / finetune stage, the source model's
+  files and `--image_size`, `--low_resolution_sizes`, `--head`, `--image_mean` / `--image_std`
+  against the source's; `--push_to_hub` with `--hub_model_id` and the repo (`prepare_push`);
+- `degradation.resolve_degradation`, called here: the `--degradation` preset or JSON file;
+- `precision.check_precision`, called here: `--fp16` / `--bf16` on a CPU;
+- the data registry, called here: `--dataset`, `--data_root`, `--validation_dataset`;
+  `data.augment.check_augmentation`: `--augmentation`;
+- `DCRConfig`: every model field (`--depths`, `--hidden_sizes`, `--low_resolution_sizes`,
+  `--head`, `--margin`, `--margin_scale`, the miners and loss weights, the resolved degradation);
+- `checkpoints.check_output_dir` / `resolve_resume_checkpoint`, called here: `--output_dir`,
+  `--overwrite_output_dir`, `--resume_from_checkpoint`;
+- at parsing (`command.parse_arguments`): types and choices (argparse), the Trainer options DCR
+  refuses, `TrainingArguments`' own checks.
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ from ..evaluation import CRITERIA
 from ..hub import load_image_processor
 from ..image_processing_dcr import DCRImageProcessor
 from ..model_files import check_model_source, load_config
-from .arguments import ARCHITECTURES, DataArguments, DCRTrainingArguments, ModelArguments, config_settings
+from .arguments import ARCHITECTURES, DataArguments, DCRTrainingArguments, ModelArguments
 from .checkpoints import check_output_dir, resolve_resume_checkpoint
 from .precision import check_precision
 
@@ -107,7 +115,7 @@ def plan_training(
         raise ValueError(f"--divergence_factor must be >= 0 (0: no bound), got {training_args.divergence_factor}.")
     resume = _check_output_folder(training_args, stage, source, source_option)
 
-    overrides = {**config_settings(model_args), **degradation}
+    overrides = {**model_args.config_settings(), **degradation}
     if source is None:
         config = new_trunk_config(model_args, overrides)
         processor = DCRImageProcessor(image_size=config.image_size, **_normalization(model_args))
