@@ -6,9 +6,9 @@ import pytest
 import torch
 from tests.models import tiny_config
 
-from dcr_hf import DCRConfig, DCRForImageClassification, DCRModel
+from dcr_hf import DCRConfig, DCRForImageClassification, DCRModel, branch_model_from_trunk
 from dcr_hf.configuration_dcr import RESNET_BODIES
-from dcr_hf.modeling_dcr import center_loss, coupling_loss, update_centers
+from dcr_hf.losses_dcr import center_loss, coupling_loss, update_centers
 
 
 @pytest.fixture(autouse=True)
@@ -160,7 +160,7 @@ def test_coupling_loss_hand_computed():
 
 def test_branch_stage_loss_matches_hand_computation(config):
     trunk = DCRForImageClassification(config)
-    model = DCRForImageClassification.from_trunk(trunk, specialized_initialization=False).eval()
+    model = branch_model_from_trunk(trunk, specialized_initialization=False).eval()
     x, labels = torch.randn(2, 3, 3, 32, 32), torch.tensor([0, 2])
     out = model(x, labels=labels)
     emb = out.embeddings.transpose(0, 1)  # [R, B, E]
@@ -172,14 +172,14 @@ def test_branch_stage_loss_matches_hand_computation(config):
 
 
 def test_branch_stage_needs_every_resolution(config):
-    model = DCRForImageClassification.from_trunk(DCRForImageClassification(config))
+    model = branch_model_from_trunk(DCRForImageClassification(config))
     with pytest.raises(ValueError, match="every resolution"):
         model(torch.randn(2, 2, 3, 32, 32), labels=torch.tensor([0, 1]))
 
 
 def test_specialized_init_branch_embeddings_equal_trunk_embeddings():
     trunk = DCRForImageClassification(tiny_config()).eval()
-    model = DCRForImageClassification.from_trunk(trunk).eval()
+    model = branch_model_from_trunk(trunk).eval()
     x = torch.randn(2, 3, 3, 32, 32)
     torch.testing.assert_close(model(x).embeddings, trunk(x).embeddings)
     for branch_classifier in model.branch_classifiers:
@@ -195,14 +195,14 @@ def test_specialized_init_branch_embeddings_equal_trunk_embeddings():
 
 def test_random_branch_init_differs_from_trunk(config):
     trunk = DCRForImageClassification(config).eval()
-    model = DCRForImageClassification.from_trunk(trunk, specialized_initialization=False).eval()
+    model = branch_model_from_trunk(trunk, specialized_initialization=False).eval()
     x = torch.randn(2, 3, 3, 32, 32)
     assert not torch.allclose(model(x).embeddings, trunk(x).embeddings)
 
 
 def test_frozen_trunk_stays_in_eval_and_gets_no_gradient(config):
     trunk = DCRForImageClassification(config)
-    model = DCRForImageClassification.from_trunk(trunk)
+    model = branch_model_from_trunk(trunk)
     model.train()
     assert model.training and not model.dcr.trunk.training
     running_mean = model.dcr.trunk.embedder.embedder.normalization.running_mean.clone()
@@ -212,7 +212,7 @@ def test_frozen_trunk_stays_in_eval_and_gets_no_gradient(config):
     assert all(p.grad is None for p in model.dcr.trunk.parameters())
     assert model.dcr.branches[1].projection.weight.grad is not None
     # unfreezing: trunk trains again
-    model = DCRForImageClassification.from_trunk(trunk, freeze_trunk=False).train()
+    model = branch_model_from_trunk(trunk, freeze_trunk=False).train()
     assert model.dcr.trunk.training
     model(torch.randn(2, 3, 3, 32, 32), labels=torch.tensor([0, 1])).loss.backward()
     assert model.dcr.trunk.projection.weight.grad is not None
@@ -220,12 +220,12 @@ def test_frozen_trunk_stays_in_eval_and_gets_no_gradient(config):
 
 def test_from_trunk_rejects_bare_embedder_for_specialized_init(config):
     with pytest.raises(ValueError, match="classifier"):
-        DCRForImageClassification.from_trunk(DCRModel(config))
+        branch_model_from_trunk(DCRModel(config))
 
 
 def test_per_sample_resolution_routing():
     trunk = DCRForImageClassification(tiny_config())
-    model = DCRForImageClassification.from_trunk(trunk, specialized_initialization=False)
+    model = branch_model_from_trunk(trunk, specialized_initialization=False)
     embedder = DCRModel(model.config)
     embedder.load_state_dict({k[4:]: v for k, v in model.state_dict().items() if k.startswith("dcr.")})
     embedder.eval()
@@ -277,7 +277,7 @@ def test_save_load_round_trip_identical_outputs_and_centers(tmp_path, config):
     model = DCRForImageClassification(config)
     model.train()
     model(torch.randn(2, 3, 3, 32, 32), labels=torch.tensor([0, 1]))  # move centers and BN stats
-    model = DCRForImageClassification.from_trunk(model)
+    model = branch_model_from_trunk(model)
     model.eval()
     model.save_pretrained(tmp_path)
     reloaded = DCRForImageClassification.from_pretrained(tmp_path).eval()
@@ -374,7 +374,7 @@ def test_training_step_compiles_into_one_graph(config, stage):
     torch.manual_seed(0)
     model = DCRForImageClassification(config)
     if stage == "branch":
-        model = DCRForImageClassification.from_trunk(model)
+        model = branch_model_from_trunk(model)
     model.train()
     pixel_values = torch.randn(4, 3, 3, config.image_size, config.image_size)
     explanation = torch._dynamo.explain(model)(pixel_values, labels=torch.tensor([0, 1, 1, 4]))

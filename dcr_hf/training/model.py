@@ -15,6 +15,7 @@ from typing import Any
 from transformers.utils import logging
 
 from ..configuration_dcr import DCRConfig
+from ..convert import branch_model_from_trunk
 from ..hub import load_image_processor
 from ..image_processing_dcr import DCRImageProcessor
 from ..model_files import check_model_source, load_config, load_pretrained
@@ -126,7 +127,7 @@ def build_model(model_args: ModelArguments, num_labels: int, id2label: dict[int,
                 f"the trunk {source} has {trunk.config.num_labels} classes but the training set has {num_labels}; "
                 "the branch stage trains on the trunk's identities."
             )
-        return DCRForImageClassification.from_trunk(
+        return branch_model_from_trunk(
             trunk,
             specialized_initialization=not model_args.random_branch_init,
             freeze_trunk=not model_args.unfreeze_trunk,
