@@ -397,11 +397,19 @@ class DCRPreTrainedModel(PreTrainedModel):
             # Only the directions matter; insightface starts its class weights as N(0, 0.01).
             init.normal_(module.weight, mean=0.0, std=0.01)
         elif isinstance(module, DCRForImageClassification):
-            # Centers start as N(0, sqrt(2 / num_labels)), as in the original.
-            std = math.sqrt(2.0 / module.config.num_labels)
-            init.normal_(module.centers, mean=0.0, std=std)
+            # The centers `__init__` made, again: a checkpoint without them loads with those very
+            # centers (from_pretrained builds the model on the meta device and fills what is missing here).
+            init.copy_(module.centers, initial_centers(module.config, *module.centers.shape))
             if module.branch_centers is not None:
-                init.normal_(module.branch_centers, mean=0.0, std=std)
+                init.copy_(module.branch_centers, initial_centers(module.config, *module.branch_centers.shape))
+
+
+def initial_centers(config: DCRConfig, *shape: int) -> torch.Tensor:
+    """Class centers before training, of `shape` `[..., num_labels, size]`: N(0, sqrt(2 / num_labels))
+    as in the original, drawn from a fixed seed, so every way of building a model (a fresh one,
+    `from_config`, a checkpoint without centers) starts from the same centers."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(*shape, generator=generator, device="cpu") * math.sqrt(2.0 / config.num_labels)
 
 
 def _as_resolution(value):
@@ -518,7 +526,9 @@ class DCRModel(DCRPreTrainedModel):
             per sample. Ignored by a trunk-only model (its embedding serves every resolution).
         """
         pixel_values = _check_pixel_values(pixel_values, self.config, allow_resolutions=True, dtype=self.dtype)
-        output_hidden_states = output_hidden_states if output_hidden_states is not None else False
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if pixel_values.ndim == 5:
             outputs = self._forward_copies(pixel_values, output_hidden_states)
@@ -586,11 +596,12 @@ class DCRForImageClassification(DCRPreTrainedModel):
         self.num_labels = config.num_labels
         self.dcr = DCRModel(config)
         self.classifier = build_classifier(config, config.embedding_size)
-        self.register_buffer("centers", torch.zeros(config.num_labels, config.embedding_size))
+        self.register_buffer("centers", initial_centers(config, config.num_labels, config.embedding_size))
         if config.use_branches:
             self.branch_classifiers = nn.ModuleList(DCRBranchClassifier(config) for _ in config.resolutions)
             self.register_buffer(
-                "branch_centers", torch.zeros(len(config.resolutions), config.num_labels, config.branch_hidden_size)
+                "branch_centers",
+                initial_centers(config, len(config.resolutions), config.num_labels, config.branch_hidden_size),
             )
         else:
             self.branch_classifiers = None
@@ -623,6 +634,17 @@ class DCRForImageClassification(DCRPreTrainedModel):
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
         return self
+
+    def _set_gradient_checkpointing(self, enable: bool = True, **kwargs) -> None:
+        # Checkpointing covers the trunk's residual blocks, the layers that hold the activations; a
+        # frozen trunk keeps none (eval mode, no gradient), so there is nothing to checkpoint.
+        super()._set_gradient_checkpointing(enable, **kwargs)
+        if enable and self.trunk_is_frozen:
+            logger.warning_once(
+                "Gradient checkpointing has nothing to checkpoint in this branch-stage model: the frozen trunk runs "
+                "without gradients, and each branch is one linear layer (freeze_trunk=False trains the trunk, "
+                "checkpointed)."
+            )
 
     # -- forward -----------------------------------------------------------------------------
 
