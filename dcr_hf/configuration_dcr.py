@@ -38,8 +38,12 @@ def check_low_resolution_sizes(sizes, image_size: int, name: str = "low_resoluti
     return checked
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _is_positive_int(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int) and value > 0
+    return _is_int(value) and value > 0
 
 
 def _positive_integers(name: str, values) -> list[int]:
@@ -269,6 +273,8 @@ class DCRConfig(PreTrainedConfig):
     miners: ClassVar[tuple[str, ...]] = ("batch_hard",)
     mining_references: ClassVar[tuple[str, ...]] = ("center", "embedding", "none")
     heads: ClassVar[tuple[str, ...]] = ("softmax", "cosface", "arcface")
+    #: What a `resolution` argument accepts for the high-resolution (gallery) branch besides `image_size`.
+    high_resolution_aliases: ClassVar[tuple[str | None, ...]] = (None, "hr", "HR")
     #: The one kind of labels DCR trains on (`None`: the same); multi-label and regression are refused.
     problem_types: ClassVar[tuple[str | None, ...]] = (None, "single_label_classification")
     #: Each margin head's default `(margin_scale, margin)` and the open interval its margin must lie in.
@@ -409,6 +415,26 @@ class DCRConfig(PreTrainedConfig):
     def resolutions(self) -> list[int]:
         """Resolution of each branch index: `[image_size, *low_resolution_sizes]` (index 0 = HR)."""
         return [self.image_size, *self.low_resolution_sizes]
+
+    def branch_index(self, resolution) -> int:
+        """Branch index of one resolution value: HR (`None`, `"hr"`, `image_size`) -> 0, LR size s
+        -> its position in `low_resolution_sizes` + 1. A numpy / 0-d tensor scalar or a whole float
+        (`8.0`) is a size too; anything else, or a size without a branch, is refused in one line."""
+        if hasattr(resolution, "ndim") and getattr(resolution, "ndim") == 0 and hasattr(resolution, "item"):
+            resolution = resolution.item()
+        if isinstance(resolution, float) and resolution.is_integer():
+            resolution = int(resolution)
+        if not (resolution is None or isinstance(resolution, str) or _is_int(resolution)):
+            raise ValueError(f"resolution {resolution!r} is not a size: expected an int (e.g. 8), 'hr' or None.")
+        if resolution in self.high_resolution_aliases or resolution == self.image_size:
+            return 0
+        try:
+            return self.low_resolution_sizes.index(int(resolution)) + 1
+        except (ValueError, TypeError):
+            raise ValueError(
+                f"resolution {resolution!r} has no branch; available: HR ({self.image_size}, 'hr' or None) "
+                f"and low-resolution sizes {self.low_resolution_sizes}."
+            ) from None
 
 
 __all__ = [

@@ -28,10 +28,6 @@ from .losses_dcr import Miner, branch_stage_loss, trunk_stage_loss
 
 logger = logging.get_logger(__name__)
 
-#: What `resolution=` accepts for the high-resolution (gallery) branch besides `image_size`.
-HIGH_RESOLUTION_ALIASES = (None, "hr", "HR")
-
-
 @dataclass
 class DCRModelOutput(ModelOutput):
     """
@@ -412,33 +408,6 @@ def initial_centers(config: DCRConfig, *shape: int) -> torch.Tensor:
     return torch.randn(*shape, generator=generator, device="cpu") * math.sqrt(2.0 / config.num_labels)
 
 
-def _as_resolution(value):
-    """One resolution value as `_resolution_index` takes it: numpy / 0-d tensor scalars and whole
-    floats (`8.0`) become ints; `None` and strings stay; anything else is refused."""
-    if hasattr(value, "ndim") and getattr(value, "ndim") == 0 and hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
-        return value
-    raise ValueError(f"resolution {value!r} is not a size: expected an int (e.g. 8), 'hr' or None.")
-
-
-def _resolution_index(config: DCRConfig, resolution) -> int:
-    """Branch index of one resolution value: HR (`None`, `"hr"`, `image_size`) -> 0, LR size s ->
-    its position in `low_resolution_sizes` + 1."""
-    resolution = _as_resolution(resolution)
-    if resolution in HIGH_RESOLUTION_ALIASES or resolution == config.image_size:
-        return 0
-    try:
-        return config.low_resolution_sizes.index(int(resolution)) + 1
-    except (ValueError, TypeError):
-        raise ValueError(
-            f"resolution {resolution!r} has no branch; available: HR ({config.image_size}, 'hr' or None) "
-            f"and low-resolution sizes {config.low_resolution_sizes}."
-        ) from None
-
-
 def _check_pixel_values(
     pixel_values: torch.Tensor, config: DCRConfig, allow_resolutions: bool, dtype: torch.dtype
 ) -> torch.Tensor:
@@ -487,11 +456,11 @@ class DCRModel(DCRPreTrainedModel):
         """Branch index (int) for one resolution (an int, `"hr"`, `None`, a whole float, a numpy or
         0-d tensor scalar), or an int64 tensor `[batch]` for per-sample values."""
         if isinstance(resolution, str) or not hasattr(resolution, "__len__") or getattr(resolution, "ndim", None) == 0:
-            return _resolution_index(self.config, resolution)
+            return self.config.branch_index(resolution)
         values = resolution.tolist() if torch.is_tensor(resolution) else list(resolution)
         if len(values) != batch_size:
             raise ValueError(f"resolution has {len(values)} values for a batch of {batch_size} images.")
-        return torch.tensor([_resolution_index(self.config, v) for v in values], dtype=torch.long)
+        return torch.tensor([self.config.branch_index(v) for v in values], dtype=torch.long)
 
     def embed_branches(self, trunk_embeddings: torch.Tensor, indices: torch.Tensor | int) -> torch.Tensor:
         """Coupled embeddings `[batch, branch_hidden_size]` of trunk embeddings through the branch(es)."""

@@ -117,3 +117,12 @@ def test_all_names_what_other_modules_import():
     assert {"DCRConfig", "DEGRADATION_PRESETS", "check_degradation"} <= imported
     assert imported <= set(configuration.__all__), imported - set(configuration.__all__)
     assert all(hasattr(configuration, name) for name in configuration.__all__)
+
+
+def test_branch_index_of_each_resolution():
+    config = DCRConfig(image_size=32, low_resolution_sizes=[8, 12])
+    assert [config.branch_index(r) for r in (None, "hr", "HR", 32, 8, 12.0, "12")] == [0, 0, 0, 0, 1, 2, 2]
+    with pytest.raises(ValueError, match=re.escape("resolution 16 has no branch; available: HR (32, 'hr' or None)")):
+        config.branch_index(16)
+    with pytest.raises(ValueError, match=re.escape("resolution 8.5 is not a size")):
+        config.branch_index(8.5)
