@@ -263,6 +263,9 @@ class DCRConfig(PreTrainedConfig):
             each with a probability and ranges (`DEGRADATION_STEPS`, presets in
             `DEGRADATION_PRESETS`, checked by `check_degradation`). Saved so that a folder says what
             its branches were trained on; inference does not apply it.
+
+    Of transformers' own fields, `problem_type` may only be `None` or `"single_label_classification"`
+    (one identity per face); `output_hidden_states` and `return_dict` act as in every model.
     """
 
     model_type = "dcr"

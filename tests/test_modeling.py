@@ -223,6 +223,19 @@ def test_from_trunk_rejects_bare_embedder_for_specialized_init(config):
         branch_model_from_trunk(DCRModel(config))
 
 
+def test_branch_model_from_a_trunk_folder_equals_from_the_trunk_model(tmp_path, config):
+    trunk = DCRForImageClassification(config).eval()
+    trunk.save_pretrained(tmp_path / "trunk")
+    from_folder = branch_model_from_trunk(tmp_path / "trunk", low_resolution_sizes=[8]).eval()
+    from_model = branch_model_from_trunk(trunk, low_resolution_sizes=[8]).eval()
+    assert from_folder.config.use_branches and from_folder.config.low_resolution_sizes == [8]
+    assert from_folder.state_dict().keys() == from_model.state_dict().keys()
+    for key, value in from_model.state_dict().items():
+        torch.testing.assert_close(from_folder.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    with pytest.raises(TypeError, match="trunk must be a path, a Hub id or a DCR model, got dict"):
+        branch_model_from_trunk({})
+
+
 def test_per_sample_resolution_routing():
     trunk = DCRForImageClassification(tiny_config())
     model = branch_model_from_trunk(trunk, specialized_initialization=False)
