@@ -45,7 +45,7 @@ from _timing import best_time, percent, print_table, set_threads, synchronize  #
 from bench_data import loader_rate, write_tree  # noqa: E402
 from bench_metrics import bench_knn_and_retrieval, bench_verification  # noqa: E402
 
-from dcr_hf import DCRConfig, DCRForImageClassification, DCRImageProcessor  # noqa: E402
+from dcr_hf import DCRConfig, DCRForImageClassification, DCRImageProcessor, branch_model_from_trunk  # noqa: E402
 from dcr_hf.data.transforms import TrainTransform  # noqa: E402
 
 SIZES = list(DCRConfig.low_resolution_sizes)
@@ -62,7 +62,7 @@ def stage_model(stage: str, args: argparse.Namespace) -> DCRForImageClassificati
                  "branch_hidden_size": 128, "stem_hidden_size": 16} if args.tiny else {}
     model = DCRForImageClassification(DCRConfig(num_labels=args.classes, image_size=args.image_size, **overrides))
     if stage == "branch":
-        model = DCRForImageClassification.from_trunk(model)
+        model = branch_model_from_trunk(model)
     return model.to(args.device, memory_format=torch.channels_last).train()
 
 

@@ -35,7 +35,7 @@ from _limits import describe_machine, gemm_gflops  # noqa: E402
 from _runs import jpeg_faces, timed_run  # noqa: E402
 from _timing import percent, print_table, set_threads  # noqa: E402
 
-from dcr_hf import DCRConfig, DCRForImageClassification  # noqa: E402
+from dcr_hf import DCRConfig, DCRForImageClassification, branch_model_from_trunk  # noqa: E402
 
 NUM_CLASSES, BATCH, IMAGE_SIZE = 200, 32, 120
 SIZES = list(DCRConfig.low_resolution_sizes)
@@ -85,7 +85,7 @@ def main() -> None:
             if stage == "branch":
                 if not trunk_dir.exists():  # a trunk folder to start from (one step is enough)
                     stage_times("trunk", trunk_dir, trunk_dir, argparse.Namespace(**{**vars(args), "steps": 1, "warmup": 0}), [])
-                branch_model = DCRForImageClassification.from_trunk(DCRForImageClassification.from_pretrained(trunk_dir))
+                branch_model = branch_model_from_trunk(DCRForImageClassification.from_pretrained(trunk_dir))
                 flops["branch"] = step_flops(branch_model, args.device)
             times = stage_times(stage, trunk_dir if stage == "trunk" else Path(root) / "branch", trunk_dir, args, extra)
             best = min(times)

@@ -7,6 +7,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelFor
 
 from .configuration_dcr import DCRConfig
 from .configuration_dcr import check_low_resolution_sizes
+from .convert import branch_model_from_trunk
 from .image_processing_dcr import DCRImageProcessor, convert_to_rgb, simulate_low_resolution
 from .low_resolution import make_low_resolution_copies
 from .modeling_dcr import (
@@ -34,6 +35,7 @@ __all__ = [
     "DCRModel",
     "DCRModelOutput",
     "DCRPreTrainedModel",
+    "branch_model_from_trunk",
     "check_low_resolution_sizes",
     "convert_to_rgb",
     "make_low_resolution_copies",

@@ -38,15 +38,25 @@ def check_low_resolution_sizes(sizes, image_size: int, name: str = "low_resoluti
     return checked
 
 
-def _integers(name: str, values) -> list[int]:
-    """A list field of whole numbers (`depths`, `hidden_sizes`) as ints; a string (`"1111"`), a
-    scalar or a fractional value is refused, naming the field."""
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_positive_int(value) -> bool:
+    return _is_int(value) and value > 0
+
+
+def _positive_integers(name: str, values) -> list[int]:
+    """A list field of positive whole numbers (`depths`, `hidden_sizes`) as ints; a string
+    (`"1111"`), a scalar, a fractional or a non-positive value is refused, naming the field."""
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
         raise ValueError(f"{name} must be a list of integers (one per stage), got {values!r}.")
     values = list(values)
     for value in values:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
             raise ValueError(f"{name} must hold whole numbers, got {value!r} in {values}.")
+    if any(value <= 0 for value in values):
+        raise ValueError(f"{name} must hold positive integers, got {values}.")
     return [int(value) for value in values]
 
 
@@ -253,6 +263,9 @@ class DCRConfig(PreTrainedConfig):
             each with a probability and ranges (`DEGRADATION_STEPS`, presets in
             `DEGRADATION_PRESETS`, checked by `check_degradation`). Saved so that a folder says what
             its branches were trained on; inference does not apply it.
+
+    Of transformers' own fields, `problem_type` may only be `None` or `"single_label_classification"`
+    (one identity per face); `output_hidden_states` and `return_dict` act as in every model.
     """
 
     model_type = "dcr"
@@ -263,6 +276,10 @@ class DCRConfig(PreTrainedConfig):
     miners: ClassVar[tuple[str, ...]] = ("batch_hard",)
     mining_references: ClassVar[tuple[str, ...]] = ("center", "embedding", "none")
     heads: ClassVar[tuple[str, ...]] = ("softmax", "cosface", "arcface")
+    #: What a `resolution` argument accepts for the high-resolution (gallery) branch besides `image_size`.
+    high_resolution_aliases: ClassVar[tuple[str | None, ...]] = (None, "hr", "HR")
+    #: The one kind of labels DCR trains on (`None`: the same); multi-label and regression are refused.
+    problem_types: ClassVar[tuple[str | None, ...]] = (None, "single_label_classification")
     #: Each margin head's default `(margin_scale, margin)` and the open interval its margin must lie in.
     margin_defaults: ClassVar[dict[str, tuple[float, float]]] = {"cosface": (64.0, 0.35), "arcface": (64.0, 0.5)}
     margin_bounds: ClassVar[dict[str, tuple[float, float]]] = {"cosface": (0.0, 1.0), "arcface": (0.0, math.pi / 2)}
@@ -296,22 +313,32 @@ class DCRConfig(PreTrainedConfig):
     degradation: dict | None = None
 
     def __post_init__(self, **kwargs):
-        self.depths = _integers("depths", self.depths)
-        self.hidden_sizes = _integers("hidden_sizes", self.hidden_sizes)
         if self.stem_hidden_size is None:
             self.stem_hidden_size = 64 if self.trunk_type == "resnet" else 32
-        requested = kwargs.get("num_labels")
-        if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 1):
-            raise ValueError(f"num_labels must be a positive integer (the number of identities), got {requested!r}.")
+        # Checked before transformers builds `id2label` from it (`range("5")` would fail obscurely);
+        # transformers counts the labels of `id2label` when one is given.
+        if self.id2label is not None:
+            labels, given = len(self.id2label), f"id2label={self.id2label}"
+        else:
+            labels = kwargs.get("num_labels")
+            given = repr(labels)
+        if labels is not None and not _is_positive_int(labels):
+            raise ValueError(f"num_labels must be a positive integer (the number of identities), got {given}.")
         super().__post_init__(**kwargs)
-        if self.num_labels < 1:
-            raise ValueError(f"num_labels must be a positive integer (the number of identities), got id2label={self.id2label}.")
         # `@strict` runs the `validate_*` methods only when the class itself is decorated; this
         # file must stay importable on its own, so the checks run here at construction.
         self.validate_dcr()
 
     def validate_dcr(self) -> None:
-        """Raise `ValueError` naming the field when an architecture choice is invalid."""
+        """Check every field once (callers trust a built config): raise `ValueError` in one line
+        naming the field. Normalizes as it goes (lists of ints, a margin head's defaults filled)."""
+        if self.problem_type not in self.problem_types:
+            raise ValueError(
+                f"problem_type={self.problem_type!r} is not supported: a DCR head classifies one identity per face "
+                f"(problem_type in {self.problem_types}, labels [batch] of class ids)."
+            )
+        self.depths = _positive_integers("depths", self.depths)
+        self.hidden_sizes = _positive_integers("hidden_sizes", self.hidden_sizes)
         if self.trunk_type not in self.trunk_types:
             raise ValueError(f"trunk_type={self.trunk_type!r} is not one of {self.trunk_types}.")
         if self.layer_type not in self.layer_types:
@@ -323,18 +350,14 @@ class DCRConfig(PreTrainedConfig):
                 f"depths ({self.depths}) and hidden_sizes ({self.hidden_sizes}) must be non-empty "
                 "lists of the same length, one entry per stage."
             )
-        for name in ("depths", "hidden_sizes"):
-            if any(v <= 0 for v in getattr(self, name)):
-                raise ValueError(f"{name} must hold positive integers, got {getattr(self, name)}.")
         if self.layer_type == "bottleneck" and any(h % self.bottleneck_reduction for h in self.hidden_sizes):
             raise ValueError(
                 f"hidden_sizes ({self.hidden_sizes}) must be multiples of {self.bottleneck_reduction} with "
                 "layer_type='bottleneck' (a block's 3x3 convolutions run at a quarter of the stage width)."
             )
         for name in ("stem_hidden_size", "embedding_size", "branch_hidden_size", "image_size", "num_channels"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+            if not _is_positive_int(getattr(self, name)):
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
         self.low_resolution_sizes = check_low_resolution_sizes(self.low_resolution_sizes, self.image_size)
         if len(self.low_resolution_sizes) == 0:
             raise ValueError("low_resolution_sizes must list at least one probe size, got [].")
@@ -347,22 +370,23 @@ class DCRConfig(PreTrainedConfig):
         self.degradation = check_degradation(self.degradation)
 
     def _validate_head(self) -> None:
-        """Fill a margin head's default scale and margin, then check the head's fields."""
+        """Check the head's fields; a margin head's unset scale and margin get its defaults."""
         if self.head not in self.heads:
             raise ValueError(f"head={self.head!r} is not one of {self.heads}.")
-        if self.head in self.margin_defaults:
-            # Saved resolved, so a folder's config.json states the scale and margin it trained with.
-            scale, margin = self.margin_defaults[self.head]
-            self.margin_scale = scale if self.margin_scale is None else self.margin_scale
-            self.margin = margin if self.margin is None else self.margin
+        # The fields a head does not use must stay unset (ArcFace alone uses the easy margin).
+        unused = {"arcface_easy_margin": False} if self.head != "arcface" else {}
         if self.head not in self.margin_defaults:
-            for name, unused in (("margin_scale", None), ("margin", None), ("arcface_easy_margin", False)):
-                if getattr(self, name) != unused:
-                    raise ValueError(
-                        f"{name}={getattr(self, name)!r} is only used by the margin heads {tuple(self.margin_defaults)}, "
-                        f"not by head={self.head!r}."
-                    )
+            unused.update(margin_scale=None, margin=None)
+        for name, unset in unused.items():
+            if getattr(self, name) != unset:
+                users = "head='arcface'" if name == "arcface_easy_margin" else f"the margin heads {tuple(self.margin_defaults)}"
+                raise ValueError(f"{name}={getattr(self, name)!r} is only used by {users}, not by head={self.head!r}.")
+        if self.head not in self.margin_defaults:
             return
+        # Saved resolved, so a folder's config.json states the scale and margin it trained with.
+        scale, margin = self.margin_defaults[self.head]
+        self.margin_scale = scale if self.margin_scale is None else self.margin_scale
+        self.margin = margin if self.margin is None else self.margin
         for name in ("margin_scale", "margin"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -375,8 +399,6 @@ class DCRConfig(PreTrainedConfig):
             raise ValueError(
                 f"margin={self.margin!r} is outside ({low:g}, {high:g}) for head={self.head!r}: its margin is {what}."
             )
-        if self.arcface_easy_margin and self.head != "arcface":
-            raise ValueError(f"arcface_easy_margin=True is only used by head='arcface', not by head={self.head!r}.")
 
     def _validate_mining(self) -> None:
         for name in ("trunk_miner", "branch_miner"):
@@ -397,5 +419,32 @@ class DCRConfig(PreTrainedConfig):
         """Resolution of each branch index: `[image_size, *low_resolution_sizes]` (index 0 = HR)."""
         return [self.image_size, *self.low_resolution_sizes]
 
+    def branch_index(self, resolution) -> int:
+        """Branch index of one resolution value: HR (`None`, `"hr"`, `image_size`) -> 0, LR size s
+        -> its position in `low_resolution_sizes` + 1. A numpy / 0-d tensor scalar or a whole float
+        (`8.0`) is a size too; anything else, or a size without a branch, is refused in one line."""
+        if hasattr(resolution, "ndim") and getattr(resolution, "ndim") == 0 and hasattr(resolution, "item"):
+            resolution = resolution.item()
+        if isinstance(resolution, float) and resolution.is_integer():
+            resolution = int(resolution)
+        if not (resolution is None or isinstance(resolution, str) or _is_int(resolution)):
+            raise ValueError(f"resolution {resolution!r} is not a size: expected an int (e.g. 8), 'hr' or None.")
+        if resolution in self.high_resolution_aliases or resolution == self.image_size:
+            return 0
+        try:
+            return self.low_resolution_sizes.index(int(resolution)) + 1
+        except (ValueError, TypeError):
+            raise ValueError(
+                f"resolution {resolution!r} has no branch; available: HR ({self.image_size}, 'hr' or None) "
+                f"and low-resolution sizes {self.low_resolution_sizes}."
+            ) from None
 
-__all__ = ["RESNET_BODIES", "DCRConfig", "check_low_resolution_sizes"]
+
+__all__ = [
+    "DEGRADATION_PRESETS",
+    "DEGRADATION_STEPS",
+    "RESNET_BODIES",
+    "DCRConfig",
+    "check_degradation",
+    "check_low_resolution_sizes",
+]

@@ -1,9 +1,11 @@
-"""Deep Coupled ResNet (DCR) networks, heads and losses.
+"""Deep Coupled ResNet (DCR) networks and models (the losses are in `losses_dcr.py`).
 
 Lu, Jiang & Kot, "Deep Coupled ResNet for Low-Resolution Face Recognition", IEEE SPL 2018.
 
-This file travels to every Hub repository next to `configuration_dcr.py` (for
-`trust_remote_code`), so it imports only torch, transformers and `.configuration_dcr`.
+This file travels to every Hub repository next to `configuration_dcr.py` and `losses_dcr.py` (for
+`trust_remote_code`), so it imports only torch, transformers and those two. It is longer than the
+package's other modules because, as in transformers' own model files, one file holds the whole
+network (trunk blocks, branches, classifier heads) and both models with their input checks.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,18 +26,9 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput, logging
 
 from .configuration_dcr import DCRConfig
+from .losses_dcr import Miner, branch_stage_loss, trunk_stage_loss
 
 logger = logging.get_logger(__name__)
-
-#: What `resolution=` accepts for the high-resolution (gallery) branch besides `image_size`.
-HIGH_RESOLUTION_ALIASES = (None, "hr", "HR")
-
-#: A batch-hard miner: `miner(anchors [n, size], labels [n], references [m, size], reference_labels [m])`
-#: -> int64 index tensors `(anchor, positive, negative)` (positives and negatives index `references`),
-#: one triplet per anchor that has both. pytorch-metric-learning's `BatchHardMiner` is called this
-#: way; this file cannot import it (it travels to the Hub), so the caller passes one in.
-Miner = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
-
 
 @dataclass
 class DCRModelOutput(ModelOutput):
@@ -345,150 +338,6 @@ class DCRBranchClassifier(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
-# Losses (hand-written: the momentum center update of DCR is in no library, and this file cannot
-# import pytorch-metric-learning's CosFaceLoss / ArcFaceLoss)
-# --------------------------------------------------------------------------------------------
-
-
-def margin_logits(
-    cosine: torch.Tensor, labels: torch.Tensor, head: str, scale: float, margin: float, easy_margin: bool = False
-) -> torch.Tensor:
-    """The training logits of a margin head: `scale * cosine` `[n, num_labels]` with each sample's
-    target class `labels[i]` given a margin.
-
-    CosFace: target `cos(theta) - margin`. ArcFace: target `cos(theta + margin)`, computed as
-    `cos(theta) cos(m) - sin(theta) sin(m)`; where `theta + m` would pass pi (`cos(theta) <=
-    cos(pi - m)`) it becomes `cos(theta) - m sin(m)` instead, which keeps the target decreasing with
-    the angle (insightface's threshold; pytorch-metric-learning uses the same); with `easy_margin`
-    the margin applies only where `cos(theta) > 0` and the plain cosine stays elsewhere.
-    """
-    cosine = cosine.float()
-    index = labels.long()[:, None]
-    target = cosine.gather(1, index)
-    if head == "cosface":
-        shifted = target - margin
-    elif head == "arcface":
-        # The floor keeps sqrt's gradient finite where a cosine reaches +-1 (it is clamped there).
-        sine = (1.0 - target * target).clamp(min=1e-12).sqrt()
-        with_margin = target * math.cos(margin) - sine * math.sin(margin)
-        if easy_margin:
-            shifted = torch.where(target > 0, with_margin, target)
-        else:
-            shifted = torch.where(target > math.cos(math.pi - margin), with_margin, target - margin * math.sin(margin))
-    else:
-        raise ValueError(f"head={head!r} has no margin; expected one of {tuple(DCRConfig.margin_defaults)}.")
-    return scale * cosine.scatter(1, index, shifted)
-
-
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: DCRConfig) -> torch.Tensor:
-    """Cross-entropy of one classifier's logits `[n, num_labels]` as the model returns them; a margin
-    head's logits (`margin_scale * cos`) get the target margin first ([`margin_logits`])."""
-    logits = logits.float()
-    if config.head != "softmax":
-        logits = margin_logits(
-            logits / config.margin_scale, labels, config.head, config.margin_scale, config.margin,
-            config.arcface_easy_margin,
-        )
-    return F.cross_entropy(logits, labels)
-
-
-@torch.no_grad()
-def update_centers(centers: torch.Tensor, embeddings: torch.Tensor, labels: torch.Tensor, momentum: float) -> None:
-    """Momentum update of class centers, in place, averaged across processes.
-
-    `c_j <- c_j + momentum / n_j * sum_{i: y_i = j} (e_i - c_j)` for every class `j` present in
-    the batch (`n_j` = its number of embeddings), then, when `torch.distributed` is initialized,
-    the centers are averaged over processes so every rank keeps identical centers.
-
-    Args:
-        centers: `[num_labels, size]` buffer, updated in place.
-        embeddings: `[n, size]` (detached here; the update carries no gradient).
-        labels: `[n]` int64.
-    """
-    embeddings = embeddings.detach().to(centers.dtype)
-    # Counts by index_add_ rather than bincount, whose output size depends on the labels' values
-    # (a graph break under torch.compile); whole numbers, so the same floats.
-    counts = centers.new_zeros(centers.shape[0]).index_add_(0, labels, embeddings.new_ones(labels.shape[0]))
-    sums = torch.zeros_like(centers).index_add_(0, labels, embeddings)
-    step = (sums - counts[:, None] * centers) / counts.clamp(min=1)[:, None]
-    centers.add_(momentum * step)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        world_size = torch.distributed.get_world_size()
-        if world_size > 1:
-            torch.distributed.all_reduce(centers, op=torch.distributed.ReduceOp.SUM)
-            centers.div_(world_size)
-
-
-def center_loss(embeddings: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean squared error (over all elements) between embeddings `[n, size]` and their class
-    centers; the centers are constants here (they move by `update_centers`, not by gradient)."""
-    return F.mse_loss(embeddings.float(), centers[labels].detach())
-
-
-def coupling_loss(branch_embeddings: torch.Tensor) -> torch.Tensor:
-    """DCR's coupling term: sum over LR branches r >= 1 of MSE(HR branch embedding, branch r).
-
-    Args:
-        branch_embeddings: `[resolutions, batch, size]`, index 0 = HR.
-    """
-    high = branch_embeddings[:1].float()
-    low = branch_embeddings[1:].float()
-    # mean over batch and features, sum over resolutions
-    return (low - high).pow(2).mean(dim=(1, 2)).sum()
-
-
-def mined_center_difference(
-    anchors: torch.Tensor, references: torch.Tensor, triplets: tuple[torch.Tensor, ...]
-) -> torch.Tensor:
-    """The branch stage's mined center term: MSE(anchors, hardest positives) - MSE(anchors, hardest
-    negatives), means over all elements; 0 when the miner found no triplet.
-
-    Args:
-        anchors: `[n, size]`; references: `[m, size]`; triplets: `(anchor, positive, negative)`
-            index tensors from a [`Miner`].
-    """
-    anchor, positive, negative = triplets
-    if anchor.numel() == 0:
-        return anchors.float().sum() * 0.0
-    mined = anchors[anchor].float()
-    return F.mse_loss(mined, references[positive].float()) - F.mse_loss(mined, references[negative].float())
-
-
-def mined_margin_loss(
-    anchors: torch.Tensor, references: torch.Tensor, triplets: tuple[torch.Tensor, ...], margin: float
-) -> torch.Tensor:
-    """The trunk stage's mined center term: with the elementwise squared differences
-    `d_pos = (a - p)^2` and `d_neg = (a - n)^2`, `mean(relu(d_pos - d_neg + margin))` over all
-    elements; 0 when the miner found no triplet. Shapes as [`mined_center_difference`]."""
-    anchor, positive, negative = triplets
-    if anchor.numel() == 0:
-        return anchors.float().sum() * 0.0
-    mined = anchors[anchor].float()
-    d_positive = (mined - references[positive].float()).pow(2)
-    d_negative = (mined - references[negative].float()).pow(2)
-    return F.relu(d_positive - d_negative + margin).mean()
-
-
-def mine_batch_hard(
-    miner: Miner | None, name: str, anchors: torch.Tensor, labels: torch.Tensor, references: torch.Tensor | None = None
-) -> tuple[torch.Tensor, ...]:
-    """Triplets of `anchors` `[n, size]` against `references` `[n, size]` (one per anchor: its class
-    center) or, when `references` is `None`, against the anchors themselves (an anchor is not its
-    own positive). `name` is the config field that asked for mining, for the error without a miner."""
-    if miner is None:
-        raise ValueError(
-            f"config.{name}='batch_hard' needs a miner: pass `miner=` to the forward pass "
-            "(`dcr_hf.training.build_miner(config)` wraps pytorch-metric-learning's BatchHardMiner)."
-        )
-    anchors = anchors.detach().float()
-    if references is None:
-        return miner(anchors, labels, anchors, labels)
-    # pytorch-metric-learning drops the diagonal (a sample as its own positive) only when the two label
-    # tensors are the same object: with centers as references, an anchor's own class center counts.
-    return miner(anchors, labels, references.detach().float(), labels.clone())
-
-
-# --------------------------------------------------------------------------------------------
 # Pretrained models
 # --------------------------------------------------------------------------------------------
 
@@ -546,38 +395,19 @@ class DCRPreTrainedModel(PreTrainedModel):
             # Only the directions matter; insightface starts its class weights as N(0, 0.01).
             init.normal_(module.weight, mean=0.0, std=0.01)
         elif isinstance(module, DCRForImageClassification):
-            # Centers start as N(0, sqrt(2 / num_labels)), as in the original.
-            std = math.sqrt(2.0 / module.config.num_labels)
-            init.normal_(module.centers, mean=0.0, std=std)
+            # The centers `__init__` made, again: a checkpoint without them loads with those very
+            # centers (from_pretrained builds the model on the meta device and fills what is missing here).
+            init.copy_(module.centers, initial_centers(module.config, *module.centers.shape))
             if module.branch_centers is not None:
-                init.normal_(module.branch_centers, mean=0.0, std=std)
+                init.copy_(module.branch_centers, initial_centers(module.config, *module.branch_centers.shape))
 
 
-def _as_resolution(value):
-    """One resolution value as `_resolution_index` takes it: numpy / 0-d tensor scalars and whole
-    floats (`8.0`) become ints; `None` and strings stay; anything else is refused."""
-    if hasattr(value, "ndim") and getattr(value, "ndim") == 0 and hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
-        return value
-    raise ValueError(f"resolution {value!r} is not a size: expected an int (e.g. 8), 'hr' or None.")
-
-
-def _resolution_index(config: DCRConfig, resolution) -> int:
-    """Branch index of one resolution value: HR (`None`, `"hr"`, `image_size`) -> 0, LR size s ->
-    its position in `low_resolution_sizes` + 1."""
-    resolution = _as_resolution(resolution)
-    if resolution in HIGH_RESOLUTION_ALIASES or resolution == config.image_size:
-        return 0
-    try:
-        return config.low_resolution_sizes.index(int(resolution)) + 1
-    except (ValueError, TypeError):
-        raise ValueError(
-            f"resolution {resolution!r} has no branch; available: HR ({config.image_size}, 'hr' or None) "
-            f"and low-resolution sizes {config.low_resolution_sizes}."
-        ) from None
+def initial_centers(config: DCRConfig, *shape: int) -> torch.Tensor:
+    """Class centers before training, of `shape` `[..., num_labels, size]`: N(0, sqrt(2 / num_labels))
+    as in the original, drawn from a fixed seed, so every way of building a model (a fresh one,
+    `from_config`, a checkpoint without centers) starts from the same centers."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(*shape, generator=generator, device="cpu") * math.sqrt(2.0 / config.num_labels)
 
 
 def _check_pixel_values(
@@ -628,11 +458,11 @@ class DCRModel(DCRPreTrainedModel):
         """Branch index (int) for one resolution (an int, `"hr"`, `None`, a whole float, a numpy or
         0-d tensor scalar), or an int64 tensor `[batch]` for per-sample values."""
         if isinstance(resolution, str) or not hasattr(resolution, "__len__") or getattr(resolution, "ndim", None) == 0:
-            return _resolution_index(self.config, resolution)
+            return self.config.branch_index(resolution)
         values = resolution.tolist() if torch.is_tensor(resolution) else list(resolution)
         if len(values) != batch_size:
             raise ValueError(f"resolution has {len(values)} values for a batch of {batch_size} images.")
-        return torch.tensor([_resolution_index(self.config, v) for v in values], dtype=torch.long)
+        return torch.tensor([self.config.branch_index(v) for v in values], dtype=torch.long)
 
     def embed_branches(self, trunk_embeddings: torch.Tensor, indices: torch.Tensor | int) -> torch.Tensor:
         """Coupled embeddings `[batch, branch_hidden_size]` of trunk embeddings through the branch(es)."""
@@ -667,7 +497,9 @@ class DCRModel(DCRPreTrainedModel):
             per sample. Ignored by a trunk-only model (its embedding serves every resolution).
         """
         pixel_values = _check_pixel_values(pixel_values, self.config, allow_resolutions=True, dtype=self.dtype)
-        output_hidden_states = output_hidden_states if output_hidden_states is not None else False
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if pixel_values.ndim == 5:
             outputs = self._forward_copies(pixel_values, output_hidden_states)
@@ -727,7 +559,7 @@ class DCRForImageClassification(DCRPreTrainedModel):
 
     Centers are buffers (`centers` `[num_labels, embedding_size]`, `branch_centers`
     `[resolutions, num_labels, branch_hidden_size]`) saved with the weights, so a resume is exact.
-    Build the branch stage from a trained trunk with [`DCRForImageClassification.from_trunk`].
+    The dcr-hf package builds the branch stage from a trained trunk (`dcr_hf.branch_model_from_trunk`).
     """
 
     def __init__(self, config: DCRConfig):
@@ -735,11 +567,12 @@ class DCRForImageClassification(DCRPreTrainedModel):
         self.num_labels = config.num_labels
         self.dcr = DCRModel(config)
         self.classifier = build_classifier(config, config.embedding_size)
-        self.register_buffer("centers", torch.zeros(config.num_labels, config.embedding_size))
+        self.register_buffer("centers", initial_centers(config, config.num_labels, config.embedding_size))
         if config.use_branches:
             self.branch_classifiers = nn.ModuleList(DCRBranchClassifier(config) for _ in config.resolutions)
             self.register_buffer(
-                "branch_centers", torch.zeros(len(config.resolutions), config.num_labels, config.branch_hidden_size)
+                "branch_centers",
+                initial_centers(config, len(config.resolutions), config.num_labels, config.branch_hidden_size),
             )
         else:
             self.branch_classifiers = None
@@ -773,75 +606,16 @@ class DCRForImageClassification(DCRPreTrainedModel):
                     module.eval()
         return self
 
-    @classmethod
-    def from_trunk(
-        cls,
-        trunk: str | DCRPreTrainedModel,
-        specialized_initialization: bool = True,
-        freeze_trunk: bool = True,
-        **config_overrides,
-    ) -> DCRForImageClassification:
-        """Build the branch-stage model around a trained trunk.
-
-        Args:
-            trunk: a folder, a Hub id or a model object of a trunk-stage `DCRForImageClassification`
-                (its classifier is needed for the specialized initialization).
-            specialized_initialization: branch projections start as the identity (zero bias), each
-                branch classifier as a copy of the trunk classifier and each branch's centers as
-                the trunk centers, so branch embeddings equal trunk embeddings at step 0. With
-                `False` the branches keep their random initialization.
-            freeze_trunk: keep the trunk frozen and in eval mode.
-            config_overrides: other `DCRConfig` fields (e.g. `low_resolution_sizes`, `margin`); `head`
-                stays the trunk's.
-        """
-        if isinstance(trunk, (str, bytes)) or hasattr(trunk, "__fspath__"):
-            trunk = DCRForImageClassification.from_pretrained(trunk)
-        if not isinstance(trunk, DCRPreTrainedModel):
-            raise TypeError(f"trunk must be a path, a Hub id or a DCR model, got {type(trunk).__name__}.")
-        if trunk.config.use_branches:
-            logger.warning("The given model already has branches; its branches are replaced.")
-        if config_overrides.get("head", trunk.config.head) != trunk.config.head:
-            raise ValueError(
-                f"the trunk was trained with head={trunk.config.head!r}, not {config_overrides['head']!r}: the branch "
-                "stage keeps the trunk's head (its classifier is copied into every branch)."
+    def _set_gradient_checkpointing(self, enable: bool = True, **kwargs) -> None:
+        # Checkpointing covers the trunk's residual blocks, the layers that hold the activations; a
+        # frozen trunk keeps none (eval mode, no gradient), so there is nothing to checkpoint.
+        super()._set_gradient_checkpointing(enable, **kwargs)
+        if enable and self.trunk_is_frozen:
+            logger.warning_once(
+                "Gradient checkpointing has nothing to checkpoint in this branch-stage model: the frozen trunk runs "
+                "without gradients, and each branch is one linear layer (freeze_trunk=False trains the trunk, "
+                "checkpointed)."
             )
-        config_dict = trunk.config.to_dict()
-        config_dict.update(config_overrides, use_branches=True, freeze_trunk=freeze_trunk)
-        config_dict.pop("auto_map", None)
-        config = DCRConfig.from_dict(config_dict)
-        if specialized_initialization and config.branch_hidden_size != config.embedding_size:
-            raise ValueError(
-                "specialized initialization copies the trunk into square branches: branch_hidden_size "
-                f"({config.branch_hidden_size}) must equal embedding_size ({config.embedding_size})."
-            )
-        model = cls(config)
-        source = trunk.state_dict()
-        if isinstance(trunk, DCRModel):
-            source = {f"dcr.{k}": v for k, v in source.items()}
-        elif not isinstance(trunk, DCRForImageClassification):
-            raise TypeError(f"cannot take a trunk from {type(trunk).__name__}.")
-        own = model.state_dict()
-        copied = {k: v for k, v in source.items() if k.startswith("dcr.trunk.") or k in ("classifier.weight", "classifier.bias", "centers")}
-        if specialized_initialization and "classifier.weight" not in copied:
-            raise ValueError(
-                "specialized initialization needs the trunk's classifier: load the trunk with "
-                "DCRForImageClassification (a trunk-stage checkpoint), not the bare DCRModel."
-            )
-        for key, value in copied.items():
-            if own[key].shape != value.shape:
-                raise ValueError(f"trunk weight {key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}.")
-        model.load_state_dict(copied, strict=False)
-        if specialized_initialization:
-            with torch.no_grad():
-                for branch, branch_classifier, centers in zip(
-                    model.dcr.branches, model.branch_classifiers, model.branch_centers
-                ):
-                    branch.projection.weight.copy_(torch.eye(config.embedding_size))
-                    branch.projection.bias.zero_()
-                    branch_classifier.classifier.load_state_dict(model.classifier.state_dict())
-                    centers.copy_(model.centers)
-        model.set_trunk_frozen(freeze_trunk)
-        return model
 
     # -- forward -----------------------------------------------------------------------------
 
@@ -914,76 +688,16 @@ class DCRForImageClassification(DCRPreTrainedModel):
     def _trunk_stage_loss(
         self, embeddings: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, miner: Miner | None
     ) -> dict[str, torch.Tensor]:
-        """Softmax + center term over every resolution copy, all copies of a sample sharing its label.
-
-        `embeddings` `[batch, resolutions, size]`, `logits` `[batch, resolutions, num_labels]`; the
-        centers move first (training only), as in the original. The center term is the center loss,
-        or with `config.trunk_miner` the mined margin term (none with `trunk_mining_reference="none"`).
-        """
-        resolutions = embeddings.shape[1]
-        # Resolution-major, as the original concatenated the copies along the batch axis.
-        flat_embeddings = embeddings.transpose(0, 1).reshape(-1, embeddings.shape[-1])
-        flat_logits = logits.transpose(0, 1).reshape(-1, logits.shape[-1])
-        flat_labels = labels.repeat(resolutions)
-        if self.training:
-            update_centers(self.centers, flat_embeddings, flat_labels, self.config.center_momentum)
-        terms = {"cross_entropy_loss": classification_loss(flat_logits, flat_labels, self.config)}
-        center_term = self._trunk_center_term(flat_embeddings, flat_labels, miner)
-        if center_term is not None:
-            terms["center_loss"] = self.config.center_loss_weight * center_term
-        return terms
-
-    def _trunk_center_term(
-        self, embeddings: torch.Tensor, labels: torch.Tensor, miner: Miner | None
-    ) -> torch.Tensor | None:
-        """The trunk's center term of embeddings `[n, size]`; `None` when mining drops it."""
-        reference = self.config.trunk_mining_reference
-        if self.config.trunk_miner is None:
-            return center_loss(embeddings, self.centers, labels)
-        if reference == "none":
-            return None
-        if reference == "center":
-            references = self.centers[labels].detach()
-            triplets = mine_batch_hard(miner, "trunk_miner", embeddings, labels, references)
-        else:
-            references = embeddings
-            triplets = mine_batch_hard(miner, "trunk_miner", embeddings, labels)
-        return mined_margin_loss(embeddings, references, triplets, self.config.trunk_mining_margin)
+        """The trunk stage's weighted loss terms (see [`trunk_stage_loss`]); the centers move in training."""
+        return trunk_stage_loss(self.config, self.centers, embeddings, logits, labels, miner, move_centers=self.training)
 
     def _branch_stage_loss(
         self, embeddings: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, miner: Miner | None
     ) -> dict[str, torch.Tensor]:
-        """DCR's coupled mapping loss: per branch cross-entropy and center term (means over the
-        branches) + `coupling_loss_weight` x sum over LR branches of MSE(HR branch, LR branch).
-
-        `embeddings` `[batch, resolutions, size]` (copy r from branch r), `logits` likewise. The
-        center term is the center loss, or with `config.branch_miner` the mined center difference.
-        """
-        per_branch = embeddings.transpose(0, 1)
-        if self.training:
-            for centers, branch_embeddings in zip(self.branch_centers, per_branch):
-                update_centers(centers, branch_embeddings, labels, self.config.center_momentum)
-        cross_entropy = torch.stack(
-            [classification_loss(lg, labels, self.config) for lg in logits.transpose(0, 1)]
-        ).mean()
-        centers = torch.stack(
-            [self._branch_center_term(e, c, labels, miner) for e, c in zip(per_branch, self.branch_centers)]
-        ).mean()
-        return {
-            "cross_entropy_loss": cross_entropy,
-            "center_loss": self.config.center_loss_weight * centers,
-            "coupling_loss": self.config.coupling_loss_weight * coupling_loss(per_branch),
-        }
-
-    def _branch_center_term(
-        self, embeddings: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor, miner: Miner | None
-    ) -> torch.Tensor:
-        """One branch's center term: embeddings `[batch, size]` against its centers `[num_labels, size]`."""
-        if self.config.branch_miner is None:
-            return center_loss(embeddings, centers, labels)
-        references = centers[labels].detach()
-        triplets = mine_batch_hard(miner, "branch_miner", embeddings, labels, references)
-        return mined_center_difference(embeddings, references, triplets)
+        """The branch stage's weighted loss terms (see [`branch_stage_loss`]); the centers move in training."""
+        return branch_stage_loss(
+            self.config, self.branch_centers, embeddings, logits, labels, miner, move_centers=self.training
+        )
 
     def _check_labels(self, labels: torch.Tensor, batch: int) -> torch.Tensor:
         if labels.ndim != 1 or labels.shape[0] != batch:
@@ -1022,15 +736,6 @@ __all__ = [
     "DCRForImageClassification",
     "DCRModelOutput",
     "DCRImageClassifierOutput",
-    "Miner",
     "DCRCosineClassifier",
     "build_classifier",
-    "classification_loss",
-    "margin_logits",
-    "update_centers",
-    "center_loss",
-    "coupling_loss",
-    "mine_batch_hard",
-    "mined_center_difference",
-    "mined_margin_loss",
 ]

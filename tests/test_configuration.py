@@ -84,3 +84,45 @@ def test_bad_values_are_refused_in_one_line_naming_the_field(kwargs, message):
 
 def test_whole_float_sizes_from_json_are_accepted():
     assert DCRConfig(depths=[2.0, 2, 2, 2]).depths == [2, 2, 2, 2]
+
+
+@pytest.mark.parametrize("problem_type", ["multi_label_classification", "regression"])
+def test_unsupported_problem_type_is_refused_at_config_time(tmp_path, problem_type):
+    message = f"problem_type={problem_type!r} is not supported: a DCR head classifies one identity per face"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DCRConfig(num_labels=3, problem_type=problem_type)
+    # A saved config.json naming one is refused when it is read, before any model is built.
+    config = DCRConfig(num_labels=3).to_dict()
+    (tmp_path / "config.json").write_text(json.dumps({**config, "problem_type": problem_type}))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DCRConfig.from_pretrained(tmp_path)
+
+
+def test_single_label_problem_type_is_accepted():
+    assert DCRConfig(num_labels=3, problem_type="single_label_classification").problem_type == "single_label_classification"
+
+
+def test_all_names_what_other_modules_import():
+    """Every name the package imports from configuration_dcr is public (in its `__all__`)."""
+    import ast
+    from pathlib import Path
+
+    import dcr_hf.configuration_dcr as configuration
+
+    imported = set()
+    for path in Path(configuration.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("configuration_dcr"):
+                imported.update(alias.name for alias in node.names)
+    assert {"DCRConfig", "DEGRADATION_PRESETS", "check_degradation"} <= imported
+    assert imported <= set(configuration.__all__), imported - set(configuration.__all__)
+    assert all(hasattr(configuration, name) for name in configuration.__all__)
+
+
+def test_branch_index_of_each_resolution():
+    config = DCRConfig(image_size=32, low_resolution_sizes=[8, 12])
+    assert [config.branch_index(r) for r in (None, "hr", "HR", 32, 8, 12.0, "12")] == [0, 0, 0, 0, 1, 2, 2]
+    with pytest.raises(ValueError, match=re.escape("resolution 16 has no branch; available: HR (32, 'hr' or None)")):
+        config.branch_index(16)
+    with pytest.raises(ValueError, match=re.escape("resolution 8.5 is not a size")):
+        config.branch_index(8.5)

@@ -21,7 +21,7 @@ import torch
 from tests.models import tiny_config
 from transformers import AutoModel
 
-from dcr_hf import DCRForImageClassification, DCRImageProcessor
+from dcr_hf import DCRForImageClassification, DCRImageProcessor, branch_model_from_trunk
 from dcr_hf.export_onnx import METADATA_FILE, METADATA_KEY, ONNX_FILE, OnnxExportError, export_onnx, main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +41,7 @@ def exported(tmp_path_factory) -> dict[str, tuple[Path, Path, dict]]:
     root = tmp_path_factory.mktemp("onnx")
     torch.manual_seed(0)
     trunk = DCRForImageClassification(tiny_config())
-    branch = DCRForImageClassification.from_trunk(trunk, specialized_initialization=False)
+    branch = branch_model_from_trunk(trunk, specialized_initialization=False)
     result = {}
     for name, model in (("trunk", trunk), ("branch", branch)):
         folder = _save(root / name, model)
@@ -146,7 +146,7 @@ def test_the_json_holds_the_processor_that_feeds_the_model(exported, face_photos
 def test_paper_trunk_with_prelus_exports_exactly(tmp_path, face_photos):
     torch.manual_seed(1)
     trunk = DCRForImageClassification(tiny_config(trunk_type="paper", hidden_sizes=[8, 8, 16, 16]))
-    model = DCRForImageClassification.from_trunk(trunk, specialized_initialization=False)
+    model = branch_model_from_trunk(trunk, specialized_initialization=False)
     with torch.no_grad():
         for parameter in model.dcr.trunk.parameters():
             if parameter.ndim == 1 and parameter.shape[0] > 1:

@@ -16,8 +16,9 @@ import torch
 from tests.models import tiny_config
 from tests.test_hub_loading import _run_without_dcr_hf
 
-from dcr_hf import DCRConfig, DCRForImageClassification, DCRImageProcessor
-from dcr_hf.modeling_dcr import DCRCosineClassifier, margin_logits
+from dcr_hf import DCRConfig, DCRForImageClassification, DCRImageProcessor, branch_model_from_trunk
+from dcr_hf.losses_dcr import margin_logits
+from dcr_hf.modeling_dcr import DCRCosineClassifier
 from dcr_hf.training.arguments import head_settings
 from dcr_hf.training.command import main as train_main
 from dcr_hf.training.command import parse_arguments
@@ -225,7 +226,7 @@ def test_older_folder_without_head_fields_loads_as_the_softmax_model(tmp_path):
 def test_specialized_init_with_a_margin_head_starts_at_the_trunk(head):
     torch.manual_seed(0)
     trunk = DCRForImageClassification(tiny_config(head=head)).eval()
-    branch = DCRForImageClassification.from_trunk(trunk).eval()
+    branch = branch_model_from_trunk(trunk).eval()
     for branch_classifier in branch.branch_classifiers:
         assert isinstance(branch_classifier.classifier, DCRCosineClassifier)
         torch.testing.assert_close(branch_classifier.classifier.weight, trunk.classifier.weight, rtol=0, atol=0)
@@ -239,8 +240,8 @@ def test_specialized_init_with_a_margin_head_starts_at_the_trunk(head):
 def test_from_trunk_keeps_the_trunks_head():
     trunk = DCRForImageClassification(tiny_config(head="cosface"))
     with pytest.raises(ValueError, match="trained with head='cosface', not 'softmax'"):
-        DCRForImageClassification.from_trunk(trunk, head="softmax")
-    branch = DCRForImageClassification.from_trunk(trunk, margin=0.2)  # margin and scale may change
+        branch_model_from_trunk(trunk, head="softmax")
+    branch = branch_model_from_trunk(trunk, margin=0.2)  # margin and scale may change
     assert (branch.config.head, branch.config.margin) == ("cosface", 0.2)
 
 

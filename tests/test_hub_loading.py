@@ -14,7 +14,7 @@ import torch
 from tests.layouts import smooth_photo
 from tests.models import tiny_config
 
-from dcr_hf import DCRForImageClassification, DCRImageProcessor, DCRModel
+from dcr_hf import DCRForImageClassification, DCRImageProcessor, DCRModel, branch_model_from_trunk
 from dcr_hf.modeling_dcr import CUSTOM_PIPELINES
 
 EXPECTED_AUTO_MAP = {
@@ -27,7 +27,7 @@ EXPECTED_AUTO_MAP = {
 def _trunk_and_branch(tmp_path):
     torch.manual_seed(0)
     trunk = DCRForImageClassification(tiny_config()).eval()
-    branch = DCRForImageClassification.from_trunk(trunk, specialized_initialization=False).eval()
+    branch = branch_model_from_trunk(trunk, specialized_initialization=False).eval()
     paths = {}
     for name, model in (("trunk", trunk), ("branch", branch)):
         paths[name] = tmp_path / name
@@ -40,8 +40,8 @@ def test_saved_folder_is_complete(tmp_path):
     _, _, paths = _trunk_and_branch(tmp_path)
     for path in paths.values():
         files = set(os.listdir(path))
-        assert {"config.json", "model.safetensors", "configuration_dcr.py", "modeling_dcr.py", "image_processing_dcr.py",
-                "pipeline_dcr.py", "preprocessor_config.json"} <= files
+        assert {"config.json", "model.safetensors", "configuration_dcr.py", "modeling_dcr.py", "losses_dcr.py",
+                "image_processing_dcr.py", "pipeline_dcr.py", "preprocessor_config.json"} <= files
         config = json.loads((path / "config.json").read_text())
         assert config["auto_map"] == EXPECTED_AUTO_MAP
         assert config["custom_pipelines"] == CUSTOM_PIPELINES
@@ -90,11 +90,14 @@ def test_trust_remote_code_in_a_process_without_dcr_hf(tmp_path):
         branch = AutoModel.from_pretrained({str(paths['branch'])!r}, trust_remote_code=True).eval()
         head = AutoModelForImageClassification.from_pretrained({str(paths['branch'])!r}, trust_remote_code=True).eval()
         assert "transformers_modules" in type(trunk).__module__, type(trunk).__module__
+        import sys
+        assert any(name.startswith("transformers_modules") and name.endswith(".losses_dcr") for name in sys.modules)
         with torch.no_grad():
             torch.save({{
                 "trunk": trunk(x).pooler_output,
                 "branch8": branch(x, resolution=8).pooler_output,
                 "head": head(x.unsqueeze(1).expand(-1, 3, -1, -1, -1)).logits,
+                "loss": head(x.unsqueeze(1).expand(-1, 3, -1, -1, -1), labels=torch.tensor([0, 1])).loss,
             }}, {str(tmp_path / 'out.pt')!r})
         print(type(head).__name__)
         """,
@@ -107,6 +110,8 @@ def test_trust_remote_code_in_a_process_without_dcr_hf(tmp_path):
         expected8 = branch.dcr.branches[1](branch.dcr(x).trunk_embeddings)
         torch.testing.assert_close(got["branch8"], expected8)
         torch.testing.assert_close(got["head"], branch(x.unsqueeze(1).expand(-1, 3, -1, -1, -1)).logits)
+        # The loss comes from the folder's own losses_dcr.py (copied beside modeling_dcr.py).
+        torch.testing.assert_close(got["loss"], branch(x.unsqueeze(1).expand(-1, 3, -1, -1, -1), labels=torch.tensor([0, 1])).loss)
 
 
 @pytest.mark.slow

@@ -6,9 +6,9 @@ import pytest
 import torch
 from tests.models import tiny_config
 
-from dcr_hf import DCRConfig, DCRForImageClassification, DCRModel
+from dcr_hf import DCRConfig, DCRForImageClassification, DCRModel, branch_model_from_trunk
 from dcr_hf.configuration_dcr import RESNET_BODIES
-from dcr_hf.modeling_dcr import center_loss, coupling_loss, update_centers
+from dcr_hf.losses_dcr import center_loss, coupling_loss, update_centers
 
 
 @pytest.fixture(autouse=True)
@@ -160,7 +160,7 @@ def test_coupling_loss_hand_computed():
 
 def test_branch_stage_loss_matches_hand_computation(config):
     trunk = DCRForImageClassification(config)
-    model = DCRForImageClassification.from_trunk(trunk, specialized_initialization=False).eval()
+    model = branch_model_from_trunk(trunk, specialized_initialization=False).eval()
     x, labels = torch.randn(2, 3, 3, 32, 32), torch.tensor([0, 2])
     out = model(x, labels=labels)
     emb = out.embeddings.transpose(0, 1)  # [R, B, E]
@@ -172,14 +172,14 @@ def test_branch_stage_loss_matches_hand_computation(config):
 
 
 def test_branch_stage_needs_every_resolution(config):
-    model = DCRForImageClassification.from_trunk(DCRForImageClassification(config))
+    model = branch_model_from_trunk(DCRForImageClassification(config))
     with pytest.raises(ValueError, match="every resolution"):
         model(torch.randn(2, 2, 3, 32, 32), labels=torch.tensor([0, 1]))
 
 
 def test_specialized_init_branch_embeddings_equal_trunk_embeddings():
     trunk = DCRForImageClassification(tiny_config()).eval()
-    model = DCRForImageClassification.from_trunk(trunk).eval()
+    model = branch_model_from_trunk(trunk).eval()
     x = torch.randn(2, 3, 3, 32, 32)
     torch.testing.assert_close(model(x).embeddings, trunk(x).embeddings)
     for branch_classifier in model.branch_classifiers:
@@ -195,14 +195,14 @@ def test_specialized_init_branch_embeddings_equal_trunk_embeddings():
 
 def test_random_branch_init_differs_from_trunk(config):
     trunk = DCRForImageClassification(config).eval()
-    model = DCRForImageClassification.from_trunk(trunk, specialized_initialization=False).eval()
+    model = branch_model_from_trunk(trunk, specialized_initialization=False).eval()
     x = torch.randn(2, 3, 3, 32, 32)
     assert not torch.allclose(model(x).embeddings, trunk(x).embeddings)
 
 
 def test_frozen_trunk_stays_in_eval_and_gets_no_gradient(config):
     trunk = DCRForImageClassification(config)
-    model = DCRForImageClassification.from_trunk(trunk)
+    model = branch_model_from_trunk(trunk)
     model.train()
     assert model.training and not model.dcr.trunk.training
     running_mean = model.dcr.trunk.embedder.embedder.normalization.running_mean.clone()
@@ -212,7 +212,7 @@ def test_frozen_trunk_stays_in_eval_and_gets_no_gradient(config):
     assert all(p.grad is None for p in model.dcr.trunk.parameters())
     assert model.dcr.branches[1].projection.weight.grad is not None
     # unfreezing: trunk trains again
-    model = DCRForImageClassification.from_trunk(trunk, freeze_trunk=False).train()
+    model = branch_model_from_trunk(trunk, freeze_trunk=False).train()
     assert model.dcr.trunk.training
     model(torch.randn(2, 3, 3, 32, 32), labels=torch.tensor([0, 1])).loss.backward()
     assert model.dcr.trunk.projection.weight.grad is not None
@@ -220,12 +220,25 @@ def test_frozen_trunk_stays_in_eval_and_gets_no_gradient(config):
 
 def test_from_trunk_rejects_bare_embedder_for_specialized_init(config):
     with pytest.raises(ValueError, match="classifier"):
-        DCRForImageClassification.from_trunk(DCRModel(config))
+        branch_model_from_trunk(DCRModel(config))
+
+
+def test_branch_model_from_a_trunk_folder_equals_from_the_trunk_model(tmp_path, config):
+    trunk = DCRForImageClassification(config).eval()
+    trunk.save_pretrained(tmp_path / "trunk")
+    from_folder = branch_model_from_trunk(tmp_path / "trunk", low_resolution_sizes=[8]).eval()
+    from_model = branch_model_from_trunk(trunk, low_resolution_sizes=[8]).eval()
+    assert from_folder.config.use_branches and from_folder.config.low_resolution_sizes == [8]
+    assert from_folder.state_dict().keys() == from_model.state_dict().keys()
+    for key, value in from_model.state_dict().items():
+        torch.testing.assert_close(from_folder.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    with pytest.raises(TypeError, match="trunk must be a path, a Hub id or a DCR model, got dict"):
+        branch_model_from_trunk({})
 
 
 def test_per_sample_resolution_routing():
     trunk = DCRForImageClassification(tiny_config())
-    model = DCRForImageClassification.from_trunk(trunk, specialized_initialization=False)
+    model = branch_model_from_trunk(trunk, specialized_initialization=False)
     embedder = DCRModel(model.config)
     embedder.load_state_dict({k[4:]: v for k, v in model.state_dict().items() if k.startswith("dcr.")})
     embedder.eval()
@@ -277,7 +290,7 @@ def test_save_load_round_trip_identical_outputs_and_centers(tmp_path, config):
     model = DCRForImageClassification(config)
     model.train()
     model(torch.randn(2, 3, 3, 32, 32), labels=torch.tensor([0, 1]))  # move centers and BN stats
-    model = DCRForImageClassification.from_trunk(model)
+    model = branch_model_from_trunk(model)
     model.eval()
     model.save_pretrained(tmp_path)
     reloaded = DCRForImageClassification.from_pretrained(tmp_path).eval()
@@ -374,9 +387,117 @@ def test_training_step_compiles_into_one_graph(config, stage):
     torch.manual_seed(0)
     model = DCRForImageClassification(config)
     if stage == "branch":
-        model = DCRForImageClassification.from_trunk(model)
+        model = branch_model_from_trunk(model)
     model.train()
     pixel_values = torch.randn(4, 3, 3, config.image_size, config.image_size)
     explanation = torch._dynamo.explain(model)(pixel_values, labels=torch.tensor([0, 1, 1, 4]))
     assert explanation.graph_break_count == 0, [str(reason.reason)[:200] for reason in explanation.break_reasons]
     assert explanation.graph_count == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Behaving as transformers models do (in the style of transformers' ResNet model tests)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model_class", [DCRModel, DCRForImageClassification])
+@pytest.mark.parametrize("use_branches", [False, True])
+def test_config_output_hidden_states_is_honoured(model_class, use_branches):
+    config = tiny_config(use_branches=use_branches)
+    config.output_hidden_states = True
+    model = model_class(config).eval()
+    copies = len(config.resolutions)
+    x = torch.randn(2, copies, 3, 32, 32) if use_branches and model_class is DCRForImageClassification else torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        hidden_states = model(x).hidden_states
+        assert model(x, output_hidden_states=False).hidden_states is None  # the argument wins over the config
+        config.output_hidden_states = False
+        assert model(x).hidden_states is None
+        assert model(x, output_hidden_states=True).hidden_states is not None
+    assert len(hidden_states) == 1 + len(config.depths)
+    # The stem (stride 4: 7x7/2 conv + max-pool), then one map per stage, each stage after the first halving it.
+    sizes = [(config.stem_hidden_size, 8), *zip(config.hidden_sizes, (8, 4, 2, 1))]
+    for hidden_state, (channels, side) in zip(hidden_states, sizes):
+        assert hidden_state.shape[-3:] == (channels, side, side)
+
+
+def _missing_keys_folder(model, folder, *dropped):
+    """Save `model` to `folder`, then remove the `dropped` tensors from its weights file."""
+    from safetensors.torch import load_file, save_file
+
+    model.save_pretrained(folder)
+    weights = load_file(folder / "model.safetensors")
+    for key in dropped:
+        del weights[key]
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+@pytest.mark.parametrize("use_branches", [False, True])
+def test_centers_are_the_same_in_every_way_of_building_a_model(tmp_path, use_branches):
+    """`_init_weights` leaves `centers` / `branch_centers` as `__init__` made them: a fresh model, its
+    `_init_weights` again, `from_config` and a checkpoint without them all give the same centers."""
+    from transformers import AutoModelForImageClassification
+
+    config = tiny_config(use_branches=use_branches)
+    buffers = ["centers", "branch_centers"] if use_branches else ["centers"]
+    fresh = DCRForImageClassification(config)
+    expected = {name: getattr(fresh, name).clone() for name in buffers}
+    # N(0, sqrt(2 / num_labels)) as in the original (see test_center_init_std), not a zero tensor.
+    assert all(value.abs().sum() > 0 for value in expected.values())
+    torch.manual_seed(123)  # the centers do not depend on the global seed
+    other = DCRForImageClassification(config)
+    other.apply(other._init_weights)
+    from_config = AutoModelForImageClassification.from_config(config)
+    folder = _missing_keys_folder(fresh, tmp_path / "no-centers", *buffers)
+    loaded = [DCRForImageClassification.from_pretrained(folder) for _ in range(2)]
+    for model in (other, from_config, *loaded):
+        for name in buffers:
+            torch.testing.assert_close(getattr(model, name), expected[name], rtol=0, atol=0, msg=name)
+    # Centers that are in the checkpoint are loaded, not re-initialized.
+    with torch.no_grad():
+        fresh.centers.add_(1.0)
+    fresh.save_pretrained(tmp_path / "moved")
+    torch.testing.assert_close(DCRForImageClassification.from_pretrained(tmp_path / "moved").centers, fresh.centers)
+
+
+def _checkpointed_gradients(model, x, labels):
+    """Gradients of every trained parameter, and how many layers went through the checkpoint function."""
+    calls = []
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    for module in model.modules():
+        if getattr(module, "gradient_checkpointing", False):
+            func = module._gradient_checkpointing_func
+            module._gradient_checkpointing_func = lambda *a, _func=func, **k: (calls.append(1), _func(*a, **k))[1]
+    model.train()
+    model(x, labels=labels).loss.backward()
+    return {n: p.grad for n, p in model.named_parameters() if p.requires_grad}, len(calls)
+
+
+def test_gradient_checkpointing_covers_an_unfrozen_trunk_in_the_branch_stage():
+    trunk = DCRForImageClassification(tiny_config())
+    x, labels = torch.randn(2, 3, 3, 32, 32), torch.tensor([0, 1])
+    plain = branch_model_from_trunk(trunk, freeze_trunk=False).train()
+    state = {k: v.clone() for k, v in plain.state_dict().items()}
+    plain(x, labels=labels).loss.backward()
+    expected = {n: p.grad for n, p in plain.named_parameters() if p.requires_grad}
+    checkpointed = branch_model_from_trunk(trunk, freeze_trunk=False)
+    checkpointed.load_state_dict(state)
+    got, calls = _checkpointed_gradients(checkpointed, x, labels)
+    assert calls == sum(tiny_config().depths)  # every residual block of the trunk, the layers that train
+    assert any(name.startswith("dcr.trunk.") for name in got)
+    assert got.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], msg=name)
+
+
+def test_gradient_checkpointing_with_a_frozen_trunk_says_there_is_nothing_to_checkpoint(caplog):
+    import logging
+
+    model = branch_model_from_trunk(DCRForImageClassification(tiny_config()))
+    caplog.set_level(logging.WARNING, logger="dcr_hf")
+    _, calls = _checkpointed_gradients(model, torch.randn(2, 3, 3, 32, 32), torch.tensor([0, 1]))
+    model.activation_checkpointing_enable()  # said once, not at every call
+    notes = [r.getMessage() for r in caplog.records if "nothing to checkpoint" in r.getMessage()]
+    assert len(notes) == 1 and "frozen trunk" in notes[0]
+    assert calls == 0

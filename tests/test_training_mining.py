@@ -6,7 +6,7 @@ import pytest
 import torch
 from tests.models import tiny_config
 
-from dcr_hf import DCRForImageClassification
+from dcr_hf import DCRForImageClassification, branch_model_from_trunk
 from dcr_hf.training import build_miner
 
 # Eight samples, four classes; class 3 has a single sample (its only positive center is its own).
@@ -69,7 +69,7 @@ def test_branch_mined_center_term_equals_brute_force():
     torch.manual_seed(1)
     config = tiny_config(num_labels=4, branch_miner="batch_hard")
     trunk = DCRForImageClassification(config)
-    model = DCRForImageClassification.from_trunk(trunk, specialized_initialization=False).eval()
+    model = branch_model_from_trunk(trunk, specialized_initialization=False).eval()
     with torch.no_grad():
         model.branch_centers.normal_()  # distinct centers per branch
         out = model(torch.randn(len(LABELS), 3, 3, 32, 32), labels=LABELS, miner=build_miner(model.config))

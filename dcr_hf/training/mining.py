@@ -1,6 +1,6 @@
 """The batch-hard miner of DCR's center terms: pytorch-metric-learning's `BatchHardMiner`.
 
-`modeling_dcr.py` travels to the Hub and cannot import pytorch-metric-learning, so its loss takes
+`losses_dcr.py` travels to the Hub and cannot import pytorch-metric-learning, so the model's loss takes
 the miner as an argument of the forward pass; `DCRTrainer` passes the one built here.
 """
 
@@ -18,8 +18,7 @@ def build_miner(config: DCRConfig) -> BatchHardMiner | None:
     name = config.branch_miner if config.use_branches else config.trunk_miner
     if name is None or (not config.use_branches and config.trunk_mining_reference == "none"):
         return None
-    if name != "batch_hard":
-        raise ValueError(f"unknown miner {name!r}; expected one of {DCRConfig.miners}.")
+    # `name` is "batch_hard", the one miner `DCRConfig` accepts (it checked the field).
     # Euclidean distance between the vectors as they are: the library's default distance would
     # L2-normalize embeddings and centers first, and centers are not unit vectors.
     return BatchHardMiner(distance=LpDistance(normalize_embeddings=False, p=2, power=1))

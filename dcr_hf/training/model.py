@@ -14,6 +14,7 @@ import copy
 from transformers.utils import logging
 
 from ..configuration_dcr import DCRConfig
+from ..convert import branch_model_from_trunk
 from ..model_files import load_pretrained
 from ..modeling_dcr import DCRForImageClassification
 from .plan import TrainingPlan
@@ -43,7 +44,7 @@ def build_model(plan: TrainingPlan, id2label: dict[int, str]) -> DCRForImageClas
                 f"the trunk {source} has {trunk.config.num_labels} classes but the training set has {num_labels}; "
                 "the branch stage trains on the trunk's identities."
             )
-        return DCRForImageClassification.from_trunk(
+        return branch_model_from_trunk(
             trunk,
             specialized_initialization=plan.specialized_initialization,
             freeze_trunk=plan.freeze_trunk,
