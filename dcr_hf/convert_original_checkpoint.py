@@ -214,7 +214,9 @@ def _check_output(output: Path, overwrite: bool) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> DCRForImageClassification:
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point (`dcr-convert`): writes the folder and returns nothing, so the command exits 0
+    (a console script passes `main()`'s value to `sys.exit`); `convert_original_checkpoint` returns the model."""
     argv, debug = split_debug_flag(argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=DEBUG_HELP)
@@ -242,7 +244,6 @@ def main(argv: list[str] | None = None) -> DCRForImageClassification:
         )
     kind = "trunk + branches" if model.config.use_branches else "trunk"
     print(f"Converted a {model.config.trunk_type} {kind} checkpoint ({model.config.num_labels} classes) to {args.output_dir}")
-    return model
 
 
 if __name__ == "__main__":

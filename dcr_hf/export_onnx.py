@@ -196,8 +196,10 @@ def export_onnx(
     return description
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Console entry point (`dcr-export-onnx`); errors end with one usage line and exit status 2."""
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point (`dcr-export-onnx`); errors end with one usage line and exit status 2. Returns
+    nothing, so the command exits 0 (a console script passes `main()`'s value to `sys.exit`);
+    `export_onnx` returns the description."""
     parser = argparse.ArgumentParser(prog="dcr-export-onnx", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", "--model_name_or_path", required=True, metavar="FOLDER_OR_ID",
@@ -215,7 +217,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if "max_abs_difference" in description:
         differences = ", ".join(f"{name} {value:.1e}" for name, value in description["max_abs_difference"].items())
         print(f"onnxruntime vs PyTorch, largest embedding difference per branch: {differences}")
-    return description
 
 
 __all__ = [

@@ -16,6 +16,8 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict
 
+from ..model_files import looks_like_hub_id
+
 #: Evaluation protocols, and the ones that score verification pairs.
 PROTOCOLS = ("verification", "intra-verification", "identification", "retrieval", "intra-retrieval")
 PAIR_PROTOCOLS = ("verification", "intra-verification")
@@ -202,12 +204,6 @@ def get_spec(name: str) -> DatasetSpec:
     if name not in DATASETS:
         raise ValueError(f"dataset {name!r} is not one of {sorted(DATASETS)}.")
     return DATASETS[name]
-
-
-def looks_like_hub_id(source: str) -> bool:
-    """Whether `source` reads as a Hub repo id (`org/name`) rather than a local path that exists."""
-    source = str(source)
-    return source.count("/") == 1 and not source.startswith((".", "/", "~")) and not Path(source).exists()
 
 
 def _generic_source(name: str, options: DatasetOptions | None) -> str:

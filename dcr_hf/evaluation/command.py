@@ -144,7 +144,8 @@ def display_names(models: Sequence[str]) -> list[str]:
     return short if len(set(short)) == len(short) else list(models)
 
 
-#: What `--reproduce_original` sets: the original's evaluation settings (REFERENCE.md, "Evaluation").
+#: What `--reproduce_original` sets: the original implementation's evaluation settings (its LR operator,
+#: threshold grid, retrieval rule and L2 ranking).
 ORIGINAL_PROTOCOL = {
     "downsample_interpolation": "lanczos",
     "upsample_interpolation": "bilinear",
@@ -267,6 +268,7 @@ def _write_outputs(
             update_model_card_results(
                 path, results[name], dataset_name, dataset_type=registry.card_dataset_type(data_args.dataset, data_args),
                 dataset_split=eval_args.dataset_split,
+                real_low_resolution_probes=registry.has_real_low_resolution_probes(data_args.dataset),
             )
             print(f"Updated the model card of {path}")
 
