@@ -143,6 +143,16 @@ def test_card_without_recipe_describes_the_published_one():
     assert "No training recipe was recorded" in text and "Adam" in text
 
 
+@pytest.mark.parametrize("kind", ["trunk", "branch"])
+def test_a_card_shows_this_models_results_only(kind):
+    # Without results, no figure reads as this model's: not the original's published LFW numbers either.
+    text = render_model_card(kind, config=tiny_config(use_branches=kind == "branch")).text
+    assert "Published numbers" not in text
+    assert not re.search(r"\b\d{2}\.\d \((8x8|HR)\)", text)
+    section = text.split(RESULTS_START)[1].split(RESULTS_END)[0]
+    assert "No results recorded yet" in section and not re.search(r"\d+\.\d", section)
+
+
 def test_unknown_kind_and_missing_templates(tmp_path):
     with pytest.raises(ValueError, match="card kind"):
         render_model_card("head")

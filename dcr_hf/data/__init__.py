@@ -8,14 +8,32 @@ from a `DCRImageProcessor`: `TrainTransform`, `PairTransform`, `EvalTransform`,
 `FinetuneTransform`. Sampler: `MPerClassSampler`.
 """
 
-from .casia import load_casia
-from .generic import load_face_dataset, load_image_folder
-from .lfw import load_lfw_identities, load_lfw_pairs
-from .registry import DATASETS, DatasetOptions, load_protocol_data, load_training_split
-from .sampler import MPerClassSampler
-from .scface import load_scface, load_scface_finetune
-from .synthetic import load_synthetic
-from .transforms import EvalTransform, FinetuneTransform, PairTransform, TrainTransform, apply_transform
+from .._lazy import lazy_exports
+
+# The names load on first use: importing the package (or a command module in it) stays light.
+__getattr__, __dir__ = lazy_exports(
+    globals(),
+    {
+        "load_casia": ".casia",
+        "load_face_dataset": ".generic",
+        "load_image_folder": ".generic",
+        "load_lfw_identities": ".lfw",
+        "load_lfw_pairs": ".lfw",
+        "DATASETS": ".registry",
+        "DatasetOptions": ".registry",
+        "load_protocol_data": ".registry",
+        "load_training_split": ".registry",
+        "MPerClassSampler": ".sampler",
+        "load_scface": ".scface",
+        "load_scface_finetune": ".scface",
+        "load_synthetic": ".synthetic",
+        "EvalTransform": ".transforms",
+        "FinetuneTransform": ".transforms",
+        "PairTransform": ".transforms",
+        "TrainTransform": ".transforms",
+        "apply_transform": ".transforms",
+    },
+)
 
 __all__ = [
     "DATASETS",

@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from datasets import Dataset, DatasetDict
+from typing import TYPE_CHECKING, Any
 
 from ..model_files import looks_like_hub_id
+
+if TYPE_CHECKING:  # the registry is read by every command's parser: `datasets` loads with the data
+    from datasets import Dataset, DatasetDict
 
 #: Evaluation protocols, and the ones that score verification pairs.
 PROTOCOLS = ("verification", "intra-verification", "identification", "retrieval", "intra-retrieval")
@@ -105,6 +106,8 @@ def _synthetic(options: DatasetOptions, split: str, image_size: int) -> Dataset:
 
 def _synthetic_protocol(options: DatasetOptions, protocol: str, image_size: int) -> Dataset | DatasetDict:
     if protocol == "identification":
+        from datasets import DatasetDict
+
         return DatasetDict({split: _synthetic(options, split, image_size) for split in ("gallery", "probe")})
     return _synthetic(options, "pairs" if protocol in PAIR_PROTOCOLS else "retrieval", image_size)
 
@@ -135,6 +138,8 @@ def _casia_protocol(options: DatasetOptions, protocol: str, image_size: int) -> 
 
 
 def _folder_protocol(options: DatasetOptions, protocol: str, image_size: int) -> Dataset:
+    from datasets import DatasetDict
+
     loaded = _generic(options, _root(options, "folder"))
     if isinstance(loaded, DatasetDict):
         if len(loaded) != 1:
@@ -172,6 +177,8 @@ def _folder_train(options: DatasetOptions, image_size: int) -> TrainingSplit:
 
 
 def _train_split_of(loaded: Dataset | DatasetDict, source: str) -> Dataset:
+    from datasets import Dataset
+
     if isinstance(loaded, Dataset):
         return loaded
     if "train" not in loaded:
