@@ -19,7 +19,7 @@ from transformers.utils import logging as transformers_logging
 
 from _limits import smooth_face_jpeg
 
-from dcr_hf.training import run_training
+from dcr_hf.training import plan_training, run_training
 from dcr_hf.training.command import parse_arguments
 from dcr_hf.training.run import TrainingData
 
@@ -67,7 +67,7 @@ def timed_run(output_dir: Path, data: TrainingData, steps: int, device: str, opt
     transformers_logging.disable_progress_bar()
     timer = StepTimer(device)
     with contextlib.redirect_stdout(io.StringIO()):  # the run's own metrics block
-        run_training(*parse_arguments(argv), callbacks=[timer], data=data)
+        run_training(plan_training(*parse_arguments(argv)), callbacks=[timer], data=data)
     return timer.times
 
 

@@ -22,25 +22,31 @@ def _register() -> None:
     register_auto_classes()
 
 
-__getattr__, __dir__ = lazy_exports(
-    globals(),
+_load, __dir__ = lazy_exports(
+    __name__,
     {
-        "DCRConfig": ".configuration_dcr",
-        "check_low_resolution_sizes": ".configuration_dcr",
-        "DCRImageProcessor": ".image_processing_dcr",
-        "convert_to_rgb": ".image_processing_dcr",
-        "simulate_low_resolution": ".image_processing_dcr",
-        "make_low_resolution_copies": ".low_resolution",
-        "DCRForImageClassification": ".modeling_dcr",
-        "DCRImageClassifierOutput": ".modeling_dcr",
-        "DCRModel": ".modeling_dcr",
-        "DCRModelOutput": ".modeling_dcr",
-        "DCRPreTrainedModel": ".modeling_dcr",
-        "DCRFeatureExtractionPipeline": ".pipeline_dcr",
-        "register_auto_classes": ".auto_classes",
+        "DCRConfig": "configuration_dcr",
+        "check_low_resolution_sizes": "configuration_dcr",
+        "DCRImageProcessor": "image_processing_dcr",
+        "convert_to_rgb": "image_processing_dcr",
+        "simulate_low_resolution": "image_processing_dcr",
+        "make_low_resolution_copies": "low_resolution",
+        "DCRForImageClassification": "modeling_dcr",
+        "DCRImageClassifierOutput": "modeling_dcr",
+        "DCRModel": "modeling_dcr",
+        "DCRModelOutput": "modeling_dcr",
+        "DCRPreTrainedModel": "modeling_dcr",
+        "DCRFeatureExtractionPipeline": "pipeline_dcr",
+        "register_auto_classes": "auto_classes",
     },
-    on_first_use=_register,
 )
+
+
+def __getattr__(name: str) -> object:
+    value = _load(name)  # AttributeError for a name that is not exported
+    _register()
+    return value
+
 
 if "torch" in sys.modules:
     # The heavy libraries are loaded already: registering now costs nothing and keeps

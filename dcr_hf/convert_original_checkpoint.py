@@ -19,14 +19,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._lazy import lazy_exports
 from .cli import DEBUG_HELP, add_hub_arguments, reported_errors, split_debug_flag
 from .original.arguments import STAGES
 
-__getattr__, __dir__ = lazy_exports(
-    globals(),
-    {"convert_original_checkpoint": ".original.conversion", "CONVERTED_PROCESSOR_SETTINGS": ".original.conversion"},
-)
+#: The conversion's names importable from here, loaded on first use (`--help` needs none of them).
+_EXPORTED = ("CONVERTED_PROCESSOR_SETTINGS", "convert_original_checkpoint")
+
+
+def __getattr__(name: str) -> object:
+    if name not in _EXPORTED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from .original import conversion
+
+    return getattr(conversion, name)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Converted a {model.config.trunk_type} {kind} checkpoint ({model.config.num_labels} classes) to {args.output_dir}")
 
 
-__all__ = ["CONVERTED_PROCESSOR_SETTINGS", "convert_original_checkpoint", "main"]
+__all__ = [*_EXPORTED, "main"]
 
 
 if __name__ == "__main__":

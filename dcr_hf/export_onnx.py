@@ -22,11 +22,16 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._lazy import lazy_exports
-
-#: The export's names that users of this module import from it (the rest are in `dcr_hf.onnx_embedder`).
+#: The export's names importable from here, loaded on first use (the rest are in `dcr_hf.onnx_embedder`).
 _EXPORTED = ("METADATA_FILE", "METADATA_KEY", "ONNX_FILE", "OnnxExportError", "export_onnx")
-__getattr__, __dir__ = lazy_exports(globals(), dict.fromkeys(_EXPORTED, ".onnx_embedder"))
+
+
+def __getattr__(name: str) -> object:
+    if name not in _EXPORTED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import onnx_embedder
+
+    return getattr(onnx_embedder, name)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

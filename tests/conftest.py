@@ -3,7 +3,7 @@ layouts (CASIA, LFW, SCface), and face photos of several sizes and kinds.
 
 Helper functions that take arguments live in `tests.layouts` (writing real-layout trees) and
 `tests.models` (tiny configs); tests that start subprocesses or train end to end are marked `slow`
-(`-m "not slow"` skips them; the README's test command runs everything).
+(`-m "not slow"` skips them; the README's test command runs everything; see CONTRIBUTING.md).
 """
 
 from __future__ import annotations

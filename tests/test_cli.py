@@ -1,6 +1,6 @@
 """`dcr_hf.cli`: every command ends a user's mistake with one line (exit status 2) and no traceback.
 
-Each case is a row of the README's reliability table: the bad input, and the exact line the user sees.
+Each case is a row of the reliability table (docs/reliability.md): the bad input, and the exact line the user sees.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from dcr_hf.evaluation import evaluate_verification
 from dcr_hf.evaluation.command import run as eval_run
 from dcr_hf.image_processing_dcr import DCRImageProcessor
 from dcr_hf.modeling_dcr import DCRForImageClassification
-from dcr_hf.training import NonFiniteLossError, run_training
+from dcr_hf.training import NonFiniteLossError, TrainingPlan, plan_training, run_training
 from dcr_hf.training.guard import LossDivergedError, NonFiniteWeightsError
 from dcr_hf.training.command import parse_arguments
 from dcr_hf.training.command import main as train_main
@@ -84,8 +84,9 @@ def train(output_dir: Path, *extra: str) -> dict:
     return train_command(_argv(output_dir, *extra))
 
 
-def parse(output_dir: Path, *extra: str):
-    return parse_arguments(_argv(output_dir, *extra))
+def plan(output_dir: Path, *extra: str) -> TrainingPlan:
+    """The checked plan of a command line (what `train_hf.py` runs)."""
+    return plan_training(*parse_arguments(_argv(output_dir, *extra)))
 
 
 def _env() -> dict[str, str]:
@@ -521,7 +522,7 @@ def test_a_failed_push_says_the_folder_is_saved_and_how_to_push_it(tmp_path, mon
         (["--dataset", "casia", "--data_root", "{missing}"], FileNotFoundError, "does not exist"),
         (["--stage", "branch"], ValueError, "--trunk"),
         (["--stage", "finetune"], ValueError, "--init_from"),
-        (["--low_resolution_sizes", "8", "48"], ValueError, r"--low_resolution_sizes holds 48.*below image_size=48"),
+        (["--low_resolution_sizes", "8", "48"], ValueError, r"low_resolution_sizes holds 48.*below image_size=48"),
         (["--samples_per_class", "3"], ValueError, "multiple of --samples_per_class 3"),
         (["--trunk_mining_reference", "embedding"], ValueError, "trunk_mining_reference='embedding' needs trunk_miner"),
     ],
@@ -554,7 +555,7 @@ def test_training_labels_out_of_range_are_refused_before_training(tmp_path, monk
     )
     monkeypatch.setattr(training_run, "build_model", must_not_run)
     with pytest.raises(ValueError, match=f"label {bad}, outside 0..2"):
-        run_training(*parse(tmp_path, *NO_VALIDATION, "--max_steps", "1"), data=data)
+        run_training(plan(tmp_path, *NO_VALIDATION, "--max_steps", "1"), data=data)
 
 
 def test_trunk_with_other_low_resolution_sizes_is_refused(trunk, tmp_path):
@@ -592,9 +593,9 @@ def _assert_finite_checkpoint(folder: Path) -> None:
 
 
 def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
-    arguments = parse(tmp_path, *NO_VALIDATION, "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "1")
+    arguments = plan(tmp_path, *NO_VALIDATION, "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "1")
     with pytest.raises(NonFiniteLossError, match="loss was nan at step 3; training stopped at step 3") as raised:
-        run_training(*arguments, callbacks=[_PoisonAt(3)])
+        run_training(arguments, callbacks=[_PoisonAt(3)])
     assert f"The last good checkpoint is {tmp_path / 'checkpoint-2'} (its weights verified" in str(raised.value)
     assert not (tmp_path / "checkpoint-3").exists() and not (tmp_path / "model.safetensors").exists()
     _assert_finite_checkpoint(tmp_path / "checkpoint-2")
@@ -603,9 +604,9 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_p
 def test_weights_broken_by_an_update_are_never_saved(tmp_path):
     """Before: step 3's loss was finite, so checkpoint-3 was saved with the infinite weights its update
     left, and step 4's NaN loss then named checkpoint-3 as the last good one."""
-    arguments = parse(tmp_path, *NO_VALIDATION, "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "1")
+    arguments = plan(tmp_path, *NO_VALIDATION, "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "1")
     with pytest.raises(NonFiniteWeightsError, match="classifier.weight holds NaN/inf after step 3") as raised:
-        run_training(*arguments, callbacks=[_PoisonAt(3, after_update=True)])
+        run_training(arguments, callbacks=[_PoisonAt(3, after_update=True)])
     assert f"The last good checkpoint is {tmp_path / 'checkpoint-2'}" in str(raised.value)
     assert not (tmp_path / "checkpoint-3").exists() and not (tmp_path / "model.safetensors").exists()
     _assert_finite_checkpoint(tmp_path / "checkpoint-2")
@@ -667,9 +668,9 @@ def _find_sampler(dataloader) -> object:
 
 def test_samples_per_class_batches_hold_m_images_of_each_class(tmp_path):
     recorder = _Recorder()
-    arguments = parse(tmp_path, *NO_VALIDATION, "--samples_per_class", "2", "--max_steps", "4",
+    arguments = plan(tmp_path, *NO_VALIDATION, "--samples_per_class", "2", "--max_steps", "4",
                       "--save_strategy", "no")
-    run_training(*arguments, callbacks=[recorder])
+    run_training(arguments, callbacks=[recorder])
     assert isinstance(_find_sampler(recorder.train_dataloader), MPerClassSampler)
     assert len(recorder.batches) == 4
     for labels in recorder.batches:
@@ -691,7 +692,7 @@ def test_lr_milestones_divide_the_learning_rate_by_ten_at_epoch_boundaries(tmp_p
 def test_deferred_low_resolution_copies_train_the_same_model(tmp_path):
     options = [*NO_VALIDATION, "--augmentation", "none", "--max_steps", "3", "--save_strategy", "no"]
     recorder = _Recorder()
-    run_training(*parse(tmp_path / "deferred", *options, "--defer_low_resolution", "true"), callbacks=[recorder])
+    run_training(plan(tmp_path / "deferred", *options, "--defer_low_resolution", "true"), callbacks=[recorder])
     # The loader really leaves the LR copies to the training step.
     assert "low_resolution_pixel_values" not in recorder.train_dataloader.dataset[:2]
     train(tmp_path / "loader", *options, "--defer_low_resolution", "false")
@@ -702,7 +703,7 @@ def test_deferred_low_resolution_copies_train_the_same_model(tmp_path):
 
 def test_weight_decay_reaches_the_optimizer(tmp_path):
     recorder = _Recorder()
-    run_training(*parse(tmp_path, *NO_VALIDATION, "--weight_decay", "0.05", "--max_steps", "1",
+    run_training(plan(tmp_path, *NO_VALIDATION, "--weight_decay", "0.05", "--max_steps", "1",
                         "--save_strategy", "no"), callbacks=[recorder])
     decay_of = {id(p): group["weight_decay"] for group in recorder.optimizer.param_groups for p in group["params"]}
     model = recorder.model
@@ -749,9 +750,9 @@ def _logged_terms(folder: Path) -> list[dict]:
 @pytest.mark.parametrize("reference", ["center", "embedding", "none"])
 def test_trunk_stage_trains_with_the_batch_hard_miner(tmp_path, reference):
     recorder = _MinerRecorder()
-    arguments = parse(tmp_path, *NO_VALIDATION, "--max_steps", "2", "--logging_steps", "1", "--save_strategy", "no",
+    arguments = plan(tmp_path, *NO_VALIDATION, "--max_steps", "2", "--logging_steps", "1", "--save_strategy", "no",
                       "--trunk_miner", "batch_hard", "--trunk_mining_reference", reference)
-    run_training(*arguments, callbacks=[recorder])
+    run_training(arguments, callbacks=[recorder])
     config = DCRForImageClassification.from_pretrained(tmp_path).config
     assert (config.trunk_miner, config.trunk_mining_reference) == ("batch_hard", reference)
     logged = _logged_terms(tmp_path)
@@ -766,9 +767,9 @@ def test_trunk_stage_trains_with_the_batch_hard_miner(tmp_path, reference):
 def test_branch_stage_trains_with_the_batch_hard_miner(trunk, tmp_path):
     trunk_folder, _ = trunk
     recorder = _MinerRecorder()
-    arguments = parse(tmp_path, "--stage", "branch", "--trunk", str(trunk_folder), "--branch_miner", "batch_hard",
+    arguments = plan(tmp_path, "--stage", "branch", "--trunk", str(trunk_folder), "--branch_miner", "batch_hard",
                       *NO_VALIDATION, "--max_steps", "2", "--logging_steps", "1", "--save_strategy", "no")
-    run_training(*arguments, callbacks=[recorder])
+    run_training(arguments, callbacks=[recorder])
     model = DCRForImageClassification.from_pretrained(tmp_path)
     assert model.config.branch_miner == "batch_hard" and model.config.trunk_miner is None
     assert all(type(m).__name__ == "BatchHardMiner" for m in recorder.miners) and len(recorder.miners) == 2
@@ -806,7 +807,7 @@ def test_mixed_precision_trains_and_validates(tmp_path, flag, dtype, extra):
     argv = [flag, "true", *extra, "--max_steps", "3", *VALIDATE_AT_END, "--eval_steps", "3", "--save_steps", "3",
             "--evaluate_before_training", "true"]
     # On a GPU machine the run goes to the GPU (the last --use_cpu wins).
-    arguments = parse(tmp_path, *argv, "--use_cpu", "true" if device == "cpu" else "false")
+    arguments = plan(tmp_path, *argv, "--use_cpu", "true" if device == "cpu" else "false")
 
     class Autocast(TrainerCallback):
         def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -816,7 +817,7 @@ def test_mixed_precision_trains_and_validates(tmp_path, flag, dtype, extra):
                 seen[kind].add((torch.is_autocast_enabled(where), torch.get_autocast_dtype(where), output.pooler_output.dtype))
             model.dcr.register_forward_hook(record)
 
-    result = run_training(*arguments, callbacks=[recorder, Autocast()])
+    result = run_training(arguments, callbacks=[recorder, Autocast()])
     # The training steps and the validations ran under autocast in that precision, and finished.
     assert seen["training"] == {(True, dtype, dtype)}
     assert seen["validation"] == {(True, dtype, dtype)}

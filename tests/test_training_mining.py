@@ -101,7 +101,7 @@ def test_mining_without_a_miner_says_how_to_get_one():
         model(torch.randn(2, 3, 32, 32), labels=torch.tensor([0, 1]))
 
 
-def test_readme_maps_the_original_mining_flags_to_arguments_that_parse():
+def test_the_training_docs_map_the_original_mining_flags_to_arguments_that_parse():
     from pathlib import Path
 
     from transformers import HfArgumentParser
@@ -109,7 +109,7 @@ def test_readme_maps_the_original_mining_flags_to_arguments_that_parse():
     from dcr_hf.training import DataArguments, DCRTrainingArguments, ModelArguments
     from dcr_hf.training.arguments import mining_settings
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "training.md").read_text()
     rows = {
         "`--trunkloss-miner BatchHardMiner`": "`--trunk_miner batch_hard`",
         "`--trunkloss-miningin center|embedding|none`": "`--trunk_mining_reference center|embedding|none`",

@@ -22,7 +22,7 @@ from transformers import TrainerCallback
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dcr_hf.training import run_training  # noqa: E402
+from dcr_hf.training import plan_training, run_training  # noqa: E402
 from dcr_hf.training.command import parse_arguments  # noqa: E402
 
 
@@ -58,7 +58,7 @@ def main() -> None:
     callbacks = [keep]
     if own.kill_at_step is not None:
         callbacks.append(KillAtStep(own.kill_at_step))
-    result = run_training(model_args, data_args, training_args, callbacks=callbacks)
+    result = run_training(plan_training(model_args, data_args, training_args), callbacks=callbacks)
     if own.save_rank_state_to:
         rank = int(os.environ.get("RANK", "0"))
         after = result["after"] or {}

@@ -10,30 +10,31 @@ from a `DCRImageProcessor`: `TrainTransform`, `PairTransform`, `EvalTransform`,
 
 from .._lazy import lazy_exports
 
-# The names load on first use: importing the package (or a command module in it) stays light.
-__getattr__, __dir__ = lazy_exports(
-    globals(),
-    {
-        "load_casia": ".casia",
-        "load_face_dataset": ".generic",
-        "load_image_folder": ".generic",
-        "load_lfw_identities": ".lfw",
-        "load_lfw_pairs": ".lfw",
-        "DATASETS": ".registry",
-        "DatasetOptions": ".registry",
-        "load_protocol_data": ".registry",
-        "load_training_split": ".registry",
-        "MPerClassSampler": ".sampler",
-        "load_scface": ".scface",
-        "load_scface_finetune": ".scface",
-        "load_synthetic": ".synthetic",
-        "EvalTransform": ".transforms",
-        "FinetuneTransform": ".transforms",
-        "PairTransform": ".transforms",
-        "TrainTransform": ".transforms",
-        "apply_transform": ".transforms",
-    },
-)
+#: Where each name lives; imported when first used, so that a command's `--help` (which needs only
+#: `registry.DatasetOptions`) does not load `datasets`.
+_EXPORTS = {
+    "load_casia": "casia",
+    "load_face_dataset": "generic",
+    "load_image_folder": "generic",
+    "load_lfw_identities": "lfw",
+    "load_lfw_pairs": "lfw",
+    "DATASETS": "registry",
+    "DatasetOptions": "registry",
+    "load_protocol_data": "registry",
+    "load_training_split": "registry",
+    "MPerClassSampler": "sampler",
+    "load_scface": "scface",
+    "load_scface_finetune": "scface",
+    "load_synthetic": "synthetic",
+    "EvalTransform": "transforms",
+    "FinetuneTransform": "transforms",
+    "PairTransform": "transforms",
+    "TrainTransform": "transforms",
+    "apply_transform": "transforms",
+}
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "DATASETS",

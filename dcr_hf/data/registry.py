@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..model_files import looks_like_hub_id
 
-if TYPE_CHECKING:  # the registry is read by every command's parser: `datasets` loads with the data
+if TYPE_CHECKING:  # imported where used: the command lines' `--help` reads this module without `datasets`
     from datasets import Dataset, DatasetDict
 
 #: Evaluation protocols, and the ones that score verification pairs.

@@ -11,19 +11,19 @@ from .._lazy import lazy_exports
 
 # The names load on first use: importing the package (or a command module in it) stays light.
 __getattr__, __dir__ = lazy_exports(
-    globals(),
+    __name__,
     {
-        "branch_architecture": ".architecture",
-        "check_arguments_against_weights": ".architecture",
-        "detect_trunk_kind": ".architecture",
-        "trunk_architecture": ".architecture",
-        "OriginalArguments": ".arguments",
-        "read_original_arguments": ".arguments",
-        "OriginalCheckpoint": ".checkpoint",
-        "load_original_checkpoint": ".checkpoint",
-        "ConversionError": ".errors",
-        "TRUNK_KINDS": ".keys",
-        "TrunkKind": ".keys",
+        "branch_architecture": "architecture",
+        "check_arguments_against_weights": "architecture",
+        "detect_trunk_kind": "architecture",
+        "trunk_architecture": "architecture",
+        "OriginalArguments": "arguments",
+        "read_original_arguments": "arguments",
+        "OriginalCheckpoint": "checkpoint",
+        "load_original_checkpoint": "checkpoint",
+        "ConversionError": "errors",
+        "TRUNK_KINDS": "keys",
+        "TrunkKind": "keys",
     },
 )
 

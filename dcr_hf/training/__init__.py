@@ -1,41 +1,41 @@
-"""Training DCR on the Hugging Face Trainer; `train_hf.py` is the thin command line over `run_training`.
+"""Training DCR on the Hugging Face Trainer; `train_hf.py` / `dcr-train` are the thin command line.
 
 The three stages: `trunk` (softmax + center loss on multi-resolution batches), `branch` (the
 coupled branches around a trained, frozen trunk, specialized initialization by default) and
 `finetune` (continue from any DCR checkpoint on new data, e.g. SCface).
 
-Modules: `arguments` (the argument dataclasses and their checks), `model` (the stage's model and
-processor), `mining` (the center terms' batch-hard miner), `trainer` (`DCRTrainer`), `run` (the
-whole run and the finished folder), `command` (the command line of `train_hf.py` / `dcr-train`).
+Read top to bottom, as a run goes: `command` (parse the command line once) -> `arguments` (the
+argument dataclasses) -> `plan` (`plan_training`: every option checked once, the `TrainingPlan`:
+the `DCRConfig`, the `DataSpec`, the completed `TrainingArguments`; `precision`: the device and
+bf16 on a CPU) -> `run` (`run_training(plan)`: data, model, Trainer, train, validate, save, push)
+-> `model` (the stage's model), `trainer` (`DCRTrainer`), `mining` (the center terms' batch-hard
+miner), `guard` (the divergence guard), `checkpoints` (the output folder and resuming).
+
+The names below are imported when first used, so that `--help` does not load the data and model
+modules.
 """
 
-from .arguments import (
-    ARCHITECTURES,
-    STAGES,
-    UNSUPPORTED_TRAINER_OPTIONS,
-    DataArguments,
-    DCRTrainingArguments,
-    ModelArguments,
-    check_arguments,
-)
-from .mining import build_miner
-from .model import build_model, build_processor
-from .run import load_training_data, run_training
-from .trainer import DCRTrainer, NonFiniteLossError
+from .._lazy import lazy_exports
 
-__all__ = [
-    "ARCHITECTURES",
-    "STAGES",
-    "UNSUPPORTED_TRAINER_OPTIONS",
-    "DCRTrainer",
-    "DCRTrainingArguments",
-    "DataArguments",
-    "ModelArguments",
-    "NonFiniteLossError",
-    "build_miner",
-    "build_model",
-    "build_processor",
-    "check_arguments",
-    "load_training_data",
-    "run_training",
-]
+_EXPORTS = {
+    "ARCHITECTURES": "arguments",
+    "STAGES": "arguments",
+    "UNSUPPORTED_TRAINER_OPTIONS": "arguments",
+    "DataArguments": "arguments",
+    "DCRTrainingArguments": "arguments",
+    "ModelArguments": "arguments",
+    "DataSpec": "plan",
+    "TrainingPlan": "plan",
+    "plan_training": "plan",
+    "build_miner": "mining",
+    "build_model": "model",
+    "load_training_data": "run",
+    "run_training": "run",
+    "DCRTrainer": "trainer",
+    "NonFiniteLossError": "guard",
+}
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = sorted(_EXPORTS)

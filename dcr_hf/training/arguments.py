@@ -1,5 +1,8 @@
 """The arguments of a training run, as `HfArgumentParser` dataclasses, and their checks.
 
+Only the shape of each option is checked here (argparse's types and choices, `TrainingArguments`'
+own checks); what the values mean together is checked once, by `plan.plan_training`.
+
 Model settings left at `None` come from `DCRConfig` (a new trunk) or from the model a stage
 starts from (`--trunk`, `--init_from`); normalization left at `None` from `DCRImageProcessor`
 or the processor saved with that model. Dataset options are `dcr_hf.data.registry.DatasetOptions`.
@@ -12,11 +15,10 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 
-from ..configuration_dcr import RESNET_BODIES, DCRConfig, check_low_resolution_sizes
-from ..data.augment import AUGMENTATIONS, check_augmentation
-from ..data.registry import (
-    VALIDATION_DATASETS, DatasetOptions, check_training_dataset, has_real_low_resolution_probes, validation_for,
-)
+from ..configuration_dcr import RESNET_BODIES, DCRConfig
+from ..data.augment import AUGMENTATIONS
+from ..data.registry import VALIDATION_DATASETS, DatasetOptions
+from .precision import has_accelerator
 
 STAGES = ("trunk", "branch", "finetune")
 
@@ -136,6 +138,12 @@ class ModelArguments:
         """The model this stage starts from (`--trunk` or `--init_from`), `None` for a new trunk."""
         return self.trunk if self.stage == "branch" else self.init_from if self.stage == "finetune" else None
 
+    def config_settings(self) -> dict[str, object]:
+        """The `DCRConfig` loss, mining and classifier-head fields given on the command line, as
+        config values (what a stage sets on its starting config; `--degradation` is resolved by the plan)."""
+        losses = {name: getattr(self, name) for name in LOSS_FIELDS if getattr(self, name) is not None}
+        return {**losses, **mining_settings(self), **head_settings(self)}
+
 
 @dataclass
 class DataArguments(DatasetOptions):
@@ -205,6 +213,15 @@ class DCRTrainingArguments(TrainingArguments):
                   "NaN/inf losses or weights always stop the run, before anything is saved."},
     )
 
+    def __post_init__(self):
+        # transformers refuses bf16 without a bf16 GPU unless use_cpu is set; with no accelerator at
+        # all the CPU is the only device, where bf16 autocast works: set it for the user (the plan
+        # says so in the log). A GPU without bf16 keeps transformers' own error.
+        self.use_cpu_for_bf16 = (self.bf16 or self.bf16_full_eval) and not self.use_cpu and not has_accelerator()
+        if self.use_cpu_for_bf16:
+            self.use_cpu = True
+        super().__post_init__()
+
 
 def mining_settings(model_args: ModelArguments) -> dict[str, object]:
     """The mining fields given on the command line, as `DCRConfig` values ("none" miners -> `None`)."""
@@ -227,49 +244,8 @@ def head_settings(model_args: ModelArguments) -> dict[str, object]:
     return {name: getattr(model_args, name) for name in HEAD_FIELDS if getattr(model_args, name) is not None}
 
 
-def degradation_settings(model_args: ModelArguments) -> dict[str, object]:
-    """`{"degradation": settings}` when `--degradation` is given (`None` for 'none'), else `{}`."""
-    if model_args.degradation is None:
-        return {}
-    from ..degradation import resolve_degradation
-
-    return {"degradation": resolve_degradation(model_args.degradation)}
-
-
-def check_arguments(model_args: ModelArguments, data_args: DataArguments, training_args: DCRTrainingArguments) -> None:
-    """Fail on inconsistent arguments before any data is read or any model is built."""
-    if model_args.stage == "branch" and not model_args.trunk:
-        raise ValueError("--stage branch needs --trunk PATH_OR_HUB_ID (a trained trunk-stage model).")
-    if model_args.stage == "finetune" and not model_args.init_from:
-        raise ValueError("--stage finetune needs --init_from PATH_OR_HUB_ID (the model to fine-tune).")
-    if model_args.stage == "trunk" and (model_args.trunk or model_args.init_from):
-        raise ValueError("--trunk and --init_from belong to --stage branch / finetune, not to --stage trunk.")
-    image_size = model_args.image_size if model_args.image_size is not None else DCRConfig.image_size
-    for name, sizes in (("--low_resolution_sizes", model_args.low_resolution_sizes),
-                        ("--validation_sizes", data_args.validation_sizes)):
-        if sizes is not None:
-            check_low_resolution_sizes(sizes, image_size, name=name)
-    if model_args.stage == "trunk":
-        DCRConfig(**mining_settings(model_args), **head_settings(model_args))  # the config's own rules, before any data is read
-    degradation_settings(model_args)  # a bad preset, file or range fails here
-    if model_args.degradation not in (None, "none") and has_real_low_resolution_probes(data_args.dataset):
-        raise ValueError(f"--degradation {model_args.degradation}: --dataset {data_args.dataset} trains on real LR images, "
-                         "which are used as they are; the degradation model applies to simulated LR copies.")
-    if training_args.fp16 and training_args.device.type == "cpu":
-        # Accelerate runs fp16 on a CPU in float32 without a word; bf16 autocast works there.
-        raise ValueError("--fp16 needs a GPU (Accelerate trains fp16 on a CPU in float32); on a CPU use --bf16.")
-    check_training_dataset(data_args.dataset, data_args)
-    validation_for(data_args.dataset, data_args.validation_dataset)
-    check_augmentation(data_args.augmentation)
-    if data_args.samples_per_class is not None and data_args.samples_per_class < 1:
-        raise ValueError(f"--samples_per_class must be a positive number of images per identity, got {data_args.samples_per_class}.")
-    if not training_args.divergence_factor >= 0:
-        raise ValueError(f"--divergence_factor must be >= 0 (0: no bound), got {training_args.divergence_factor}.")
-    if data_args.samples_per_class is not None and training_args.per_device_train_batch_size % data_args.samples_per_class:
-        raise ValueError(
-            f"--per_device_train_batch_size {training_args.per_device_train_batch_size} must be a multiple of "
-            f"--samples_per_class {data_args.samples_per_class}."
-        )
+#: `DCRConfig` loss settings a stage may override; `None` keeps DCRConfig's or the source model's.
+LOSS_FIELDS = ("center_loss_weight", "center_momentum", "coupling_loss_weight")
 
 
 __all__ = [
@@ -281,8 +257,7 @@ __all__ = [
     "DCRTrainingArguments",
     "DataArguments",
     "ModelArguments",
-    "check_arguments",
-    "degradation_settings",
+    "LOSS_FIELDS",
     "head_settings",
     "mining_settings",
 ]

@@ -9,6 +9,28 @@ lists every `TrainingArguments` option as well. Usage errors (bad values, missin
 and models, an `--output_dir` holding a finished run) end with an argparse-style one-line error and
 exit status 2; a run stopped by the divergence guard, or a push that failed after the folder was
 saved, with one error line and exit status 1 (`dcr_hf.cli`; `--debug` shows the traceback).
+
+A run reads top to bottom, each module left once (`train`):
+
+1. `parse_arguments`: the command line, parsed once into `arguments.ModelArguments`,
+   `DataArguments` and `DCRTrainingArguments` (argparse's types and choices, `TrainingArguments`'
+   own checks; `--bf16` with no accelerator sets `use_cpu`);
+2. `configure_logging`;
+3. `plan.plan_training`: every option checked once, in one line, before any data is read or any
+   model is built; the `TrainingPlan`: the model's complete `DCRConfig` (which validates its own
+   fields), the processor, the `DataSpec` and the completed `TrainingArguments`. The argument
+   dataclasses go no further;
+4. `run.run_training(plan)`: data (`load_training_data(plan.data)`), model
+   (`model.build_model(plan, ...)`), `trainer.DCRTrainer`, train, validate, save, card, push.
+
+One option's path, `--degradation jpeg`: `ModelArguments.degradation` (the string) ->
+`plan.plan_training` (refused for a dataset of real LR images; `degradation.resolve_degradation`
+reads the preset or JSON file and checks it, the one place) -> `plan.config.degradation` (saved in
+config.json) -> `run.train_transform` (`degradation_for(config.degradation)`, the LR copies of every
+training batch). `--low_resolution_sizes 8 12` -> `plan.new_trunk_config` -> `DCRConfig` (the one
+check) -> `plan.config.low_resolution_sizes` -> the training transform and the validation sizes
+(`plan.data.validation_sizes`); for `--trunk` / `--init_from` it must equal the model's
+(`plan.stage_config`). The plan module lists where every option is checked.
 """
 
 from __future__ import annotations
@@ -20,13 +42,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import datasets
-import transformers
 from transformers import HfArgumentParser, TrainingArguments
 
 from ..cli import DEBUG_HELP, reported_errors, split_debug_flag
 from .arguments import DataArguments, DCRTrainingArguments, ModelArguments, UNSUPPORTED_TRAINER_OPTIONS
-from .run import run_training
 
 logger = logging.getLogger(__name__)
 
@@ -130,16 +149,25 @@ def configure_logging(training_args: DCRTrainingArguments) -> None:
     handler._dcr_hf = True
     package.addHandler(handler)
     package.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
+    import datasets
+    import transformers
+
     log_level = training_args.get_process_log_level()
     transformers.utils.logging.set_verbosity(log_level)
     datasets.utils.logging.set_verbosity(log_level)
 
 
 def train(argv: Sequence[str] | None = None, parser: HfArgumentParser | None = None) -> dict[str, Any]:
-    """Parse a command line and train; returns `run_training`'s result (bad arguments raise `ValueError`)."""
+    """Parse a command line, plan the run (every option checked) and train; returns `run_training`'s
+    result (bad arguments raise `ValueError` / `OSError` before any data is read)."""
     model_args, data_args, training_args = parse_arguments(argv, parser)
+    # Imported once the command line is parsed: `--help` needs only the argument dataclasses.
+    from .plan import plan_training
+    from .run import run_training
+
     configure_logging(training_args)
-    result = run_training(model_args, data_args, training_args)
+    plan = plan_training(model_args, data_args, training_args)
+    result = run_training(plan)
     if result.get("finished"):
         logger.info(result["finished"])
         return result

@@ -213,9 +213,9 @@ class DCRTrainer(Trainer):
 
     # -- validation --------------------------------------------------------------------------
 
-    def run_validation(self) -> dict[str, Any]:
-        """The validation protocol on the validation data, preprocessed by the model's processor,
-        exactly as `eval_hf.py` evaluates a saved folder."""
+    def run_validation(self, data: Dataset | DatasetDict | None = None) -> dict[str, Any]:
+        """The validation protocol on `data` (default: the run's validation data), preprocessed by
+        the model's processor, exactly as `eval_hf.py` evaluates a saved folder."""
         from ..evaluation import run_protocol
 
         model = self.accelerator.unwrap_model(self.model)
@@ -225,7 +225,7 @@ class DCRTrainer(Trainer):
             return run_protocol(
                 self.validation_protocol,
                 model,
-                self.validation,
+                self.validation if data is None else data,
                 sizes=self.validation_sizes,
                 image_processor=self.processing_class,
                 batch_size=self.args.per_device_eval_batch_size,
@@ -234,13 +234,35 @@ class DCRTrainer(Trainer):
         finally:
             model.train(was_training)
 
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+    def evaluate(self, eval_dataset: Dataset | DatasetDict | None = None, ignore_keys: list[str] | None = None,
+                 metric_key_prefix: str = "eval") -> dict[str, float]:
+        """The face-protocol metrics of the model on `eval_dataset` (default: the run's validation
+        data), logged and passed to the callbacks (early stopping, best model) as the Trainer does.
+
+        `eval_dataset` is data of the run's protocol (`validation_protocol`): verification pairs
+        (`image_a`, `image_b`, `is_same`), a `gallery` / `probe` `DatasetDict` (identification).
+        `ignore_keys` (model-output keys left out of predictions) does not apply: the metrics come
+        from embeddings, not from gathered predictions; giving it raises `ValueError`.
+        """
+        if ignore_keys is not None:
+            raise ValueError(
+                f"DCRTrainer.evaluate(ignore_keys={ignore_keys!r}): DCR validation computes face-protocol metrics "
+                "from embeddings and gathers no model outputs, so there are no keys to ignore."
+            )
+        if eval_dataset is not None and not isinstance(eval_dataset, (Dataset, DatasetDict)):
+            raise TypeError(
+                f"DCRTrainer.evaluate: eval_dataset must be a datasets.Dataset or DatasetDict in the form of the "
+                f"{self.validation_protocol or 'validation'} protocol, got {type(eval_dataset).__name__}."
+            )
         if not self.validation_protocol:
+            if eval_dataset is not None:
+                raise ValueError("DCRTrainer.evaluate(eval_dataset=...): this run has no validation protocol "
+                                 "(no validation dataset), so there is no protocol to evaluate the dataset by.")
             return {}
         from ..evaluation import summary_metrics
         from ..reports import one_line_summary
 
-        results = self.run_validation()
+        results = self.run_validation(eval_dataset)
         self.last_validation = results
         metrics = summary_metrics(results)
         for count in ("num_pairs", "num_gallery"):
@@ -252,7 +274,8 @@ class DCRTrainer(Trainer):
             when = {"before": "before training", "final": "final model"}.get(
                 metric_key_prefix, f"epoch {self.state.epoch or 0:.2f}, step {self.state.global_step}"
             )
-            logger.info(f"validation ({when}): {one_line_summary(results)}")
+            of = "" if eval_dataset is None else "the given eval_dataset, "
+            logger.info(f"validation ({of}{when}): {one_line_summary(results)}")
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
