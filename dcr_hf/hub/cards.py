@@ -260,8 +260,9 @@ def update_model_card_results(
     """Record a runner result in `model_dir/README.md` (`model-index` and the results table).
 
     Earlier results for the same dataset (type, split, revision), protocol and resolution are
-    replaced, others kept. A folder without a README first gets one from the template
-    (`write_model_card(model_dir, **card_kwargs)`). Returns the saved card.
+    replaced, others kept; `real_low_resolution_probes` says whether the LR probes were real captures
+    or simulated, as in `render_model_card`. A folder without a README first gets one from the
+    template (`write_model_card(model_dir, **card_kwargs)`). Returns the saved card.
     """
     model_dir = Path(model_dir)
     readme = model_dir / "README.md"
