@@ -27,11 +27,14 @@ DEBUG_HELP = f"On an error, {DEBUG_FLAG} (or {DEBUG_VARIABLE}=1) shows the trace
 USAGE_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
 
 
-def _run_errors() -> tuple[type[BaseException], ...]:
-    """Runs that had to stop after starting well: a diverging loss, a push that failed after saving."""
-    from .hub import HubPushError
 
-    return (FloatingPointError, HubPushError)
+class RunStoppedError(RuntimeError):
+    """A run that started well and then had to stop (e.g. `dcr_hf.hub.HubPushError`: a push that failed
+    after the work was saved): one line, exit status 1, no usage line."""
+
+
+#: Runs that had to stop after starting well: a diverging loss, a push that failed after saving.
+RUN_ERRORS: tuple[type[BaseException], ...] = (FloatingPointError, RunStoppedError)
 
 
 def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +82,7 @@ def reported_errors(parser: argparse.ArgumentParser, debug: bool = False) -> Ite
     """Turn the errors raised inside into the command's one-line errors (see the module docstring)."""
     try:
         yield
-    except _run_errors() as error:
+    except RUN_ERRORS as error:
         if debug:
             raise
         parser.exit(1, f"{parser.prog}: error: {error}\n")
@@ -89,4 +92,7 @@ def reported_errors(parser: argparse.ArgumentParser, debug: bool = False) -> Ite
         parser.error(str(error).strip() or type(error).__name__)
 
 
-__all__ = ["add_hub_arguments", "check_output_path", "DEBUG_FLAG", "DEBUG_HELP", "DEBUG_VARIABLE", "USAGE_ERRORS", "reported_errors", "split_debug_flag"]
+__all__ = [
+    "DEBUG_FLAG", "DEBUG_HELP", "DEBUG_VARIABLE", "RUN_ERRORS", "USAGE_ERRORS", "RunStoppedError", "add_hub_arguments",
+    "check_output_path", "reported_errors", "split_debug_flag",
+]

@@ -7,6 +7,11 @@ and cannot be a Hub id (`./x`, `/abs/x`, `a/b/c`) is a missing folder, not a "ba
 `HF_HUB_OFFLINE` set, a missing `org/name` folder is reported as missing too. `load_pretrained` /
 `load_config` then load with transformers and refuse weights a folder lacks (transformers would
 initialize them randomly, with a warning only).
+
+A missing path that can be a Hub id (`outputs/dcr-trunkk` reads as `org/name`) is asked of the Hub
+once, with a short timeout and no retries, before anything loads: when the Hub does not know it
+(or cannot be reached), the error names both readings, "no folder outputs/dcr-trunkk here; as a
+Hub id: <the Hub's answer>", instead of transformers' retried download of a repo that is not there.
 """
 
 from __future__ import annotations
@@ -15,10 +20,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+#: Seconds the one Hub look-up of a missing local path waits (no retries): an answer, or a short failure.
+HUB_PROBE_TIMEOUT = 5.0
 
 
 def _first_line(error: BaseException) -> str:
@@ -26,10 +31,34 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def looks_like_hub_id(source: str) -> bool:
+    """Whether `source` reads as a Hub repo id (`org/name`) rather than a local path that exists."""
+    source = str(source)
+    return source.count("/") == 1 and not source.startswith((".", "/", "~")) and not Path(source).exists()
+
+
+def hub_failures() -> tuple[type[BaseException], ...]:
+    """What a Hub call raises when the Hub refuses or cannot be reached: huggingface_hub's HTTP errors
+    derive from `OSError` and from its HTTP client's base error (which connection errors share)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    return (OSError, *HfHubHTTPError.__bases__)
+
+
+def hub_reason(error: BaseException) -> str:
+    """A Hub error in one line: the HTTP status and the Hub's own message when it sent one."""
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    server = getattr(error, "server_message", None)
+    if status is not None and server:
+        return f"HTTP {status}: {' '.join(server.split())}"
+    return _first_line(error)
+
+
 def safetensors_problem(path: str | Path, complete: bool = False) -> str | None:
     """Why `path` is not a readable safetensors file, or `None`. The header is always checked (it
     covers truncation: the header names every tensor's byte range); `complete=True` also loads every
     tensor and checks the floating ones are finite."""
+    import torch
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
@@ -91,13 +120,31 @@ def check_model_folder(folder: str | Path, option: str = "model", weights: bool 
         raise ValueError(f"{option} {folder}: {problem}.")
 
 
+def hub_answer(repo_id: str) -> str | None:
+    """What the Hub says about model repo `repo_id`, in one line, or `None` when it is there (or when
+    it cannot be asked now but its files are in the local cache). One request, `HUB_PROBE_TIMEOUT`
+    seconds at most, no retries: this only tells a mistyped folder from a Hub id."""
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+
+    if constants.is_offline_mode():
+        return "not looked up (HF_HUB_OFFLINE is set)"
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi()
+    try:
+        api.model_info(repo_id, timeout=HUB_PROBE_TIMEOUT)
+    except hub_failures() as error:
+        if isinstance(error, HfHubHTTPError):
+            return hub_reason(error)
+        if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+            return None  # unreachable now, but downloaded before: transformers loads the cached copy
+        return f"the Hub at {api.endpoint} could not be reached ({_first_line(error)})"
+    return None
+
+
 def check_model_source(name_or_path: str, option: str = "model", weights: bool = True) -> None:
     """Raise one line when `name_or_path` names neither a usable local folder (its weight files
-    checked too with `weights`) nor (possibly) a Hub repo."""
-    from huggingface_hub import constants
-
-    from .data.registry import looks_like_hub_id
-
+    checked too with `weights`) nor a Hub repo (`hub_answer`: one short look-up, none offline)."""
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -106,11 +153,9 @@ def check_model_source(name_or_path: str, option: str = "model", weights: bool =
         return
     if not looks_like_hub_id(name_or_path):
         raise FileNotFoundError(f"{option} {name_or_path}: no such folder.")
-    if constants.is_offline_mode():
-        raise FileNotFoundError(
-            f"{option} {name_or_path}: no such local folder (and HF_HUB_OFFLINE is set, so it is not looked up as a "
-            "Hub repo)."
-        )
+    answer = hub_answer(name_or_path)
+    if answer is not None:
+        raise FileNotFoundError(f"{option} {name_or_path}: no folder {name_or_path} here; as a Hub id: {answer}.")
 
 
 def load_config(config_class: Any, name_or_path: str, option: str = "model", **kwargs: Any) -> Any:
@@ -143,7 +188,11 @@ def load_pretrained(model_class: Any, name_or_path: str, option: str = "model", 
 __all__ = [
     "check_model_folder",
     "check_model_source",
+    "hub_answer",
+    "hub_failures",
+    "hub_reason",
     "json_problem",
+    "looks_like_hub_id",
     "load_config",
     "load_pretrained",
     "safetensors_problem",

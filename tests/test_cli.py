@@ -72,7 +72,7 @@ def _run(main, argv: list[str], capsys) -> tuple[int, str]:
 
 
 TINY_DATA = "--synthetic_num_identities 4 --synthetic_images_per_identity 2 --validation_dataset none"
-NOT_LOOKED_UP = "no such local folder (and HF_HUB_OFFLINE is set, so it is not looked up as a Hub repo)."
+NOT_LOOKED_UP = "no folder outputs/nope here; as a Hub id: not looked up (HF_HUB_OFFLINE is set)."
 TRUNCATED = "is truncated or corrupt (Error while deserializing header: incomplete metadata, file not fully covered)"
 RESULTS = "expected a folder for results.json, results.md and roc.png."
 # (command, its arguments with {placeholders}, the exact error line after "PROG: error: ")
@@ -178,7 +178,36 @@ def test_a_missing_folder_that_could_be_a_hub_id_is_looked_up_online(tmp_path, m
         hub.patch(monkeypatch)
         monkeypatch.setenv("HF_TOKEN", hub.token)
         code, err = _run(train_main, ["--stage", "branch", "--trunk", "outputs/nope"], capsys)
-    assert code == 2 and any(r.path.startswith("/outputs/nope/resolve/") for r in hub.requests)
+    # One look-up of the id, answered by the Hub; nothing downloaded.
+    assert code == 2 and [r.path for r in hub.api_requests()] == ["/api/models/outputs/nope"]
     assert err.splitlines()[-1].split(": error: ", 1)[1] == (
-        "--trunk outputs/nope: outputs/nope is not a local folder and is not a valid model identifier listed on "
-        "'https://huggingface.co/models'")
+        "--trunk outputs/nope: no folder outputs/nope here; as a Hub id: HTTP 404: Repository not found.")
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("main, option", [(train_main, "--trunk"), (eval_main, "--model_name_or_path")])
+def test_a_mistyped_folder_with_the_hub_unreachable_fails_at_once_naming_both_readings(
+    tmp_path, monkeypatch, capsys, main, option
+):
+    from huggingface_hub import constants
+
+    from tests.hub_standin import HubStandIn
+
+    monkeypatch.chdir(tmp_path)
+    HubStandIn().patch(monkeypatch)  # online, no token: then the endpoint below, where nothing listens
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    argv = ["--stage", "branch", "--trunk", "outputs/dcr-trunkk"] if main is train_main else [
+        "--model_name_or_path", "outputs/dcr-trunkk", "--dataset", "synthetic"]
+    code, err = _run(main, argv, capsys)
+    assert code == 2
+    line = err.splitlines()[-1].split(": error: ", 1)[1]
+    assert line.startswith(f"{option} outputs/dcr-trunkk: no folder outputs/dcr-trunkk here; as a Hub id: the Hub at "
+                           f"{endpoint} could not be reached (")

@@ -1,6 +1,5 @@
-"""The converter against reference networks written here from REFERENCE.md ("Networks",
-"Checkpoint format"), with the original implementation's parameter names, saved the way the
-original saves them: `torch.save` of `{epoch, state_dict (DDP "module." prefix), criterion,
+"""The converter against reference networks written here after the original implementation's
+networks and checkpoint format, with its parameter names, saved the way the original saves them: `torch.save` of `{epoch, state_dict (DDP "module." prefix), criterion,
 optimizer, monitor}` and `config.json` = `json.dumps(vars(args))` of an argparse namespace with the
 original's argument types (tuple defaults become JSON lists)."""
 

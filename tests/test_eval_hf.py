@@ -236,7 +236,7 @@ def test_an_output_dir_that_is_a_file_is_refused_before_any_work(models, tmp_pat
     def must_not_run(*args, **kwargs):
         raise AssertionError("reached before --output_dir was checked")
 
-    monkeypatch.setattr("dcr_hf.evaluation.command.load_model_and_processor", must_not_run)
+    monkeypatch.setattr("dcr_hf.hub.load_model_and_processor", must_not_run)  # imported by run() when it loads
     with pytest.raises(FileExistsError, match="--output_dir .*results.txt is a file; expected a folder for results.json"):
         run(["--model", trunk, *SYNTHETIC, "--output_dir", str(target)])
     assert target.read_text() == "earlier results"

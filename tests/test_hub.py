@@ -143,6 +143,16 @@ def test_card_without_recipe_describes_the_published_one():
     assert "No training recipe was recorded" in text and "Adam" in text
 
 
+@pytest.mark.parametrize("kind", ["trunk", "branch"])
+def test_a_card_shows_this_models_results_only(kind):
+    # Without results, no figure reads as this model's: not the original's published LFW numbers either.
+    text = render_model_card(kind, config=tiny_config(use_branches=kind == "branch")).text
+    assert "Published numbers" not in text
+    assert not re.search(r"\b\d{2}\.\d \((8x8|HR)\)", text)
+    section = text.split(RESULTS_START)[1].split(RESULTS_END)[0]
+    assert "No results recorded yet" in section and not re.search(r"\d+\.\d", section)
+
+
 def test_unknown_kind_and_missing_templates(tmp_path):
     with pytest.raises(ValueError, match="card kind"):
         render_model_card("head")
@@ -178,12 +188,14 @@ def test_update_twice_replaces_and_round_trips(model_dir):
 
 
 def test_other_datasets_protocols_and_resolutions_are_kept(model_dir):
-    update_model_card_results(model_dir, _verification(0.5, sizes=("8", "12")), "LFW")
+    simulated = {"real_low_resolution_probes": False}
+    update_model_card_results(model_dir, _verification(0.5, sizes=("8", "12")), "LFW", **simulated)
     intra = dict(_verification(0.6, sizes=("8",)), protocol="intra-verification")
-    update_model_card_results(model_dir, intra, "LFW")
-    update_model_card_results(model_dir, _identification(0.7), "SCface", dataset_type="scface")
+    update_model_card_results(model_dir, intra, "LFW", **simulated)
+    update_model_card_results(model_dir, _identification(0.7), "SCface", dataset_type="scface",
+                              real_low_resolution_probes=True)
     # Measuring only 8x8 again replaces 8x8 and keeps 12x12.
-    card = update_model_card_results(model_dir, _verification(0.9, sizes=("8",)), "LFW")
+    card = update_model_card_results(model_dir, _verification(0.9, sizes=("8",)), "LFW", **simulated)
     results = _results(ModelCard.load(model_dir / "README.md"))
     assert results[("lfw", "verification/8x8", "accuracy")] == 90.0
     assert results[("lfw", "verification/12x12", "accuracy")] == 50.0
@@ -194,10 +206,20 @@ def test_other_datasets_protocols_and_resolutions_are_kept(model_dir):
     # The headings say which LR images were simulated (LFW) and which real (SCface).
     assert "**LFW: verification, HR gallery vs simulated LR probe** (%)" in card.text
     assert "**SCface: identification, HR gallery vs real LR probes** (%)" in card.text
+    assert "**LFW: verification, both images at the same simulated resolution** (%)" in card.text
+    # The kind of probe is card metadata (model-index `dataset.args`), read back from the README.
+    assert {r.dataset_name: (r.dataset_args or {}).get("low_resolution_probes")
+            for r in ModelCard.load(model_dir / "README.md").data.eval_results} == {"LFW": "simulated", "SCface": "real"}
     assert assert_tables_well_formed(card.text) == 1 + 3  # model details + one table per dataset and protocol
     # Different splits of one dataset are different results.
     update_model_card_results(model_dir, _identification(0.1), "SCface", dataset_type="scface", dataset_split="test")
     assert len(ModelCard.load(model_dir / "README.md").data.eval_results) == 9 + 6 + 4 + 4
+
+
+def test_a_result_that_does_not_say_how_its_probes_were_made_claims_neither(model_dir):
+    card = update_model_card_results(model_dir, _identification(0.7), "SCface", dataset_type="scface")
+    assert "**SCface: identification, HR gallery vs LR probes** (%)" in card.text
+    assert "real" not in card.text.split(RESULTS_START)[1].split(RESULTS_END)[0]
 
 
 def test_hand_written_card_gets_a_results_section(model_dir):

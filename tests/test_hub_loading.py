@@ -213,3 +213,23 @@ def test_auto_model_from_hub_ids_in_offline_cache(tmp_path, remote_code):
     with torch.no_grad():
         torch.testing.assert_close(got["trunk"], trunk.dcr(x).pooler_output)
         torch.testing.assert_close(got["branch"], branch.dcr.branches[2](branch.dcr(x).trunk_embeddings))
+
+
+def test_a_folder_saved_without_a_processor_warns_once_naming_what_is_assumed(tmp_path, caplog):
+    import logging
+
+    from dcr_hf.hub import load_model_and_processor
+
+    folder = tmp_path / "no-processor"
+    DCRForImageClassification(tiny_config()).save_pretrained(folder)
+    assert not (folder / "preprocessor_config.json").exists()
+    caplog.set_level(logging.WARNING, logger="dcr_hf")
+    for _ in range(2):  # a run loads (and evaluates) a model more than once: one warning says it
+        _, processor = load_model_and_processor(str(folder))
+    warnings = [r.getMessage() for r in caplog.records if "assuming DCRImageProcessor's defaults" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    size = tiny_config().image_size
+    assert processor.image_size == size
+    assert f"'{folder}' has no preprocessor_config.json" in warnings[0]
+    assert (f"image size {size}x{size}, mean {processor.image_mean}, std {processor.image_std}, LR operator "
+            f"{processor.downsample_interpolation} down / {processor.upsample_interpolation} up") in warnings[0]

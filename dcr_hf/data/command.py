@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
+# Light imports only: `--help` answers before datasets (or torch) load; the work is imported when it runs.
 from ..cli import DEBUG_HELP, add_hub_arguments, reported_errors, split_debug_flag
-from .casia import CASIA_NUM_SUBJECTS
-from .prepare import PREPARABLE_DATASETS, prepare_dataset
+from .registry import PREPARABLE_DATASETS
 
 _PREPARE_DESCRIPTION = (
     "Load a dataset from its on-disk layout and save it with the image bytes embedded in a few Arrow shards; "
@@ -32,7 +32,8 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         default=None,
         help="casia: 0..9 hold out a tenth of the subjects as validation; >= 10 or absent: train on all",
     )
-    parser.add_argument("--num_subjects", type=int, default=CASIA_NUM_SUBJECTS, help="casia: N of the fold formula")
+    parser.add_argument("--num_subjects", type=int, default=None,
+                        help="casia: N of the fold formula (default: the subject count of CASIA-WebFace)")
     parser.add_argument(
         "--pairs_file", default=None, help="lfw: pairs file (default LFW/lfw_test_pair.txt, else LFW/pairs.txt)"
     )
@@ -61,6 +62,7 @@ def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_prepare(args: argparse.Namespace) -> None:
     from ..hub import prepare_hub_repo
+    from .prepare import prepare_dataset
 
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id org/name (the Hub dataset repo).")
@@ -75,7 +77,7 @@ def _run_prepare(args: argparse.Namespace) -> None:
         args.data_root,
         args.output_dir,
         fold=args.casia_fold,
-        num_subjects=args.num_subjects,
+        **({} if args.num_subjects is None else {"num_subjects": args.num_subjects}),
         pairs_file=args.pairs_file,
         strict=args.strict_data,
         num_shards=args.num_shards,

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..model_files import looks_like_hub_id
+
 if TYPE_CHECKING:  # imported where used: the command lines' `--help` reads this module without `datasets`
     from datasets import Dataset, DatasetDict
 
@@ -209,12 +211,6 @@ def get_spec(name: str) -> DatasetSpec:
     if name not in DATASETS:
         raise ValueError(f"dataset {name!r} is not one of {sorted(DATASETS)}.")
     return DATASETS[name]
-
-
-def looks_like_hub_id(source: str) -> bool:
-    """Whether `source` reads as a Hub repo id (`org/name`) rather than a local path that exists."""
-    source = str(source)
-    return source.count("/") == 1 and not source.startswith((".", "/", "~")) and not Path(source).exists()
 
 
 def _generic_source(name: str, options: DatasetOptions | None) -> str:

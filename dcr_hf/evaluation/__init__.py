@@ -8,21 +8,30 @@ Results are plain dicts (fractions in [0, 1]) that `dcr_hf.reports` turns into t
 `results.json` and ROC plots; numpy ROC curves sit under `"curves"`, left out of the JSON.
 """
 
-from .embeddings import (
-    HR,
-    EmbeddingView,
-    check_resolution,
-    check_sizes,
-    compute_embedding_views,
-    compute_embeddings,
-    get_dcr_model,
-    processor_for,
+from .._lazy import lazy_exports
+
+# The names load on first use: importing the package (or a command module in it) stays light.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "HR": "embeddings",
+        "EmbeddingView": "embeddings",
+        "check_resolution": "embeddings",
+        "check_sizes": "embeddings",
+        "compute_embedding_views": "embeddings",
+        "compute_embeddings": "embeddings",
+        "get_dcr_model": "embeddings",
+        "processor_for": "embeddings",
+        "default_probe_resolutions": "identification",
+        "evaluate_identification": "identification",
+        "PROTOCOLS": "protocols",
+        "run_protocol": "protocols",
+        "evaluate_retrieval": "retrieval",
+        "CRITERIA": "summary",
+        "summary_metrics": "summary",
+        "evaluate_verification": "verification",
+    },
 )
-from .identification import default_probe_resolutions, evaluate_identification
-from .protocols import PROTOCOLS, run_protocol
-from .retrieval import evaluate_retrieval
-from .summary import CRITERIA, summary_metrics
-from .verification import evaluate_verification
 
 __all__ = [
     "CRITERIA",

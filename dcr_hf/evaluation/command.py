@@ -11,21 +11,19 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+# Light imports only (HfArgumentParser and logging load no torch): `--help` answers at once; the
+# models, data and metrics are imported by `run`, after the arguments are parsed.
 from transformers import HfArgumentParser
 from transformers.utils import logging
 
 from ..cli import DEBUG_HELP, check_output_path, reported_errors, split_debug_flag
 from ..data import registry
-from ..configuration_dcr import DEGRADATION_PRESETS
-from ..degradation import Degradation, degradation_for, resolve_degradation
-from ..image_processing_dcr import INTERPOLATION_MODES, DCRImageProcessor
-from ..hub import load_model_and_processor, update_model_card_results
-from ..reports import format_results_report, write_reports
-from .probes import first_face, write_probe_figure
-from .embeddings import check_sizes
-from .protocols import run_protocol
+
+if TYPE_CHECKING:
+    from ..degradation import Degradation
+    from ..image_processing_dcr import DCRImageProcessor
 
 logger = logging.get_logger(__name__)
 
@@ -81,11 +79,10 @@ class EvaluationArguments:
     downsample_interpolation: str | None = field(
         default=None,
         metadata={"help": "Override the LR operator of every model's processor for this run: 'lanczos' (the "
-                  "original's, PIL in 8 bits) or a torch mode.", "choices": INTERPOLATION_MODES},
+                  "original's, PIL in 8 bits) or a torch mode ('bicubic', 'bilinear', 'area', 'nearest')."},
     )
     upsample_interpolation: str | None = field(
-        default=None, metadata={"help": "Override the upsample filter of the LR operator for this run.",
-                                "choices": INTERPOLATION_MODES},
+        default=None, metadata={"help": "Override the upsample filter of the LR operator for this run."},
     )
     reproduce_original: bool = field(
         default=False,
@@ -144,7 +141,8 @@ def display_names(models: Sequence[str]) -> list[str]:
     return short if len(set(short)) == len(short) else list(models)
 
 
-#: What `--reproduce_original` sets: the original's evaluation settings (REFERENCE.md, "Evaluation").
+#: What `--reproduce_original` sets: the original implementation's evaluation settings (its LR operator,
+#: threshold grid, retrieval rule and L2 ranking).
 ORIGINAL_PROTOCOL = {
     "downsample_interpolation": "lanczos",
     "upsample_interpolation": "bilinear",
@@ -192,6 +190,17 @@ def _operator_notes(names: Sequence[str], before: Sequence[DCRImageProcessor], a
     ]
 
 
+def check_operator_options(eval_args: EvaluationArguments) -> None:
+    """`--downsample_interpolation` / `--upsample_interpolation` checked before any model loads: each a
+    mode the LR operator knows (the pair is checked against each model's processor when applied)."""
+    from ..image_processing_dcr import INTERPOLATION_MODES
+
+    for name in ("downsample_interpolation", "upsample_interpolation"):
+        value = getattr(eval_args, name)
+        if value is not None and value not in INTERPOLATION_MODES:
+            raise ValueError(f"--{name} {value!r} is not an interpolation mode; expected one of {INTERPOLATION_MODES}.")
+
+
 def check_figure_path(path: str) -> None:
     """`--show_probes PATH`: a .png file name in a writable folder, checked before any work."""
     if not path.lower().endswith(".png") or Path(path).is_dir():
@@ -209,12 +218,16 @@ def check_probe_degradation(data_args: DataArguments, eval_args: EvaluationArgum
     if value != "none" and eval_args.update_card:
         raise ValueError(f"--update_card with --probe_degradation {value}: a model card records the dataset's own "
                          "protocol, and degraded probes are not it; evaluate without one to update the card.")
+    from ..degradation import resolve_degradation
+
     return None if value in ("none", "model") else resolve_degradation(value, "--probe_degradation")
 
 
 def probe_degradations(names: Sequence[str], models: Sequence, settings: dict | None,
                        eval_args: EvaluationArguments) -> tuple[list[Degradation | None], list[str]]:
     """The `Degradation` of each model's probes and the notes that say so."""
+    from ..degradation import degradation_for
+
     value, seed = eval_args.probe_degradation, eval_args.degradation_seed
     if value == "none":
         return [None] * len(models), []
@@ -251,6 +264,9 @@ def _protocol_options(data_args: DataArguments, eval_args: EvaluationArguments, 
 def _write_outputs(
     results: dict, models: list[str], data_args: DataArguments, eval_args: EvaluationArguments, notes: list[str]
 ) -> None:
+    from ..hub import update_model_card_results
+    from ..reports import format_results_report, write_reports
+
     dataset_name = registry.card_name(data_args.dataset, data_args)
     print(format_results_report(results, dataset_name=dataset_name, notes=notes))
     if eval_args.output_dir is not None:
@@ -267,6 +283,7 @@ def _write_outputs(
             update_model_card_results(
                 path, results[name], dataset_name, dataset_type=registry.card_dataset_type(data_args.dataset, data_args),
                 dataset_split=eval_args.dataset_split,
+                real_low_resolution_probes=registry.has_real_low_resolution_probes(data_args.dataset),
             )
             print(f"Updated the model card of {path}")
 
@@ -282,10 +299,18 @@ def build_parser() -> HfArgumentParser:
 
 def run(argv: Sequence[str] | None = None, parser: HfArgumentParser | None = None) -> dict[str, dict]:
     """Parse a command line, evaluate every model, print and write the reports; `{model name: result}`."""
-    from accelerate import Accelerator
-
     parser = parser or build_parser()
     model_args, data_args, eval_args = parser.parse_args_into_dataclasses(args=argv)
+    # The work, imported once the arguments parsed (`--help` needs none of it).
+    from accelerate import Accelerator
+
+    from ..configuration_dcr import DEGRADATION_PRESETS
+    from ..degradation import degradation_for
+    from ..hub import load_model_and_processor
+    from .embeddings import check_sizes
+    from .probes import first_face, write_probe_figure
+    from .protocols import run_protocol
+
     models = [model_args.model_name_or_path, *model_args.compare]
     if len(set(models)) != len(models):
         raise ValueError(f"A model is listed twice: {models}.")
@@ -294,6 +319,7 @@ def run(argv: Sequence[str] | None = None, parser: HfArgumentParser | None = Non
         check_output_path(eval_args.output_dir, "--output_dir", "results.json, results.md and roc.png")
     if eval_args.show_probes is not None:
         check_figure_path(eval_args.show_probes)
+    check_operator_options(eval_args)
     registry.check_dataset_protocol(data_args.dataset, data_args.protocol, data_args)
     degradation_settings = check_probe_degradation(data_args, eval_args)
     notes = apply_original_protocol(eval_args)
@@ -348,6 +374,7 @@ __all__ = [
     "ModelArguments",
     "apply_original_protocol",
     "build_parser",
+    "check_operator_options",
     "check_probe_degradation",
     "display_names",
     "main",

@@ -269,6 +269,7 @@ def _finish_folder(plan: TrainingPlan, trainer: DCRTrainer, result: dict[str, An
         results=result["after"],
         dataset_name=registry.card_name(validation, data.options),
         dataset_type=registry.card_dataset_type(validation, data.options) if validation else None,
+        real_low_resolution_probes=registry.has_real_low_resolution_probes(validation) if validation else None,
         training_data=registry.describe_training_data(data.dataset, data.options),
         datasets=[hub_dataset] if hub_dataset else None,
         base_model=hub.model_hub_id(plan.source),
