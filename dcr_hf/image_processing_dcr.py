@@ -534,6 +534,27 @@ class DCRImageProcessor(BaseImageProcessor):
             other._input_data_format = _channel_dimension(input_data_format, "input_data_format")
         return other
 
+    #: The settings a model's config carries (besides `image_size`), so that a branch model given
+    #: plain HR `pixel_values` makes the LR copies itself as this processor would.
+    model_config_settings = ("do_normalize", "image_mean", "image_std", "downsample_interpolation", "upsample_interpolation")
+
+    @classmethod
+    def from_model_config(cls, config: DCRConfig) -> DCRImageProcessor:
+        """The processor a model's config records: its `image_size` and the `model_config_settings`
+        `write_to_model_config` wrote there (the processor's defaults for a config without them)."""
+        recorded = {name: getattr(config, name) for name in cls.model_config_settings if getattr(config, name, None) is not None}
+        return cls(image_size=config.image_size, **recorded)
+
+    def write_to_model_config(self, config: DCRConfig) -> None:
+        """Record this processor's normalization and LR operator on the model's `config` (saved with it),
+        where `from_model_config` reads them back: the processor stays their one source."""
+        if config.image_size != self.image_size:
+            raise ValueError(f"the processor makes {self.image_size}x{self.image_size} images but the model expects "
+                             f"image_size={config.image_size}.")
+        for name in self.model_config_settings:
+            value = getattr(self, name)
+            setattr(config, name, list(value) if isinstance(value, list) else value)
+
     # -- the steps, one method each (the dataset transforms call them) -----------------------
 
     def check_low_resolution_size(self, size: Any) -> int | None:

@@ -218,6 +218,7 @@ def run_training(
             f"branch sizes {config.low_resolution_sizes}; fine-tune the trunk, then train the branches."
         )
     processor = build_processor(model_args, config)
+    processor.write_to_model_config(config)  # a branch model given HR pixels alone makes its LR copies as the processor does
     if model_args.sync_batch_norm and training_args.world_size > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if model_args.channels_last:
