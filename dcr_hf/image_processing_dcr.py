@@ -9,7 +9,9 @@ size, with an optional hook between the two resizes); the default is the origina
 Lanczos, then PIL's bilinear, both in 8 bits, reproduced as batched tensor operations.
 
 This file travels to every Hub repository next to the model files (for `trust_remote_code`), so
-it imports only torch, transformers, PIL, numpy and `.configuration_dcr`.
+it imports only torch, transformers, PIL, numpy and `.configuration_dcr`. It is longer than a
+module of one job should be because the LR operator (PIL's resize weights, the batched 8-bit and
+linear passes) must travel with the processor and the model that use it.
 """
 
 from __future__ import annotations
