@@ -1,8 +1,9 @@
 """The degradation model of low-resolution (LR) probes: blur, noise and JPEG on top of the resizing.
 
-`DCRImageProcessor.simulate_low_resolution` is the resizing: `downsample` to s x s, `upsample`
-back. With a degradation (`DCRConfig.degradation`, checked by `check_degradation`), every LR copy
-of a sample is made as a CCTV camera would record the face, between those two steps:
+The processor's LR operator (`DCRImageProcessor.low_resolution_copies`) is the resizing: down to
+s x s, back up. With a degradation (`DCRConfig.degradation`, checked by `check_degradation`), every
+LR copy of a sample is made as a CCTV camera would record the face, by the operator's hook between
+those two steps:
 
     downsample (the processor's filter) -> blur -> noise -> JPEG -> 8 bits -> upsample
 
@@ -31,9 +32,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .configuration_dcr import DEGRADATION_PRESETS, check_degradation, check_low_resolution_sizes
-from .image_processing_dcr import DCRImageProcessor, exact_dtype, resize_8_bit, to_8_bit_levels
-from .low_resolution import device_matrices
+from .configuration_dcr import DEGRADATION_PRESETS, check_degradation
+from .image_processing_dcr import DCRImageProcessor
 
 #: Points per motion-blur line (its sub-pixel rasterization).
 _MOTION_SAMPLES = 33
@@ -133,10 +133,12 @@ class Degradation:
         return DegradationDraw(blur, sigma, length, angle, noise, noise_sigma, peak, quality)
 
     def _generators(self, pixel_values: torch.Tensor) -> list[torch.Generator] | None:
-        """One CPU generator per image, seeded by `seed` and the image's pixels (evaluation)."""
+        """One CPU generator per image, seeded by `seed` and the image's 8-bit levels (evaluation): the
+        same image gives the same draw whether it came normalized (and back) or as pixels in [0, 1]."""
         if self.seed is None:
             return None
-        flat = pixel_values.detach().to("cpu", torch.float32).contiguous().view(pixel_values.shape[0], -1)
+        levels = pixel_values.detach().to("cpu", torch.float32).mul(255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)
+        flat = levels.contiguous().view(pixel_values.shape[0], -1)
         generators = []
         for row in flat:
             generator = torch.Generator()
@@ -153,26 +155,21 @@ class Degradation:
         `make_low_resolution_copies` makes the plain ones (`normalized` as there)."""
         if not torch.is_tensor(pixel_values) or not pixel_values.is_floating_point() or pixel_values.ndim != 4:
             raise ValueError(f"pixel_values must be a float tensor [batch, 3, H, W], got {pixel_values!r:.80}.")
-        sizes = check_low_resolution_sizes(sizes, processor.image_size, name="sizes")
         with torch.autocast(pixel_values.device.type, enabled=False):
             pixels = pixel_values.float()
-            if normalized:
-                pixels = processor.denormalize_pixels(pixels)
-            generators = self._generators(pixels)
+            generators = self._generators(processor.denormalize_pixels(pixels) if normalized else pixels)
             count = pixels.shape[0]
             if generators is None:
                 draw = self.draw(count)
             else:
                 draw = DegradationDraw.cat([self.draw(1, generator) for generator in generators]) if count else self.draw(0)
-            copies = []
-            for size in sizes:
-                small = _resize(pixels, processor, size, "downsample")  # the torch modes may overshoot [0, 1], as in the plain operator
+
+            def between(small: torch.Tensor, size: int) -> torch.Tensor:
+                # The torch modes may overshoot [0, 1] here, as in the plain operator.
                 noise = _standard_normal((count, pixels.shape[1], size, size), generators)
-                small = self.degrade(small, draw, noise, in_8_bits=processor.low_resolution_in_8_bits)
-                copies.append(_resize(small, processor, size, "upsample").clamp_(0.0, 1.0))
-            result = torch.stack(copies, dim=1) if copies else pixels.new_empty((count, 0, *pixels.shape[1:]))
-            if normalized:
-                result = processor.normalize_pixels(result)
+                return self.degrade(small, draw, noise, in_8_bits=processor.low_resolution_in_8_bits)
+
+            result = processor.low_resolution_copies(pixels, sizes, normalized=normalized, between=between)
         return result.to(pixel_values.dtype)
 
     def degrade(self, small: torch.Tensor, draw: DegradationDraw, noise: torch.Tensor, in_8_bits: bool = True) -> torch.Tensor:
@@ -189,16 +186,6 @@ class Degradation:
         if in_8_bits:  # (a no-op on the levels of a step that did not apply)
             small = small.mul(255.0).round_().clamp_(0.0, 255.0).div_(255.0)
         return small
-
-
-def _resize(pixels: torch.Tensor, processor: DCRImageProcessor, size: int, step: str) -> torch.Tensor:
-    """`processor.downsample` / `processor.upsample`; in 8-bit mode with the processor's matrices
-    kept on the device by the fast path's cache (the processor would copy them there per call)."""
-    if not processor.low_resolution_in_8_bits:
-        return processor.downsample(pixels, size) if step == "downsample" else processor.upsample(pixels)
-    down, up = device_matrices(processor, [size], pixels.device, exact_dtype(pixels.device))[0]
-    matrix = down if step == "downsample" else up
-    return resize_8_bit(to_8_bit_levels(pixels, matrix.dtype), matrix, matrix).to(torch.float32).mul_(1 / 255)
 
 
 def _standard_normal(shape: tuple[int, ...], generators: list[torch.Generator] | None) -> torch.Tensor:

@@ -1,15 +1,17 @@
 """Image processor for DCR models: the one definition of DCR's preprocessing.
 
 Decoding (EXIF orientation included), conversion to 8-bit RGB, the resize to `image_size`,
-rescaling to [0, 1], normalization and the low-resolution (LR) probe simulation all live here.
-The dataset transforms of `dcr_hf.data`, training, validation and evaluation call a processor
-object instead of preprocessing on their own, and the batched fast path of the LR operator
-(`dcr_hf.low_resolution`) is built on this processor's resize matrices (`resize_matrix`) and
-rounding points. The default LR operator is the original's: PIL's Lanczos, then PIL's bilinear,
-both in 8 bits, reproduced here as batched tensor operations.
+rescaling to [0, 1], normalization and the low-resolution (LR) operator all live here. The
+dataset transforms of `dcr_hf.data`, training, validation, evaluation, the probes and the
+degradation model call a processor object instead of preprocessing on their own. The LR operator
+is one function, `low_resolution_copies` (HR batch -> every LR copy, back at the model's input
+size, with an optional hook between the two resizes); the default is the original's: PIL's
+Lanczos, then PIL's bilinear, both in 8 bits, reproduced as batched tensor operations.
 
 This file travels to every Hub repository next to the model files (for `trust_remote_code`), so
-it imports only torch, transformers, PIL, numpy and `.configuration_dcr`.
+it imports only torch, transformers, PIL, numpy and `.configuration_dcr`. It is longer than a
+module of one job should be because the LR operator (PIL's resize weights, the batched 8-bit and
+linear passes) must travel with the processor and the model that use it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import functools
 import io
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,7 +30,7 @@ import PIL.ImageOps
 import torch
 import torch.nn.functional as F
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
-from transformers.image_utils import PILImageResampling
+from transformers.image_utils import ChannelDimension, PILImageResampling
 from transformers.processing_utils import ImagesKwargs
 from transformers.utils import logging
 
@@ -100,7 +102,7 @@ def _resize_float(pixels: torch.Tensor, size: tuple[int, int], mode: str, antial
 
 
 @functools.lru_cache(maxsize=256)
-def _torch_resize_matrix(in_size: int, out_size: int, mode: str) -> torch.Tensor:
+def _torch_resize_matrix(in_size: int, out_size: int, mode: str, antialias: bool = True) -> torch.Tensor:
     """Torch's (linear) resize along one axis as a float64 `[out_size, in_size]` matrix (read-only, cached).
 
     The basis image that is 1 on row i (constant along the rows) resizes to column i of the matrix
@@ -108,7 +110,7 @@ def _torch_resize_matrix(in_size: int, out_size: int, mode: str) -> torch.Tensor
     gives the matrix.
     """
     basis = torch.eye(in_size, dtype=torch.float64)[:, None, :, None].expand(in_size, 1, in_size, in_size)
-    return _resize_float(basis.contiguous(), (out_size, out_size), mode)[:, 0, :, 0].T.contiguous()
+    return _resize_float(basis.contiguous(), (out_size, out_size), mode, antialias)[:, 0, :, 0].T.contiguous()
 
 
 # -- PIL's resize in 8 bits, as batched matrix products ---------------------------------------
@@ -202,10 +204,207 @@ def exact_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
-def resize_8_bit(levels: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-    """PIL's two-pass 8-bit resize of levels `[..., H, W]` with `rows` `[out_h, H]`, `columns` `[out_w, W]`."""
-    wide = round_to_8_bits(levels @ columns.T)  # horizontal pass first, as PIL
-    return round_to_8_bits(rows @ wide)
+#: The hook of `low_resolution_copies` between its downsample and its upsample: `(small, size) ->
+#: small`, `small` the LR images `[batch, C, size, size]` in pixels ([0, 1] for images in [0, 1]).
+BetweenResizes = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+@functools.lru_cache(maxsize=512)
+def _resize_matrix_on(
+    in_size: int, out_size: int, mode: str, in_8_bits: bool, antialias: bool, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """One resize along one axis as an `[out_size, in_size]` matrix on `device` in `dtype` (read-only):
+    made once per device, as a host-to-device copy for every batch would make the host wait."""
+    matrix = pil_resize_matrix(in_size, out_size, mode) if in_8_bits else _torch_resize_matrix(in_size, out_size, mode, antialias)
+    return matrix.to(device=device, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _can_leave_8_bits(in_size: int, out_size: int, mode: str) -> bool:
+    """Whether PIL's 8-bit pass with this matrix can round levels outside 0..255, i.e. whether its
+    clipping does anything: the extremes of a row are 255 x the sums of its negative and positive weights."""
+    matrix = pil_resize_matrix(in_size, out_size, mode)
+    lowest = 255.0 * matrix.clamp(max=0.0).sum(dim=1).min().item()
+    highest = 255.0 * matrix.clamp(min=0.0).sum(dim=1).max().item()
+    return lowest + 0.5 < 0.0 or highest + 0.5 >= 256.0
+
+
+def _per_channel(planes: torch.Tensor, values: Sequence[float], operation: str) -> None:
+    """`planes[:, c].<operation>_(values[c])` in place for each channel of `[N, C, ...]`: with scalars, as
+    a broadcast `[C, 1, 1]` operand is several times slower on CPU (and gives the same bits)."""
+    for channel, value in enumerate(values):
+        getattr(planes[:, channel], operation + "_")(value)
+
+
+def _output_hw(output_size: int | Sequence[int] | None, height: int, width: int) -> tuple[int, int]:
+    if output_size is None:
+        return height, width
+    if isinstance(output_size, int):
+        return output_size, output_size
+    return int(output_size[0]), int(output_size[1])
+
+
+def low_resolution_copies(
+    pixel_values: torch.Tensor,
+    sizes: Sequence[int],
+    output_size: int | Sequence[int] | None = None,
+    downsample_interpolation: str = DEFAULT_DOWNSAMPLE,
+    upsample_interpolation: str = DEFAULT_UPSAMPLE,
+    antialias: bool = True,
+    normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+    clamp: tuple[float, float] | None = None,
+    between: BetweenResizes | None = None,
+) -> torch.Tensor:
+    """THE low-resolution (LR) operator: every image of a batch at every LR size, brought back.
+
+    For each size s: downsample to s x s, `between(small, s)` when given (the degradation's blur,
+    noise and JPEG), then upsample to `output_size`. Both resizes are separable: along each axis
+    one matrix product, the width pass first, with every size's width downsample in one product.
+    Hand-written: no library exposes resize matrices, and torch has no Lanczos resize.
+
+    - `downsample_interpolation="lanczos"` is the original's operator exactly: PIL's Lanczos
+      resize of the 8-bit image, then PIL's `upsample_interpolation` resize back, each pass
+      rounded to 8 bits as PIL does (see `pil_resize_matrix`); `between` gets and gives the LR
+      image as 8-bit pixels in [0, 1] (its result is rounded back to 8 bits). The result holds
+      multiples of 1/255 (float32 arithmetic, as a decoded 8-bit image), or their normalization.
+    - The torch modes are torch's linear resizes (antialiased when shrinking with `antialias`),
+      read off as matrices: their result is the same before or after a per-channel
+      normalization, so normalized pixels are resized as they are, unless `between` needs pixels.
+
+    Args:
+        pixel_values: float `[batch, C, H, W]`, pixels in [0, 1], or normalized with `normalization`.
+        sizes: LR sides (positive, below the output size); the result keeps their order.
+        output_size: side (or `(height, width)`) to bring the copies back to; default: the input's.
+        downsample_interpolation / upsample_interpolation: see `check_interpolation_modes`.
+        antialias: low-pass filter while downsampling (torch bilinear/bicubic only).
+        normalization: `(mean, std)` per channel of normalized input; the result is normalized alike.
+        clamp: `(min, max)` in pixels for the result of a torch mode (`(0, 1)`: the pixel range).
+        between: optional hook on the LR images, see `BetweenResizes`.
+
+    Returns:
+        `[batch, len(sizes), C, out_h, out_w]`, same dtype and device (run without autocast).
+    """
+    if not torch.is_tensor(pixel_values) or not pixel_values.is_floating_point() or pixel_values.ndim != 4:
+        described = type(pixel_values).__name__ + (f" {tuple(pixel_values.shape)} of {pixel_values.dtype}" if torch.is_tensor(pixel_values) else "")
+        raise ValueError(f"pixel_values must be a floating point tensor [batch, C, H, W], got {described}.")
+    check_interpolation_modes(downsample_interpolation, upsample_interpolation)
+    height, width = pixel_values.shape[-2:]
+    out_hw = _output_hw(output_size, height, width)
+    sizes = list(sizes)
+    for size in sizes:
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            raise ValueError(f"size must be a positive integer, got {size!r}.")
+        if size >= min(out_hw):
+            raise ValueError(
+                f"low-resolution size {size} must be smaller than the output size {out_hw}; "
+                "the high-resolution image is not a low-resolution probe."
+            )
+    if torch.is_autocast_enabled(pixel_values.device.type):
+        # Under bf16/fp16 autocast (mixed-precision training and validation) the products would come
+        # out in half precision: the operator runs as without autocast, in the input's precision.
+        with torch.autocast(pixel_values.device.type, enabled=False):
+            return low_resolution_copies(pixel_values, sizes, out_hw, downsample_interpolation, upsample_interpolation,
+                                         antialias, normalization, clamp, between)
+    run = _copies_8_bit if downsample_interpolation == "lanczos" else _copies_linear
+    copies = run(pixel_values, sizes, out_hw, downsample_interpolation, upsample_interpolation, antialias,
+                 normalization, clamp, between)
+    return copies.to(pixel_values.dtype)
+
+
+def _copies_8_bit(pixel_values, sizes, out_hw, downsample, upsample, antialias, normalization, clamp, between) -> torch.Tensor:
+    """PIL's operator: 8-bit levels, rounded after each of the four passes; float32 `[batch, sizes, C, h, w]`."""
+    batch, channels, height, width = pixel_values.shape
+    (out_h, out_w), device, dtype = out_hw, pixel_values.device, exact_dtype(pixel_values.device)
+
+    def matrix(in_size: int, out_size: int, mode: str) -> torch.Tensor:
+        return _resize_matrix_on(in_size, out_size, mode, True, True, device, dtype)
+
+    levels = pixel_values.to(dtype, copy=True)
+    if normalization is not None:
+        _per_channel(levels, normalization[1], "mul")
+        _per_channel(levels, normalization[0], "add")
+    levels = levels.mul_(255.0).round_().clamp_(0.0, 255.0).view(batch * channels, height, width)
+    columns = torch.cat([matrix(width, size, "lanczos") for size in sizes]) if sizes else levels.new_zeros(0, width)
+    narrow = round_to_8_bits((levels.reshape(-1, width) @ columns.T).view(batch * channels, height, columns.shape[0]))
+    # The levels are no longer needed: their buffer takes each restored copy (fresh large
+    # allocations cost page faults on CPU).
+    restored = levels if height * width == out_h * out_w else levels.new_empty(batch * channels, out_h, out_w)
+    restored = restored.view(batch * channels, out_h, out_w)
+    copies = torch.empty((batch, len(sizes), channels, out_h, out_w), dtype=torch.float32, device=device)
+    offset = 0
+    for index, size in enumerate(sizes):
+        small = round_to_8_bits(matrix(height, size, "lanczos") @ narrow[:, :, offset : offset + size])  # [N, s, s]
+        offset += size
+        if between is not None:
+            lr_image = between(small.to(torch.float32).mul_(1 / 255).view(batch, channels, size, size), size)
+            small = to_8_bit_levels(lr_image, dtype).reshape(batch * channels, size, size)
+        up_rows, up_columns = matrix(size, out_h, upsample), matrix(size, out_w, upsample)
+        wide = (small.reshape(-1, size) @ up_columns.T).view(batch * channels, size, out_w)  # width first, as PIL
+        wide = round_to_8_bits(wide, clip=_can_leave_8_bits(size, out_w, upsample))
+        # The height pass with PIL's +0.5 of rounding folded into the product: a row of ones under
+        # the image and a column of 0.5 beside the matrix (exact in float64).
+        ones = torch.ones((wide.shape[0], 1, out_w), dtype=dtype, device=device)
+        half = torch.full((out_h, 1), 0.5, dtype=dtype, device=device)
+        torch.matmul(torch.cat([up_rows, half], dim=1), torch.cat([wide, ones], dim=1), out=restored)
+        restored.floor_()
+        if _can_leave_8_bits(size, out_h, upsample):
+            restored.clamp_(0.0, 255.0)
+        target = copies[:, index]
+        target.copy_(restored.view(batch, channels, out_h, out_w))
+        # The float32 rescale (`DCRImageProcessor.rescale_pixels`) and normalization of decoded images, to the bit.
+        target.mul_(1 / 255)
+        if normalization is not None:
+            _per_channel(target, normalization[0], "sub")
+            _per_channel(target, normalization[1], "div")
+    return copies
+
+
+def _copies_linear(pixel_values, sizes, out_hw, downsample, upsample, antialias, normalization, clamp, between) -> torch.Tensor:
+    """Torch's linear modes: `U_s D_s X D_s^T U_s^T` per size, clamped to `clamp`; `[batch, sizes, C, h, w]`."""
+    batch, channels, height, width = pixel_values.shape
+    (out_h, out_w), device = out_hw, pixel_values.device
+    # Products are fastest and best supported in float32; bf16/fp16 come back as given.
+    dtype = pixel_values.dtype if pixel_values.dtype in (torch.float32, torch.float64) else torch.float32
+
+    def matrix(in_size: int, out_size: int, mode: str) -> torch.Tensor:
+        return _resize_matrix_on(in_size, out_size, mode, False, antialias, device, dtype)
+
+    pixels = pixel_values.to(dtype)
+    # `between` works on pixels: normalized input is brought back to them first (and normalized at the end).
+    in_pixels = normalization is not None and between is not None
+    if in_pixels:
+        mean, std = (channel_constants(tuple(float(v) for v in values), dtype, device) for values in normalization)
+        pixels = pixels * std + mean
+    bounds = None
+    if clamp is not None:
+        bounds = [[float(clamp[0])] * channels, [float(clamp[1])] * channels]
+        if normalization is not None and not in_pixels:
+            mean, std = normalization
+            bounds = [[(b - m) / s for b, m, s in zip(bound, mean, std)] for bound in bounds]
+    rows_of_pixels = pixels.reshape(-1, width)
+    copies = torch.empty((batch, len(sizes), channels, out_h, out_w), dtype=dtype, device=device)
+    # One scratch buffer for every size: fresh large allocations cost page faults on CPU.
+    restored = torch.empty((batch * channels * out_h, out_w), dtype=dtype, device=device)
+    for index, size in enumerate(sizes):
+        # Each size's own width pass (not one product for all sizes, as in 8 bits): float32 products
+        # of other shapes round differently, and the copy must not depend on the other sizes asked for.
+        narrow = (rows_of_pixels @ matrix(width, size, downsample).T).view(batch * channels, height, size)
+        small = matrix(height, size, downsample) @ narrow  # [N, s, s]: the LR image
+        if between is not None:
+            small = between(small.view(batch, channels, size, size), size).to(dtype).reshape(batch * channels, size, size)
+        # Linear: the height pass may come first, which makes the large product a plain GEMM.
+        torch.mm((matrix(size, out_h, upsample) @ small).reshape(-1, size), matrix(size, out_w, upsample).T, out=restored)
+        planes = restored.view(batch, channels, out_h * out_w)
+        if bounds is not None and len(set(bounds[0])) == 1 and len(set(bounds[1])) == 1:
+            planes.clamp_(bounds[0][0], bounds[1][0])  # a scalar clamp is several times faster than a broadcast one
+        elif bounds is not None:
+            for channel in range(channels):
+                planes[:, channel].clamp_(bounds[0][channel], bounds[1][channel])
+        if in_pixels:
+            _per_channel(planes, normalization[0], "sub")
+            _per_channel(planes, normalization[1], "div")
+        copies[:, index] = planes.view(batch, channels, out_h, out_w)
+    return copies
 
 
 def simulate_low_resolution(
@@ -217,74 +416,18 @@ def simulate_low_resolution(
     antialias: bool = True,
     clamp: tuple[float, float] | None = None,
 ) -> torch.Tensor:
-    """Simulate a low-resolution probe: downsample to `size` x `size`, then resize back.
-
-    Works on any float tensor shaped `[..., channels, height, width]` (one image, a batch, a
-    multi-resolution batch) on any device, without a per-image loop.
-
-    `downsample_interpolation="lanczos"` (default) is the original's operator exactly: PIL's
-    Lanczos resize of the 8-bit image to s x s, then PIL's `upsample_interpolation` resize back,
-    both in 8 bits (see `pil_resize_matrix`). It takes pixels in [0, 1] (rounded to 8-bit levels
-    first) and returns multiples of 1/255 in [0, 1]. The torch modes are linear resizes of float
-    pixels, so their result is the same before or after a per-channel normalization (up to `clamp`).
-
-    Args:
-        pixel_values: float tensor `[..., C, H, W]`.
-        size: side of the low-resolution image, in pixels (> 0, below the output size).
-        output_size: side (or `(height, width)`) to bring the image back to; default: the input's.
-        downsample_interpolation / upsample_interpolation: see `check_interpolation_modes`.
-        antialias: low-pass filter while downsampling (torch bilinear/bicubic only).
-        clamp: optional `(min, max)` for the result of a torch mode (`(0, 1)` for `[0, 1]` pixels).
-
-    Returns:
-        `[..., C, out_h, out_w]`, same dtype and device.
-    """
+    """One LR copy of any float tensor `[..., C, H, W]` (one image, a batch, a multi-resolution batch):
+    `low_resolution_copies` at one `size`, with the same arguments. Returns `[..., C, out_h, out_w]`."""
     if not torch.is_tensor(pixel_values) or not pixel_values.is_floating_point():
         described = type(pixel_values).__name__ + (f" of {pixel_values.dtype}" if torch.is_tensor(pixel_values) else "")
         raise ValueError(f"pixel_values must be a floating point tensor [..., C, H, W], got {described}.")
     if pixel_values.ndim < 3:
         raise ValueError(f"pixel_values must have shape [..., C, H, W], got {tuple(pixel_values.shape)}.")
-    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-        raise ValueError(f"size must be a positive integer, got {size!r}.")
-    check_interpolation_modes(downsample_interpolation, upsample_interpolation)
     *lead, channels, height, width = pixel_values.shape
-    if output_size is None:
-        out_hw = (height, width)
-    elif isinstance(output_size, int):
-        out_hw = (output_size, output_size)
-    else:
-        out_hw = (int(output_size[0]), int(output_size[1]))
-    if size >= min(out_hw):
-        raise ValueError(
-            f"low-resolution size {size} must be smaller than the output size {out_hw}; "
-            "the high-resolution image is not a low-resolution probe."
-        )
-    flat = pixel_values.reshape(-1, channels, height, width)
-    if downsample_interpolation == "lanczos":
-        restored = _simulate_8_bit(flat, size, out_hw, upsample_interpolation)
-    else:
-        # Interpolation kernels are fastest and best supported in float32; bf16/fp16 come back as given.
-        work = flat if flat.dtype in (torch.float32, torch.float64) else flat.float()
-        low = _resize_float(work, (size, size), downsample_interpolation, antialias)
-        restored = _resize_float(low, out_hw, upsample_interpolation, antialias)
-        if clamp is not None:
-            restored = restored.clamp(clamp[0], clamp[1])
-    return restored.to(pixel_values.dtype).reshape(*lead, channels, *out_hw)
-
-
-def _simulate_8_bit(pixels: torch.Tensor, size: int, out_hw: tuple[int, int], upsample: str) -> torch.Tensor:
-    """PIL Lanczos to s x s, then PIL `upsample` to `out_hw`, in 8 bits: `[N, C, H, W]` [0, 1] -> float32 [0, 1]."""
-    dtype, device = exact_dtype(pixels.device), pixels.device
-    height, width = pixels.shape[-2:]
-
-    def matrix(in_size: int, out_size: int, mode: str) -> torch.Tensor:
-        return pil_resize_matrix(in_size, out_size, mode).to(device=device, dtype=dtype)
-
-    levels = to_8_bit_levels(pixels, dtype)
-    small = resize_8_bit(levels, matrix(height, size, "lanczos"), matrix(width, size, "lanczos"))
-    restored = resize_8_bit(small, matrix(size, out_hw[0], upsample), matrix(size, out_hw[1], upsample))
-    # The same float32 rescale as `DCRImageProcessor.rescale_pixels` of a decoded 8-bit image.
-    return restored.to(torch.float32).mul_(1 / 255)
+    out_hw = _output_hw(output_size, height, width)
+    copies = low_resolution_copies(pixel_values.reshape(-1, channels, height, width), [size], out_hw, downsample_interpolation,
+                                   upsample_interpolation, antialias, clamp=clamp)
+    return copies[:, 0].reshape(*lead, channels, *out_hw)
 
 
 def _resample_value(resample: Any) -> int:
@@ -345,18 +488,27 @@ class DCRImageProcessor(BaseImageProcessor):
     # Saved in preprocessor_config.json: folders saved with "bicubic" keep it when loaded.
     downsample_interpolation = DEFAULT_DOWNSAMPLE
     upsample_interpolation = DEFAULT_UPSAMPLE
+    # Set on a call's copy only (see `_for_call`): a class attribute is not saved with the settings.
+    _input_data_format: ChannelDimension | None = None
+
+    #: The settings a processor is made of; each is also a per-call option of `preprocess`.
+    settings = ("image_size", "do_resize", "resample", "do_normalize", "image_mean", "image_std", "do_convert_rgb",
+                "low_resolution_size", "downsample_interpolation", "upsample_interpolation")
 
     def __init__(self, **kwargs: Any):
         if "interpolation" in kwargs:
             # Folders saved before `resample` existed name the HR resize filter `interpolation`.
             kwargs.setdefault("resample", kwargs.pop("interpolation"))
-        options = {}
-        for name in ("image_size", "do_resize", "resample", "do_normalize", "image_mean", "image_std", "do_convert_rgb",
-                     "low_resolution_size", "downsample_interpolation", "upsample_interpolation"):
-            options[name] = kwargs.pop(name, getattr(type(self), name))
+        options = {name: kwargs.pop(name, getattr(type(self), name)) for name in self.settings}
         super().__init__(**kwargs)
+        self._set_settings(options)
+
+    def _set_settings(self, options: dict[str, Any]) -> None:
+        """Check and set every setting of `options` (all of `settings`); `ValueError` naming a bad one."""
         check_interpolation_modes(options["downsample_interpolation"], options["upsample_interpolation"])
-        mean, std = list(options["image_mean"]), list(options["image_std"])
+        # One number stands for every channel, as in transformers' image processors.
+        mean, std = ([value] * 3 if isinstance(value, (int, float)) else list(value)
+                     for value in (options["image_mean"], options["image_std"]))
         if len(mean) != 3 or len(std) != 3 or any(float(s) <= 0 for s in std):
             raise ValueError(f"image_mean and image_std need 3 values (std > 0), got {mean} and {std}.")
         image_size = options["image_size"]
@@ -372,6 +524,38 @@ class DCRImageProcessor(BaseImageProcessor):
         self.downsample_interpolation = options["downsample_interpolation"]
         self.upsample_interpolation = options["upsample_interpolation"]
         self.low_resolution_size = self.check_low_resolution_size(options["low_resolution_size"])
+
+    def _for_call(self, options: dict[str, Any], input_data_format: Any) -> DCRImageProcessor:
+        """This processor, or a copy with one call's settings (checked as the constructor checks them)."""
+        options = {name: value for name, value in options.items() if value is not None}
+        if not options and input_data_format is None:
+            return self
+        other = copy.copy(self)
+        other._set_settings({**{name: getattr(self, name) for name in self.settings}, **options})
+        if input_data_format is not None:
+            other._input_data_format = _channel_dimension(input_data_format, "input_data_format")
+        return other
+
+    #: The settings a model's config carries (besides `image_size`), so that a branch model given
+    #: plain HR `pixel_values` makes the LR copies itself as this processor would.
+    model_config_settings = ("do_normalize", "image_mean", "image_std", "downsample_interpolation", "upsample_interpolation")
+
+    @classmethod
+    def from_model_config(cls, config: DCRConfig) -> DCRImageProcessor:
+        """The processor a model's config records: its `image_size` and the `model_config_settings`
+        `write_to_model_config` wrote there (the processor's defaults for a config without them)."""
+        recorded = {name: getattr(config, name) for name in cls.model_config_settings if getattr(config, name, None) is not None}
+        return cls(image_size=config.image_size, **recorded)
+
+    def write_to_model_config(self, config: DCRConfig) -> None:
+        """Record this processor's normalization and LR operator on the model's `config` (saved with it),
+        where `from_model_config` reads them back: the processor stays their one source."""
+        if config.image_size != self.image_size:
+            raise ValueError(f"the processor makes {self.image_size}x{self.image_size} images but the model expects "
+                             f"image_size={config.image_size}.")
+        for name in self.model_config_settings:
+            value = getattr(self, name)
+            setattr(config, name, list(value) if isinstance(value, list) else value)
 
     # -- the steps, one method each (the dataset transforms call them) -----------------------
 
@@ -410,6 +594,8 @@ class DCRImageProcessor(BaseImageProcessor):
             image = PIL.ImageOps.exif_transpose(image)
         if self.do_convert_rgb:
             image = convert_to_rgb(image)
+        elif image.mode != "RGB":
+            raise ValueError(f"an image of mode {image.mode} with do_convert_rgb=False: the model takes RGB images (3 channels).")
         target = (self.image_size, self.image_size)
         if self.do_resize and image.size != target:
             image = image.resize(target, self.resample)
@@ -448,42 +634,6 @@ class DCRImageProcessor(BaseImageProcessor):
         """Whether the LR steps work on 8-bit levels, rounded after every pass (the PIL operator)."""
         return self.downsample_interpolation == "lanczos"
 
-    def downsample(self, pixel_values: torch.Tensor, size: int) -> torch.Tensor:
-        """First step of the LR simulation: float `[N, C, H, W]` in [0, 1] -> `[N, C, size, size]`."""
-        if self.low_resolution_in_8_bits:
-            return self._resize_8_bit(pixel_values, "downsample", size)
-        return _resize_float(pixel_values, (size, size), self.downsample_interpolation)
-
-    def upsample(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Second step of the LR simulation: float `[N, C, s, s]` in [0, 1] -> `[N, C, image_size, image_size]`."""
-        if self.low_resolution_in_8_bits:
-            return self._resize_8_bit(pixel_values, "upsample", pixel_values.shape[-1])
-        return _resize_float(pixel_values, (self.image_size, self.image_size), self.upsample_interpolation)
-
-    def _resize_8_bit(self, pixel_values: torch.Tensor, step: str, size: int) -> torch.Tensor:
-        matrix = self.resize_matrix(step, size).to(pixel_values.device, exact_dtype(pixel_values.device))
-        levels = resize_8_bit(to_8_bit_levels(pixel_values, matrix.dtype), matrix, matrix)
-        return levels.to(torch.float32).mul_(1 / 255).to(pixel_values.dtype)
-
-    def resize_matrix(self, step: str, size: int) -> torch.Tensor:
-        """One LR step along one axis as a float64 CPU matrix: `[size, image_size]` for `"downsample"`,
-        `[image_size, size]` for `"upsample"` (read-only, cached).
-
-        The LR operator applies it to the width, then to the height of every image, rounding to
-        8 bits after each pass when `low_resolution_in_8_bits` (PIL's fixed-point weights, see
-        `pil_resize_matrix`); the torch modes are linear, and their matrix is read off torch's
-        resize of basis images. `dcr_hf.low_resolution` builds its fast path on these matrices.
-        """
-        size = self.check_low_resolution_size(size)
-        if step not in ("downsample", "upsample"):
-            raise ValueError(f"step must be 'downsample' or 'upsample', got {step!r}.")
-        in_size, out_size = (self.image_size, size) if step == "downsample" else (size, self.image_size)
-        if self.low_resolution_in_8_bits:
-            mode = "lanczos" if step == "downsample" else self.upsample_interpolation
-            return pil_resize_matrix(in_size, out_size, mode)
-        mode = self.downsample_interpolation if step == "downsample" else self.upsample_interpolation
-        return _torch_resize_matrix(in_size, out_size, mode)
-
     def with_low_resolution_operator(self, downsample_interpolation: str, upsample_interpolation: str) -> DCRImageProcessor:
         """A copy of this processor with another LR operator (e.g. the original's, for one evaluation)."""
         check_interpolation_modes(downsample_interpolation, upsample_interpolation)
@@ -491,19 +641,42 @@ class DCRImageProcessor(BaseImageProcessor):
         other.downsample_interpolation, other.upsample_interpolation = downsample_interpolation, upsample_interpolation
         return other
 
-    def simulate_low_resolution(self, pixel_values: torch.Tensor, size: int) -> torch.Tensor:
-        """This processor's LR simulation on `[..., 3, image_size, image_size]` pixels in [0, 1] (any device):
-        `downsample` to s x s, `upsample` back, in [0, 1] as an 8-bit image file would be."""
-        return simulate_low_resolution(
+    def low_resolution_copies(
+        self,
+        pixel_values: torch.Tensor,
+        sizes: Sequence[int],
+        normalized: bool = False,
+        between: BetweenResizes | None = None,
+    ) -> torch.Tensor:
+        """This processor's LR operator (`low_resolution_copies`) on a batch `[batch, 3, H, W]`, back at
+        `image_size`: `[batch, len(sizes), 3, image_size, image_size]`, in [0, 1] as 8-bit image files
+        would be; with `normalized=True` the input and the result are normalized by this processor."""
+        return low_resolution_copies(
             pixel_values,
-            self.check_low_resolution_size(size),
+            check_low_resolution_sizes(sizes, self.image_size, name="sizes"),
             output_size=self.image_size,
             downsample_interpolation=self.downsample_interpolation,
             upsample_interpolation=self.upsample_interpolation,
+            normalization=(self.image_mean, self.image_std) if normalized and self.do_normalize else None,
             clamp=(0.0, 1.0),
+            between=between,
         )
 
+    def simulate_low_resolution(self, pixel_values: torch.Tensor, size: int) -> torch.Tensor:
+        """One LR copy (`low_resolution_copies` at `size`) of pixels `[..., 3, H, W]` in [0, 1] (any device)."""
+        size = self.check_low_resolution_size(size)
+        *lead, channels, height, width = pixel_values.shape
+        copies = self.low_resolution_copies(pixel_values.reshape(-1, channels, height, width), [size])
+        return copies[:, 0].reshape(*lead, channels, self.image_size, self.image_size)
+
     # -- whole preprocessing -----------------------------------------------------------------
+
+    def _channels_first(self, shape: Sequence[int]) -> bool:
+        """Whether a 3-D image array is `[C, H, W]`: as the call's `input_data_format` says, else guessed
+        from its shape (channels first when only the first axis could hold 1 to 4 channels)."""
+        if self._input_data_format is not None:
+            return self._input_data_format == ChannelDimension.FIRST
+        return shape[0] in (1, 2, 3, 4) and shape[-1] not in (1, 2, 3, 4)
 
     def _float_image(self, image: np.ndarray | torch.Tensor) -> torch.Tensor | None:
         """A float array or tensor image in [0, 1] as `[3, H, W]` float32, or `None` for other inputs."""
@@ -512,7 +685,7 @@ class DCRImageProcessor(BaseImageProcessor):
             return None
         if tensor.ndim == 2:
             tensor = tensor.unsqueeze(0)
-        elif tensor.ndim == 3 and not (tensor.shape[0] in (1, 2, 3, 4) and tensor.shape[-1] not in (1, 2, 3, 4)):
+        elif tensor.ndim == 3 and not self._channels_first(tensor.shape):
             tensor = tensor.permute(2, 0, 1)
         if tensor.ndim != 3 or tensor.shape[0] not in (1, 2, 3, 4):
             raise ValueError(f"an image must be [H, W], [C, H, W] or [H, W, C] with 1 to 4 channels, got {tuple(image.shape)}.")
@@ -522,7 +695,7 @@ class DCRImageProcessor(BaseImageProcessor):
     def _pil_from_array(self, image: np.ndarray | torch.Tensor) -> PIL.Image.Image:
         """An integer array or tensor image (HW, HWC or CHW; 8 or 16 bits) as a PIL image."""
         array = image.detach().cpu().numpy() if torch.is_tensor(image) else np.asarray(image)
-        if array.ndim == 3 and array.shape[0] in (1, 2, 3, 4) and array.shape[-1] not in (1, 2, 3, 4):
+        if array.ndim == 3 and self._channels_first(array.shape):
             array = np.moveaxis(array, 0, -1)
         if array.ndim == 3 and array.shape[-1] in (1, 2):
             array = array[..., 0]
@@ -562,6 +735,10 @@ class DCRImageProcessor(BaseImageProcessor):
 
     def _batch_pixels(self, images: Any) -> torch.Tensor:
         """Any accepted input -> float32 `[batch, 3, image_size, image_size]` in [0, 1]."""
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            images = torch.from_numpy(np.ascontiguousarray(images))
+        if torch.is_tensor(images) and images.ndim == 4 and self._input_data_format == ChannelDimension.LAST:
+            images = images.permute(0, 3, 1, 2)
         if torch.is_tensor(images) and images.ndim == 4:
             if images.shape[1] != 3:
                 raise ValueError(f"a batch tensor must be [batch, 3, H, W], got {tuple(images.shape)}.")
@@ -582,33 +759,66 @@ class DCRImageProcessor(BaseImageProcessor):
         low_resolution_size: int | None = None,
         return_tensors: str | None = "pt",
         device: str | torch.device | None = None,
+        input_data_format: str | ChannelDimension | None = None,
+        data_format: str | ChannelDimension | None = ChannelDimension.FIRST,
+        size: int | dict[str, int] | None = None,
         **kwargs: Any,
     ) -> BatchFeature:
         """Turn one image or a list / batch of images into `pixel_values` `[batch, 3, image_size, image_size]`.
 
-        `low_resolution_size` (this call) overrides the processor's `low_resolution_size`.
+        Every setting (`settings`: `image_size`, `image_mean`, `image_std`, `do_normalize`,
+        `do_convert_rgb`, `do_resize`, `resample`, `low_resolution_size`, the LR interpolations) may
+        be given for this call only, as in transformers' image processors; so may `size` (an int or a
+        square `{"height", "width"}`: `image_size`), `input_data_format` (the channel axis of array
+        and tensor inputs, guessed from their shape without it) and `data_format` (of the output:
+        `"channels_last"` gives `[batch, H, W, 3]`).
         """
+        options = {name: kwargs.pop(name) for name in self.settings if name in kwargs}
+        options["low_resolution_size"] = low_resolution_size
+        if size is not None:
+            options["image_size"] = _square_side(size)
         if kwargs:
             logger.warning("DCRImageProcessor ignores unknown arguments: %s", sorted(kwargs))
-        size = self.check_low_resolution_size(low_resolution_size if low_resolution_size is not None else self.low_resolution_size)
-        batch = self._batch_pixels(images)
+        output_format = _channel_dimension(data_format, "data_format") if data_format is not None else ChannelDimension.FIRST
+        processor = self._for_call(options, input_data_format)
+        batch = processor._batch_pixels(images)
         if device is not None:
             batch = batch.to(device)
-        if size is not None:
-            batch = self.simulate_low_resolution(batch, size)
-        batch = self.normalize_pixels(batch)
+        if processor.low_resolution_size is not None:
+            batch = processor.simulate_low_resolution(batch, processor.low_resolution_size)
+        batch = processor.normalize_pixels(batch)
+        if output_format == ChannelDimension.LAST:
+            batch = batch.permute(0, 2, 3, 1).contiguous()
         if return_tensors in ("np", "numpy"):
             return BatchFeature({"pixel_values": batch.cpu().numpy()}, tensor_type="np")
         return BatchFeature({"pixel_values": batch}, tensor_type=None if return_tensors is None else "pt")
 
 
+def _channel_dimension(value: str | ChannelDimension, name: str) -> ChannelDimension:
+    """A channel layout option (`"channels_first"` / `"channels_last"`), or `ValueError` naming `name`."""
+    if value in (ChannelDimension.FIRST, ChannelDimension.LAST, "channels_first", "channels_last"):
+        return ChannelDimension(value)
+    raise ValueError(f"{name}={value!r}: expected 'channels_first' or 'channels_last'.")
+
+
+def _square_side(size: int | dict[str, int]) -> int:
+    """transformers' `size` option as the side of a square image (`image_size`)."""
+    if isinstance(size, dict) and set(size) == {"height", "width"} and size["height"] == size["width"]:
+        return size["height"]
+    if isinstance(size, dict) and set(size) == {"shortest_edge"}:
+        return size["shortest_edge"]
+    if isinstance(size, int) and not isinstance(size, bool):
+        return size
+    raise ValueError(f"size={size!r}: a DCR model takes square images; expected an int or {{'height': s, 'width': s}}.")
+
 __all__ = [
+    "BetweenResizes",
     "DCRImageProcessor",
     "INTERPOLATION_MODES",
     "check_interpolation_modes",
     "convert_to_rgb",
+    "low_resolution_copies",
     "pil_resize_matrix",
-    "resize_8_bit",
     "simulate_low_resolution",
 ]
 

@@ -26,6 +26,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput, logging
 
 from .configuration_dcr import DCRConfig
+from .image_processing_dcr import DCRImageProcessor
 from .losses_dcr import Miner, branch_stage_loss, trunk_stage_loss
 
 logger = logging.get_logger(__name__)
@@ -631,7 +632,10 @@ class DCRForImageClassification(DCRPreTrainedModel):
     ) -> DCRImageClassifierOutput | tuple:
         r"""
         pixel_values (`torch.FloatTensor` of shape `[batch, C, H, W]` or `[batch, resolutions, C, H, W]`):
-            HR images, or all resolution copies of each sample (index 0 = HR, then the LR sizes).
+            HR images, or all resolution copies of each sample (index 0 = HR, then the LR sizes). Given
+            HR images alone, a branch model makes their LR copies itself (the one LR operator, with the
+            processor settings its config records: `DCRImageProcessor.from_model_config`) and returns
+            the HR outputs.
         labels (`torch.LongTensor` of shape `[batch]`, *optional*):
             One identity per sample, shared by its resolution copies.
         low_resolution_pixel_values (`torch.FloatTensor` of shape `[batch, sizes, C, H, W]`, *optional*):
@@ -673,6 +677,10 @@ class DCRForImageClassification(DCRPreTrainedModel):
     ) -> tuple[torch.Tensor, bool]:
         """The input as `[batch, resolutions, C, H, W]`, and whether it had a resolutions axis."""
         pixel_values = _check_pixel_values(pixel_values, self.config, allow_resolutions=True, dtype=self.dtype)
+        # Plain HR pixels to a branch model: it makes the copies, and answers for the HR images (4-D in, HR out).
+        derived = low_resolution_pixel_values is None and self.config.use_branches and pixel_values.ndim == 4
+        if derived:
+            low_resolution_pixel_values = self._low_resolution_copies(pixel_values)
         if low_resolution_pixel_values is not None:
             low_resolution_pixel_values = _check_pixel_values(
                 low_resolution_pixel_values, self.config, allow_resolutions=True, dtype=self.dtype
@@ -682,8 +690,21 @@ class DCRForImageClassification(DCRPreTrainedModel):
             if low_resolution_pixel_values.ndim == 4:
                 low_resolution_pixel_values = low_resolution_pixel_values.unsqueeze(1)
             pixel_values = torch.cat([pixel_values, low_resolution_pixel_values], dim=1)
-        multi = pixel_values.ndim == 5
-        return (pixel_values if multi else pixel_values.unsqueeze(1)), multi
+        stacked = pixel_values if pixel_values.ndim == 5 else pixel_values.unsqueeze(1)
+        return stacked, pixel_values.ndim == 5 and not derived
+
+    def _low_resolution_copies(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The LR copies `[batch, sizes, C, H, W]` a branch model needs, of normalized HR `pixel_values`
+        `[batch, C, H, W]`: the one LR operator with the processor settings the config records."""
+        size = self.config.image_size
+        if tuple(pixel_values.shape[-2:]) != (size, size):
+            raise ValueError(
+                f"pixel_values are {pixel_values.shape[-2]}x{pixel_values.shape[-1]}; a branch model makes its LR copies "
+                f"of {size}x{size} images (image_size), or takes them as low_resolution_pixel_values."
+            )
+        processor = DCRImageProcessor.from_model_config(self.config)
+        with torch.no_grad():
+            return processor.low_resolution_copies(pixel_values, self.config.low_resolution_sizes, normalized=True)
 
     def _trunk_stage_loss(
         self, embeddings: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, miner: Miner | None

@@ -52,7 +52,8 @@ def test_protocols_and_data_roots_are_checked_before_reading(tmp_path):
 def test_every_protocol_of_the_synthetic_data_loads_with_the_shared_option_names():
     options = DatasetOptions(
         synthetic_num_identities=4, synthetic_images_per_identity=2, synthetic_num_pairs=20,
-        synthetic_num_verification_identities=20, synthetic_num_subjects=2, synthetic_image_size=48,
+        synthetic_num_verification_identities=20, synthetic_verification_images_per_identity=2, synthetic_num_subjects=2,
+        synthetic_image_size=48,
     )
     pairs = registry.load_protocol_data("synthetic", "verification", options, image_size=120)
     assert isinstance(pairs, Dataset) and len(pairs) == 20 and pairs[0]["image_a"].size == (48, 48)

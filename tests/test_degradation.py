@@ -263,8 +263,8 @@ TINY_TRAIN = [
     "--validation_dataset", "none", "--eval_strategy", "no", "--load_best_model_at_end", "false", "--max_steps", "2",
 ]
 EVAL = [
-    "--dataset", "synthetic", "--synthetic_num_verification_identities", "20", "--synthetic_images_per_identity", "3",
-    "--synthetic_num_pairs", "20", "--synthetic_num_subjects", "3", "--synthetic_image_size", "48",
+    "--dataset", "synthetic", "--synthetic_num_verification_identities", "20",
+    "--synthetic_verification_images_per_identity", "3", "--synthetic_num_pairs", "20", "--synthetic_num_subjects", "3", "--synthetic_image_size", "48",
     "--per_device_eval_batch_size", "8",
 ]
 

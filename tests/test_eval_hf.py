@@ -26,8 +26,8 @@ pytestmark = pytest.mark.slow  # end-to-end runs and subprocesses
 ROOT = Path(__file__).resolve().parent.parent
 
 SYNTHETIC = [
-    "--dataset", "synthetic", "--synthetic_num_verification_identities", "20", "--synthetic_images_per_identity", "3",
-    "--synthetic_num_pairs", "20", "--synthetic_num_subjects", "3", "--synthetic_image_size", "48",
+    "--dataset", "synthetic", "--synthetic_num_verification_identities", "20",
+    "--synthetic_verification_images_per_identity", "3", "--synthetic_num_pairs", "20", "--synthetic_num_subjects", "3", "--synthetic_image_size", "48",
 ]
 
 

@@ -57,7 +57,7 @@ def branch_model() -> DCRModel:
 @pytest.fixture(scope="module")
 def pairs() -> Dataset:
     return load_synthetic(
-        split="pairs", num_verification_identities=20, images_per_identity=3, num_pairs=20, image_size=IMAGE_SIZE
+        split="pairs", num_verification_identities=20, verification_images_per_identity=3, num_pairs=20, image_size=IMAGE_SIZE
     )
 
 
@@ -341,7 +341,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("rule", ["exclude_own", "original"])
 @pytest.mark.parametrize("intra", [False, True])
 def test_retrieval_queries_low_resolution_against_references(branch_model, processor, rule, intra):
-    dataset = load_synthetic(split="retrieval", num_verification_identities=20, images_per_identity=2, image_size=IMAGE_SIZE)
+    dataset = load_synthetic(split="retrieval", num_verification_identities=20, verification_images_per_identity=2,
+                             image_size=IMAGE_SIZE)
     results = evaluate_retrieval(branch_model, dataset, sizes=(8,), rule=rule, intra=intra, show_progress=False)
     assert results["protocol"] == ("intra-retrieval" if intra else "retrieval") and results["retrieval_rule"] == rule
     labels = np.asarray(dataset["label"])

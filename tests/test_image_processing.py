@@ -187,3 +187,55 @@ def test_bad_lr_size():
         DCRImageProcessor(low_resolution_size=120)
     with pytest.raises(ValueError, match="low_resolution_size"):
         DCRImageProcessor()(PIL.Image.new("RGB", (120, 120)), low_resolution_size=0)
+
+
+def test_per_call_settings_are_honoured_as_in_transformers(caplog):
+    """Every setting may be given for one call (`image_mean`, `image_std`, `do_convert_rgb`, ...):
+    the call behaves as a processor made with it, and the processor keeps its own settings."""
+    rng = np.random.default_rng(5)
+    image = PIL.Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    processor = DCRImageProcessor(image_size=32)
+    options = {"image_mean": [0.4, 0.5, 0.6], "image_std": [0.2, 0.25, 0.3], "low_resolution_size": 8,
+               "downsample_interpolation": "bicubic", "resample": "bicubic"}
+    with caplog.at_level("WARNING"):
+        per_call = processor(image, **options).pixel_values
+    assert "ignores" not in caplog.text
+    assert torch.equal(per_call, DCRImageProcessor(image_size=32, **options)(image).pixel_values)
+    assert not torch.equal(per_call, processor(image, low_resolution_size=8).pixel_values)
+    assert processor.image_mean == [0.5] * 3 and processor.downsample_interpolation == "lanczos"
+    # One number for every channel, transformers' `size`, and no normalization.
+    torch.testing.assert_close(processor(image, image_mean=0.5, image_std=0.25).pixel_values,
+                               DCRImageProcessor(image_size=32, image_std=[0.25] * 3)(image).pixel_values, atol=0, rtol=0)
+    assert processor(image, size={"height": 24, "width": 24}).pixel_values.shape == (1, 3, 24, 24)
+    unnormalized = processor(image, do_normalize=False).pixel_values
+    assert torch.equal(processor.normalize_pixels(unnormalized), processor(image).pixel_values)
+    # do_convert_rgb: a grey image is converted by default, refused in one line without conversion.
+    grey = image.convert("L")
+    assert processor(grey).pixel_values.shape == (1, 3, 32, 32)
+    with pytest.raises(ValueError, match="mode L with do_convert_rgb=False"):
+        processor(grey, do_convert_rgb=False)
+    with pytest.raises(ValueError, match="image_mean and image_std need 3 values"):
+        processor(image, image_mean=[0.5, 0.5])
+    with caplog.at_level("WARNING"):
+        processor(image, not_an_option=1)
+    assert "not_an_option" in caplog.text
+
+
+def test_input_and_output_data_format_per_call():
+    """`input_data_format` says where the channels are (a shape alone can be read both ways);
+    `data_format="channels_last"` gives `[batch, H, W, 3]`."""
+    rng = np.random.default_rng(6)
+    channels_last = rng.random((40, 4, 3), dtype=np.float32)  # 40 x 4 pixels: its last axis could be 4 channels
+    processor = DCRImageProcessor(image_size=16)
+    expected = processor(channels_last).pixel_values
+    channels_first = np.ascontiguousarray(channels_last.transpose(2, 0, 1))  # [3, 40, 4]
+    assert torch.equal(processor(channels_first, input_data_format="channels_first").pixel_values, expected)
+    guessed = processor(channels_first).pixel_values  # read as 3 rows of 4-channel pixels: another image
+    assert guessed.shape == expected.shape and not torch.allclose(guessed, expected)
+    batch = torch.rand(2, 16, 16, 3)
+    assert torch.equal(
+        processor(batch, input_data_format="channels_last").pixel_values, processor(batch.permute(0, 3, 1, 2)).pixel_values
+    )
+    assert processor(batch, input_data_format="channels_last", data_format="channels_last").pixel_values.shape == (2, 16, 16, 3)
+    with pytest.raises(ValueError, match="input_data_format"):
+        processor(channels_first, input_data_format="none")

@@ -54,3 +54,48 @@ def test_sizes_and_image_shape_are_checked():
         make_low_resolution_copies(torch.rand(1, 3, 32, 32), (8, 32), processor)
     with pytest.raises(ValueError, match="needs 32x32 images"):
         make_low_resolution_copies(torch.rand(1, 3, 40, 40), (8,), processor)
+
+
+@pytest.mark.parametrize("downsample,upsample", [("lanczos", "bilinear"), ("bicubic", "bilinear")])
+def test_the_four_call_sites_give_the_same_pixels(downsample, upsample):
+    """One LR operator: the processor, the batched path, the degradation with every step off and the
+    probe figure's rows make the same copy of one image, to the bit."""
+    import numpy as np
+    import PIL.Image
+
+    from dcr_hf.configuration_dcr import DEGRADATION_PRESETS
+    from dcr_hf.degradation import Degradation
+    from dcr_hf.evaluation.probes import probe_rows
+
+    processor = DCRImageProcessor(
+        image_size=48, image_mean=(0.4, 0.5, 0.6), image_std=(0.2, 0.25, 0.3),
+        downsample_interpolation=downsample, upsample_interpolation=upsample,
+    )
+    rng = np.random.default_rng(4)
+    # Smooth shapes and hard edges (Lanczos overshoots them), at another size than the model's.
+    image = np.kron(rng.integers(0, 256, (10, 10, 3)), np.ones((6, 6, 1))).astype(np.uint8)
+    image[::9] = 255
+    image = PIL.Image.fromarray(image)
+    sizes = [8, 12, 20]
+
+    by_processor = torch.stack([processor(image, low_resolution_size=s).pixel_values for s in sizes], dim=1)
+    pixels = processor(image, do_normalize=False).pixel_values  # the HR image in [0, 1]
+    batched = make_low_resolution_copies(pixels, sizes, processor)
+    never = {step: {**section, "probability": 0.0} for step, section in DEGRADATION_PRESETS["surveillance"].items()}
+    degraded = Degradation(never, seed=0).low_resolution_copies(pixels, sizes, processor)
+    _, probe_clean, probe_degraded = probe_rows(image, processor, sizes, Degradation(never, seed=0))
+
+    assert by_processor.shape == (1, 3, 3, 48, 48)
+    assert torch.equal(processor.normalize_pixels(batched), by_processor)
+    assert torch.equal(degraded, batched)
+    assert np.array_equal(probe_clean, batched[0].movedim(-3, -1).numpy())
+    assert np.array_equal(probe_degraded, probe_clean)
+    # The copies are LR probes, not the HR image, and the training path (normalized in, normalized
+    # out) makes them too: to the bit in 8 bits, to float rounding in a torch mode (linear on
+    # normalized pixels).
+    assert (by_processor[:, 0] - processor.normalize_pixels(pixels)).abs().max() > 0.1
+    from_normalized = make_low_resolution_copies(processor.normalize_pixels(pixels), sizes, processor, normalized=True)
+    if downsample == "lanczos":
+        assert torch.equal(from_normalized, by_processor)
+    else:
+        torch.testing.assert_close(from_normalized, by_processor, atol=2e-5, rtol=0)

@@ -177,6 +177,35 @@ def test_branch_stage_needs_every_resolution(config):
         model(torch.randn(2, 2, 3, 32, 32), labels=torch.tensor([0, 1]))
 
 
+def test_branch_stage_makes_its_lr_copies_of_plain_pixel_values(config, tmp_path):
+    """`[batch, 3, H, W]` HR pixels, as the processor, the Trainer and transformers' common inputs give
+    them: the branch model makes the LR copies itself with the processor settings its config records."""
+    from dcr_hf import DCRImageProcessor, make_low_resolution_copies
+
+    processor = DCRImageProcessor(image_size=32, image_mean=[0.4, 0.5, 0.6], image_std=[0.2, 0.25, 0.3],
+                                  downsample_interpolation="bicubic")
+    model = DCRForImageClassification.from_trunk(DCRForImageClassification(config)).eval()
+    processor.write_to_model_config(model.config)
+    model.save_pretrained(tmp_path)
+    model = DCRForImageClassification.from_pretrained(tmp_path).eval()  # the settings travel with the config
+    assert DCRImageProcessor.from_model_config(model.config).to_dict() == processor.to_dict()
+    torch.manual_seed(0)
+    hr = processor(torch.rand(4, 3, 32, 32)).pixel_values
+    labels = torch.tensor([0, 1, 2, 0])
+    copies = make_low_resolution_copies(hr, model.config.low_resolution_sizes, processor, normalized=True)
+    with torch.no_grad():
+        plain = model(pixel_values=hr, labels=labels)
+        given = model(pixel_values=hr, low_resolution_pixel_values=copies, labels=labels)
+    assert plain.logits.shape == (4, config.num_labels)
+    torch.testing.assert_close(plain.loss, given.loss, rtol=0, atol=0)
+    torch.testing.assert_close(plain.logits, given.logits[:, 0], rtol=0, atol=0)  # the HR branch
+    # A config without recorded settings: the processor's defaults.
+    default = DCRForImageClassification.from_trunk(DCRForImageClassification(config)).eval()
+    assert DCRImageProcessor.from_model_config(default.config).to_dict() == DCRImageProcessor(image_size=32).to_dict()
+    with pytest.raises(ValueError, match="makes its LR copies of 32x32 images"):
+        model(pixel_values=torch.rand(2, 3, 40, 40))
+
+
 def test_specialized_init_branch_embeddings_equal_trunk_embeddings():
     trunk = DCRForImageClassification(tiny_config()).eval()
     model = branch_model_from_trunk(trunk).eval()

@@ -17,7 +17,8 @@ from dcr_hf.image_processing_dcr import simulate_low_resolution
 
 
 SMALL = dict(
-    num_identities=6, images_per_identity=3, num_verification_identities=20, num_pairs=40, num_surveillance_subjects=3
+    num_identities=6, images_per_identity=3, num_verification_identities=20, verification_images_per_identity=3,
+    num_pairs=40, num_surveillance_subjects=3,
 )
 
 
@@ -177,3 +178,31 @@ def test_identification_is_clearly_harder_at_low_resolution():
 def test_invalid_arguments_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         load_synthetic(**kwargs)
+
+
+def test_verification_pairs_and_their_probes_depend_only_on_their_own_options():
+    """The held-out splits follow their own options and the seed, never the training split's
+    (`num_identities`, `images_per_identity`): an evaluation's pairs and LR probes are the same
+    whatever training-data options are given with it."""
+    from dcr_hf.data import registry
+    from dcr_hf.data.transforms import PairTransform
+    from dcr_hf.image_processing_dcr import DCRImageProcessor
+
+    own = dict(synthetic_num_verification_identities=20, synthetic_verification_images_per_identity=3,
+               synthetic_num_pairs=40, synthetic_image_size=48)
+    transform = PairTransform(DCRImageProcessor(image_size=48), low_resolution_sizes=[8, 12, 16, 20])
+    built = []
+    for training in ({}, {"synthetic_num_identities": 12}, {"synthetic_images_per_identity": 3}):
+        options = registry.DatasetOptions(**own, **training)
+        pairs = registry.load_protocol_data("synthetic", "verification", options, 48)
+        retrieval = registry.load_protocol_data("synthetic", "retrieval", options, 48)
+        built.append((pairs, retrieval, transform(pairs[:40])))
+    pairs, retrieval, probes = built[0]
+    for other_pairs, other_retrieval, other_probes in built[1:]:
+        assert _bytes(other_pairs, "image_a") == _bytes(pairs, "image_a")
+        assert _bytes(other_pairs, "image_b") == _bytes(pairs, "image_b")
+        assert other_pairs["is_same"] == pairs["is_same"] and other_pairs["fold"] == pairs["fold"]
+        assert _bytes(other_retrieval) == _bytes(retrieval)
+        for key, value in probes.items():
+            assert torch.equal(other_probes[key], value), key
+    assert len(retrieval) == 20 * 3

@@ -45,10 +45,13 @@ class DatasetOptions:
     image_column: str = field(default="image", metadata={"help": "Image column of a generic dataset."})
     label_column: str = field(default="label", metadata={"help": "Label column of a generic dataset."})
     synthetic_num_identities: int = field(default=200, metadata={"help": "Synthetic: training identities."})
-    synthetic_images_per_identity: int = field(default=10, metadata={"help": "Synthetic: views per identity."})
+    synthetic_images_per_identity: int = field(default=10, metadata={"help": "Synthetic: views per training identity."})
     synthetic_num_pairs: int = field(default=600, metadata={"help": "Synthetic: verification pairs (a multiple of 20)."})
     synthetic_num_verification_identities: int = field(
         default=50, metadata={"help": "Synthetic: held-out identities of the pairs and retrieval splits (>= 20)."}
+    )
+    synthetic_verification_images_per_identity: int = field(
+        default=10, metadata={"help": "Synthetic: views per held-out identity of the pairs and retrieval splits (>= 2)."}
     )
     synthetic_num_subjects: int = field(default=40, metadata={"help": "Synthetic: SCface-style gallery/probe subjects."})
     synthetic_seed: int = field(default=0, metadata={"help": "Synthetic: the seed of the faces."})
@@ -101,6 +104,7 @@ def _synthetic(options: DatasetOptions, split: str, image_size: int) -> Dataset:
         num_pairs=options.synthetic_num_pairs,
         num_verification_identities=options.synthetic_num_verification_identities,
         num_surveillance_subjects=options.synthetic_num_subjects,
+        verification_images_per_identity=options.synthetic_verification_images_per_identity,
     )
 
 

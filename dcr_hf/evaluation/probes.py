@@ -33,12 +33,13 @@ def first_face(data: Dataset | DatasetDict) -> Any:
 def probe_rows(image: Any, processor: DCRImageProcessor, sizes: Sequence[int],
                degradation: Degradation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(HR, resized-only copies, degraded copies) of one image as [0, 1] HWC arrays (`[sizes, H, W, 3]`)."""
-    pixels = processor(image, return_tensors="pt")["pixel_values"]
-    clean = make_low_resolution_copies(pixels, sizes, processor, normalized=True)[0]
-    degraded = degradation.low_resolution_copies(pixels, sizes, processor, normalized=True)[0]
+    # Pixels in [0, 1], as the LR operator makes the copies before normalizing them.
+    pixels = processor(image, do_normalize=False, return_tensors="pt")["pixel_values"]
+    clean = make_low_resolution_copies(pixels, sizes, processor)[0]
+    degraded = degradation.low_resolution_copies(pixels, sizes, processor)[0]
 
     def display(batch: torch.Tensor) -> np.ndarray:
-        return processor.denormalize_pixels(batch).clamp(0, 1).movedim(-3, -1).numpy()
+        return batch.clamp(0, 1).movedim(-3, -1).numpy()
 
     return display(pixels[0]), display(clean), display(degraded)
 

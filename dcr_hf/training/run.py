@@ -135,6 +135,8 @@ def run_training(plan: TrainingPlan, callbacks: list | None = None, data: Traini
         data = load_training_data(plan.data)
     check_training_labels(data)
     model = build_model(plan, data.id2label)
+    # A branch model given HR pixels alone makes its LR copies as the processor does.
+    plan.processor.write_to_model_config(model.config)
     if plan.sync_batch_norm and training_args.world_size > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if plan.channels_last:

@@ -182,6 +182,7 @@ def _check_arguments(split: str | None, num_pairs: int, **sizes: int) -> None:
     minimums = {
         "num_identities": 1,
         "images_per_identity": 2,
+        "verification_images_per_identity": 2,
         "num_verification_identities": 20,
         "num_surveillance_subjects": 1,
         "image_size": max(PROBE_SIZES.values()) + 1,
@@ -203,17 +204,19 @@ def load_synthetic(
     num_pairs: int = 600,
     num_verification_identities: int = 50,
     num_surveillance_subjects: int = 40,
+    verification_images_per_identity: int = 10,
 ) -> DatasetDict | Dataset:
     """Build a synthetic face-identity data set for every protocol, deterministically from `seed`.
 
-    Three disjoint groups of identities, each drawn from its own random stream (so the held-out
-    faces do not change when `num_identities` does); every split has the shared schema of its
-    kind (`dcr_hf.data.features`):
+    Three disjoint groups of identities, each drawn from its own random stream and sized by its own
+    options only (so the held-out faces, pairs and probes do not change with the training split's
+    `num_identities` / `images_per_identity`); every split has the shared schema of its kind
+    (`dcr_hf.data.features`):
 
     - `train`: `num_identities` identities x `images_per_identity` views; columns `image`
       (RGB PIL image, `image_size` x `image_size`) and `label` (`ClassLabel`, names `train_NNNN`).
-    - `retrieval`: `num_verification_identities` held-out identities x `images_per_identity`
-      views (an LFW stand-in); columns `image`, `label` (names `verification_NNNN`).
+    - `retrieval`: `num_verification_identities` held-out identities x
+      `verification_images_per_identity` views (an LFW stand-in); columns `image`, `label` (names `verification_NNNN`).
     - `pairs`: `num_pairs` LFW-style verification pairs of `retrieval` images (`PAIRS_FEATURES`);
       columns `image_a`, `image_b`, `is_same` (bool), `fold` (int32, 0..9: contiguous blocks of
       `num_pairs / 10` pairs, half same, half different, identity-disjoint across folds).
@@ -231,11 +234,12 @@ def load_synthetic(
     Args:
         split: one of `SYNTHETIC_SPLITS` to build only that split, or `None` for all of them.
         num_identities: training identities.
-        images_per_identity: views per identity in `train` and `retrieval` (>= 2).
+        images_per_identity: views per training identity (>= 2).
         image_size: side of every image, in pixels (> 40, the largest probe size).
         seed: the same seed gives the same pixels, a different seed different faces.
         num_pairs: verification pairs, a multiple of 20 (10 folds x same/different).
         num_verification_identities: held-out identities of `retrieval` and `pairs` (>= 20).
+        verification_images_per_identity: views per held-out identity of `retrieval` and `pairs` (>= 2).
         num_surveillance_subjects: held-out subjects of `gallery` and `probe`.
 
     Returns:
@@ -246,6 +250,7 @@ def load_synthetic(
         num_pairs,
         num_identities=num_identities,
         images_per_identity=images_per_identity,
+        verification_images_per_identity=verification_images_per_identity,
         num_verification_identities=num_verification_identities,
         num_surveillance_subjects=num_surveillance_subjects,
         image_size=image_size,
@@ -256,7 +261,7 @@ def load_synthetic(
         splits["train"] = _image_dataset(images, labels, "train", num_identities)
     if split in (None, "retrieval", "pairs"):
         num_held_out = num_verification_identities
-        images, labels = _identity_images(seed, "verification", num_held_out, images_per_identity, image_size)
+        images, labels = _identity_images(seed, "verification", num_held_out, verification_images_per_identity, image_size)
         if split in (None, "retrieval"):
             splits["retrieval"] = _image_dataset(images, labels, "verification", num_held_out)
         if split in (None, "pairs"):
