@@ -2,10 +2,10 @@
 options, the check of an output folder.
 
 Every command (`dcr-train` / `train_hf.py`, `dcr-eval` / `eval_hf.py`, `dcr-prepare`, `dcr-convert`)
-runs its work inside `reported_errors`: a bad value, a missing or broken file (`ValueError`,
-`OSError`: every check of the package raises one of them with a message naming the value, file
-or line and what was expected) ends with argparse's usage line and one `PROG: error: ...` line,
-exit status 2; a run that started well and then had to stop (a diverging loss, a push that failed
+runs its work inside `reported_errors`: a bad value, a missing or broken file (a
+`dcr_hf.errors_dcr.DCRInputError`: every check of the package raises one, with a message naming the
+value, file or line and what was expected) ends with argparse's usage line and one `PROG: error: ...`
+line, exit status 2; any other exception is a bug and shows its traceback; a run that started well and then had to stop (a diverging loss, a push that failed
 after the work was saved) ends with one `PROG: error: ...` line, exit status 1. A bare `--debug`
 on the command line, or `DCR_DEBUG=1` in the environment, shows the traceback instead.
 """
@@ -19,14 +19,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors_dcr import DCRFileExistsError, DCRInputError, DCRPermissionError
+
 DEBUG_FLAG = "--debug"
 DEBUG_VARIABLE = "DCR_DEBUG"
 DEBUG_HELP = f"On an error, {DEBUG_FLAG} (or {DEBUG_VARIABLE}=1) shows the traceback instead of the one-line message."
 
-#: Mistakes in what the user gave (values, files, folders, models): usage line + one line, exit status 2.
-USAGE_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
-
-
+#: Mistakes in what the user gave (values, files, folders, models): usage line + one line, exit
+#: status 2. Only the package's own checks raise them; any other exception is a bug and keeps its
+#: traceback.
+USAGE_ERRORS: tuple[type[BaseException], ...] = (DCRInputError,)
 
 class RunStoppedError(RuntimeError):
     """A run that started well and then had to stop (e.g. `dcr_hf.hub.HubPushError`: a push that failed
@@ -54,9 +56,9 @@ def check_output_path(output_dir: str | Path, option: str, purpose: str) -> None
             continue
         if not candidate.is_dir():
             where = "is a file" if candidate == path else f"is inside {candidate}, which is a file"
-            raise FileExistsError(f"{option} {output_dir} {where}; expected a folder for {purpose}.")
+            raise DCRFileExistsError(f"{option} {output_dir} {where}; expected a folder for {purpose}.")
         if not os.access(candidate, os.W_OK | os.X_OK):
-            raise PermissionError(f"{option} {output_dir}: {candidate} is not writable; {purpose} cannot be saved there.")
+            raise DCRPermissionError(f"{option} {output_dir}: {candidate} is not writable; {purpose} cannot be saved there.")
         return
 
 

@@ -10,6 +10,8 @@ from typing import ClassVar
 from transformers import PreTrainedConfig
 from transformers.utils import logging
 
+from .errors_dcr import DCRInputError
+
 logger = logging.get_logger(__name__)
 
 
@@ -20,7 +22,7 @@ def check_low_resolution_sizes(sizes, image_size: int, name: str = "low_resoluti
     probe size) and no size is listed twice. Raises `ValueError` naming `name` and the value.
     """
     if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
-        raise ValueError(f"{name} must be a list of integers, got {sizes!r}.")
+        raise DCRInputError(f"{name} must be a list of integers, got {sizes!r}.")
     checked = []
     for size in sizes:
         whole = not isinstance(size, bool) and isinstance(size, (int, float)) and float(size).is_integer()
@@ -28,13 +30,13 @@ def check_low_resolution_sizes(sizes, image_size: int, name: str = "low_resoluti
             size = size.item()  # numpy / torch scalars
             whole = not isinstance(size, bool) and isinstance(size, (int, float)) and float(size).is_integer()
         if not whole or not 0 < int(size) < image_size:
-            raise ValueError(
+            raise DCRInputError(
                 f"{name} holds {size!r}; every size must be a whole number of pixels in [1, {image_size - 1}] "
                 f"(below image_size={image_size})."
             )
         checked.append(int(size))
     if len(set(checked)) != len(checked):
-        raise ValueError(f"{name} has duplicates: {checked}.")
+        raise DCRInputError(f"{name} has duplicates: {checked}.")
     return checked
 
 
@@ -50,13 +52,13 @@ def _positive_integers(name: str, values) -> list[int]:
     """A list field of positive whole numbers (`depths`, `hidden_sizes`) as ints; a string
     (`"1111"`), a scalar, a fractional or a non-positive value is refused, naming the field."""
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        raise ValueError(f"{name} must be a list of integers (one per stage), got {values!r}.")
+        raise DCRInputError(f"{name} must be a list of integers (one per stage), got {values!r}.")
     values = list(values)
     for value in values:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
-            raise ValueError(f"{name} must hold whole numbers, got {value!r} in {values}.")
+            raise DCRInputError(f"{name} must hold whole numbers, got {value!r} in {values}.")
     if any(value <= 0 for value in values):
-        raise ValueError(f"{name} must hold positive integers, got {values}.")
+        raise DCRInputError(f"{name} must hold positive integers, got {values}.")
     return [int(value) for value in values]
 
 
@@ -99,9 +101,9 @@ DEGRADATION_PRESETS: dict[str, dict[str, dict]] = {
 
 def _degradation_number(field: str, value, integer: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{field} holds {value!r}; expected a finite number.")
+        raise DCRInputError(f"{field} holds {value!r}; expected a finite number.")
     if integer and not float(value).is_integer():
-        raise ValueError(f"{field} holds {value!r}; expected a whole number.")
+        raise DCRInputError(f"{field} holds {value!r}; expected a whole number.")
     return int(value) if integer else float(value)
 
 
@@ -116,37 +118,37 @@ def check_degradation(settings, name: str = "degradation") -> dict | None:
     if settings is None or settings == {}:
         return None
     if not isinstance(settings, dict):
-        raise ValueError(f"{name} must be a dict of steps {sorted(DEGRADATION_STEPS)}, got {settings!r:.80}.")
+        raise DCRInputError(f"{name} must be a dict of steps {sorted(DEGRADATION_STEPS)}, got {settings!r:.80}.")
     unknown = sorted(set(settings) - set(DEGRADATION_STEPS))
     if unknown:
-        raise ValueError(f"{name} has unknown steps {unknown}; the steps are {sorted(DEGRADATION_STEPS)}.")
+        raise DCRInputError(f"{name} has unknown steps {unknown}; the steps are {sorted(DEGRADATION_STEPS)}.")
     checked: dict[str, dict] = {}
     for step, section in settings.items():
         fields = DEGRADATION_STEPS[step]
         if not isinstance(section, dict) or set(section) != set(fields):
             given = sorted(section) if isinstance(section, dict) else section
-            raise ValueError(f"{name}.{step} must have exactly the fields {sorted(fields)}, got {given!r:.120}.")
+            raise DCRInputError(f"{name}.{step} must have exactly the fields {sorted(fields)}, got {given!r:.120}.")
         checked[step] = {}
         for field_name, (kind, *bounds) in fields.items():
             field, value = f"{name}.{step}.{field_name}", section[field_name]
             if kind == "probability":
                 value = _degradation_number(field, value)
                 if not 0.0 <= value <= 1.0:
-                    raise ValueError(f"{field}={value!r} is outside [0, 1].")
+                    raise DCRInputError(f"{field}={value!r} is outside [0, 1].")
             elif kind == "kinds":
                 choices = bounds[0]
                 if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value or set(value) - set(choices):
-                    raise ValueError(f"{field}={value!r} must be a non-empty list of {list(choices)}.")
+                    raise DCRInputError(f"{field}={value!r} must be a non-empty list of {list(choices)}.")
                 value = list(dict.fromkeys(value))
             else:
                 low_bound, high_bound = bounds
                 if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or len(value) != 2:
-                    raise ValueError(f"{field}={value!r} must be a range [low, high].")
+                    raise DCRInputError(f"{field}={value!r} must be a range [low, high].")
                 low, high = (_degradation_number(field, v, integer=kind == "int_range") for v in value)
                 if low > high:
-                    raise ValueError(f"{field}={list(value)} is an empty range (low > high).")
+                    raise DCRInputError(f"{field}={list(value)} is an empty range (low > high).")
                 if low < low_bound or high > high_bound:
-                    raise ValueError(f"{field}={list(value)} leaves the allowed [{low_bound:g}, {high_bound:g}].")
+                    raise DCRInputError(f"{field}={list(value)} leaves the allowed [{low_bound:g}, {high_bound:g}].")
                 value = [low, high]
             checked[step][field_name] = value
     return checked
@@ -323,7 +325,7 @@ class DCRConfig(PreTrainedConfig):
             labels = kwargs.get("num_labels")
             given = repr(labels)
         if labels is not None and not _is_positive_int(labels):
-            raise ValueError(f"num_labels must be a positive integer (the number of identities), got {given}.")
+            raise DCRInputError(f"num_labels must be a positive integer (the number of identities), got {given}.")
         super().__post_init__(**kwargs)
         # `@strict` runs the `validate_*` methods only when the class itself is decorated; this
         # file must stay importable on its own, so the checks run here at construction.
@@ -333,38 +335,38 @@ class DCRConfig(PreTrainedConfig):
         """Check every field once (callers trust a built config): raise `ValueError` in one line
         naming the field. Normalizes as it goes (lists of ints, a margin head's defaults filled)."""
         if self.problem_type not in self.problem_types:
-            raise ValueError(
+            raise DCRInputError(
                 f"problem_type={self.problem_type!r} is not supported: a DCR head classifies one identity per face "
                 f"(problem_type in {self.problem_types}, labels [batch] of class ids)."
             )
         self.depths = _positive_integers("depths", self.depths)
         self.hidden_sizes = _positive_integers("hidden_sizes", self.hidden_sizes)
         if self.trunk_type not in self.trunk_types:
-            raise ValueError(f"trunk_type={self.trunk_type!r} is not one of {self.trunk_types}.")
+            raise DCRInputError(f"trunk_type={self.trunk_type!r} is not one of {self.trunk_types}.")
         if self.layer_type not in self.layer_types:
-            raise ValueError(f"layer_type={self.layer_type!r} is not one of {self.layer_types}.")
+            raise DCRInputError(f"layer_type={self.layer_type!r} is not one of {self.layer_types}.")
         if self.layer_type == "bottleneck" and self.trunk_type != "resnet":
-            raise ValueError(f"layer_type='bottleneck' needs trunk_type='resnet', got trunk_type={self.trunk_type!r}.")
+            raise DCRInputError(f"layer_type='bottleneck' needs trunk_type='resnet', got trunk_type={self.trunk_type!r}.")
         if len(self.depths) == 0 or len(self.depths) != len(self.hidden_sizes):
-            raise ValueError(
+            raise DCRInputError(
                 f"depths ({self.depths}) and hidden_sizes ({self.hidden_sizes}) must be non-empty "
                 "lists of the same length, one entry per stage."
             )
         if self.layer_type == "bottleneck" and any(h % self.bottleneck_reduction for h in self.hidden_sizes):
-            raise ValueError(
+            raise DCRInputError(
                 f"hidden_sizes ({self.hidden_sizes}) must be multiples of {self.bottleneck_reduction} with "
                 "layer_type='bottleneck' (a block's 3x3 convolutions run at a quarter of the stage width)."
             )
         for name in ("stem_hidden_size", "embedding_size", "branch_hidden_size", "image_size", "num_channels"):
             if not _is_positive_int(getattr(self, name)):
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
+                raise DCRInputError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
         self.low_resolution_sizes = check_low_resolution_sizes(self.low_resolution_sizes, self.image_size)
         if len(self.low_resolution_sizes) == 0:
-            raise ValueError("low_resolution_sizes must list at least one probe size, got [].")
+            raise DCRInputError("low_resolution_sizes must list at least one probe size, got [].")
         for name in ("center_loss_weight", "center_momentum", "coupling_loss_weight", "trunk_mining_margin"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite non-negative number, got {value!r}.")
+                raise DCRInputError(f"{name} must be a finite non-negative number, got {value!r}.")
         self._validate_mining()
         self._validate_head()
         self.degradation = check_degradation(self.degradation)
@@ -372,7 +374,7 @@ class DCRConfig(PreTrainedConfig):
     def _validate_head(self) -> None:
         """Check the head's fields; a margin head's unset scale and margin get its defaults."""
         if self.head not in self.heads:
-            raise ValueError(f"head={self.head!r} is not one of {self.heads}.")
+            raise DCRInputError(f"head={self.head!r} is not one of {self.heads}.")
         # The fields a head does not use must stay unset (ArcFace alone uses the easy margin).
         unused = {"arcface_easy_margin": False} if self.head != "arcface" else {}
         if self.head not in self.margin_defaults:
@@ -380,7 +382,7 @@ class DCRConfig(PreTrainedConfig):
         for name, unset in unused.items():
             if getattr(self, name) != unset:
                 users = "head='arcface'" if name == "arcface_easy_margin" else f"the margin heads {tuple(self.margin_defaults)}"
-                raise ValueError(f"{name}={getattr(self, name)!r} is only used by {users}, not by head={self.head!r}.")
+                raise DCRInputError(f"{name}={getattr(self, name)!r} is only used by {users}, not by head={self.head!r}.")
         if self.head not in self.margin_defaults:
             return
         # Saved resolved, so a folder's config.json states the scale and margin it trained with.
@@ -390,26 +392,26 @@ class DCRConfig(PreTrainedConfig):
         for name in ("margin_scale", "margin"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value!r}.")
+                raise DCRInputError(f"{name} must be a finite number, got {value!r}.")
         if self.margin_scale <= 0:
-            raise ValueError(f"margin_scale must be positive, got {self.margin_scale!r}.")
+            raise DCRInputError(f"margin_scale must be positive, got {self.margin_scale!r}.")
         low, high = self.margin_bounds[self.head]
         if not low < self.margin < high:
             what = "an angle in radians in (0, pi/2)" if self.head == "arcface" else "a cosine offset in (0, 1)"
-            raise ValueError(
+            raise DCRInputError(
                 f"margin={self.margin!r} is outside ({low:g}, {high:g}) for head={self.head!r}: its margin is {what}."
             )
 
     def _validate_mining(self) -> None:
         for name in ("trunk_miner", "branch_miner"):
             if getattr(self, name) not in (None, *self.miners):
-                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {(None, *self.miners)}.")
+                raise DCRInputError(f"{name}={getattr(self, name)!r} is not one of {(None, *self.miners)}.")
         if self.trunk_mining_reference not in self.mining_references:
-            raise ValueError(
+            raise DCRInputError(
                 f"trunk_mining_reference={self.trunk_mining_reference!r} is not one of {self.mining_references}."
             )
         if self.trunk_miner is None and self.trunk_mining_reference != "center":
-            raise ValueError(
+            raise DCRInputError(
                 f"trunk_mining_reference={self.trunk_mining_reference!r} needs trunk_miner='batch_hard' (without a "
                 "miner the center term is the plain center loss; center_loss_weight=0 drops it)."
             )
@@ -428,13 +430,13 @@ class DCRConfig(PreTrainedConfig):
         if isinstance(resolution, float) and resolution.is_integer():
             resolution = int(resolution)
         if not (resolution is None or isinstance(resolution, str) or _is_int(resolution)):
-            raise ValueError(f"resolution {resolution!r} is not a size: expected an int (e.g. 8), 'hr' or None.")
+            raise DCRInputError(f"resolution {resolution!r} is not a size: expected an int (e.g. 8), 'hr' or None.")
         if resolution in self.high_resolution_aliases or resolution == self.image_size:
             return 0
         try:
             return self.low_resolution_sizes.index(int(resolution)) + 1
         except (ValueError, TypeError):
-            raise ValueError(
+            raise DCRInputError(
                 f"resolution {resolution!r} has no branch; available: HR ({self.image_size}, 'hr' or None) "
                 f"and low-resolution sizes {self.low_resolution_sizes}."
             ) from None

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors_dcr import DCRInputError
 from .configuration_dcr import DEGRADATION_PRESETS, check_degradation
 from .image_processing_dcr import DCRImageProcessor
 
@@ -49,16 +50,16 @@ def resolve_degradation(value: str | dict | None, name: str = "--degradation") -
     if value in DEGRADATION_PRESETS:
         return check_degradation(DEGRADATION_PRESETS[value], name=name.lstrip("-"))
     if not value.endswith(".json") and not os.path.exists(value):
-        raise ValueError(
+        raise DCRInputError(
             f"{name} {value}: expected none, one of {sorted(DEGRADATION_PRESETS)} or a JSON file of settings."
         )
     try:
         with open(value, encoding="utf-8") as handle:
             settings = json.load(handle)
     except OSError as error:
-        raise ValueError(f"{name} {value}: cannot read the file ({error.strerror}).") from None
+        raise DCRInputError(f"{name} {value}: cannot read the file ({error.strerror}).") from None
     except json.JSONDecodeError as error:
-        raise ValueError(f"{name} {value}:{error.lineno}: not valid JSON ({error.msg}).") from None
+        raise DCRInputError(f"{name} {value}:{error.lineno}: not valid JSON ({error.msg}).") from None
     return check_degradation(settings, name=f"{value}: degradation")
 
 
@@ -94,7 +95,7 @@ class Degradation:
     def __init__(self, settings: dict, seed: int | None = None) -> None:
         checked = check_degradation(settings)
         if checked is None:
-            raise ValueError("Degradation needs settings with at least one step; use None for no degradation.")
+            raise DCRInputError("Degradation needs settings with at least one step; use None for no degradation.")
         self.settings = checked
         self.seed = seed
 
@@ -154,7 +155,7 @@ class Degradation:
         """Every degraded LR copy of a batch: `[batch, len(sizes), 3, L, L]` on its device, as
         `make_low_resolution_copies` makes the plain ones (`normalized` as there)."""
         if not torch.is_tensor(pixel_values) or not pixel_values.is_floating_point() or pixel_values.ndim != 4:
-            raise ValueError(f"pixel_values must be a float tensor [batch, 3, H, W], got {pixel_values!r:.80}.")
+            raise DCRInputError(f"pixel_values must be a float tensor [batch, 3, H, W], got {pixel_values!r:.80}.")
         with torch.autocast(pixel_values.device.type, enabled=False):
             pixels = pixel_values.float()
             generators = self._generators(processor.denormalize_pixels(pixels) if normalized else pixels)

@@ -34,6 +34,7 @@ from transformers.image_utils import ChannelDimension, PILImageResampling
 from transformers.processing_utils import ImagesKwargs
 from transformers.utils import logging
 
+from .errors_dcr import DCRInputError
 from .configuration_dcr import DCRConfig, check_low_resolution_sizes
 
 logger = logging.get_logger(__name__)
@@ -86,10 +87,10 @@ def convert_to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
 def check_interpolation_modes(downsample: str, upsample: str) -> None:
     """`ValueError` unless `(downsample, upsample)` is an LR operator this module can apply."""
     if downsample not in INTERPOLATION_MODES:
-        raise ValueError(f"downsample_interpolation={downsample!r} is not supported; expected one of {INTERPOLATION_MODES}.")
+        raise DCRInputError(f"downsample_interpolation={downsample!r} is not supported; expected one of {INTERPOLATION_MODES}.")
     allowed = PIL_UPSAMPLE_MODES if downsample == "lanczos" else TORCH_INTERPOLATION_MODES
     if upsample not in allowed:
-        raise ValueError(
+        raise DCRInputError(
             f"upsample_interpolation={upsample!r} is not supported after downsample_interpolation={downsample!r}; "
             f"expected one of {allowed}."
         )
@@ -286,16 +287,16 @@ def low_resolution_copies(
     """
     if not torch.is_tensor(pixel_values) or not pixel_values.is_floating_point() or pixel_values.ndim != 4:
         described = type(pixel_values).__name__ + (f" {tuple(pixel_values.shape)} of {pixel_values.dtype}" if torch.is_tensor(pixel_values) else "")
-        raise ValueError(f"pixel_values must be a floating point tensor [batch, C, H, W], got {described}.")
+        raise DCRInputError(f"pixel_values must be a floating point tensor [batch, C, H, W], got {described}.")
     check_interpolation_modes(downsample_interpolation, upsample_interpolation)
     height, width = pixel_values.shape[-2:]
     out_hw = _output_hw(output_size, height, width)
     sizes = list(sizes)
     for size in sizes:
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-            raise ValueError(f"size must be a positive integer, got {size!r}.")
+            raise DCRInputError(f"size must be a positive integer, got {size!r}.")
         if size >= min(out_hw):
-            raise ValueError(
+            raise DCRInputError(
                 f"low-resolution size {size} must be smaller than the output size {out_hw}; "
                 "the high-resolution image is not a low-resolution probe."
             )
@@ -420,9 +421,9 @@ def simulate_low_resolution(
     `low_resolution_copies` at one `size`, with the same arguments. Returns `[..., C, out_h, out_w]`."""
     if not torch.is_tensor(pixel_values) or not pixel_values.is_floating_point():
         described = type(pixel_values).__name__ + (f" of {pixel_values.dtype}" if torch.is_tensor(pixel_values) else "")
-        raise ValueError(f"pixel_values must be a floating point tensor [..., C, H, W], got {described}.")
+        raise DCRInputError(f"pixel_values must be a floating point tensor [..., C, H, W], got {described}.")
     if pixel_values.ndim < 3:
-        raise ValueError(f"pixel_values must have shape [..., C, H, W], got {tuple(pixel_values.shape)}.")
+        raise DCRInputError(f"pixel_values must have shape [..., C, H, W], got {tuple(pixel_values.shape)}.")
     *lead, channels, height, width = pixel_values.shape
     out_hw = _output_hw(output_size, height, width)
     copies = low_resolution_copies(pixel_values.reshape(-1, channels, height, width), [size], out_hw, downsample_interpolation,
@@ -436,7 +437,7 @@ def _resample_value(resample: Any) -> int:
         return _RESAMPLE_NAMES[resample.lower()]
     if not isinstance(resample, bool) and isinstance(resample, (int, np.integer)) and int(resample) in range(6):
         return int(resample)
-    raise ValueError(f"resample={resample!r} is not a PIL filter; expected one of {sorted(_RESAMPLE_NAMES)} or 0..5.")
+    raise DCRInputError(f"resample={resample!r} is not a PIL filter; expected one of {sorted(_RESAMPLE_NAMES)} or 0..5.")
 
 
 class DCRImageProcessorKwargs(ImagesKwargs, total=False):
@@ -510,10 +511,10 @@ class DCRImageProcessor(BaseImageProcessor):
         mean, std = ([value] * 3 if isinstance(value, (int, float)) else list(value)
                      for value in (options["image_mean"], options["image_std"]))
         if len(mean) != 3 or len(std) != 3 or any(float(s) <= 0 for s in std):
-            raise ValueError(f"image_mean and image_std need 3 values (std > 0), got {mean} and {std}.")
+            raise DCRInputError(f"image_mean and image_std need 3 values (std > 0), got {mean} and {std}.")
         image_size = options["image_size"]
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 1:
-            raise ValueError(f"image_size must be an integer > 1, got {image_size!r}.")
+            raise DCRInputError(f"image_size must be an integer > 1, got {image_size!r}.")
         self.image_size = image_size
         self.do_resize = bool(options["do_resize"])
         self.resample = _resample_value(options["resample"])
@@ -551,7 +552,7 @@ class DCRImageProcessor(BaseImageProcessor):
         """Record this processor's normalization and LR operator on the model's `config` (saved with it),
         where `from_model_config` reads them back: the processor stays their one source."""
         if config.image_size != self.image_size:
-            raise ValueError(f"the processor makes {self.image_size}x{self.image_size} images but the model expects "
+            raise DCRInputError(f"the processor makes {self.image_size}x{self.image_size} images but the model expects "
                              f"image_size={config.image_size}.")
         for name in self.model_config_settings:
             value = getattr(self, name)
@@ -573,13 +574,13 @@ class DCRImageProcessor(BaseImageProcessor):
             data, path = image.get("bytes"), image.get("path")
             image = data if data is not None else path
             if image is None:
-                raise ValueError("the image dict has neither 'bytes' nor 'path'.")
+                raise DCRInputError("the image dict has neither 'bytes' nor 'path'.")
         if isinstance(image, (bytes, bytearray, memoryview)):
             return PIL.Image.open(io.BytesIO(bytes(image)))
         if isinstance(image, (str, os.PathLike)):
             with open(image, "rb") as file:
                 return PIL.Image.open(io.BytesIO(file.read()))
-        raise ValueError(f"cannot read an image from {type(image).__name__}; expected a PIL image, a path or bytes.")
+        raise DCRInputError(f"cannot read an image from {type(image).__name__}; expected a PIL image, a path or bytes.")
 
     def load_image(self, image: Any) -> np.ndarray:
         """Decode one image to what the model sees before rescaling: uint8 `[image_size, image_size, 3]`.
@@ -595,7 +596,7 @@ class DCRImageProcessor(BaseImageProcessor):
         if self.do_convert_rgb:
             image = convert_to_rgb(image)
         elif image.mode != "RGB":
-            raise ValueError(f"an image of mode {image.mode} with do_convert_rgb=False: the model takes RGB images (3 channels).")
+            raise DCRInputError(f"an image of mode {image.mode} with do_convert_rgb=False: the model takes RGB images (3 channels).")
         target = (self.image_size, self.image_size)
         if self.do_resize and image.size != target:
             image = image.resize(target, self.resample)
@@ -688,7 +689,7 @@ class DCRImageProcessor(BaseImageProcessor):
         elif tensor.ndim == 3 and not self._channels_first(tensor.shape):
             tensor = tensor.permute(2, 0, 1)
         if tensor.ndim != 3 or tensor.shape[0] not in (1, 2, 3, 4):
-            raise ValueError(f"an image must be [H, W], [C, H, W] or [H, W, C] with 1 to 4 channels, got {tuple(image.shape)}.")
+            raise DCRInputError(f"an image must be [H, W], [C, H, W] or [H, W, C] with 1 to 4 channels, got {tuple(image.shape)}.")
         tensor = tensor[:1].expand(3, -1, -1) if tensor.shape[0] in (1, 2) else tensor[:3]
         return tensor.float().contiguous()
 
@@ -702,7 +703,7 @@ class DCRImageProcessor(BaseImageProcessor):
         elif array.ndim == 3 and array.shape[-1] == 4:
             array = array[..., :3]
         if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] != 3):
-            raise ValueError(f"an image must be [H, W], [C, H, W] or [H, W, C] with 1 to 4 channels, got {array.shape}.")
+            raise DCRInputError(f"an image must be [H, W], [C, H, W] or [H, W, C] with 1 to 4 channels, got {array.shape}.")
         if array.dtype == np.bool_:
             array = array.astype(np.uint8) * 255
         if array.dtype != np.uint8:
@@ -727,7 +728,7 @@ class DCRImageProcessor(BaseImageProcessor):
             return batch
         mode = _TORCH_MODE_OF_RESAMPLE.get(self.resample)
         if mode is None:
-            raise ValueError(
+            raise DCRInputError(
                 f"float tensors are resized by torch, which has no {PILImageResampling(self.resample).name} filter; "
                 "pass uint8 images or PIL images, or images already at image_size."
             )
@@ -741,7 +742,7 @@ class DCRImageProcessor(BaseImageProcessor):
             images = images.permute(0, 3, 1, 2)
         if torch.is_tensor(images) and images.ndim == 4:
             if images.shape[1] != 3:
-                raise ValueError(f"a batch tensor must be [batch, 3, H, W], got {tuple(images.shape)}.")
+                raise DCRInputError(f"a batch tensor must be [batch, 3, H, W], got {tuple(images.shape)}.")
             if images.dtype == torch.uint8 and (not self.do_resize or images.shape[-2:] == (self.image_size,) * 2):
                 return self.rescale_pixels(images)  # already decoded and sized: stays on its device
             if images.is_floating_point():
@@ -750,7 +751,7 @@ class DCRImageProcessor(BaseImageProcessor):
         if not isinstance(images, (list, tuple)):
             images = [images]
         if len(images) == 0:
-            raise ValueError("no images were given.")
+            raise DCRInputError("no images were given.")
         return torch.stack([self._pixels_of(image) for image in images])
 
     def preprocess(
@@ -798,7 +799,7 @@ def _channel_dimension(value: str | ChannelDimension, name: str) -> ChannelDimen
     """A channel layout option (`"channels_first"` / `"channels_last"`), or `ValueError` naming `name`."""
     if value in (ChannelDimension.FIRST, ChannelDimension.LAST, "channels_first", "channels_last"):
         return ChannelDimension(value)
-    raise ValueError(f"{name}={value!r}: expected 'channels_first' or 'channels_last'.")
+    raise DCRInputError(f"{name}={value!r}: expected 'channels_first' or 'channels_last'.")
 
 
 def _square_side(size: int | dict[str, int]) -> int:
@@ -809,7 +810,7 @@ def _square_side(size: int | dict[str, int]) -> int:
         return size["shortest_edge"]
     if isinstance(size, int) and not isinstance(size, bool):
         return size
-    raise ValueError(f"size={size!r}: a DCR model takes square images; expected an int or {{'height': s, 'width': s}}.")
+    raise DCRInputError(f"size={size!r}: a DCR model takes square images; expected an int or {{'height': s, 'width': s}}.")
 
 __all__ = [
     "BetweenResizes",

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from .errors_dcr import DCRInputError
 from .configuration_dcr import DCRConfig
 
 #: A batch-hard miner: `miner(anchors [n, size], labels [n], references [m, size], reference_labels [m])`
@@ -50,7 +51,7 @@ def margin_logits(
         else:
             shifted = torch.where(target > math.cos(math.pi - margin), with_margin, target - margin * math.sin(margin))
     else:
-        raise ValueError(f"head={head!r} has no margin; expected one of {tuple(DCRConfig.margin_defaults)}.")
+        raise DCRInputError(f"head={head!r} has no margin; expected one of {tuple(DCRConfig.margin_defaults)}.")
     return scale * cosine.scatter(1, index, shifted)
 
 
@@ -150,7 +151,7 @@ def mine_batch_hard(
     center) or, when `references` is `None`, against the anchors themselves (an anchor is not its
     own positive). `name` is the config field that asked for mining, for the error without a miner."""
     if miner is None:
-        raise ValueError(
+        raise DCRInputError(
             f"config.{name}='batch_hard' needs a miner: pass `miner=` to the forward pass "
             "(`dcr_hf.training.build_miner(config)` wraps pytorch-metric-learning's BatchHardMiner)."
         )

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .errors_dcr import DCRInputError
 from .image_processing_dcr import DCRImageProcessor
 
 
@@ -34,11 +35,11 @@ def make_low_resolution_copies(
         `[batch, len(sizes), 3, image_size, image_size]`, same dtype and device.
     """
     if not torch.is_tensor(pixel_values) or not pixel_values.is_floating_point() or pixel_values.ndim != 4:
-        raise ValueError(f"pixel_values must be a float tensor [batch, 3, H, W], got {pixel_values!r:.80}.")
+        raise DCRInputError(f"pixel_values must be a float tensor [batch, 3, H, W], got {pixel_values!r:.80}.")
     height, width = pixel_values.shape[-2:]
     length = processor.image_size
     if (height, width) != (length, length):
-        raise ValueError(f"pixel_values are {height}x{width}; the processor's LR operator needs {length}x{length} images.")
+        raise DCRInputError(f"pixel_values are {height}x{width}; the processor's LR operator needs {length}x{length} images.")
     return processor.low_resolution_copies(pixel_values, sizes, normalized=normalized)
 
 

@@ -20,6 +20,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .errors_dcr import DCRFileError, DCRFileNotFoundError, DCRInputError, DCRNotADirectoryError
+
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 #: Seconds the one Hub look-up of a missing local path waits (no retries): an answer, or a short failure.
@@ -108,7 +110,7 @@ def check_model_folder(folder: str | Path, option: str = "model", weights: bool 
     `weights`) weight file."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(
+        raise DCRFileNotFoundError(
             f"{option} {folder} has no config.json; expected a folder saved by save_pretrained or train_hf.py "
             "(config.json, model.safetensors)."
         )
@@ -117,7 +119,7 @@ def check_model_folder(folder: str | Path, option: str = "model", weights: bool 
         problems += [safetensors_problem(path) for path in weight_files(folder)]
     problem = next((p for p in problems if p), None)
     if problem:
-        raise ValueError(f"{option} {folder}: {problem}.")
+        raise DCRInputError(f"{option} {folder}: {problem}.")
 
 
 def hub_answer(repo_id: str) -> str | None:
@@ -148,14 +150,14 @@ def check_model_source(name_or_path: str, option: str = "model", weights: bool =
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise NotADirectoryError(f"{option} {name_or_path} is a file; expected a model folder or a Hub repo id.")
+            raise DCRNotADirectoryError(f"{option} {name_or_path} is a file; expected a model folder or a Hub repo id.")
         check_model_folder(path, option, weights)
         return
     if not looks_like_hub_id(name_or_path):
-        raise FileNotFoundError(f"{option} {name_or_path}: no such folder.")
+        raise DCRFileNotFoundError(f"{option} {name_or_path}: no such folder.")
     answer = hub_answer(name_or_path)
     if answer is not None:
-        raise FileNotFoundError(f"{option} {name_or_path}: no folder {name_or_path} here; as a Hub id: {answer}.")
+        raise DCRFileNotFoundError(f"{option} {name_or_path}: no folder {name_or_path} here; as a Hub id: {answer}.")
 
 
 def load_config(config_class: Any, name_or_path: str, option: str = "model", **kwargs: Any) -> Any:
@@ -165,7 +167,7 @@ def load_config(config_class: Any, name_or_path: str, option: str = "model", **k
     try:
         return config_class.from_pretrained(name_or_path, **kwargs)
     except OSError as error:  # a Hub id that does not resolve, a download that failed
-        raise OSError(f"{option} {name_or_path}: {_first_line(error)}") from error
+        raise DCRFileError(f"{option} {name_or_path}: {_first_line(error)}") from error
 
 
 def load_pretrained(model_class: Any, name_or_path: str, option: str = "model", **kwargs: Any) -> Any:
@@ -175,10 +177,10 @@ def load_pretrained(model_class: Any, name_or_path: str, option: str = "model", 
     try:
         model, info = model_class.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
     except OSError as error:
-        raise OSError(f"{option} {name_or_path}: {_first_line(error)}") from error
+        raise DCRFileError(f"{option} {name_or_path}: {_first_line(error)}") from error
     missing = sorted(info.get("missing_keys") or [])
     if missing:
-        raise ValueError(
+        raise DCRInputError(
             f"{option} {name_or_path}: the saved weights lack {len(missing)} the model needs ({', '.join(missing[:5])}"
             f"{', ...' if len(missing) > 5 else ''}); they would start random."
         )

@@ -25,6 +25,7 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput, logging
 
+from .errors_dcr import DCRInputError
 from .configuration_dcr import DCRConfig
 from .image_processing_dcr import DCRImageProcessor
 from .losses_dcr import Miner, branch_stage_loss, trunk_stage_loss
@@ -417,17 +418,17 @@ def _check_pixel_values(
     """`pixel_values` checked (a tensor of the expected shape, floating point) and cast to the model's `dtype`."""
     expected = "[batch, resolutions, C, H, W] or [batch, C, H, W]" if allow_resolutions else "[batch, C, H, W]"
     if not torch.is_tensor(pixel_values):
-        raise ValueError(f"pixel_values must be a tensor of shape {expected}, got {type(pixel_values).__name__}.")
+        raise DCRInputError(f"pixel_values must be a tensor of shape {expected}, got {type(pixel_values).__name__}.")
     if pixel_values.ndim not in ((4, 5) if allow_resolutions else (4,)):
-        raise ValueError(f"pixel_values must have shape {expected}, got {tuple(pixel_values.shape)}.")
+        raise DCRInputError(f"pixel_values must have shape {expected}, got {tuple(pixel_values.shape)}.")
     channels = pixel_values.shape[-3]
     if channels != config.num_channels:
-        raise ValueError(
+        raise DCRInputError(
             f"pixel_values has {channels} channels (shape {tuple(pixel_values.shape)}); the model expects "
             f"num_channels={config.num_channels} in {expected}."
         )
     if not pixel_values.is_floating_point():
-        raise ValueError(
+        raise DCRInputError(
             f"pixel_values has dtype {pixel_values.dtype}; the model expects normalized floating-point pixels "
             "(DCRImageProcessor's output), not raw image values."
         )
@@ -462,13 +463,13 @@ class DCRModel(DCRPreTrainedModel):
             return self.config.branch_index(resolution)
         values = resolution.tolist() if torch.is_tensor(resolution) else list(resolution)
         if len(values) != batch_size:
-            raise ValueError(f"resolution has {len(values)} values for a batch of {batch_size} images.")
+            raise DCRInputError(f"resolution has {len(values)} values for a batch of {batch_size} images.")
         return torch.tensor([self.config.branch_index(v) for v in values], dtype=torch.long)
 
     def embed_branches(self, trunk_embeddings: torch.Tensor, indices: torch.Tensor | int) -> torch.Tensor:
         """Coupled embeddings `[batch, branch_hidden_size]` of trunk embeddings through the branch(es)."""
         if self.branches is None:
-            raise ValueError("this DCR model has no branches (config.use_branches=False).")
+            raise DCRInputError("this DCR model has no branches (config.use_branches=False).")
         if isinstance(indices, int):
             return self.branches[indices](trunk_embeddings)
         indices = indices.to(trunk_embeddings.device)
@@ -523,7 +524,7 @@ class DCRModel(DCRPreTrainedModel):
         """`[batch, resolutions, C, H, W]` -> outputs with a resolutions axis; copy r through branch r."""
         batch, copies = pixel_values.shape[:2]
         if self.branches is not None and copies != len(self.branches):
-            raise ValueError(
+            raise DCRInputError(
                 f"a model with branches needs every resolution copy of each sample ([batch, {len(self.branches)}, "
                 f"C, H, W]: HR then {self.config.low_resolution_sizes}), got {tuple(pixel_values.shape)}."
             )
@@ -647,7 +648,7 @@ class DCRForImageClassification(DCRPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         stacked, multi = self._stack_copies(pixel_values, low_resolution_pixel_values)
         if labels is not None and stacked.shape[0] == 0:
-            raise ValueError("labels were given for an empty batch (0 samples): there is no loss to compute.")
+            raise DCRInputError("labels were given for an empty batch (0 samples): there is no loss to compute.")
         if labels is not None:
             labels = self._check_labels(labels, stacked.shape[0])
         outputs = self.dcr(stacked, output_hidden_states=output_hidden_states, return_dict=True)
@@ -698,7 +699,7 @@ class DCRForImageClassification(DCRPreTrainedModel):
         `[batch, C, H, W]`: the one LR operator with the processor settings the config records."""
         size = self.config.image_size
         if tuple(pixel_values.shape[-2:]) != (size, size):
-            raise ValueError(
+            raise DCRInputError(
                 f"pixel_values are {pixel_values.shape[-2]}x{pixel_values.shape[-1]}; a branch model makes its LR copies "
                 f"of {size}x{size} images (image_size), or takes them as low_resolution_pixel_values."
             )
@@ -722,7 +723,7 @@ class DCRForImageClassification(DCRPreTrainedModel):
 
     def _check_labels(self, labels: torch.Tensor, batch: int) -> torch.Tensor:
         if labels.ndim != 1 or labels.shape[0] != batch:
-            raise ValueError(f"labels must have shape [batch]=[{batch}] (one per sample), got {tuple(labels.shape)}.")
+            raise DCRInputError(f"labels must have shape [batch]=[{batch}] (one per sample), got {tuple(labels.shape)}.")
         # The range check reads the labels on the host: free on a CPU, but on an accelerator it would
         # wait for the device every step, and under torch.compile it would break the graph. There
         # the training data's labels are checked once, before training, and an out-of-range label
@@ -731,7 +732,7 @@ class DCRForImageClassification(DCRPreTrainedModel):
             low, high = int(labels.min()), int(labels.max())
             if low < 0 or high >= self.num_labels:
                 bad = low if low < 0 else high
-                raise ValueError(f"label {bad} is out of range for num_labels={self.num_labels} (expected 0..{self.num_labels - 1}).")
+                raise DCRInputError(f"label {bad} is out of range for num_labels={self.num_labels} (expected 0..{self.num_labels - 1}).")
         return labels.long()
 
 

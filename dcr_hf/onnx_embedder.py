@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
+from .errors_dcr import DCRInputError
 from .hub import load_model_and_processor
 from .image_processing_dcr import DCRImageProcessor
 from .modeling_dcr import DCRModel
@@ -30,7 +31,7 @@ INSTALL_HINT = 'pip install "dcr-hf[onnx]" (onnx, onnxruntime, onnxscript)'
 MIN_OPSET = 18
 
 
-class OnnxExportError(ValueError):
+class OnnxExportError(DCRInputError):
     """A model that cannot be exported (not a DCR model, missing export libraries), in one line."""
 
 

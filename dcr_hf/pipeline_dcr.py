@@ -18,6 +18,8 @@ from transformers import AutoModel, Pipeline
 from transformers.image_utils import load_image
 from transformers.pipelines.base import PipelineRegistry
 
+from .errors_dcr import DCRInputError
+
 #: The task the pipeline serves.
 TASK = "image-feature-extraction"
 _HIGH_RESOLUTION = ("hr", "HR")
@@ -79,7 +81,7 @@ class DCRFeatureExtractionPipeline(Pipeline):
         if isinstance(image, str) and image.startswith(("http://", "https://")):
             return load_image(image, timeout=timeout)
         if not isinstance(image, (PIL.Image.Image, str, bytes, bytearray, dict)) and not hasattr(image, "__fspath__"):
-            raise ValueError(
+            raise DCRInputError(
                 f"the DCR pipeline takes PIL images, paths, URLs or encoded bytes, got {type(image).__name__}; "
                 "for arrays and tensors call the image processor and the model directly."
             )

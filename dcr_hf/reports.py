@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from transformers.utils import logging
 
+from .errors_dcr import DCRInputError
+
 
 logger = logging.get_logger(__name__)
 
@@ -108,10 +110,10 @@ def column_title(key: str) -> str:
 
 def _check_comparable(results_by_model: Mapping[str, Mapping[str, Any]]) -> list[str]:
     if not results_by_model:
-        raise ValueError("No results to report.")
+        raise DCRInputError("No results to report.")
     protocols = {name: result.get("protocol") for name, result in results_by_model.items()}
     if len(set(protocols.values())) != 1:
-        raise ValueError(f"Cannot put different protocols in one table: {protocols}.")
+        raise DCRInputError(f"Cannot put different protocols in one table: {protocols}.")
     columns: list[str] = []
     for result in results_by_model.values():
         columns += [key for key in result_columns(result) if key not in columns]
@@ -283,7 +285,7 @@ def plot_roc_curves(
     verification is judged on); the legend gives each curve's AUC and EER.
     """
     if not results_by_model or any(not result.get("curves") for result in results_by_model.values()):
-        raise ValueError(
+        raise DCRInputError(
             "A result has no ROC curves (only verification results do, and results.json does not keep them)."
         )
     # A bare Figure renders with Agg and touches no pyplot state, so it works headless and in threads.

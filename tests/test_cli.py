@@ -5,6 +5,7 @@ Each case is a row of the reliability table (docs/reliability.md): the bad input
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
@@ -19,8 +20,9 @@ from tests.layouts import lfw_name, make_lfw, write_original_pairs
 from tests.models import tiny_config
 
 from dcr_hf import DCRForImageClassification, DCRImageProcessor
-from dcr_hf.cli import split_debug_flag
+from dcr_hf.cli import reported_errors, split_debug_flag
 from dcr_hf.convert_original_checkpoint import main as convert_main
+from dcr_hf.errors_dcr import DCRFileNotFoundError, DCRInputError
 from dcr_hf.data.command import prepare_main
 from dcr_hf.evaluation.command import main as eval_main
 from dcr_hf.training.command import main as train_main
@@ -134,6 +136,22 @@ def test_every_mistake_is_one_line_with_exit_status_2(broken, capsys, monkeypatc
     assert err.splitlines()[-1].split(": error: ", 1)[1] == _fill(message, broken)
 
 
+def test_only_the_packages_own_checks_are_usage_errors_a_bug_keeps_its_traceback(capsys):
+    parser = argparse.ArgumentParser(prog="dcr-x")
+    for mistake in (DCRInputError("--size -1 is negative; expected a positive integer."),
+                    DCRFileNotFoundError("--model ./nope: no such folder.")):
+        with pytest.raises(SystemExit) as exit_info, reported_errors(parser):
+            raise mistake
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.splitlines()[-1] == f"dcr-x: error: {mistake}"
+    # The same built-in types raised anywhere else are bugs: they reach the caller as they are.
+    for bug in (ValueError("an internal invariant"), FileNotFoundError("a file the program wrote"), KeyError("x")):
+        with pytest.raises(type(bug)) as raised, reported_errors(parser):
+            raise bug
+        assert raised.value is bug
+    assert capsys.readouterr().err == ""
+
+
 def test_a_bare_debug_flag_or_DCR_DEBUG_asks_for_the_traceback(monkeypatch):
     monkeypatch.delenv("DCR_DEBUG", raising=False)
     assert split_debug_flag(["--x", "1", "--debug"]) == (["--x", "1"], True)
@@ -166,7 +184,7 @@ def test_the_scripts_show_the_traceback_only_when_asked(tmp_path, script):
     for name in ("flag", "env"):
         assert runs[name].returncode == 1, name
         assert "Traceback (most recent call last)" in runs[name].stderr
-        assert runs[name].stderr.splitlines()[-1] == "FileNotFoundError: " + ("--trunk" if script == "train_hf.py" else
+        assert runs[name].stderr.splitlines()[-1] == "dcr_hf.errors_dcr.DCRFileNotFoundError: " + ("--trunk" if script == "train_hf.py" else
                                                                             "--model_name_or_path") + " ./nope: no such folder."
 
 

@@ -184,7 +184,7 @@ def test_branch_stage_makes_its_lr_copies_of_plain_pixel_values(config, tmp_path
 
     processor = DCRImageProcessor(image_size=32, image_mean=[0.4, 0.5, 0.6], image_std=[0.2, 0.25, 0.3],
                                   downsample_interpolation="bicubic")
-    model = DCRForImageClassification.from_trunk(DCRForImageClassification(config)).eval()
+    model = branch_model_from_trunk(DCRForImageClassification(config)).eval()
     processor.write_to_model_config(model.config)
     model.save_pretrained(tmp_path)
     model = DCRForImageClassification.from_pretrained(tmp_path).eval()  # the settings travel with the config
@@ -200,7 +200,7 @@ def test_branch_stage_makes_its_lr_copies_of_plain_pixel_values(config, tmp_path
     torch.testing.assert_close(plain.loss, given.loss, rtol=0, atol=0)
     torch.testing.assert_close(plain.logits, given.logits[:, 0], rtol=0, atol=0)  # the HR branch
     # A config without recorded settings: the processor's defaults.
-    default = DCRForImageClassification.from_trunk(DCRForImageClassification(config)).eval()
+    default = branch_model_from_trunk(DCRForImageClassification(config)).eval()
     assert DCRImageProcessor.from_model_config(default.config).to_dict() == DCRImageProcessor(image_size=32).to_dict()
     with pytest.raises(ValueError, match="makes its LR copies of 32x32 images"):
         model(pixel_values=torch.rand(2, 3, 40, 40))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from transformers.utils import logging
 
+from ..errors_dcr import DCRInputError
 from ..configuration_dcr import DCRConfig
 from ..modeling_dcr import DCRForImageClassification, DCRModel, DCRPreTrainedModel
 
@@ -44,7 +45,7 @@ def branch_model_from_trunk(
     if trunk.config.use_branches:
         logger.warning("The given model already has branches; its branches are replaced.")
     if config_overrides.get("head", trunk.config.head) != trunk.config.head:
-        raise ValueError(
+        raise DCRInputError(
             f"the trunk was trained with head={trunk.config.head!r}, not {config_overrides['head']!r}: the branch "
             "stage keeps the trunk's head (its classifier is copied into every branch)."
         )
@@ -53,7 +54,7 @@ def branch_model_from_trunk(
     config_dict.pop("auto_map", None)
     config = DCRConfig.from_dict(config_dict)
     if specialized_initialization and config.branch_hidden_size != config.embedding_size:
-        raise ValueError(
+        raise DCRInputError(
             "specialized initialization copies the trunk into square branches: branch_hidden_size "
             f"({config.branch_hidden_size}) must equal embedding_size ({config.embedding_size})."
         )
@@ -62,7 +63,7 @@ def branch_model_from_trunk(
         source = {f"dcr.{k}": v for k, v in source.items()}
     copied = {k: v for k, v in source.items() if k.startswith("dcr.trunk.") or k in TRUNK_HEAD_KEYS}
     if specialized_initialization and "classifier.weight" not in copied:
-        raise ValueError(
+        raise DCRInputError(
             "specialized initialization needs the trunk's classifier: load the trunk with "
             "DCRForImageClassification (a trunk-stage checkpoint), not the bare DCRModel."
         )
@@ -70,7 +71,7 @@ def branch_model_from_trunk(
     own = model.state_dict()
     for key, value in copied.items():
         if own[key].shape != value.shape:
-            raise ValueError(f"trunk weight {key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}.")
+            raise DCRInputError(f"trunk weight {key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}.")
     model.load_state_dict(copied, strict=False)
     if specialized_initialization:
         with torch.no_grad():

@@ -18,6 +18,8 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value, c
 from PIL import Image as PILImage
 from transformers.utils import logging
 
+from ..errors_dcr import DCRFileNotFoundError, DCRInputError
+
 logger = logging.get_logger(__name__)
 
 PathLike = str | os.PathLike
@@ -66,7 +68,7 @@ LAYOUTS: dict[str, str] = {
 
 def missing_path_error(path: PathLike, dataset: str, what: str) -> FileNotFoundError:
     """A `FileNotFoundError` naming `path` and showing the expected layout of `dataset`."""
-    return FileNotFoundError(f"{what} not found: '{path}'.\nExpected layout:\n{LAYOUTS[dataset]}")
+    return DCRFileNotFoundError(f"{what} not found: '{path}'.\nExpected layout:\n{LAYOUTS[dataset]}")
 
 
 def require_dir(path: PathLike, dataset: str, what: str) -> Path:
@@ -85,7 +87,7 @@ def require_file(path: PathLike, dataset: str, what: str) -> Path:
 
 def malformed_line(path: PathLike, line_number: int, line: str, expected: str) -> ValueError:
     """A `ValueError` pointing at `path:line_number` and saying what the line should look like."""
-    return ValueError(f"{path}:{line_number}: malformed line {line.rstrip(chr(10))!r}; expected {expected}.")
+    return DCRInputError(f"{path}:{line_number}: malformed line {line.rstrip(chr(10))!r}; expected {expected}.")
 
 
 def read_lines(path: PathLike) -> list[tuple[int, str]]:
@@ -102,7 +104,7 @@ def read_lines(path: PathLike) -> list[tuple[int, str]]:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as error:
-            raise ValueError(
+            raise DCRInputError(
                 f"{path}:{number}: byte {raw[error.start]:#04x} at column {error.start + 1} is not UTF-8; "
                 "list and pairs files must be UTF-8 text."
             ) from None
@@ -124,7 +126,7 @@ def relative_image_path(relative: str, path: PathLike, line_number: int, image_d
     """
     parts = PurePosixPath(relative.replace("\\", "/")).parts
     if relative.startswith(("/", "\\")) or _WINDOWS_DRIVE.match(relative) or ".." in parts:
-        raise ValueError(
+        raise DCRInputError(
             f"{path}:{line_number}: image path {relative!r} leaves the image folder '{image_dir}'; expected a path "
             "relative to it (no absolute path, no '..')."
         )
@@ -141,7 +143,7 @@ def report_missing(missing: Sequence[str], total: int, what: str, source: PathLi
     shown = "\n  ".join(missing[:20])
     more = f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
     if strict:
-        raise FileNotFoundError(f"{len(missing)} of {total} {what} in '{source}' name missing files:\n  {shown}{more}")
+        raise DCRFileNotFoundError(f"{len(missing)} of {total} {what} in '{source}' name missing files:\n  {shown}{more}")
     logger.warning(
         f"Dropped {len(missing)} of {total} {what} from '{source}' because their files are missing "
         f"(pass strict=True to raise instead). First missing: {missing[0]}"
@@ -237,7 +239,7 @@ def load_prepared(path: PathLike, dataset: str, splits: Sequence[str]) -> Datase
         return None
     marker = read_marker(path)
     if marker is not None and marker.get("dataset") != dataset:
-        raise ValueError(
+        raise DCRInputError(
             f"'{path}' holds a prepared '{marker.get('dataset')}' dataset, not '{dataset}'. "
             f"Point the {dataset} loader at a directory written by "
             f"`python -m dcr_hf.data prepare --dataset {dataset}` or at the raw data root."
@@ -247,7 +249,7 @@ def load_prepared(path: PathLike, dataset: str, splits: Sequence[str]) -> Datase
         loaded = DatasetDict({splits[0]: loaded})
     absent = [split for split in splits if split not in loaded]
     if absent:
-        raise ValueError(
+        raise DCRInputError(
             f"Saved dataset '{path}' has splits {list(loaded)}, but the {dataset} loader needs {list(splits)}."
         )
     return loaded

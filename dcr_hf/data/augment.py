@@ -16,13 +16,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors_dcr import DCRInputError
+
 #: Train-time augmentations `TrainTransform` and `train_hf.py --augmentation` accept.
 AUGMENTATIONS = ("flip", "none", "aug_plus")
 
 
 def check_augmentation(augmentation: str, allowed: tuple[str, ...] = AUGMENTATIONS) -> str:
     if augmentation not in allowed:
-        raise ValueError(f"augmentation={augmentation!r} is not supported; expected one of {allowed}.")
+        raise DCRInputError(f"augmentation={augmentation!r} is not supported; expected one of {allowed}.")
     return augmentation
 
 

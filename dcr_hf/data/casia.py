@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 from datasets import Dataset, DatasetDict, concatenate_datasets
 
+from ..errors_dcr import DCRInputError
 from ._layout import (
     PathLike,
     column_numpy,
@@ -54,7 +55,7 @@ def casia_validation_mask(
     if fold is None or fold >= NUM_FOLDS:
         return np.zeros(subjects.shape, dtype=bool)
     if fold < 0:
-        raise ValueError(f"fold must be None or >= 0 (0..9 hold out a tenth of the subjects), got {fold}.")
+        raise DCRInputError(f"fold must be None or >= 0 (0..9 hold out a tenth of the subjects), got {fold}.")
     low, high = fold * num_subjects / NUM_FOLDS, (fold + 1) * num_subjects / NUM_FOLDS
     return (subjects >= low) & (subjects < high)
 
@@ -81,7 +82,7 @@ def read_casia_list(
         except ValueError:
             raise malformed_line(list_file, line_number, line, expected) from None
         if not 0 <= subject < num_subjects:
-            raise ValueError(
+            raise DCRInputError(
                 f"{list_file}:{line_number}: subject id {subject} is outside [0, {num_subjects}); "
                 f"pass num_subjects= with the number of subjects of your list."
             )
@@ -108,7 +109,7 @@ def _load_from_layout(
         paths = [p for p, k in zip(paths, keep) if k]
         subjects = subjects[keep]
     if not paths:
-        raise ValueError(f"'{list_path}' lists no usable images.")
+        raise DCRInputError(f"'{list_path}' lists no usable images.")
 
     # Plain string concatenation: pathlib joins cost ~20 s for CASIA's 450k paths.
     prefix = str(image_dir) + os.sep
@@ -138,7 +139,7 @@ def _resplit_prepared(prepared: DatasetDict, fold: int | None, num_subjects: int
     subjects = {name: _subjects_of(split) for name, split in prepared.items()}
     everything = np.concatenate(list(subjects.values()))
     if everything.size and (everything.min() < 0 or everything.max() >= num_subjects):
-        raise ValueError(
+        raise DCRInputError(
             f"Prepared CASIA subject ids span [{everything.min()}, {everything.max()}], outside [0, {num_subjects}); "
             "pass num_subjects= with the number of subjects the directory was prepared with."
         )
@@ -189,11 +190,11 @@ def load_casia(
     Each split's labels are contiguous 0..n-1 over its subjects; label names are the subject ids.
     """
     if fold is not None and fold < 0:
-        raise ValueError(f"fold must be None or >= 0 (0..9 hold out a tenth of the subjects), got {fold}.")
+        raise DCRInputError(f"fold must be None or >= 0 (0..9 hold out a tenth of the subjects), got {fold}.")
     prepared = load_prepared(data_root, "casia", splits=("train",))
     if prepared is not None:
         if list_file is not None:
-            raise ValueError(f"list_file= cannot be used with the prepared directory '{data_root}'.")
+            raise DCRInputError(f"list_file= cannot be used with the prepared directory '{data_root}'.")
         if num_subjects is None:
             marker = read_marker(data_root) or {}
             num_subjects = marker.get("options", {}).get("num_subjects") or CASIA_NUM_SUBJECTS

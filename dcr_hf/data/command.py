@@ -10,6 +10,7 @@ import argparse
 from collections.abc import Callable, Sequence
 
 # Light imports only: `--help` answers before datasets (or torch) load; the work is imported when it runs.
+from ..errors_dcr import DCRInputError
 from ..cli import DEBUG_HELP, add_hub_arguments, reported_errors, split_debug_flag
 from .registry import PREPARABLE_DATASETS
 
@@ -65,9 +66,9 @@ def _run_prepare(args: argparse.Namespace) -> None:
     from .prepare import prepare_dataset
 
     if args.push_to_hub and not args.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id org/name (the Hub dataset repo).")
+        raise DCRInputError("--push_to_hub needs --hub_model_id org/name (the Hub dataset repo).")
     if args.hub_model_id and not args.push_to_hub:
-        raise ValueError("--hub_model_id is only used with --push_to_hub.")
+        raise DCRInputError("--hub_model_id is only used with --push_to_hub.")
     repo_id = None
     if args.push_to_hub:  # token, repo and write access checked before the (long) preparation
         repo_id = prepare_hub_repo(args.hub_model_id, token=args.hub_token, private=args.hub_private_repo or None,

@@ -18,6 +18,7 @@ from datasets import Image
 from datasets.utils.file_utils import is_local_path
 from transformers.utils import logging
 
+from ..errors_dcr import DCRInputError
 from ..image_processing_dcr import DCRImageProcessor
 
 logger = logging.get_logger(__name__)
@@ -26,7 +27,7 @@ logger = logging.get_logger(__name__)
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, PIL.Image.DecompressionBombError)
 
 
-class CorruptImageError(ValueError):
+class CorruptImageError(DCRInputError):
     """An image could not be decoded; the message names the file (or the embedded bytes)."""
 
 

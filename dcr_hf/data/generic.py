@@ -11,6 +11,7 @@ from pathlib import Path
 
 from datasets import ClassLabel, Dataset, DatasetDict, Image, Value, load_dataset, load_from_disk
 
+from ..errors_dcr import DCRFileNotFoundError, DCRInputError
 from ._layout import PathLike, column_numpy, image_extensions, is_saved_dataset, load_prepared, require_dir
 
 
@@ -29,12 +30,12 @@ def load_image_folder(root: PathLike, *, cache_dir: PathLike | None = None) -> D
     extensions = image_extensions()
     loose = sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in extensions)
     if loose:
-        raise ValueError(
+        raise DCRInputError(
             f"'{root}' holds images directly ({loose[0]}, ...); expected one sub-folder per identity, "
             f"e.g. '{root}/<identity>/{loose[0]}'."
         )
     if not any(p.is_dir() for p in root.iterdir()):
-        raise FileNotFoundError(f"'{root}' has no identity sub-folders; expected '{root}/<identity>/<image>'.")
+        raise DCRFileNotFoundError(f"'{root}' has no identity sub-folders; expected '{root}/<identity>/<image>'.")
     return load_dataset(
         "imagefolder",
         data_dir=str(root),
@@ -50,21 +51,21 @@ def _standardize(dataset: Dataset, image_column: str, label_column: str) -> Data
     """Rename the image/label columns to `image`/`label` and give them `Image`/`ClassLabel` features."""
     for role, column in (("image", image_column), ("label", label_column)):
         if column not in dataset.column_names:
-            raise ValueError(
+            raise DCRInputError(
                 f"The dataset has no {role} column '{column}'; its columns are {dataset.column_names}. "
                 f"Pass {role}_column= with the right name."
             )
     mapping = {old: new for old, new in ((image_column, "image"), (label_column, "label")) if old != new}
     clashes = [new for new in mapping.values() if new in dataset.column_names and new not in mapping]
     if clashes:
-        raise ValueError(f"Cannot rename to {clashes}: the dataset already has such columns ({dataset.column_names}).")
+        raise DCRInputError(f"Cannot rename to {clashes}: the dataset already has such columns ({dataset.column_names}).")
     dataset = dataset.rename_columns(mapping) if mapping else dataset
 
     image = dataset.features["image"]
     if isinstance(image, Value) and image.dtype in ("string", "large_string"):
         dataset = dataset.cast_column("image", Image())
     elif not isinstance(image, Image):
-        raise ValueError(f"Column '{image_column}' must hold images (Image feature or file paths), got {image}.")
+        raise DCRInputError(f"Column '{image_column}' must hold images (Image feature or file paths), got {image}.")
 
     label = dataset.features["label"]
     if isinstance(label, ClassLabel):
@@ -75,10 +76,10 @@ def _standardize(dataset: Dataset, image_column: str, label_column: str) -> Data
         # A cast (not a re-encoding) keeps the integer ids and does not rewrite the images.
         values = column_numpy(dataset, "label")
         if values.size and values.min() < 0:
-            raise ValueError(f"Column '{label_column}' has negative labels (min {values.min()}).")
+            raise DCRInputError(f"Column '{label_column}' has negative labels (min {values.min()}).")
         num_classes = int(values.max()) + 1 if values.size else 0
         return dataset.cast_column("label", ClassLabel(names=[str(i) for i in range(num_classes)]))
-    raise ValueError(f"Column '{label_column}' must hold class labels (ClassLabel, int or str), got {label}.")
+    raise DCRInputError(f"Column '{label_column}' must hold class labels (ClassLabel, int or str), got {label}.")
 
 
 def _looks_like_path(name_or_path: str) -> bool:
@@ -110,7 +111,7 @@ def load_face_dataset(
     if path.is_dir():
         loaded = load_from_disk(str(path)) if is_saved_dataset(path) else load_image_folder(path, cache_dir=cache_dir)
     elif path.exists() or _looks_like_path(name):
-        raise FileNotFoundError(
+        raise DCRFileNotFoundError(
             f"'{name}' is not a directory; expected an identity-per-folder tree, a saved dataset "
             "directory or a Hub dataset id ('owner/name')."
         )
@@ -120,7 +121,7 @@ def load_face_dataset(
     if isinstance(loaded, DatasetDict):
         if split is not None:
             if split not in loaded:
-                raise ValueError(f"'{name}' has no split '{split}'; its splits are {list(loaded)}.")
+                raise DCRInputError(f"'{name}' has no split '{split}'; its splits are {list(loaded)}.")
             loaded = loaded[split]
     if isinstance(loaded, DatasetDict):
         return DatasetDict({key: _standardize(value, image_column, label_column) for key, value in loaded.items()})

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from datasets import ClassLabel, Dataset
 
+from ..errors_dcr import DCRInputError
 from ._layout import (
     PathLike,
     column_numpy,
@@ -76,7 +77,7 @@ def _read_official(
         num_sets, set_size = (int(header[0]), int(header[1])) if len(header) == 2 else (1, int(header[0]))
         lines = lines[1:]
         if len(lines) != 2 * num_sets * set_size:
-            raise ValueError(
+            raise DCRInputError(
                 f"{path}:{header_line}: the header announces {num_sets} sets of "
                 f"{set_size} matched + {set_size} mismatched pairs ({2 * num_sets * set_size} lines), "
                 f"but the file has {len(lines)} pair lines."
@@ -122,7 +123,7 @@ def read_lfw_pairs(
     path = Path(pairs_file)
     lines = read_lines(path)
     if not lines:
-        raise ValueError(f"{path}: the pairs file is empty.")
+        raise DCRInputError(f"{path}: the pairs file is empty.")
     fields = lines[0][1].split()
     # The original list has an image path as second field; the official file a number (or a header).
     if len(fields) == 3 and not _is_int(fields[1]):
@@ -171,7 +172,7 @@ def load_lfw_pairs(data_root: PathLike, pairs_file: PathLike | None = None, *, s
     prepared = load_prepared(data_root, "lfw", splits=("pairs",))
     if prepared is not None:
         if pairs_file is not None:
-            raise ValueError(f"pairs_file= cannot be used with the prepared directory '{data_root}'.")
+            raise DCRInputError(f"pairs_file= cannot be used with the prepared directory '{data_root}'.")
         return prepared["pairs"]
 
     lfw_dir = _lfw_dir(data_root)
@@ -192,7 +193,7 @@ def load_lfw_pairs(data_root: PathLike, pairs_file: PathLike | None = None, *, s
             strict,
         )
     if not keep.any():
-        raise ValueError(f"None of the {len(first)} pairs of '{path}' has both images under '{image_dir}'.")
+        raise DCRInputError(f"None of the {len(first)} pairs of '{path}' has both images under '{image_dir}'.")
 
     folds = np.asarray(sets, dtype=np.int32)[keep] if sets is not None else contiguous_folds(int(keep.sum()))
     columns = {
@@ -214,7 +215,7 @@ def load_lfw_identities(
     names are the class names. `data_root` may also be a directory prepared with `--dataset lfw`.
     """
     if min_images_per_identity < 1:
-        raise ValueError(f"min_images_per_identity must be >= 1, got {min_images_per_identity}.")
+        raise DCRInputError(f"min_images_per_identity must be >= 1, got {min_images_per_identity}.")
     prepared = load_prepared(data_root, "lfw", splits=("identities",))
     if prepared is not None:
         dataset = prepared["identities"]
@@ -230,7 +231,7 @@ def load_lfw_identities(
     if len(kept) == len(names):
         return dataset
     if len(kept) == 0:
-        raise ValueError(f"No LFW identity in '{data_root}' has {min_images_per_identity} or more images.")
+        raise DCRInputError(f"No LFW identity in '{data_root}' has {min_images_per_identity} or more images.")
     new_label = np.full(len(names), 0, dtype=np.int64)
     new_label[kept] = np.arange(len(kept))
     rows = np.flatnonzero(np.isin(labels, kept))

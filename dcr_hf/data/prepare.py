@@ -19,6 +19,7 @@ import PIL.Image
 from datasets import DatasetDict, Image
 from transformers.utils import logging
 
+from ..errors_dcr import DCRFileExistsError, DCRInputError
 from ._layout import PathLike, is_saved_dataset, read_marker, write_marker
 from .casia import CASIA_NUM_SUBJECTS, load_casia
 from .generic import load_image_folder
@@ -57,7 +58,7 @@ def build_dataset_dict(
         return load_scface_images(data_root)
     if dataset == "folder":
         return DatasetDict({"train": load_image_folder(data_root)})
-    raise ValueError(f"Unknown dataset '{dataset}'; expected one of {PREPARABLE_DATASETS}.")
+    raise DCRInputError(f"Unknown dataset '{dataset}'; expected one of {PREPARABLE_DATASETS}.")
 
 
 def _per_split_shards(dataset_dict: DatasetDict, num_shards: int | None) -> dict[str, int] | None:
@@ -94,15 +95,15 @@ def undecodable_images(dataset_dict: DatasetDict, limit: int = 20) -> tuple[int,
 
 def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
     if output_dir.exists() and not output_dir.is_dir():
-        raise FileExistsError(f"Output '{output_dir}' is a file; expected a directory to write the dataset to.")
+        raise DCRFileExistsError(f"Output '{output_dir}' is a file; expected a directory to write the dataset to.")
     if output_dir.exists() and any(output_dir.iterdir()):
         if not overwrite:
-            raise FileExistsError(
+            raise DCRFileExistsError(
                 f"Output directory '{output_dir}' is not empty; pass overwrite=True (--overwrite) to replace it."
             )
         # Only ever replace what this command wrote, never an arbitrary user directory.
         if read_marker(output_dir) is None:
-            raise FileExistsError(
+            raise DCRFileExistsError(
                 f"'{output_dir}' is not empty and was not written by this command; refusing to replace it."
             )
 
@@ -145,13 +146,13 @@ def prepare_dataset(
     saying how to push the saved folder later. Returns the prepared dict, read back from `output_dir`.
     """
     if num_shards is not None and max_shard_size is not None:
-        raise ValueError("Pass either num_shards or max_shard_size, not both.")
+        raise DCRInputError("Pass either num_shards or max_shard_size, not both.")
     if num_shards is not None and num_shards < 1:
-        raise ValueError(f"num_shards must be >= 1, got {num_shards}.")
+        raise DCRInputError(f"num_shards must be >= 1, got {num_shards}.")
     output_dir = Path(output_dir)
     _check_output_dir(output_dir, overwrite)
     if is_saved_dataset(data_root):
-        raise ValueError(f"'{data_root}' is already a prepared directory; point --data_root at the raw data root.")
+        raise DCRInputError(f"'{data_root}' is already a prepared directory; point --data_root at the raw data root.")
 
     dataset_dict = build_dataset_dict(
         dataset, data_root, fold=fold, num_subjects=num_subjects, pairs_file=pairs_file, strict=strict
@@ -159,7 +160,7 @@ def prepare_dataset(
     count, failures = undecodable_images(dataset_dict)
     if count:
         shown = "\n  ".join(failures) + (f"\n  ... and {count - len(failures)} more" if count > len(failures) else "")
-        raise ValueError(
+        raise DCRInputError(
             f"{count} image file(s) under '{data_root}' cannot be decoded, so nothing was written; remove them "
             f"from the list or replace them:\n  {shown}"
         )

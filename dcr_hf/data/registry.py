@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors_dcr import DCRFileNotFoundError, DCRInputError
 from ..model_files import looks_like_hub_id
 
 if TYPE_CHECKING:  # imported where used: the command lines' `--help` reads this module without `datasets`
@@ -86,9 +87,9 @@ class DatasetSpec:
 
 def _root(options: DatasetOptions, name: str) -> str:
     if options.data_root is None:
-        raise ValueError(f"--dataset {name} needs --data_root (the folder holding its files).")
+        raise DCRInputError(f"--dataset {name} needs --data_root (the folder holding its files).")
     if not Path(options.data_root).exists():
-        raise FileNotFoundError(f"data root '{options.data_root}' does not exist (given for --dataset {name}).")
+        raise DCRFileNotFoundError(f"data root '{options.data_root}' does not exist (given for --dataset {name}).")
     return options.data_root
 
 
@@ -137,7 +138,7 @@ def _casia_protocol(options: DatasetOptions, protocol: str, image_size: int) -> 
     fold = 0 if options.casia_fold is None else options.casia_fold
     splits = load_casia(_root(options, "casia"), fold=fold, strict=options.strict_data)
     if "validation" not in splits:
-        raise ValueError(f"--casia_fold {fold} holds out no subjects; use a fold in 0..9 for retrieval.")
+        raise DCRInputError(f"--casia_fold {fold} holds out no subjects; use a fold in 0..9 for retrieval.")
     return splits["validation"]
 
 
@@ -147,7 +148,7 @@ def _folder_protocol(options: DatasetOptions, protocol: str, image_size: int) ->
     loaded = _generic(options, _root(options, "folder"))
     if isinstance(loaded, DatasetDict):
         if len(loaded) != 1:
-            raise ValueError(f"'{options.data_root}' has the splits {list(loaded)}; save the one to evaluate on its own.")
+            raise DCRInputError(f"'{options.data_root}' has the splits {list(loaded)}; save the one to evaluate on its own.")
         loaded = next(iter(loaded.values()))
     return loaded
 
@@ -186,7 +187,7 @@ def _train_split_of(loaded: Dataset | DatasetDict, source: str) -> Dataset:
     if isinstance(loaded, Dataset):
         return loaded
     if "train" not in loaded:
-        raise ValueError(f"dataset {source} has no 'train' split; it has {list(loaded)}.")
+        raise DCRInputError(f"dataset {source} has no 'train' split; it has {list(loaded)}.")
     return loaded["train"]
 
 
@@ -213,7 +214,7 @@ PREPARABLE_DATASETS = tuple(name for name, spec in DATASETS.items() if spec.prep
 def get_spec(name: str) -> DatasetSpec:
     """The spec of a registered dataset; `ValueError` listing the known ones otherwise."""
     if name not in DATASETS:
-        raise ValueError(f"dataset {name!r} is not one of {sorted(DATASETS)}.")
+        raise DCRInputError(f"dataset {name!r} is not one of {sorted(DATASETS)}.")
     return DATASETS[name]
 
 
@@ -273,9 +274,9 @@ def check_dataset_protocol(name: str, protocol: str, options: DatasetOptions) ->
     """Raise before any file is read when `protocol` does not apply to `name` or a data root is missing."""
     spec = get_spec(name)
     if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol {protocol!r} is not one of {PROTOCOLS}.")
+        raise DCRInputError(f"protocol {protocol!r} is not one of {PROTOCOLS}.")
     if protocol not in spec.protocols:
-        raise ValueError(f"protocol {protocol!r} does not apply to dataset {name!r}; it supports {spec.protocols}.")
+        raise DCRInputError(f"protocol {protocol!r} does not apply to dataset {name!r}; it supports {spec.protocols}.")
     if spec.needs_data_root:
         _root(options, name)
 
@@ -297,14 +298,14 @@ def check_training_dataset(name: str, options: DatasetOptions) -> None:
     """Raise before any file is read when `name` cannot be trained on."""
     if is_generic_source(name):
         if not Path(name).exists() and not looks_like_hub_id(name):
-            raise ValueError(
+            raise DCRInputError(
                 f"unknown dataset {name!r}: expected one of {TRAIN_DATASETS}, a prepared dataset folder or a Hub "
                 "dataset id (org/name)."
             )
         return
     spec = get_spec(name)
     if spec.load_train is None:
-        raise ValueError(f"dataset {name!r} is for evaluation only; train on one of {TRAIN_DATASETS}.")
+        raise DCRInputError(f"dataset {name!r} is for evaluation only; train on one of {TRAIN_DATASETS}.")
     if spec.needs_data_root:
         _root(options, name)
 
@@ -329,7 +330,7 @@ def validation_for(train_name: str, requested: str = "auto") -> tuple[str | None
             return None, None
     spec = get_spec(requested)
     if spec.validation_protocol is None:
-        raise ValueError(f"--validation_dataset {requested!r} cannot validate training; expected one of {VALIDATION_DATASETS}.")
+        raise DCRInputError(f"--validation_dataset {requested!r} cannot validate training; expected one of {VALIDATION_DATASETS}.")
     return requested, spec.validation_protocol
 
 

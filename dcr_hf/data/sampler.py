@@ -7,6 +7,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
+from ..errors_dcr import DCRInputError
+
 
 class MPerClassSampler(torch.utils.data.Sampler[int]):
     """Yield dataset indices so that every consecutive `batch_size` chunk holds `batch_size // m`
@@ -37,24 +39,24 @@ class MPerClassSampler(torch.utils.data.Sampler[int]):
     ) -> None:
         labels = np.asarray(labels.tolist() if torch.is_tensor(labels) else list(labels))
         if labels.ndim != 1 or not len(labels):
-            raise ValueError(f"labels must be a non-empty 1-D sequence of class ids, got shape {labels.shape}.")
+            raise DCRInputError(f"labels must be a non-empty 1-D sequence of class ids, got shape {labels.shape}.")
         if not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"labels must be integers (class ids), got dtype {labels.dtype}.")
+            raise DCRInputError(f"labels must be integers (class ids), got dtype {labels.dtype}.")
         for name, value in (("m", m), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+                raise DCRInputError(f"{name} must be a positive integer, got {value!r}.")
         if batch_size % m:
-            raise ValueError(f"batch_size={batch_size} must be a multiple of m={m}.")
+            raise DCRInputError(f"batch_size={batch_size} must be a multiple of m={m}.")
         classes, inverse = np.unique(labels, return_inverse=True)
         classes_per_batch = batch_size // m
         if len(classes) < classes_per_batch:
-            raise ValueError(
+            raise DCRInputError(
                 f"A batch of {batch_size} with m={m} needs {classes_per_batch} distinct classes, "
                 f"but the labels hold only {len(classes)}."
             )
         length = len(labels) if length_before_new_iter is None else length_before_new_iter
         if isinstance(length, bool) or not isinstance(length, int) or length < batch_size:
-            raise ValueError(
+            raise DCRInputError(
                 f"length_before_new_iter must be an integer >= batch_size={batch_size}, got {length!r}."
             )
         self.m = m

@@ -20,6 +20,7 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict
 from transformers.utils import logging
 
+from ..errors_dcr import DCRInputError
 from ._layout import (
     PathLike,
     column_numpy,
@@ -52,7 +53,7 @@ def _label_feature(num_subjects: int) -> ClassLabel:
 def _subject_label(subject: str, path: Path) -> int:
     label = int(subject) - 1
     if label < 0:
-        raise ValueError(f"'{path}': subject number {subject} must be >= 1 (label = subject - 1).")
+        raise DCRInputError(f"'{path}': subject number {subject} must be >= 1 (label = subject - 1).")
     return label
 
 
@@ -68,7 +69,7 @@ def _scan_mugshots(mugshot_dir: Path, extensions: frozenset[str], unrecognized: 
             continue
         label = _subject_label(match.group(1), path)
         if label in mugshots:
-            raise ValueError(f"Two mugshots for subject {match.group(1)}: '{mugshots[label][1]}' and '{path}'.")
+            raise DCRInputError(f"Two mugshots for subject {match.group(1)}: '{mugshots[label][1]}' and '{path}'.")
         mugshots[label] = (match.group(1), path)
     return mugshots
 
@@ -93,10 +94,10 @@ def _scan_surveillance(
                     continue
                 subject, camera, file_distance = match.group(1), int(match.group(2)), int(match.group(3))
                 if file_distance != distance:
-                    raise ValueError(f"'{path}' is named for distance {file_distance} but lies in '{distance_dir}'.")
+                    raise DCRInputError(f"'{path}' is named for distance {file_distance} but lies in '{distance_dir}'.")
                 key = (_subject_label(subject, path), camera, distance)
                 if key in shots:
-                    raise ValueError(
+                    raise DCRInputError(
                         f"Two images for subject {subject}, camera {camera}, distance {distance}: "
                         f"'{shots[key][1]}' and '{path}'."
                     )
@@ -119,7 +120,7 @@ def _scan_layout(data_root: PathLike) -> DatasetDict:
             f"NNN_camK_D.*, e.g. '{unrecognized[0]}'."
         )
     if not mugshots or not shots:
-        raise ValueError(
+        raise DCRInputError(
             f"No SCface {'mugshots' if not mugshots else 'surveillance images'} found under '{scface_dir}'."
         )
     label_feature = _label_feature(max(SCFACE_NUM_SUBJECTS, max(mugshots) + 1, max(key[0] for key in shots) + 1))
@@ -157,9 +158,9 @@ def load_scface_images(data_root: PathLike) -> DatasetDict:
 
 def _check_split(num_finetune_subjects: int, cameras: Sequence[int]) -> None:
     if num_finetune_subjects < 0:
-        raise ValueError(f"num_finetune_subjects must be >= 0, got {num_finetune_subjects}.")
+        raise DCRInputError(f"num_finetune_subjects must be >= 0, got {num_finetune_subjects}.")
     if not cameras:
-        raise ValueError("cameras must name at least one camera (1..5).")
+        raise DCRInputError("cameras must name at least one camera (1..5).")
 
 
 def _warn_unknown_cameras(found: np.ndarray, cameras: Sequence[int], data_root: PathLike) -> None:
@@ -263,7 +264,7 @@ def load_scface_finetune(
                 rows.append((subject, camera, distance_rows))
     report_missing(missing, len(missing) + len(rows), "fine-tuning (subject, camera) rows", data_root, strict)
     if not rows:
-        raise ValueError(
+        raise DCRInputError(
             f"No complete SCface fine-tuning row (mugshot + {len(DISTANCES)} distances) in '{data_root}'."
         )
 

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from datasets import Dataset, Image, LargeList, List
 
+from ..errors_dcr import DCRInputError
 from ..configuration_dcr import DCRConfig, check_low_resolution_sizes
 from ..degradation import Degradation
 from ..image_processing_dcr import DCRImageProcessor
@@ -176,7 +177,7 @@ class TrainTransform(_ImageTransform):
         the same under mixed precision.
         """
         if pixel_values.dtype != torch.uint8 or pixel_values.ndim != 4:
-            raise ValueError(f"model_inputs takes uint8 images [batch, 3, H, W], got {pixel_values.dtype} {tuple(pixel_values.shape)}.")
+            raise DCRInputError(f"model_inputs takes uint8 images [batch, 3, H, W], got {pixel_values.dtype} {tuple(pixel_values.shape)}.")
         with torch.autocast(pixel_values.device.type, enabled=False):
             if self.augmentation in ("flip", "aug_plus"):
                 pixel_values = random_flip(pixel_values)
@@ -303,7 +304,7 @@ class FinetuneTransform(_ImageTransform):
         labels = self._column(batch, self.label_column)
         counts = {len(captures) for captures in low_resolution}
         if len(counts) > 1 or 0 in counts:
-            raise ValueError(
+            raise DCRInputError(
                 f"Every row of a batch needs the same, non-zero number of {self.low_resolution_column!r} "
                 f"images; got counts {sorted(counts)}."
             )

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset
 
+from ..errors_dcr import DCRInputError
 from ..modeling_dcr import DCRModel
 
 
@@ -22,12 +23,12 @@ def check_raw(dataset: Any, what: str, columns: tuple[str, ...] = ()) -> None:
     if not isinstance(dataset, Dataset):
         raise TypeError(f"The {what} must be a datasets.Dataset, got {type(dataset).__name__}.")
     if dataset.format["type"] is not None:
-        raise ValueError(
+        raise DCRInputError(
             f"The {what} dataset already has a format/transform ({dataset.format['type']!r}); pass the raw "
             "dataset from dcr_hf.data (the evaluation attaches its own transform)."
         )
     if len(dataset) == 0:
-        raise ValueError(f"The {what} dataset is empty.")
+        raise DCRInputError(f"The {what} dataset is empty.")
     for name in columns:
         if name not in dataset.column_names:
             raise KeyError(f"The {what} dataset has no column {name!r}; it has {dataset.column_names}.")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 from transformers import HfArgumentParser
 from transformers.utils import logging
 
+from ..errors_dcr import DCRInputError
 from ..cli import DEBUG_HELP, check_output_path, reported_errors, split_debug_flag
 from ..data import registry
 
@@ -130,7 +131,7 @@ def parse_probe_resolution(values: Sequence[str]) -> dict[int, int | str] | int 
     for value in values:
         distance, separator, resolution = value.partition("=")
         if not separator or not distance.strip().isdigit():
-            raise ValueError(f"--probe_resolution {value!r}: expected DISTANCE=SIZE (e.g. 1=8 or 3=hr).")
+            raise DCRInputError(f"--probe_resolution {value!r}: expected DISTANCE=SIZE (e.g. 1=8 or 3=hr).")
         mapping[int(distance)] = _resolution(resolution)
     return mapping
 
@@ -163,7 +164,7 @@ def apply_original_protocol(eval_args: EvaluationArguments) -> list[str]:
     for name, value in ORIGINAL_PROTOCOL.items():
         given = getattr(eval_args, name)
         if given not in (value, getattr(defaults, name)):
-            raise ValueError(f"--reproduce_original uses --{name} {value}; --{name} {given} contradicts it.")
+            raise DCRInputError(f"--reproduce_original uses --{name} {value}; --{name} {given} contradicts it.")
         if getattr(defaults, name) != value:
             changed.append(f"--{name} {value}")
         setattr(eval_args, name, value)
@@ -198,13 +199,13 @@ def check_operator_options(eval_args: EvaluationArguments) -> None:
     for name in ("downsample_interpolation", "upsample_interpolation"):
         value = getattr(eval_args, name)
         if value is not None and value not in INTERPOLATION_MODES:
-            raise ValueError(f"--{name} {value!r} is not an interpolation mode; expected one of {INTERPOLATION_MODES}.")
+            raise DCRInputError(f"--{name} {value!r} is not an interpolation mode; expected one of {INTERPOLATION_MODES}.")
 
 
 def check_figure_path(path: str) -> None:
     """`--show_probes PATH`: a .png file name in a writable folder, checked before any work."""
     if not path.lower().endswith(".png") or Path(path).is_dir():
-        raise ValueError(f"--show_probes {path}: expected the name of a .png file to write.")
+        raise DCRInputError(f"--show_probes {path}: expected the name of a .png file to write.")
     check_output_path(Path(path).expanduser().parent, "--show_probes", "the probe figure")
 
 
@@ -213,10 +214,10 @@ def check_probe_degradation(data_args: DataArguments, eval_args: EvaluationArgum
     file (`None` for 'none' and 'model', which is read from each model)."""
     value = eval_args.probe_degradation
     if value != "none" and data_args.protocol == "identification":
-        raise ValueError(f"--probe_degradation {value}: identification uses real LR probes (SCface), which are not "
+        raise DCRInputError(f"--probe_degradation {value}: identification uses real LR probes (SCface), which are not "
                          "simulated; the degradation model applies to simulated probes (verification, retrieval).")
     if value != "none" and eval_args.update_card:
-        raise ValueError(f"--update_card with --probe_degradation {value}: a model card records the dataset's own "
+        raise DCRInputError(f"--update_card with --probe_degradation {value}: a model card records the dataset's own "
                          "protocol, and degraded probes are not it; evaluate without one to update the card.")
     from ..degradation import resolve_degradation
 
@@ -313,7 +314,7 @@ def run(argv: Sequence[str] | None = None, parser: HfArgumentParser | None = Non
 
     models = [model_args.model_name_or_path, *model_args.compare]
     if len(set(models)) != len(models):
-        raise ValueError(f"A model is listed twice: {models}.")
+        raise DCRInputError(f"A model is listed twice: {models}.")
     # Everything that can be checked is checked before the (possibly long) data loading.
     if eval_args.output_dir is not None:
         check_output_path(eval_args.output_dir, "--output_dir", "results.json, results.md and roc.png")

@@ -18,6 +18,7 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..errors_dcr import DCRInputError
 from ..configuration_dcr import DCRConfig, check_low_resolution_sizes
 from ..data.transforms import EvalTransform, apply_transform
 from ..image_processing_dcr import DCRImageProcessor
@@ -38,13 +39,13 @@ def get_dcr_model(model: torch.nn.Module) -> DCRModel:
             inner = getattr(inner, attribute)
     model_type = getattr(getattr(inner, "config", None), "model_type", None)
     if model_type != DCRConfig.model_type:
-        raise ValueError(
+        raise DCRInputError(
             f"Expected a DCR model (config.model_type='dcr'), got {type(inner).__name__} with "
             f"model_type={model_type!r}. Only DCR models (DCRModel, DCRForImageClassification) can be evaluated."
         )
     inner = getattr(inner, "dcr", inner)
     if not isinstance(inner, DCRModel):
-        raise ValueError(f"Expected a DCRModel or a model with a `.dcr` DCRModel, got {type(inner).__name__}.")
+        raise DCRInputError(f"Expected a DCRModel or a model with a `.dcr` DCRModel, got {type(inner).__name__}.")
     return inner
 
 
@@ -59,7 +60,7 @@ def check_sizes(model: torch.nn.Module, sizes: Iterable[int] | None) -> tuple[in
     checked = check_low_resolution_sizes(sizes, config.image_size, name="sizes")
     for size in checked:
         if config.use_branches and size not in config.low_resolution_sizes:
-            raise ValueError(
+            raise DCRInputError(
                 f"This branch model has no branch for {size}x{size} probes; its branches are HR "
                 f"({config.image_size}) and the low-resolution sizes {config.low_resolution_sizes}. "
                 "Evaluate one of those sizes (e.g. --sizes " + " ".join(map(str, config.low_resolution_sizes)) + ")."
@@ -85,7 +86,7 @@ def processor_for(model: torch.nn.Module, image_processor: DCRImageProcessor | N
     if not isinstance(image_processor, DCRImageProcessor):
         raise TypeError(f"image_processor must be a DCRImageProcessor, got {type(image_processor).__name__}.")
     if image_processor.image_size != config.image_size:
-        raise ValueError(
+        raise DCRInputError(
             f"The image processor makes {image_processor.image_size}x{image_processor.image_size} images but the "
             f"model expects image_size={config.image_size}."
         )
@@ -115,12 +116,12 @@ def _select_pixels(batch: Mapping[str, torch.Tensor], view: EmbeddingView) -> to
     pixels = batch[view.input_name]
     if view.copy_index is not None:
         if pixels.ndim != 5:
-            raise ValueError(
+            raise DCRInputError(
                 f"{view.input_name!r} has shape {tuple(pixels.shape)}; copy_index needs [batch, resolutions, 3, H, W]."
             )
         pixels = pixels[:, view.copy_index]
     if pixels.ndim != 4:
-        raise ValueError(f"{view.input_name!r} has shape {tuple(pixels.shape)}; expected [batch, 3, H, W].")
+        raise DCRInputError(f"{view.input_name!r} has shape {tuple(pixels.shape)}; expected [batch, 3, H, W].")
     return pixels
 
 
@@ -180,10 +181,10 @@ def compute_embedding_views(
     """
     dcr = get_dcr_model(model)
     if not views:
-        raise ValueError("views is empty; give at least one EmbeddingView.")
+        raise DCRInputError("views is empty; give at least one EmbeddingView.")
     names = [view.name for view in views]
     if len(set(names)) != len(names):
-        raise ValueError(f"View names must be unique, got {names}.")
+        raise DCRInputError(f"View names must be unique, got {names}.")
     views = [EmbeddingView(v.name, v.input_name, check_resolution(dcr, v.resolution), v.copy_index) for v in views]
     # shuffle=False keeps dataset order, which the protocols rely on (pairs, folds, labels).
     dataloader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size, num_workers=num_workers)
@@ -205,7 +206,7 @@ def compute_embedding_views(
     finally:
         model.train(was_training)
     if not collected[names[0]]:
-        raise ValueError("The data yielded no batch; nothing to embed.")
+        raise DCRInputError("The data yielded no batch; nothing to embed.")
     return {name: np.concatenate(chunks) for name, chunks in collected.items()}
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 
+from ..errors_dcr import DCRInputError
 from ..data.transforms import EvalTransform, apply_transform
 from ..image_processing_dcr import DCRImageProcessor
 from ..metrics import identification_accuracy
@@ -42,7 +43,7 @@ def _probe_resolution_map(
         given = {int(d): r for d, r in probe_resolution.items()}
         missing = sorted(set(map(int, distances)) - set(given))
         if missing:
-            raise ValueError(
+            raise DCRInputError(
                 f"probe_resolution {dict(probe_resolution)} names no resolution for distance(s) {missing}; "
                 f"the probes have distances {sorted(map(int, distances))}."
             )

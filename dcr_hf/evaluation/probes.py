@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from datasets import Dataset, DatasetDict
 
+from ..errors_dcr import DCRInputError
 from ..degradation import Degradation
 from ..image_processing_dcr import DCRImageProcessor
 from ..low_resolution import make_low_resolution_copies
@@ -27,7 +28,7 @@ def first_face(data: Dataset | DatasetDict) -> Any:
         for column in _COLUMNS:
             if column in split.column_names and len(split):
                 return split[0][column]
-    raise ValueError(f"--show_probes: the data has no image column {list(_COLUMNS)} with a row to show.")
+    raise DCRInputError(f"--show_probes: the data has no image column {list(_COLUMNS)} with a row to show.")
 
 
 def probe_rows(image: Any, processor: DCRImageProcessor, sizes: Sequence[int],

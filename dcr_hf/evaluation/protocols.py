@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from datasets import Dataset, DatasetDict
 
+from ..errors_dcr import DCRInputError
 from ..data.registry import PAIR_PROTOCOLS, PROTOCOLS, RETRIEVAL_PROTOCOLS
 from .identification import evaluate_identification
 from .retrieval import evaluate_retrieval
@@ -27,11 +28,11 @@ def run_protocol(
         return evaluate_verification(model, data, sizes=sizes, intra=protocol == "intra-verification", **kwargs)
     if protocol == "identification":
         if not isinstance(data, DatasetDict) or {"gallery", "probe"} - set(data):
-            raise ValueError("identification needs a DatasetDict with 'gallery' and 'probe' splits.")
+            raise DCRInputError("identification needs a DatasetDict with 'gallery' and 'probe' splits.")
         return evaluate_identification(model, data["gallery"], data["probe"], **kwargs)
     if protocol in RETRIEVAL_PROTOCOLS:
         return evaluate_retrieval(model, data, sizes=sizes, intra=protocol == "intra-retrieval", **kwargs)
-    raise ValueError(f"protocol={protocol!r} is not one of {PROTOCOLS}.")
+    raise DCRInputError(f"protocol={protocol!r} is not one of {PROTOCOLS}.")
 
 
 __all__ = ["PROTOCOLS", "run_protocol"]

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 
+from ..errors_dcr import DCRInputError
 from ..data.transforms import EvalTransform, apply_transform
 from ..degradation import Degradation
 from ..image_processing_dcr import DCRImageProcessor
@@ -68,7 +69,7 @@ def evaluate_retrieval(
         "num_queries", "num_unmatched_queries"}, ..., "hr": {...}}, "mean_lr_precision_at_1"}`.
     """
     if rule not in RETRIEVAL_RULES:
-        raise ValueError(f"rule={rule!r} is not one of {RETRIEVAL_RULES}.")
+        raise DCRInputError(f"rule={rule!r} is not one of {RETRIEVAL_RULES}.")
     dcr = get_dcr_model(model)
     sizes = check_sizes(dcr, sizes)
     check_raw(dataset, "retrieval", ("image", "label"))

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..errors_dcr import DCRFileNotFoundError, DCRInputError
 from ..configuration_dcr import DCRConfig
 from ..image_processing_dcr import DCRImageProcessor
 from ..model_files import looks_like_hub_id
@@ -138,12 +139,12 @@ def render_model_card(
         template_dir: another folder of templates with the same file names.
     """
     if kind not in CARD_KINDS:
-        raise ValueError(f"kind={kind!r} is not a card kind; expected one of {CARD_KINDS}.")
+        raise DCRInputError(f"kind={kind!r} is not a card kind; expected one of {CARD_KINDS}.")
     import jinja2  # installed with torch
 
     template_dir = Path(template_dir) if template_dir is not None else TEMPLATES_DIR
     if not (template_dir / f"{kind}.md").is_file():
-        raise FileNotFoundError(
+        raise DCRFileNotFoundError(
             f"No model card template '{template_dir / f'{kind}.md'}'. The templates ship in the dcr-hf wheel "
             "(dcr_hf/hub_cards/) and in the source tree's hub_cards/; pass template_dir= to use another folder."
         )
@@ -153,7 +154,7 @@ def render_model_card(
     merged = list(eval_results)
     if results is not None:
         if not dataset_name:
-            raise ValueError("results need dataset_name, the dataset they were measured on (e.g. 'LFW').")
+            raise DCRInputError("results need dataset_name, the dataset they were measured on (e.g. 'LFW').")
         merged = merge_eval_results(merged, results_to_eval_results(
             results, dataset_name, dataset_type, real_low_resolution_probes=real_low_resolution_probes))
     card_data = ModelCardData(
@@ -191,10 +192,10 @@ def render_model_card(
 def _read_config(model_dir: Path) -> DCRConfig:
     config_file = model_dir / "config.json"
     if not config_file.is_file():
-        raise FileNotFoundError(f"'{model_dir}' has no config.json; expected a DCR model folder (save_pretrained).")
+        raise DCRFileNotFoundError(f"'{model_dir}' has no config.json; expected a DCR model folder (save_pretrained).")
     model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
     if model_type != DCRConfig.model_type:
-        raise ValueError(f"'{config_file}' has model_type={model_type!r}; model cards are for DCR models ('dcr').")
+        raise DCRInputError(f"'{config_file}' has model_type={model_type!r}; model cards are for DCR models ('dcr').")
     return DCRConfig.from_pretrained(model_dir)
 
 

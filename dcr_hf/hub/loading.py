@@ -13,6 +13,7 @@ from typing import Any
 
 from transformers.utils import logging
 
+from ..errors_dcr import DCRInputError
 from ..configuration_dcr import DCRConfig
 from ..image_processing_dcr import DCRImageProcessor
 from ..model_files import load_config, load_pretrained
@@ -61,9 +62,9 @@ def load_image_processor(name_or_path: str, image_size: int, **from_pretrained_k
     except (OSError, ValueError) as error:
         return _default_processor(name_or_path, image_size, f"has no image processor ({error})")
     if not isinstance(processor, DCRImageProcessor):
-        raise ValueError(f"'{name_or_path}' saved a {type(processor).__name__}; DCR models need a DCRImageProcessor.")
+        raise DCRInputError(f"'{name_or_path}' saved a {type(processor).__name__}; DCR models need a DCRImageProcessor.")
     if processor.image_size != image_size:
-        raise ValueError(
+        raise DCRInputError(
             f"'{name_or_path}' saved a processor for {processor.image_size}x{processor.image_size} images, but its "
             f"model expects image_size={image_size}."
         )
@@ -88,7 +89,7 @@ def load_model_and_processor(
     register_auto_classes()
     config = load_config(AutoConfig, name_or_path, option, **from_pretrained_kwargs)
     if config.model_type != DCRConfig.model_type:
-        raise ValueError(
+        raise DCRInputError(
             f"'{name_or_path}' holds a {type(config).__name__} (model_type={config.model_type!r}); "
             "dcr_hf evaluates DCR models only (model_type='dcr')."
         )

@@ -10,6 +10,7 @@ from typing import Any
 from huggingface_hub import HfApi
 from transformers.utils import logging
 
+from ..errors_dcr import DCRFileNotFoundError, DCRInputError
 from ..cli import RunStoppedError
 from ..model_files import hub_failures, hub_reason
 from .cards import write_model_card
@@ -47,10 +48,10 @@ def prepare_hub_repo(
     from huggingface_hub import constants, get_token
 
     if constants.is_offline_mode():
-        raise ValueError(f"pushing to {repo_id} needs the Hub, but HF_HUB_OFFLINE is set; unset it to push.")
+        raise DCRInputError(f"pushing to {repo_id} needs the Hub, but HF_HUB_OFFLINE is set; unset it to push.")
     token = token or get_token()
     if token is None:
-        raise ValueError(
+        raise DCRInputError(
             f"pushing to {repo_id} needs a Hub token with write access: pass --hub_token, set HF_TOKEN or log in "
             "with `hf auth login`."
         )
@@ -59,15 +60,15 @@ def prepare_hub_repo(
     try:
         user = api.whoami()["name"]
     except failures as error:
-        raise ValueError(f"the Hub at {api.endpoint} did not accept the token: {hub_reason(error)}") from error
+        raise DCRInputError(f"the Hub at {api.endpoint} did not accept the token: {hub_reason(error)}") from error
     try:
         repo_id = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True).repo_id
         api.auth_check(repo_id, repo_type=repo_type, write=True)
         info = api.repo_info(repo_id, repo_type=repo_type)
     except failures as error:
-        raise ValueError(f"{option} {repo_id}: {user}'s token cannot create or write to it: {hub_reason(error)}") from error
+        raise DCRInputError(f"{option} {repo_id}: {user}'s token cannot create or write to it: {hub_reason(error)}") from error
     if private and not info.private:
-        raise ValueError(
+        raise DCRInputError(
             f"{option} {repo_id} exists and is public; --hub_private_repo does not change an existing repo: make it "
             "private on the Hub first, or choose another repo."
         )
@@ -75,7 +76,7 @@ def prepare_hub_repo(
         try:
             api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
         except failures as error:
-            raise ValueError(f"--hub_revision {revision}: cannot create that branch of {repo_id}: {hub_reason(error)}") from error
+            raise DCRInputError(f"--hub_revision {revision}: cannot create that branch of {repo_id}: {hub_reason(error)}") from error
     return repo_id
 
 
@@ -132,7 +133,7 @@ def push_folder_to_hub(
 
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
-        raise FileNotFoundError(f"'{model_dir}' is not a folder; expected a saved DCR model folder.")
+        raise DCRFileNotFoundError(f"'{model_dir}' is not a folder; expected a saved DCR model folder.")
     if repo_type == "model" and not (model_dir / "README.md").is_file():
         write_model_card(model_dir, repo_id=repo_id)
     api = HfApi(token=token)

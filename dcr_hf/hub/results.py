@@ -14,6 +14,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult
 
+from ..errors_dcr import DCRInputError
 from ..reports import METRIC_TITLES, column_title, result_columns
 
 RESULTS_START = "<!-- dcr-results:start -->"
@@ -81,7 +82,7 @@ def results_to_eval_results(
     probes = probe_kind(real_low_resolution_probes)
     protocol = results.get("protocol")
     if protocol not in CARD_METRICS:
-        raise ValueError(f"Unknown protocol {protocol!r} in the results; expected one of {sorted(CARD_METRICS)}.")
+        raise DCRInputError(f"Unknown protocol {protocol!r} in the results; expected one of {sorted(CARD_METRICS)}.")
     dataset_type = dataset_type or dataset_name.lower().replace(" ", "-")
     eval_results = []
     for key, column in result_columns(results).items():
@@ -105,7 +106,7 @@ def results_to_eval_results(
                 )
             )
     if not eval_results:
-        raise ValueError(f"The {protocol} results hold none of the metrics {CARD_METRICS[protocol]}.")
+        raise DCRInputError(f"The {protocol} results hold none of the metrics {CARD_METRICS[protocol]}.")
     return eval_results
 
 

@@ -11,19 +11,21 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
+from ..errors_dcr import DCRInputError
+
 
 def _as_1d(name: str, values: ArrayLike, finite: bool = False) -> np.ndarray:
     array = np.asarray(values)
     if array.ndim != 1:
-        raise ValueError(f"`{name}` must be 1-D, got an array of shape {array.shape}.")
+        raise DCRInputError(f"`{name}` must be 1-D, got an array of shape {array.shape}.")
     if array.size == 0:
-        raise ValueError(f"`{name}` is empty; at least one value is needed.")
+        raise DCRInputError(f"`{name}` is empty; at least one value is needed.")
     if finite:
         if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
-            raise ValueError(f"`{name}` must hold real numbers, got dtype {array.dtype}.")
+            raise DCRInputError(f"`{name}` must hold real numbers, got dtype {array.dtype}.")
         num_bad = int(array.size - np.count_nonzero(np.isfinite(array)))
         if num_bad:
-            raise ValueError(f"`{name}` holds {num_bad} NaN or infinite value(s) out of {array.size}.")
+            raise DCRInputError(f"`{name}` holds {num_bad} NaN or infinite value(s) out of {array.size}.")
     return array
 
 
@@ -32,7 +34,7 @@ def _as_binary(name: str, values: ArrayLike) -> np.ndarray:
     if array.dtype != bool:
         bad = ~np.isin(array, (0, 1))
         if bad.any():
-            raise ValueError(
+            raise DCRInputError(
                 f"`{name}` must be boolean or 0/1, got {int(bad.sum())} other value(s), "
                 f"e.g. {array[bad][0]!r} at index {int(np.flatnonzero(bad)[0])}."
             )
@@ -43,12 +45,12 @@ def _as_embeddings(name: str, values: ArrayLike) -> np.ndarray:
     """[num, dim] finite float32 C-contiguous copy (faiss needs that layout)."""
     array = np.array(values, dtype=np.float32, order="C", copy=True)
     if array.ndim != 2:
-        raise ValueError(f"`{name}` must be 2-D [num, dim], got an array of shape {array.shape}.")
+        raise DCRInputError(f"`{name}` must be 2-D [num, dim], got an array of shape {array.shape}.")
     if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"`{name}` is empty (shape {array.shape}).")
+        raise DCRInputError(f"`{name}` is empty (shape {array.shape}).")
     num_bad = int(array.shape[0] - np.count_nonzero(np.isfinite(array).all(axis=1)))
     if num_bad:
-        raise ValueError(f"`{name}` has {num_bad} row(s) with NaN or infinite values out of {array.shape[0]}.")
+        raise DCRInputError(f"`{name}` has {num_bad} row(s) with NaN or infinite values out of {array.shape[0]}.")
     return array
 
 
@@ -61,10 +63,10 @@ def _as_float_tensor(name: str, values: ArrayLike | torch.Tensor) -> torch.Tenso
     else:
         array = np.asarray(values)
         if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
-            raise ValueError(f"`{name}` must hold real numbers, got dtype {array.dtype}.")
+            raise DCRInputError(f"`{name}` must hold real numbers, got dtype {array.dtype}.")
         tensor = torch.from_numpy(np.ascontiguousarray(array) if array.dtype != np.float16 else array.astype(np.float32))
     if tensor.ndim != 2 or tensor.shape[0] == 0:
-        raise ValueError(f"`{name}` must be a non-empty 2-D [num_pairs, dim] array, got shape {tuple(tensor.shape)}.")
+        raise DCRInputError(f"`{name}` must be a non-empty 2-D [num_pairs, dim] array, got shape {tuple(tensor.shape)}.")
     if tensor.dtype in (torch.float16, torch.bfloat16):
         return tensor.float()
     return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.double()
@@ -74,14 +76,14 @@ def _check_lengths(**arrays: np.ndarray) -> None:
     lengths = {name: len(array) for name, array in arrays.items()}
     if len(set(lengths.values())) > 1:
         described = ", ".join(f"`{name}` has {length}" for name, length in lengths.items())
-        raise ValueError(f"Mismatched lengths: {described}; they must be equal.")
+        raise DCRInputError(f"Mismatched lengths: {described}; they must be equal.")
 
 
 def _check_both_classes(is_same: np.ndarray) -> tuple[int, int]:
     num_same = int(is_same.sum())
     num_different = len(is_same) - num_same
     if num_same == 0 or num_different == 0:
-        raise ValueError(
+        raise DCRInputError(
             f"`is_same` must hold both classes, got {num_same} same and {num_different} different pair(s)."
         )
     return num_same, num_different
@@ -89,6 +91,6 @@ def _check_both_classes(is_same: np.ndarray) -> tuple[int, int]:
 
 def _check_dims(query_name: str, queries: np.ndarray, reference_name: str, references: np.ndarray) -> None:
     if queries.shape[1] != references.shape[1]:
-        raise ValueError(
+        raise DCRInputError(
             f"`{query_name}` has dimension {queries.shape[1]} but `{reference_name}` has {references.shape[1]}."
         )

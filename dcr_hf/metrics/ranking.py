@@ -22,6 +22,7 @@ import torch
 from numpy.typing import ArrayLike
 from transformers.utils import logging
 
+from ..errors_dcr import DCRInputError
 from ._checks import _as_1d, _as_embeddings, _check_dims, _check_lengths
 
 
@@ -56,9 +57,9 @@ class ExactKNN:
     def __init__(self, metric: Metric = "cosine", queries: torch.Tensor | None = None, rule: str = "exclude_own",
                  block_size: int = 512) -> None:
         if metric not in ("cosine", "l2"):
-            raise ValueError(f"`metric` must be 'cosine' or 'l2', got {metric!r}.")
+            raise DCRInputError(f"`metric` must be 'cosine' or 'l2', got {metric!r}.")
         if rule not in RETRIEVAL_RULES:
-            raise ValueError(f"`rule` must be one of {RETRIEVAL_RULES}, got {rule!r}.")
+            raise DCRInputError(f"`rule` must be one of {RETRIEVAL_RULES}, got {rule!r}.")
         self.metric, self.queries, self.rule, self.block_size = metric, queries, rule, block_size
 
     def search(self, queries: torch.Tensor, references: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,13 +160,13 @@ def identification_accuracy(
     _check_lengths(gallery_embeddings=gallery, gallery_labels=gallery_labels)
     ranks = sorted({int(rank) for rank in ranks})
     if not ranks or ranks[0] < 1:
-        raise ValueError(f"`ranks` must be non-empty positive integers, got {ranks}.")
+        raise DCRInputError(f"`ranks` must be non-empty positive integers, got {ranks}.")
 
     probe_codes, gallery_codes = _label_codes(probe_labels, gallery_labels)
     matched = np.isin(probe_codes, gallery_codes)
     num_unmatched = int(len(matched) - matched.sum())
     if num_unmatched == len(matched):
-        raise ValueError("No probe subject is present in the gallery; identification accuracy is undefined.")
+        raise DCRInputError("No probe subject is present in the gallery; identification accuracy is undefined.")
     if num_unmatched:
         logger.warning(f"{num_unmatched} of {len(matched)} probe(s) have no gallery subject; they count as misses.")
 
@@ -320,14 +321,14 @@ def retrieval_metrics(
     if reference_embeddings is None and rule is None:
         rule = "exclude_own"
     if rule is not None and rule not in RETRIEVAL_RULES:
-        raise ValueError(f"`rule` must be one of {RETRIEVAL_RULES} or None, got {rule!r}.")
+        raise DCRInputError(f"`rule` must be one of {RETRIEVAL_RULES} or None, got {rule!r}.")
     references, query_codes, reference_codes = _references_and_codes(
         queries, query_labels, reference_embeddings, reference_labels, paired=rule is not None
     )
     num_relevant = np.bincount(reference_codes, minlength=query_codes.max() + 1)[query_codes] - int(rule is not None)
     num_unmatched = int(np.count_nonzero(num_relevant <= 0))
     if num_unmatched == len(num_relevant):
-        raise ValueError("No query has a reference with its label; retrieval metrics are undefined.")
+        raise DCRInputError("No query has a reference with its label; retrieval metrics are undefined.")
     if num_unmatched:
         logger.warning(f"{num_unmatched} of {len(num_relevant)} query(ies) have no reference with their label; left out.")
 
@@ -376,11 +377,11 @@ def clustering_metrics(embeddings: ArrayLike, labels: ArrayLike, *, metric: Metr
     labels = _as_1d("labels", labels)
     _check_lengths(embeddings=array, labels=labels)
     if metric not in ("cosine", "l2"):
-        raise ValueError(f"`metric` must be 'cosine' or 'l2', got {metric!r}.")
+        raise DCRInputError(f"`metric` must be 'cosine' or 'l2', got {metric!r}.")
     codes = _label_codes(labels)[0]
     num_clusters = int(codes.max()) + 1
     if num_clusters < 2 or num_clusters >= len(codes):
-        raise ValueError(f"Clustering needs 2 to {len(codes) - 1} distinct labels for {len(codes)} embeddings, got {num_clusters}.")
+        raise DCRInputError(f"Clustering needs 2 to {len(codes) - 1} distinct labels for {len(codes)} embeddings, got {num_clusters}.")
     tensor = torch.from_numpy(array)
     if metric == "cosine":
         tensor = torch.nn.functional.normalize(tensor, dim=1)
@@ -398,7 +399,7 @@ def _references_and_codes(
     """References (the queries when `reference_*` are None), query codes and reference codes.
     `paired`: reference i must be query i's own image (same count, same labels)."""
     if (reference_embeddings is None) != (reference_labels is None):
-        raise ValueError("Pass both `reference_embeddings` and `reference_labels`, or neither (queries = references).")
+        raise DCRInputError("Pass both `reference_embeddings` and `reference_labels`, or neither (queries = references).")
     if reference_embeddings is None:
         query_codes = _label_codes(query_labels)[0]
         return queries, query_codes, query_codes
@@ -410,7 +411,7 @@ def _references_and_codes(
         _check_lengths(query_embeddings=queries, reference_embeddings=references)
         differ = np.flatnonzero(query_labels != reference_labels)
         if len(differ):
-            raise ValueError(
+            raise DCRInputError(
                 f"With a `rule`, reference i is query i's own image, but their labels differ at index {differ[0]} "
                 f"({query_labels[differ[0]]!r} vs {reference_labels[differ[0]]!r})."
             )

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
+from ..errors_dcr import DCRInputError
 from ._checks import _as_1d, _as_binary, _as_float_tensor, _check_both_classes, _check_lengths
 
 
@@ -46,7 +47,7 @@ def cosine_similarity_pairs(embeddings_a: ArrayLike | torch.Tensor, embeddings_b
     a = _as_float_tensor("embeddings_a", embeddings_a)
     b = _as_float_tensor("embeddings_b", embeddings_b)
     if a.shape != b.shape:
-        raise ValueError(f"`embeddings_a` has shape {tuple(a.shape)} but `embeddings_b` has shape {tuple(b.shape)}.")
+        raise DCRInputError(f"`embeddings_a` has shape {tuple(a.shape)} but `embeddings_b` has shape {tuple(b.shape)}.")
     if a.dtype != b.dtype:
         a, b = a.double(), b.double()
     if b.device != a.device:
@@ -83,11 +84,11 @@ def _exact_cosine(a: np.ndarray, b: np.ndarray, total: int) -> np.ndarray:
     for name, array in (("embeddings_a", a), ("embeddings_b", b)):
         num_bad = int(array.shape[0] - np.count_nonzero(np.isfinite(array).all(axis=1)))
         if num_bad:
-            raise ValueError(f"`{name}` has {num_bad} row(s) with NaN or infinite values out of {total}.")
+            raise DCRInputError(f"`{name}` has {num_bad} row(s) with NaN or infinite values out of {total}.")
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     num_zero = int(np.count_nonzero(norms == 0))
     if num_zero:
-        raise ValueError(f"{num_zero} pair(s) contain a zero embedding, whose cosine similarity is undefined.")
+        raise DCRInputError(f"{num_zero} pair(s) contain a zero embedding, whose cosine similarity is undefined.")
     return np.einsum("ij,ij->i", a, b) / norms
 
 
@@ -115,20 +116,20 @@ def _fold_ids(folds: ArrayLike | None, num_pairs: int, num_folds: int | None) ->
     if folds is None:
         num_folds = 10 if num_folds is None else num_folds
         if num_folds < 2:
-            raise ValueError(f"`num_folds` must be at least 2, got {num_folds}.")
+            raise DCRInputError(f"`num_folds` must be at least 2, got {num_folds}.")
         if num_pairs < num_folds:
-            raise ValueError(f"{num_pairs} pair(s) cannot be split into `num_folds`={num_folds} non-empty folds.")
+            raise DCRInputError(f"{num_pairs} pair(s) cannot be split into `num_folds`={num_folds} non-empty folds.")
         # Contiguous blocks in order, with the original's boundaries: fold k = [k*n//K, (k+1)*n//K).
         bounds = np.arange(num_folds + 1) * num_pairs // num_folds
         return np.repeat(np.arange(num_folds), np.diff(bounds)), num_folds
     if num_folds is not None:
-        raise ValueError("Pass either `folds` (fold id of every pair) or `num_folds` (contiguous blocks), not both.")
+        raise DCRInputError("Pass either `folds` (fold id of every pair) or `num_folds` (contiguous blocks), not both.")
     fold_values = _as_1d("folds", folds)
     if not np.issubdtype(fold_values.dtype, np.integer):
-        raise ValueError(f"`folds` must hold integer fold ids, got dtype {fold_values.dtype}.")
+        raise DCRInputError(f"`folds` must hold integer fold ids, got dtype {fold_values.dtype}.")
     unique_folds, dense = np.unique(fold_values, return_inverse=True)
     if len(unique_folds) < 2:
-        raise ValueError(f"`folds` must name at least 2 folds, got only fold {unique_folds.tolist()}.")
+        raise DCRInputError(f"`folds` must name at least 2 folds, got only fold {unique_folds.tolist()}.")
     return dense, len(unique_folds)
 
 
@@ -251,7 +252,7 @@ def _grid_thresholds(
     """Threshold `[folds]` of the best grid value of each fold (`threshold_grid` "original" or an array)."""
     if isinstance(threshold_grid, str):
         if threshold_grid != "original":
-            raise ValueError(f"`threshold_grid` must be None, 'original' or an array, got {threshold_grid!r}.")
+            raise DCRInputError(f"`threshold_grid` must be None, 'original' or an array, got {threshold_grid!r}.")
         grid = ORIGINAL_THRESHOLD_GRID
     else:
         grid = np.unique(_as_1d("threshold_grid", threshold_grid, finite=True).astype(np.float64))
@@ -325,7 +326,7 @@ def roc_metrics(
     num_same, num_different = _check_both_classes(is_same)
     for far in far_targets:
         if not 0 < far <= 1:
-            raise ValueError(f"`far_targets` must lie in (0, 1], got {far}.")
+            raise DCRInputError(f"`far_targets` must lie in (0, 1], got {far}.")
 
     values, positions = np.unique(scores, return_inverse=True)
     counts = np.bincount(is_same * len(values) + positions, minlength=2 * len(values)).reshape(2, len(values))

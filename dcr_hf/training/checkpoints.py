@@ -21,6 +21,7 @@ from pathlib import Path
 
 from transformers.utils import logging
 
+from ..errors_dcr import DCRFileExistsError, DCRFileNotFoundError, DCRInputError
 from ..model_files import json_problem, safetensors_problem
 
 logger = logging.get_logger(__name__)
@@ -110,14 +111,14 @@ def resolve_resume_checkpoint(value: str | None, output_dir: str | Path) -> str 
                 logger.info(f"Resuming from {folder}, the newest valid checkpoint of {output_dir}")
                 return str(folder)
             logger.warning(f"Skipping {folder}: {problem}.")
-        raise FileNotFoundError(f"--resume_from_checkpoint {value}: {output_dir} holds no valid checkpoint-N folder.")
+        raise DCRFileNotFoundError(f"--resume_from_checkpoint {value}: {output_dir} holds no valid checkpoint-N folder.")
     folder = Path(value)
     problem = checkpoint_problem(folder)
     if problem is not None:
         step = checkpoint_step(folder)
         previous = last_good_checkpoint(folder.parent, before_step=step, resumable=True) if step is not None else None
         hint = f"the previous valid checkpoint is {previous}" if previous else f"no earlier valid checkpoint in {folder.parent}"
-        raise ValueError(f"--resume_from_checkpoint {value}: {problem}; {hint}.")
+        raise DCRInputError(f"--resume_from_checkpoint {value}: {problem}; {hint}.")
     return str(folder)
 
 
@@ -167,13 +168,13 @@ def check_output_dir(
     if source is not None and Path(source).expanduser().is_dir():
         relation = _relation(output_dir.expanduser().resolve(), Path(source).expanduser().resolve())
         if relation:
-            raise ValueError(
+            raise DCRInputError(
                 f"--output_dir {output_dir} {relation} the {source_option} folder {source}: training would write into "
                 "(or replace) the model it starts from; choose another --output_dir."
             )
     held = previous_run(output_dir)
     if held and not overwrite and not resuming:
-        raise FileExistsError(
+        raise DCRFileExistsError(
             f"--output_dir {output_dir} holds a previous run ({', '.join(held)}); pass --resume_from_checkpoint last to "
             "continue it, --overwrite_output_dir to replace it, or choose another --output_dir."
         )

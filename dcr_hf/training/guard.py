@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ..errors_dcr import DCRInputError
 from .checkpoints import last_good_checkpoint
 
 
@@ -65,7 +66,7 @@ class DivergenceGuard:
 
     def __init__(self, divergence_factor: float | None = 100.0):
         if divergence_factor is not None and not divergence_factor >= 0:
-            raise ValueError(f"--divergence_factor must be >= 0 (0: no bound), got {divergence_factor}.")
+            raise DCRInputError(f"--divergence_factor must be >= 0 (0: no bound), got {divergence_factor}.")
         self.divergence_factor = divergence_factor or None
         self._bad_step: torch.Tensor | None = None  # 0-d int64: first step with a non-finite loss, -1 if none
         self._bad_loss: torch.Tensor | None = None  # 0-d float32: that loss

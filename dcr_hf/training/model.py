@@ -13,6 +13,7 @@ import copy
 
 from transformers.utils import logging
 
+from ..errors_dcr import DCRInputError
 from ..configuration_dcr import DCRConfig
 from ..convert import branch_model_from_trunk
 from ..model_files import load_pretrained
@@ -40,7 +41,7 @@ def build_model(plan: TrainingPlan, id2label: dict[int, str]) -> DCRForImageClas
     if plan.stage == "branch":
         trunk = load_pretrained(DCRForImageClassification, source, "--trunk")
         if trunk.config.num_labels != num_labels:
-            raise ValueError(
+            raise DCRInputError(
                 f"the trunk {source} has {trunk.config.num_labels} classes but the training set has {num_labels}; "
                 "the branch stage trains on the trunk's identities."
             )

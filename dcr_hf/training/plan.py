@@ -48,6 +48,7 @@ from typing import Any
 import torch
 from transformers.utils import logging
 
+from ..errors_dcr import DCRInputError
 from ..configuration_dcr import DCRConfig, check_low_resolution_sizes
 from ..data import registry
 from ..data.augment import check_augmentation
@@ -112,7 +113,7 @@ def plan_training(
     _check_data_options(data_args, training_args)
     check_precision(training_args)
     if not training_args.divergence_factor >= 0:
-        raise ValueError(f"--divergence_factor must be >= 0 (0: no bound), got {training_args.divergence_factor}.")
+        raise DCRInputError(f"--divergence_factor must be >= 0 (0: no bound), got {training_args.divergence_factor}.")
     resume = _check_output_folder(training_args, stage, source, source_option)
 
     overrides = {**model_args.config_settings(), **degradation}
@@ -124,7 +125,7 @@ def plan_training(
         config = stage_config(model_args, source, source_option, overrides)
         processor = source_processor(model_args, source, config.image_size)
     if registry.has_real_low_resolution_probes(data_args.dataset) and config.use_branches:
-        raise ValueError(
+        raise DCRInputError(
             "fine-tuning a branch model on real LR images is not supported: their distances do not name the "
             f"branch sizes {config.low_resolution_sizes}; fine-tune the trunk, then train the branches."
         )
@@ -146,11 +147,11 @@ def plan_training(
 def _check_stage(model_args: ModelArguments) -> str | None:
     """The model the stage starts from (`--trunk` / `--init_from`), given where the stage needs it."""
     if model_args.stage == "branch" and not model_args.trunk:
-        raise ValueError("--stage branch needs --trunk PATH_OR_HUB_ID (a trained trunk-stage model).")
+        raise DCRInputError("--stage branch needs --trunk PATH_OR_HUB_ID (a trained trunk-stage model).")
     if model_args.stage == "finetune" and not model_args.init_from:
-        raise ValueError("--stage finetune needs --init_from PATH_OR_HUB_ID (the model to fine-tune).")
+        raise DCRInputError("--stage finetune needs --init_from PATH_OR_HUB_ID (the model to fine-tune).")
     if model_args.stage == "trunk" and (model_args.trunk or model_args.init_from):
-        raise ValueError("--trunk and --init_from belong to --stage branch / finetune, not to --stage trunk.")
+        raise DCRInputError("--trunk and --init_from belong to --stage branch / finetune, not to --stage trunk.")
     return model_args.source
 
 
@@ -160,7 +161,7 @@ def _resolve_degradation(value: str | None, dataset: str) -> dict[str, Any]:
     if value is None:
         return {}
     if value != "none" and registry.has_real_low_resolution_probes(dataset):
-        raise ValueError(f"--degradation {value}: --dataset {dataset} trains on real LR images, which are used "
+        raise DCRInputError(f"--degradation {value}: --dataset {dataset} trains on real LR images, which are used "
                          "as they are; the degradation model applies to simulated LR copies.")
     return {"degradation": resolve_degradation(value)}
 
@@ -171,9 +172,9 @@ def _check_data_options(data_args: DataArguments, training_args: DCRTrainingArgu
     check_augmentation(data_args.augmentation)
     per_class = data_args.samples_per_class
     if per_class is not None and per_class < 1:
-        raise ValueError(f"--samples_per_class must be a positive number of images per identity, got {per_class}.")
+        raise DCRInputError(f"--samples_per_class must be a positive number of images per identity, got {per_class}.")
     if per_class is not None and training_args.per_device_train_batch_size % per_class:
-        raise ValueError(
+        raise DCRInputError(
             f"--per_device_train_batch_size {training_args.per_device_train_batch_size} must be a multiple of "
             f"--samples_per_class {per_class}."
         )
@@ -218,18 +219,18 @@ def stage_config(model_args: ModelArguments, source: str, option: str, overrides
     than the source's is refused (its weights were trained for them)."""
     config = load_config(DCRConfig, source, option)
     if config.model_type != DCRConfig.model_type:
-        raise ValueError(f"{source} is not a DCR model (model_type={config.model_type!r}).")
+        raise DCRInputError(f"{source} is not a DCR model (model_type={config.model_type!r}).")
     check_model_source(source, option)  # its weight files too, before any data is read
     for name in ("image_size", "low_resolution_sizes", "head"):
         given = getattr(model_args, name)
         if given is not None and given != getattr(config, name):
-            raise ValueError(
+            raise DCRInputError(
                 f"{source} was trained with {name}={getattr(config, name)!r}, but --{name} is {given!r}; "
                 f"leave --{name} out to use the model's."
             )
     values = {**config.to_dict(), **overrides}
     if model_args.stage == "branch":
-        # As the branch model is built around the trunk (`DCRForImageClassification.from_trunk`).
+        # As the branch model is built around the trunk (`dcr_hf.branch_model_from_trunk`).
         values.update(use_branches=True, freeze_trunk=not model_args.unfreeze_trunk)
         values.pop("auto_map", None)
     return DCRConfig.from_dict(values)
@@ -245,7 +246,7 @@ def source_processor(model_args: ModelArguments, source: str, image_size: int) -
     processor = load_image_processor(source, image_size)
     for name, value in _normalization(model_args).items():
         if [float(v) for v in value] != list(getattr(processor, name)):
-            raise ValueError(
+            raise DCRInputError(
                 f"{source} was trained with {name}={getattr(processor, name)}, but --{name} is {value}; "
                 f"leave --{name} out to use the model's."
             )
@@ -284,7 +285,7 @@ def prepare_push(training_args: DCRTrainingArguments) -> dict[str, Any] | None:
     if not push:
         return None
     if not training_args.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id org/name.")
+        raise DCRInputError("--push_to_hub needs --hub_model_id org/name.")
     settings = {"token": token, "private": training_args.hub_private_repo, "revision": training_args.hub_revision}
     repo_id = training_args.hub_model_id
     if training_args.should_save:  # the main process pushes

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from transformers.utils import is_torch_xla_available, logging
 
+from ..errors_dcr import DCRInputError
+
 logger = logging.get_logger(__name__)
 
 #: Where the CPU's instruction-set flags are read (Linux).
@@ -45,7 +47,7 @@ def check_precision(training_args) -> None:
         return
     if training_args.fp16:
         # Accelerate runs fp16 on a CPU in float32 without a word; bf16 autocast works there.
-        raise ValueError("--fp16 needs a GPU (Accelerate trains fp16 on a CPU in float32); on a CPU use --bf16.")
+        raise DCRInputError("--fp16 needs a GPU (Accelerate trains fp16 on a CPU in float32); on a CPU use --bf16.")
     if not (training_args.bf16 or training_args.bf16_full_eval):
         return
     if getattr(training_args, "use_cpu_for_bf16", False):

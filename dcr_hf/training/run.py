@@ -16,6 +16,7 @@ from datasets import Dataset, DatasetDict
 from transformers import EarlyStoppingCallback, set_seed
 from transformers.utils import logging
 
+from ..errors_dcr import DCRInputError
 from ..configuration_dcr import DCRConfig
 from ..data import registry
 from ..data.transforms import FinetuneTransform, TrainTransform, apply_transform
@@ -70,7 +71,7 @@ def check_training_labels(data: TrainingData) -> None:
     labels = np.asarray(data.train.with_format("numpy")["label"])
     if labels.size and (labels.min() < 0 or labels.max() >= data.num_labels):
         bad = int(labels.min()) if labels.min() < 0 else int(labels.max())
-        raise ValueError(f"the training set has label {bad}, outside 0..{data.num_labels - 1} (its {data.num_labels} classes).")
+        raise DCRInputError(f"the training set has label {bad}, outside 0..{data.num_labels - 1} (its {data.num_labels} classes).")
 
 
 def train_transform(data: TrainingData, spec: DataSpec, config: DCRConfig,

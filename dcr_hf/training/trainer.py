@@ -12,6 +12,7 @@ from transformers import Trainer, default_data_collator
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils import logging
 
+from ..errors_dcr import DCRInputError
 from ..data.augment import apply_flips, draw_flips
 from ..data.transforms import TrainTransform
 from ..modeling_dcr import Miner
@@ -245,7 +246,7 @@ class DCRTrainer(Trainer):
         from embeddings, not from gathered predictions; giving it raises `ValueError`.
         """
         if ignore_keys is not None:
-            raise ValueError(
+            raise DCRInputError(
                 f"DCRTrainer.evaluate(ignore_keys={ignore_keys!r}): DCR validation computes face-protocol metrics "
                 "from embeddings and gathers no model outputs, so there are no keys to ignore."
             )
@@ -256,7 +257,7 @@ class DCRTrainer(Trainer):
             )
         if not self.validation_protocol:
             if eval_dataset is not None:
-                raise ValueError("DCRTrainer.evaluate(eval_dataset=...): this run has no validation protocol "
+                raise DCRInputError("DCRTrainer.evaluate(eval_dataset=...): this run has no validation protocol "
                                  "(no validation dataset), so there is no protocol to evaluate the dataset by.")
             return {}
         from ..evaluation import summary_metrics

@@ -13,6 +13,7 @@ import torch
 from datasets import ClassLabel, Dataset, DatasetDict
 from transformers.utils import logging
 
+from ...errors_dcr import DCRInputError
 from ...configuration_dcr import DCRConfig
 from ...image_processing_dcr import simulate_low_resolution
 from ..features import PAIRS_FEATURES, gallery_features, identity_features, probe_features, subject_name
@@ -96,7 +97,7 @@ def _pairs_dataset(seed: int, images: list[bytes], labels: np.ndarray, num_ident
     for fold, group in enumerate(np.array_split(np.arange(num_identities), 10)):
         same, different = _fold_candidates(group, by_identity)
         if min(len(same), len(different)) < per_class:
-            raise ValueError(
+            raise DCRInputError(
                 f"num_pairs={num_pairs} needs {per_class} same and {per_class} different pairs per fold, but fold "
                 f"{fold} has {len(group)} identities giving only {len(same)} same and {len(different)} different "
                 "pairs; lower num_pairs or raise num_verification_identities / images_per_identity."
@@ -178,7 +179,7 @@ def _probe_dataset(
 def _check_arguments(split: str | None, num_pairs: int, **sizes: int) -> None:
     """Reject an unknown split and sizes that cannot make every split (see `load_synthetic`)."""
     if split is not None and split not in SYNTHETIC_SPLITS:
-        raise ValueError(f"split={split!r} is not a synthetic split; expected None or one of {SYNTHETIC_SPLITS}.")
+        raise DCRInputError(f"split={split!r} is not a synthetic split; expected None or one of {SYNTHETIC_SPLITS}.")
     minimums = {
         "num_identities": 1,
         "images_per_identity": 2,
@@ -190,9 +191,9 @@ def _check_arguments(split: str | None, num_pairs: int, **sizes: int) -> None:
     for name, minimum in minimums.items():
         value = sizes[name]
         if not isinstance(value, int) or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+            raise DCRInputError(f"{name} must be an integer >= {minimum}, got {value!r}.")
     if not isinstance(num_pairs, int) or num_pairs <= 0 or num_pairs % 20:
-        raise ValueError(f"num_pairs must be a positive multiple of 20 (10 folds x same/different), got {num_pairs!r}.")
+        raise DCRInputError(f"num_pairs must be a positive multiple of 20 (10 folds x same/different), got {num_pairs!r}.")
 
 
 def load_synthetic(
