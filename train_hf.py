@@ -6,7 +6,7 @@
     accelerate launch train_hf.py --dataset casia --data_root /data --architecture dcr ...
 
 The same command as `dcr-train` (the logic lives in `dcr_hf.training.command`). DCR's options:
-`python train_hf.py --help`; every Trainer option too: `--help_all`. The README maps the
+`python train_hf.py --help`; every Trainer option too: `--help_all`. docs/training.md maps the
 original's flags to these.
 """
 

@@ -301,7 +301,9 @@ def build_parser() -> HfArgumentParser:
 def run(argv: Sequence[str] | None = None, parser: HfArgumentParser | None = None) -> dict[str, dict]:
     """Parse a command line, evaluate every model, print and write the reports; `{model name: result}`."""
     parser = parser or build_parser()
-    model_args, data_args, eval_args = parser.parse_args_into_dataclasses(args=argv)
+    model_args, data_args, eval_args, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     # The work, imported once the arguments parsed (`--help` needs none of it).
     from accelerate import Accelerator
 
