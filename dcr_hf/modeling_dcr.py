@@ -2,8 +2,9 @@
 
 Lu, Jiang & Kot, "Deep Coupled ResNet for Low-Resolution Face Recognition", IEEE SPL 2018.
 
-This file travels to every Hub repository next to `configuration_dcr.py` and `losses_dcr.py` (for
-`trust_remote_code`), so it imports only torch, transformers and those two. It is longer than the
+This file travels to every Hub repository next to `configuration_dcr.py`, `losses_dcr.py`,
+`image_processing_dcr.py` (the LR operator a branch model applies to plain HR pixels) and
+`errors_dcr.py` (for `trust_remote_code`), so it imports only torch, transformers and those. It is longer than the
 package's other modules because, as in transformers' own model files, one file holds the whole
 network (trunk blocks, branches, classifier heads) and both models with their input checks.
 """
