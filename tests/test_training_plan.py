@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -91,3 +93,58 @@ def test_validation_sizes_are_checked_against_the_source_models_image_size(tmp_p
 def test_a_stage_refuses_settings_its_source_was_not_trained_with(tmp_path, source, extra, match):
     with pytest.raises(ValueError, match=match):
         plan(tmp_path, "--stage", "finetune", "--init_from", str(source), *extra)
+
+
+@pytest.mark.parametrize(
+    ("extra", "line"),
+    [
+        (["--max_steps", "0"], "--max_steps must be a positive number of optimizer steps (or -1: use --num_train_epochs), got 0."),
+        (["--max_steps", "-5"], "--max_steps must be a positive number of optimizer steps (or -1: use --num_train_epochs), got -5."),
+        (["--num_train_epochs", "0"], "--num_train_epochs must be a positive number of epochs (or give --max_steps), got 0."),
+        (["--num_train_epochs", "-1"], "--num_train_epochs must be a positive number of epochs (or give --max_steps), got -1."),
+        (["--learning_rate", "nan"], "--learning_rate must be a finite number >= 0, got nan."),
+        (["--learning_rate", "-1"], "--learning_rate must be a finite number >= 0, got -1."),
+        (["--learning_rate", "inf"], "--learning_rate must be a finite number >= 0, got inf."),
+        (["--weight_decay", "nan"], "--weight_decay must be a finite number >= 0, got nan."),
+        (["--weight_decay", "-0.1"], "--weight_decay must be a finite number >= 0, got -0.1."),
+    ],
+    ids=["max-steps-0", "max-steps-negative", "epochs-0", "epochs-negative", "lr-nan", "lr-negative", "lr-inf",
+         "decay-nan", "decay-negative"],
+)
+def test_degenerate_schedules_are_one_usage_line_before_any_data(tmp_path, capsys, monkeypatch, extra, line):
+    """The command: exit status 2 and one line; nothing is read (the fixture) and no folder is written."""
+    from dcr_hf.training.command import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--output_dir", str(tmp_path / "out"), "--use_cpu", "true", *extra])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in error
+    [reported] = [text for text in error.splitlines() if "error:" in text]
+    assert reported.endswith(f": error: {line}") and error.strip().endswith(reported)
+    assert not (tmp_path / "out").exists()
+
+
+def test_max_steps_overrides_zero_epochs_and_a_high_rate_is_only_warned(tmp_path, caplog):
+    planned = plan(tmp_path, "--max_steps", "2", "--num_train_epochs", "0", "--learning_rate", "1e6")
+    assert planned.training_args.max_steps == 2
+    assert "--learning_rate 1e+06 is above 10: expect the run to diverge" in caplog.text
+
+
+@pytest.mark.parametrize("labels", [[0, 0, 0], []], ids=["one-identity", "no-image"])
+def test_a_training_set_of_fewer_than_2_identities_is_refused_before_the_model(tmp_path, monkeypatch, labels):
+    from datasets import Dataset
+
+    import dcr_hf.training.run as training_run
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the model was built")
+
+    data = training_run.TrainingData(
+        train=Dataset.from_dict({"label": labels}), num_labels=1, id2label={0: "0"}, real_low_resolution=False,
+        validation=None, validation_protocol=None, validation_name=None,
+    )
+    monkeypatch.setattr(training_run, "build_model", must_not_run)
+    planned = plan(tmp_path, "--validation_dataset", "none", "--max_steps", "1", "--use_cpu", "true")
+    count = len(set(labels))
+    with pytest.raises(ValueError, match=re.escape(f"the training set has {count} identit") + r".*needs at least 2 identities"):
+        training_run.run_training(planned, data=data)

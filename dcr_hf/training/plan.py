@@ -28,6 +28,8 @@ Where each option is checked (once):
   files and `--image_size`, `--low_resolution_sizes`, `--head`, `--image_mean` / `--image_std`
   against the source's; `--push_to_hub` with `--hub_model_id` and the repo (`prepare_push`);
 - `degradation.resolve_degradation`, called here: the `--degradation` preset or JSON file;
+- `check_schedule`, here: `--max_steps`, `--num_train_epochs`, `--learning_rate`, `--weight_decay`
+  (a run that would train nothing, a NaN / infinite / negative rate or decay; a rate above 10 warned);
 - `precision.check_precision`, called here: `--fp16` / `--bf16` on a CPU;
 - the data registry, called here: `--dataset`, `--data_root`, `--validation_dataset`;
   `data.augment.check_augmentation`: `--augmentation`;
@@ -41,6 +43,7 @@ Where each option is checked (once):
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -112,6 +115,7 @@ def plan_training(
     degradation = _resolve_degradation(model_args.degradation, data_args.dataset)
     _check_data_options(data_args, training_args)
     check_precision(training_args)
+    check_schedule(training_args)
     if not training_args.divergence_factor >= 0:
         raise DCRInputError(f"--divergence_factor must be >= 0 (0: no bound), got {training_args.divergence_factor}.")
     resume = _check_output_folder(training_args, stage, source, source_option)
@@ -178,6 +182,30 @@ def _check_data_options(data_args: DataArguments, training_args: DCRTrainingArgu
             f"--per_device_train_batch_size {training_args.per_device_train_batch_size} must be a multiple of "
             f"--samples_per_class {per_class}."
         )
+
+
+#: A learning rate above this is most likely a typo (DCR trains at 1e-3 .. 1e-1): the run is warned.
+MAX_LEARNING_RATE = 10.0
+
+
+def check_schedule(training_args: DCRTrainingArguments) -> None:
+    """Refuse a run that would train nothing or train on nonsense: `--max_steps 0` (the Trainer
+    would still take one step and save a model), `--num_train_epochs <= 0` without `--max_steps`,
+    a NaN, infinite or negative `--learning_rate` or `--weight_decay` (the optimizer refused some
+    of these only after the data were built and a validation pass ran). A rate above
+    `MAX_LEARNING_RATE` is warned, not refused: the divergence guard stops such a run at its first
+    logged loss, and tests use one on purpose; 0 is allowed (a run that only re-estimates statistics)."""
+    steps, epochs = training_args.max_steps, training_args.num_train_epochs
+    if steps == 0 or steps < -1:
+        raise DCRInputError(f"--max_steps must be a positive number of optimizer steps (or -1: use --num_train_epochs), got {steps}.")
+    if steps < 0 and not (math.isfinite(epochs) and epochs > 0):
+        raise DCRInputError(f"--num_train_epochs must be a positive number of epochs (or give --max_steps), got {epochs:g}.")
+    for option, value in (("--learning_rate", training_args.learning_rate), ("--weight_decay", training_args.weight_decay)):
+        if not (math.isfinite(value) and value >= 0):
+            raise DCRInputError(f"{option} must be a finite number >= 0, got {value:g}.")
+    if training_args.learning_rate > MAX_LEARNING_RATE:
+        logger.warning(f"--learning_rate {training_args.learning_rate:g} is above {MAX_LEARNING_RATE:g}: expect the "
+                       "run to diverge (DCR trains at 1e-3 .. 1e-1).")
 
 
 def _check_output_folder(training_args: DCRTrainingArguments, stage: str, source: str | None,
@@ -320,6 +348,6 @@ def complete_training_arguments(training_args: DCRTrainingArguments, protocol: s
 
 
 __all__ = [
-    "DataSpec", "TrainingPlan", "complete_training_arguments", "data_spec", "new_trunk_config", "plan_training",
+    "MAX_LEARNING_RATE", "DataSpec", "TrainingPlan", "check_schedule", "complete_training_arguments", "data_spec", "new_trunk_config", "plan_training",
     "prepare_push", "source_processor", "stage_config",
 ]

@@ -67,11 +67,18 @@ def load_training_data(spec: DataSpec) -> TrainingData:
 
 def check_training_labels(data: TrainingData) -> None:
     """Every training label in 0..num_labels-1, checked once before training: the model checks the
-    labels of each batch only on a CPU (on an accelerator that would wait for the device every step)."""
+    labels of each batch only on a CPU (on an accelerator that would wait for the device every step);
+    and at least 2 identities (a 1-class model learns nothing)."""
     labels = np.asarray(data.train.with_format("numpy")["label"])
     if labels.size and (labels.min() < 0 or labels.max() >= data.num_labels):
         bad = int(labels.min()) if labels.min() < 0 else int(labels.max())
         raise DCRInputError(f"the training set has label {bad}, outside 0..{data.num_labels - 1} (its {data.num_labels} classes).")
+    identities = np.unique(labels).size
+    if identities < 2:
+        raise DCRInputError(
+            f"the training set has {identities} identit{'y' if identities == 1 else 'ies'} ({labels.size} images); "
+            "DCR training needs at least 2 identities to tell apart."
+        )
 
 
 def train_transform(data: TrainingData, spec: DataSpec, config: DCRConfig,
