@@ -36,7 +36,8 @@ Where each option is checked (once):
 - `DCRConfig`: every model field (`--depths`, `--hidden_sizes`, `--low_resolution_sizes`,
   `--head`, `--margin`, `--margin_scale`, the miners and loss weights, the resolved degradation);
 - `checkpoints.check_output_dir` / `resolve_resume_checkpoint`, called here: `--output_dir`,
-  `--overwrite_output_dir`, `--resume_from_checkpoint`;
+  `--overwrite_output_dir`, `--resume_from_checkpoint`; `lock.check_unlocked`, called here: an
+  `--output_dir` another live run holds (`run.run_training` takes the lock and repeats the check);
 - at parsing (`command.parse_arguments`): types and choices (argparse), the Trainer options DCR
   refuses, `TrainingArguments`' own checks.
 """
@@ -62,6 +63,7 @@ from ..image_processing_dcr import DCRImageProcessor
 from ..model_files import check_model_source, load_config
 from .arguments import ARCHITECTURES, DataArguments, DCRTrainingArguments, ModelArguments
 from .checkpoints import check_output_dir, resolve_resume_checkpoint
+from .lock import check_unlocked
 from .precision import check_precision
 
 logger = logging.get_logger(__name__)
@@ -211,10 +213,12 @@ def check_schedule(training_args: DCRTrainingArguments) -> None:
 def _check_output_folder(training_args: DCRTrainingArguments, stage: str, source: str | None,
                          source_option: str | None) -> str | None:
     """Fill the default output folder, resolve `--resume_from_checkpoint` (`True` / `last` -> the newest
-    valid checkpoint) and refuse an output folder that would destroy finished work. Returns the
-    checkpoint to resume from, or `None`."""
+    valid checkpoint) and refuse an output folder that would destroy finished work or that another
+    live run holds (`lock`). Returns the checkpoint to resume from, or `None`."""
     if training_args.output_dir in (None, "trainer_output"):
         training_args.output_dir = os.path.join("outputs", f"dcr-{stage}")
+    if training_args.process_index == 0:  # the main process takes the lock (`run_training`); the others never do
+        check_unlocked(training_args.output_dir)  # first: a live run's folder is in use, whatever it holds
     resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     check_output_dir(training_args.output_dir, source, source_option, training_args.overwrite_output_dir,
                      resuming=resume is not None)

@@ -22,7 +22,8 @@ from ..data import registry
 from ..data.transforms import FinetuneTransform, TrainTransform, apply_transform
 from ..degradation import degradation_for
 from ..image_processing_dcr import DCRImageProcessor
-from .checkpoints import finished_message, remove_previous_checkpoints
+from .checkpoints import check_output_dir, finished_message, remove_previous_checkpoints
+from .lock import LOCK_FILE, RunLock
 from .mining import build_miner
 from .model import build_model
 from .plan import DataSpec, TrainingPlan
@@ -137,6 +138,18 @@ def run_training(plan: TrainingPlan, callbacks: list | None = None, data: Traini
     `data`: the training (and validation) data when already loaded, e.g. a dataset built in
     memory; by default it is loaded from `plan.data` (`load_training_data`).
     """
+    training_args = plan.training_args
+    # One run per output folder (`lock`), held by the main process to the end of the run; the
+    # previous-run check the plan made is repeated under the lock, so two runs started together
+    # cannot both pass it.
+    with RunLock(training_args.output_dir, enabled=training_args.process_index == 0):
+        if training_args.process_index == 0:
+            check_output_dir(training_args.output_dir, plan.source, plan.source_option,
+                             training_args.overwrite_output_dir, resuming=plan.resume is not None)
+        return _run_locked(plan, callbacks, data)
+
+
+def _run_locked(plan: TrainingPlan, callbacks: list | None, data: TrainingData | None) -> dict[str, Any]:
     training_args, config = plan.training_args, plan.config
     set_seed(training_args.seed)
     if data is None:
@@ -287,7 +300,8 @@ def _finish_folder(plan: TrainingPlan, trainer: DCRTrainer, result: dict[str, An
     )
     logger.info(f"Saved the model to {output_dir} (weights, config, processor, pipeline and model card)")
     if push:
-        result["pushed"] = hub.push_or_explain(output_dir, commit_message=f"DCR {plan.stage} stage", **push)
+        result["pushed"] = hub.push_or_explain(output_dir, commit_message=f"DCR {plan.stage} stage",
+                                               ignore_patterns=(*hub.PUSH_IGNORE_PATTERNS, LOCK_FILE), **push)
         result["hub_model_id"] = hub_model_id
 
 
