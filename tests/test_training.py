@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from dcr_hf.training.guard import LossDivergedError, NonFiniteWeightsError
 from dcr_hf.training.command import parse_arguments
 from dcr_hf.training.command import main as train_main
 from dcr_hf.training.command import train as train_command
+from dcr_hf.training.lock import LOCK_FILE
 from tests.hub_standin import HubStandIn
 from tests.layouts import make_identity_folder
 
@@ -261,8 +263,10 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, sampling):
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert (interrupted / "checkpoint-4").is_dir()
     assert not (interrupted / "checkpoint-8").exists() and not (interrupted / "model.safetensors").exists()
+    assert json.loads((interrupted / LOCK_FILE).read_text())["pid"] != os.getpid()  # the killed run's, now stale
 
     train(interrupted, *options, "--resume_from_checkpoint", str(interrupted / "checkpoint-4"))
+    assert not (interrupted / LOCK_FILE).exists()  # taken over, then released
     expected, resumed = _weights(uninterrupted), _weights(interrupted)
     assert set(expected) == set(resumed) and "centers" in expected
     for key in expected:
@@ -461,7 +465,7 @@ def test_push_sends_the_complete_folder_privately_with_the_token_and_no_secret(t
     assert (commit.repo_id, commit.revision) == ("org/dcr-trunk", "v1")
     # The complete folder, as saved, in one commit: no checkpoint, no pickled arguments, nothing holding the token.
     assert FOLDER_FILES | {"training_recipe.json", "trainer_state.json", "pipeline_dcr.py"} <= set(commit.files)
-    assert not [name for name in commit.files if name.startswith(("checkpoint-", "runs/")) or name.endswith((".bin", ".pt"))]
+    assert not [name for name in commit.files if name.startswith(("checkpoint-", "runs/", LOCK_FILE)) or name.endswith((".bin", ".pt"))]
     assert not [name for name, content in commit.files.items() if hub.token.encode() in content]
     for name, content in commit.files.items():
         assert (tmp_path / name).read_bytes() == content, name
@@ -469,6 +473,33 @@ def test_push_sends_the_complete_folder_privately_with_the_token_and_no_secret(t
     # The token is in no file the run wrote (training_args.bin in the checkpoints included).
     assert (tmp_path / "checkpoint-2" / "training_args.bin").is_file()
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and hub.token.encode() in p.read_bytes()]
+
+
+def test_two_concurrent_runs_into_one_folder_one_is_refused_and_the_other_finishes(tmp_path, capsys):
+    folder = tmp_path / "out"
+    options = [*NO_VALIDATION, "--max_steps", "30", "--save_strategy", "steps", "--save_steps", "1",
+               "--save_total_limit", "2"]
+    first = subprocess.Popen([sys.executable, str(WORKER), "--", *_argv(folder, *options)], env=_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(folder.glob("checkpoint-*")) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first.poll() is None, "the first run ended before the second started"
+        with pytest.raises(SystemExit) as exit_info:
+            train_main(_argv(folder, *options))
+        _, stderr = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in error
+    [line] = [text for text in error.splitlines() if "error:" in text]
+    assert f"error: --output_dir {folder} is in use by another run (PID {first.pid} on host {socket.gethostname()}" in line
+    assert first.returncode == 0, stderr[-3000:]
+    assert _state(folder)["global_step"] == 30 and (folder / "model.safetensors").is_file()
+    assert _weights(folder).keys() == _weights(folder / "checkpoint-30").keys()
+    assert not (folder / LOCK_FILE).exists()
 
 
 @pytest.mark.parametrize("problem", ["bad-token", "read-only", "public-repo"])
