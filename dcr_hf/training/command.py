@@ -6,7 +6,7 @@
 
 `--help` lists DCR's options (model, data, training) and points to the Trainer's; `--help_all`
 lists every `TrainingArguments` option as well. Usage errors (bad values, missing or broken files
-and models, an `--output_dir` holding a finished run) end with an argparse-style one-line error and
+and models, an `--output_dir` holding a finished run or in use by a live run) end with an argparse-style one-line error and
 exit status 2; a run stopped by the divergence guard, or a push that failed after the folder was
 saved, with one error line and exit status 1 (`dcr_hf.cli`; `--debug` shows the traceback).
 
@@ -20,7 +20,8 @@ A run reads top to bottom, each module left once (`train`):
    model is built; the `TrainingPlan`: the model's complete `DCRConfig` (which validates its own
    fields), the processor, the `DataSpec` and the completed `TrainingArguments`. The argument
    dataclasses go no further;
-4. `run.run_training(plan)`: data (`load_training_data(plan.data)`), model
+4. `run.run_training(plan)`: the output folder's lock (`lock.RunLock`, main process, to the end),
+   data (`load_training_data(plan.data)`), model
    (`model.build_model(plan, ...)`), `trainer.DCRTrainer`, train, validate, save, card, push.
 
 One option's path, `--degradation jpeg`: `ModelArguments.degradation` (the string) ->
