@@ -9,7 +9,8 @@ argument dataclasses) -> `plan` (`plan_training`: every option checked once, the
 the `DCRConfig`, the `DataSpec`, the completed `TrainingArguments`; `precision`: the device and
 bf16 on a CPU) -> `run` (`run_training(plan)`: data, model, Trainer, train, validate, save, push)
 -> `model` (the stage's model), `trainer` (`DCRTrainer`), `mining` (the center terms' batch-hard
-miner), `guard` (the divergence guard), `checkpoints` (the output folder and resuming).
+miner), `guard` (the divergence guard), `checkpoints` (the output folder and resuming), `lock`
+(one run per output folder).
 
 The names below are imported when first used, so that `--help` does not load the data and model
 modules.
