@@ -133,6 +133,61 @@ def relative_image_path(relative: str, path: PathLike, line_number: int, image_d
     return relative
 
 
+def confine_to_root(path: PathLike, root: PathLike, *, follow_symlinks_outside_root: bool = False) -> Path:
+    """`path` when its real path (every symbolic link resolved) lies inside the real path of `root`.
+
+    The one rule of every loader: a dataset reads only files of its data root, so a link that
+    points elsewhere (which would pull any file of the machine into a prepared dataset or onto the
+    Hub) raises `DCRInputError` naming the link and its target, unless `follow_symlinks_outside_root`
+    (for data roots that are trees of links). Links that stay inside the root are followed.
+    """
+    path = Path(path)
+    if follow_symlinks_outside_root:
+        return path
+    real_root = os.path.realpath(root)
+    if _contains(real_root, os.path.realpath(path)):
+        return path
+    # Name the first link on the way that leads out of the root; a link above the root (macOS's /tmp) leads
+    # to one of its ancestors and is not it. Error path only, so the extra stats are free.
+    link = next((p for p in (*reversed(path.parents), path) if p.is_symlink() and not _contains(
+        real_root, os.path.realpath(p)) and not _contains(os.path.realpath(p), real_root)), path)
+    target = os.readlink(link) if link.is_symlink() else os.path.realpath(path)
+    raise DCRInputError(
+        f"'{link}' is a symbolic link to '{target}', outside the data root '{real_root}'; copy the file into the "
+        "data root, or pass --follow_symlinks_outside_root (follow_symlinks_outside_root=True) if the data root "
+        "is a tree of links."
+    )
+
+
+def _contains(outer: str, inner: str) -> bool:
+    """Whether the real path `inner` is the real path `outer` or lies under it."""
+    return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
+
+
+def confine_listed(
+    relatives: Iterable[str], image_dir: PathLike, root: PathLike, *, follow_symlinks_outside_root: bool = False
+) -> None:
+    """`confine_to_root` for the files a list or pairs file names relative to `image_dir` (missing ones skipped).
+
+    Folders are resolved once each and files need one `lstat`, not a full `realpath` per line.
+    """
+    if follow_symlinks_outside_root:
+        return
+    image_dir = Path(image_dir)
+    confine_to_root(image_dir, root)
+    folders: dict[str, bool] = {}
+    for relative in relatives:
+        parent, _, _ = relative.rpartition("/")
+        if parent not in folders:
+            folder = image_dir / parent
+            folders[parent] = folder.is_dir()
+            if folders[parent]:
+                confine_to_root(folder, root)
+        path = image_dir / relative
+        if folders[parent] and path.is_symlink():
+            confine_to_root(path, root)
+
+
 def report_missing(missing: Sequence[str], total: int, what: str, source: PathLike, strict: bool) -> None:
     """Say, once, that `len(missing)` of `total` `what` were dropped because files are missing.
 
@@ -155,17 +210,32 @@ def image_extensions() -> frozenset[str]:
     return frozenset(ext for ext, fmt in PILImage.registered_extensions().items() if fmt in PILImage.OPEN)
 
 
-def list_files(root: Path) -> set[str]:
-    """Relative POSIX paths of all files under `root`, with a single directory walk.
+def list_files(
+    top: Path, root: PathLike | None = None, *, follow_symlinks_outside_root: bool = False
+) -> set[str]:
+    """Relative POSIX paths of all files under `top`, with a single directory walk.
 
     One walk costs a few seconds for CASIA's ~450k images, where one `os.path.exists` per list
-    line would cost one `stat` each (slow on network file systems).
+    line would cost one `stat` each (slow on network file systems). Every symbolic link met (file
+    or folder; folder links are not descended, as `os.walk`) goes through `confine_to_root` with the
+    data root `root` (default `top`); the walk's own entries say which are links, so plain files cost nothing.
     """
+    root = top if root is None else root
+    confine_to_root(top, root, follow_symlinks_outside_root=follow_symlinks_outside_root)
     found: set[str] = set()
-    for directory, _, files in os.walk(root):
-        relative = Path(directory).relative_to(root).as_posix()
-        prefix = "" if relative == "." else relative + "/"
-        found.update(prefix + name for name in files)
+    pending = [(str(top), "")]
+    while pending:
+        directory, prefix = pending.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    confine_to_root(entry.path, root, follow_symlinks_outside_root=follow_symlinks_outside_root)
+                    if entry.is_file():
+                        found.add(prefix + entry.name)
+                elif entry.is_dir():
+                    pending.append((entry.path, prefix + entry.name + "/"))
+                elif entry.is_file():
+                    found.add(prefix + entry.name)
     return found
 
 

@@ -21,6 +21,8 @@ from ..errors_dcr import DCRInputError
 from ._layout import (
     PathLike,
     column_numpy,
+    confine_listed,
+    confine_to_root,
     contiguous_labels,
     image_dataset,
     list_files,
@@ -92,18 +94,30 @@ def read_casia_list(
 
 
 def _load_from_layout(
-    data_root: Path, fold: int | None, num_subjects: int, list_file: PathLike | None, verify_files: bool, strict: bool
+    data_root: Path,
+    fold: int | None,
+    num_subjects: int,
+    list_file: PathLike | None,
+    verify_files: bool,
+    strict: bool,
+    follow: bool,
 ) -> DatasetDict:
     require_dir(data_root, "casia", "Data root")
-    casia_dir = require_dir(data_root / CASIA_DIR, "casia", "CASIA folder")
+    casia_dir = confine_to_root(
+        require_dir(data_root / CASIA_DIR, "casia", "CASIA folder"), data_root, follow_symlinks_outside_root=follow
+    )
     list_path = require_file(
         list_file if list_file is not None else casia_dir / CASIA_LIST_FILE, "casia", "CASIA list file"
     )
+    if list_file is None:  # a list the user names is their explicit choice; the default one lies in the root
+        confine_to_root(list_path, data_root, follow_symlinks_outside_root=follow)
     image_dir = require_dir(casia_dir / CASIA_IMAGE_DIR, "casia", "CASIA image folder")
 
     paths, subjects = read_casia_list(list_path, num_subjects, image_dir)
-    if verify_files:
-        present = list_files(image_dir)
+    if not verify_files:
+        confine_listed(paths, image_dir, data_root, follow_symlinks_outside_root=follow)
+    else:
+        present = list_files(image_dir, data_root, follow_symlinks_outside_root=follow)
         keep = np.fromiter((path in present for path in paths), dtype=bool, count=len(paths))
         report_missing([p for p, k in zip(paths, keep) if not k], len(paths), "images", list_path, strict)
         paths = [p for p, k in zip(paths, keep) if k]
@@ -172,6 +186,7 @@ def load_casia(
     list_file: PathLike | None = None,
     verify_files: bool = True,
     strict: bool = False,
+    follow_symlinks_outside_root: bool = False,
 ) -> DatasetDict:
     """Load CASIA-WebFace as a `DatasetDict` with `image` (Image) and `label` (ClassLabel) columns.
 
@@ -186,6 +201,8 @@ def load_casia(
         verify_files: check that listed images exist with one walk of the image folder; listed but
             missing images are dropped and counted in one warning.
         strict: raise `FileNotFoundError` for missing images instead of dropping them.
+        follow_symlinks_outside_root: read files whose symbolic links point outside `data_root`
+            (refused by default with `DCRInputError` naming the link).
 
     Each split's labels are contiguous 0..n-1 over its subjects; label names are the subject ids.
     """
@@ -200,4 +217,6 @@ def load_casia(
             num_subjects = marker.get("options", {}).get("num_subjects") or CASIA_NUM_SUBJECTS
         return _resplit_prepared(prepared, fold, num_subjects)
     num_subjects = CASIA_NUM_SUBJECTS if num_subjects is None else num_subjects
-    return _load_from_layout(Path(data_root), fold, num_subjects, list_file, verify_files, strict)
+    return _load_from_layout(
+        Path(data_root), fold, num_subjects, list_file, verify_files, strict, follow_symlinks_outside_root
+    )

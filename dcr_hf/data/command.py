@@ -41,6 +41,10 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument(
         "--strict_data", action="store_true", help="fail on listed images that are missing instead of dropping them"
     )
+    parser.add_argument(
+        "--follow_symlinks_outside_root", action="store_true",
+        help="read files whose symbolic links point outside --data_root (refused by default)",
+    )
     shards = parser.add_mutually_exclusive_group()
     shards.add_argument("--num_shards", type=int, default=None, help="shards per split (capped at the split's rows)")
     shards.add_argument("--max_shard_size", default=None, help="largest shard, e.g. 500MB (datasets' default)")
@@ -81,6 +85,7 @@ def _run_prepare(args: argparse.Namespace) -> None:
         **({} if args.num_subjects is None else {"num_subjects": args.num_subjects}),
         pairs_file=args.pairs_file,
         strict=args.strict_data,
+        follow_symlinks_outside_root=args.follow_symlinks_outside_root,
         num_shards=args.num_shards,
         max_shard_size=args.max_shard_size,
         num_proc=args.num_proc,

@@ -12,16 +12,31 @@ from pathlib import Path
 from datasets import ClassLabel, Dataset, DatasetDict, Image, Value, load_dataset, load_from_disk
 
 from ..errors_dcr import DCRFileNotFoundError, DCRInputError
-from ._layout import PathLike, column_numpy, image_extensions, is_saved_dataset, load_prepared, require_dir
+from ._layout import (
+    PathLike,
+    column_numpy,
+    image_extensions,
+    is_saved_dataset,
+    list_files,
+    load_prepared,
+    require_dir,
+)
 
 
-def load_image_folder(root: PathLike, *, cache_dir: PathLike | None = None) -> Dataset:
+def load_image_folder(
+    root: PathLike,
+    *,
+    cache_dir: PathLike | None = None,
+    data_root: PathLike | None = None,
+    follow_symlinks_outside_root: bool = False,
+) -> Dataset:
     """Load `root/<identity>/<image>` as `image` (Image) + `label` (ClassLabel named by the folders).
 
     Uses the `imagefolder` builder of `datasets` (offline, cached under `cache_dir`). Every file is
     forced into one `train` split, because the builder would otherwise take identity folders or file
     names containing "train"/"test"/"val" for split names. `root` may also be a directory prepared
-    with `python -m dcr_hf.data prepare --dataset folder`.
+    with `python -m dcr_hf.data prepare --dataset folder`. A symbolic link (image or identity folder)
+    pointing outside `data_root` (default `root`) raises `DCRInputError` unless `follow_symlinks_outside_root`.
     """
     prepared = load_prepared(root, "folder", splits=("train",))
     if prepared is not None:
@@ -36,6 +51,9 @@ def load_image_folder(root: PathLike, *, cache_dir: PathLike | None = None) -> D
         )
     if not any(p.is_dir() for p in root.iterdir()):
         raise DCRFileNotFoundError(f"'{root}' has no identity sub-folders; expected '{root}/<identity>/<image>'.")
+    # One walk checks every link before the builder reads (and would embed) what they point to.
+    if not follow_symlinks_outside_root:
+        list_files(root, root if data_root is None else data_root)
     return load_dataset(
         "imagefolder",
         data_dir=str(root),
@@ -94,6 +112,7 @@ def load_face_dataset(
     label_column: str = "label",
     *,
     cache_dir: PathLike | None = None,
+    follow_symlinks_outside_root: bool = False,
 ) -> Dataset | DatasetDict:
     """Load a face dataset from a folder tree, a saved dataset directory or a Hub dataset id.
 
@@ -104,12 +123,15 @@ def load_face_dataset(
             dataset dicts and Hub datasets, a `Dataset` for a folder tree).
         image_column, label_column: the source's column names, renamed to `image` and `label`.
 
-    The label column becomes a `ClassLabel` (string labels are encoded, integer ids kept).
+    The label column becomes a `ClassLabel` (string labels are encoded, integer ids kept). A folder
+    tree's symbolic links must stay inside it unless `follow_symlinks_outside_root`.
     """
     name = str(name_or_path)
     path = Path(name).expanduser()
     if path.is_dir():
-        loaded = load_from_disk(str(path)) if is_saved_dataset(path) else load_image_folder(path, cache_dir=cache_dir)
+        loaded = load_from_disk(str(path)) if is_saved_dataset(path) else load_image_folder(
+            path, cache_dir=cache_dir, follow_symlinks_outside_root=follow_symlinks_outside_root
+        )
     elif path.exists() or _looks_like_path(name):
         raise DCRFileNotFoundError(
             f"'{name}' is not a directory; expected an identity-per-folder tree, a saved dataset "

@@ -15,6 +15,8 @@ from ..errors_dcr import DCRInputError
 from ._layout import (
     PathLike,
     column_numpy,
+    confine_listed,
+    confine_to_root,
     image_dataset,
     load_prepared,
     malformed_line,
@@ -138,24 +140,33 @@ def contiguous_folds(num_pairs: int, num_folds: int = NUM_FOLDS) -> np.ndarray:
     return np.repeat(np.arange(num_folds, dtype=np.int32), sizes)
 
 
-def _lfw_dir(data_root: PathLike) -> Path:
+def _lfw_dir(data_root: PathLike, follow_symlinks_outside_root: bool) -> Path:
     require_dir(data_root, "lfw", "Data root")
-    return require_dir(Path(data_root) / LFW_DIR, "lfw", "LFW folder")
+    lfw_dir = require_dir(Path(data_root) / LFW_DIR, "lfw", "LFW folder")
+    return confine_to_root(lfw_dir, data_root, follow_symlinks_outside_root=follow_symlinks_outside_root)
 
 
-def _find_pairs_file(lfw_dir: Path, pairs_file: PathLike | None) -> Path:
+def _find_pairs_file(lfw_dir: Path, pairs_file: PathLike | None, data_root: PathLike, follow: bool) -> Path:
     if pairs_file is not None:
         path = Path(pairs_file)
         if not path.is_absolute() and not path.exists():
             path = lfw_dir / path
+            # A pairs file the user names outside the root is their explicit choice; one found in it is confined.
+            confine_to_root(path, data_root, follow_symlinks_outside_root=follow)
         return require_file(path, "lfw", "LFW pairs file")
     for name in LFW_PAIRS_FILES:
         if (lfw_dir / name).is_file():
-            return lfw_dir / name
+            return confine_to_root(lfw_dir / name, data_root, follow_symlinks_outside_root=follow)
     raise missing_path_error(lfw_dir / LFW_PAIRS_FILES[0], "lfw", f"LFW pairs file ({' or '.join(LFW_PAIRS_FILES)})")
 
 
-def load_lfw_pairs(data_root: PathLike, pairs_file: PathLike | None = None, *, strict: bool = False) -> Dataset:
+def load_lfw_pairs(
+    data_root: PathLike,
+    pairs_file: PathLike | None = None,
+    *,
+    strict: bool = False,
+    follow_symlinks_outside_root: bool = False,
+) -> Dataset:
     """Load LFW verification pairs: `image_a`, `image_b` (Image), `is_same` (bool), `fold` (int).
 
     Args:
@@ -175,11 +186,13 @@ def load_lfw_pairs(data_root: PathLike, pairs_file: PathLike | None = None, *, s
             raise DCRInputError(f"pairs_file= cannot be used with the prepared directory '{data_root}'.")
         return prepared["pairs"]
 
-    lfw_dir = _lfw_dir(data_root)
-    path = _find_pairs_file(lfw_dir, pairs_file)
+    follow = follow_symlinks_outside_root
+    lfw_dir = _lfw_dir(data_root, follow)
+    path = _find_pairs_file(lfw_dir, pairs_file, data_root, follow)
     image_dir = require_dir(lfw_dir / LFW_IMAGE_DIR, "lfw", "LFW image folder")
 
     first, second, same, sets = read_lfw_pairs(path, image_dir)
+    confine_listed(sorted(set(first) | set(second)), image_dir, data_root, follow_symlinks_outside_root=follow)
     # LFW has ~13k images, so one stat per distinct image is cheap.
     exists = {name: (image_dir / name).is_file() for name in set(first) | set(second)}
     keep = np.asarray([exists[a] and exists[b] for a, b in zip(first, second)], dtype=bool)
@@ -206,13 +219,18 @@ def load_lfw_pairs(data_root: PathLike, pairs_file: PathLike | None = None, *, s
 
 
 def load_lfw_identities(
-    data_root: PathLike, min_images_per_identity: int = 2, *, cache_dir: PathLike | None = None
+    data_root: PathLike,
+    min_images_per_identity: int = 2,
+    *,
+    cache_dir: PathLike | None = None,
+    follow_symlinks_outside_root: bool = False,
 ) -> Dataset:
     """LFW images with one class per identity sub-folder, for retrieval: `image`, `label` (ClassLabel).
 
     Identities with fewer than `min_images_per_identity` images are left out (a query needs at least
     one other image of its identity); labels are contiguous over the kept identities, whose folder
     names are the class names. `data_root` may also be a directory prepared with `--dataset lfw`.
+    Symbolic links pointing outside `data_root` are refused unless `follow_symlinks_outside_root`.
     """
     if min_images_per_identity < 1:
         raise DCRInputError(f"min_images_per_identity must be >= 1, got {min_images_per_identity}.")
@@ -220,9 +238,10 @@ def load_lfw_identities(
     if prepared is not None:
         dataset = prepared["identities"]
     else:
-        lfw_dir = _lfw_dir(data_root)
+        lfw_dir = _lfw_dir(data_root, follow_symlinks_outside_root)
         image_dir = require_dir(lfw_dir / LFW_IMAGE_DIR, "lfw", "LFW image folder")
-        dataset = load_image_folder(image_dir, cache_dir=cache_dir)
+        dataset = load_image_folder(image_dir, cache_dir=cache_dir, data_root=data_root,
+                                    follow_symlinks_outside_root=follow_symlinks_outside_root)
 
     labels = column_numpy(dataset, "label")
     names = dataset.features["label"].names

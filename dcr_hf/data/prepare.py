@@ -38,26 +38,29 @@ def build_dataset_dict(
     num_subjects: int = CASIA_NUM_SUBJECTS,
     pairs_file: PathLike | None = None,
     strict: bool = False,
+    follow_symlinks_outside_root: bool = False,
 ) -> DatasetDict:
     """The `DatasetDict` that `prepare_dataset` writes for `dataset` (images still as file paths).
 
     casia: `train` (+ `validation` for fold 0..9); lfw: `pairs` + `identities` (every identity);
     scface: `mugshot` + `surveillance` (every subject; the 50/80 split is applied on load);
-    folder: `train`.
+    folder: `train`. Symbolic links pointing outside `data_root` are refused unless
+    `follow_symlinks_outside_root`.
     """
+    links = {"follow_symlinks_outside_root": follow_symlinks_outside_root}
     if dataset == "casia":
-        return load_casia(data_root, fold=fold, num_subjects=num_subjects, strict=strict)
+        return load_casia(data_root, fold=fold, num_subjects=num_subjects, strict=strict, **links)
     if dataset == "lfw":
         return DatasetDict(
             {
-                "pairs": load_lfw_pairs(data_root, pairs_file, strict=strict),
-                "identities": load_lfw_identities(data_root, min_images_per_identity=1),
+                "pairs": load_lfw_pairs(data_root, pairs_file, strict=strict, **links),
+                "identities": load_lfw_identities(data_root, min_images_per_identity=1, **links),
             }
         )
     if dataset == "scface":
-        return load_scface_images(data_root)
+        return load_scface_images(data_root, **links)
     if dataset == "folder":
-        return DatasetDict({"train": load_image_folder(data_root)})
+        return DatasetDict({"train": load_image_folder(data_root, **links)})
     raise DCRInputError(f"Unknown dataset '{dataset}'; expected one of {PREPARABLE_DATASETS}.")
 
 
@@ -128,6 +131,7 @@ def prepare_dataset(
     num_subjects: int = CASIA_NUM_SUBJECTS,
     pairs_file: PathLike | None = None,
     strict: bool = False,
+    follow_symlinks_outside_root: bool = False,
     num_shards: int | None = None,
     max_shard_size: str | int | None = None,
     num_proc: int | None = None,
@@ -140,7 +144,9 @@ def prepare_dataset(
     """Load `dataset` from its layout under `data_root` and save it to `output_dir` with embedded bytes.
 
     `num_shards` (per split, capped at the split's rows) or `max_shard_size` (e.g. "500MB") size the
-    Arrow shards. Every image file is checked to decode first (`ValueError` listing those that do not).
+    Arrow shards. A symbolic link pointing outside `data_root` stops it before anything is written
+    (unless `follow_symlinks_outside_root`). Every image file is checked to decode first (`ValueError`
+    listing those that do not).
     With `push_to_hub` the prepared dict is also uploaded (`DatasetDict.push_to_hub`, Parquet with
     embedded bytes) with `private`, `token` and `revision`; a failed upload raises `HubPushError`
     saying how to push the saved folder later. Returns the prepared dict, read back from `output_dir`.
@@ -155,7 +161,8 @@ def prepare_dataset(
         raise DCRInputError(f"'{data_root}' is already a prepared directory; point --data_root at the raw data root.")
 
     dataset_dict = build_dataset_dict(
-        dataset, data_root, fold=fold, num_subjects=num_subjects, pairs_file=pairs_file, strict=strict
+        dataset, data_root, fold=fold, num_subjects=num_subjects, pairs_file=pairs_file, strict=strict,
+        follow_symlinks_outside_root=follow_symlinks_outside_root,
     )
     count, failures = undecodable_images(dataset_dict)
     if count:
@@ -175,6 +182,8 @@ def prepare_dataset(
             num_proc=num_proc,
         )
         options = {"fold": fold, "num_subjects": num_subjects} if dataset == "casia" else {}
+        if follow_symlinks_outside_root:  # the prepared set says that links outside its root were read
+            options["follow_symlinks_outside_root"] = True
         write_marker(staging, dataset, options)
         DatasetDict.load_from_disk(str(staging))  # complete and readable before it replaces anything
         _swap_in(staging, output_dir)

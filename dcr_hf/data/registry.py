@@ -43,6 +43,9 @@ class DatasetOptions:
     )
     num_finetune_subjects: int = field(default=50, metadata={"help": "SCface subjects kept for fine-tuning (not tested)."})
     strict_data: bool = field(default=False, metadata={"help": "Raise on missing or unreadable images instead of skipping them."})
+    follow_symlinks_outside_root: bool = field(
+        default=False, metadata={"help": "Read files whose symlinks point outside --data_root (refused by default)."}
+    )
     image_column: str = field(default="image", metadata={"help": "Image column of a generic dataset."})
     label_column: str = field(default="label", metadata={"help": "Label column of a generic dataset."})
     synthetic_num_identities: int = field(default=200, metadata={"help": "Synthetic: training identities."})
@@ -93,6 +96,10 @@ def _root(options: DatasetOptions, name: str) -> str:
     return options.data_root
 
 
+def _links(options: DatasetOptions) -> dict[str, bool]:
+    return {"follow_symlinks_outside_root": options.follow_symlinks_outside_root}
+
+
 def _synthetic(options: DatasetOptions, split: str, image_size: int) -> Dataset:
     from .synthetic import load_synthetic
 
@@ -122,21 +129,23 @@ def _lfw_protocol(options: DatasetOptions, protocol: str, image_size: int) -> Da
 
     root = _root(options, "lfw")
     if protocol in PAIR_PROTOCOLS:
-        return load_lfw_pairs(root, options.pairs_file, strict=options.strict_data)
-    return load_lfw_identities(root)
+        return load_lfw_pairs(root, options.pairs_file, strict=options.strict_data, **_links(options))
+    return load_lfw_identities(root, **_links(options))
 
 
 def _scface_protocol(options: DatasetOptions, protocol: str, image_size: int) -> DatasetDict:
     from .scface import load_scface
 
-    return load_scface(_root(options, "scface"), options.num_finetune_subjects, strict=options.strict_data)
+    return load_scface(
+        _root(options, "scface"), options.num_finetune_subjects, strict=options.strict_data, **_links(options)
+    )
 
 
 def _casia_protocol(options: DatasetOptions, protocol: str, image_size: int) -> Dataset:
     from .casia import load_casia
 
     fold = 0 if options.casia_fold is None else options.casia_fold
-    splits = load_casia(_root(options, "casia"), fold=fold, strict=options.strict_data)
+    splits = load_casia(_root(options, "casia"), fold=fold, strict=options.strict_data, **_links(options))
     if "validation" not in splits:
         raise DCRInputError(f"--casia_fold {fold} holds out no subjects; use a fold in 0..9 for retrieval.")
     return splits["validation"]
@@ -156,7 +165,9 @@ def _folder_protocol(options: DatasetOptions, protocol: str, image_size: int) ->
 def _generic(options: DatasetOptions, source: str) -> Dataset | DatasetDict:
     from .generic import load_face_dataset
 
-    return load_face_dataset(source, image_column=options.image_column, label_column=options.label_column)
+    return load_face_dataset(
+        source, image_column=options.image_column, label_column=options.label_column, **_links(options)
+    )
 
 
 def _synthetic_train(options: DatasetOptions, image_size: int) -> TrainingSplit:
@@ -167,14 +178,16 @@ def _casia_train(options: DatasetOptions, image_size: int) -> TrainingSplit:
     from .casia import load_casia
 
     fold = 11 if options.casia_fold is None else options.casia_fold
-    return TrainingSplit(load_casia(_root(options, "casia"), fold=fold, strict=options.strict_data)["train"], False)
+    casia = load_casia(_root(options, "casia"), fold=fold, strict=options.strict_data, **_links(options))
+    return TrainingSplit(casia["train"], False)
 
 
 def _scface_train(options: DatasetOptions, image_size: int) -> TrainingSplit:
     from .scface import load_scface_finetune
 
     root = _root(options, "scface")
-    return TrainingSplit(load_scface_finetune(root, options.num_finetune_subjects, strict=options.strict_data), True)
+    finetune = load_scface_finetune(root, options.num_finetune_subjects, strict=options.strict_data, **_links(options))
+    return TrainingSplit(finetune, True)
 
 
 def _folder_train(options: DatasetOptions, image_size: int) -> TrainingSplit:

@@ -11,7 +11,6 @@ contiguous labels over its own subjects (equal to int(NNN) - 1 for the default 0
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,8 +23,10 @@ from ..errors_dcr import DCRInputError
 from ._layout import (
     PathLike,
     column_numpy,
+    confine_to_root,
     image_dataset,
     image_extensions,
+    list_files,
     load_prepared,
     report_missing,
     require_dir,
@@ -75,7 +76,7 @@ def _scan_mugshots(mugshot_dir: Path, extensions: frozenset[str], unrecognized: 
 
 
 def _scan_surveillance(
-    scface_dir: Path, extensions: frozenset[str], unrecognized: list[str]
+    scface_dir: Path, extensions: frozenset[str], unrecognized: list[str], data_root: PathLike, follow: bool
 ) -> dict[tuple[int, int, int], tuple[str, Path]]:
     """`{(label, camera, distance): (subject number as written, path)}` of the `NNN_camK_D.*` images."""
     shots: dict[tuple[int, int, int], tuple[str, Path]] = {}
@@ -83,29 +84,29 @@ def _scan_surveillance(
         distance_dir = require_dir(
             scface_dir / SURVEILLANCE_DIR.format(distance), "scface", "SCface surveillance folder"
         )
-        for directory, _, files in sorted(os.walk(distance_dir)):
-            for name in sorted(files):
-                path = Path(directory) / name
-                if path.suffix.lower() not in extensions:
-                    continue
-                match = _SURVEILLANCE_NAME.match(name)
-                if match is None:
-                    unrecognized.append(str(path))
-                    continue
-                subject, camera, file_distance = match.group(1), int(match.group(2)), int(match.group(3))
-                if file_distance != distance:
-                    raise DCRInputError(f"'{path}' is named for distance {file_distance} but lies in '{distance_dir}'.")
-                key = (_subject_label(subject, path), camera, distance)
-                if key in shots:
-                    raise DCRInputError(
-                        f"Two images for subject {subject}, camera {camera}, distance {distance}: "
-                        f"'{shots[key][1]}' and '{path}'."
-                    )
-                shots[key] = (subject, path)
+        # The walk refuses links leaving the data root (folder links are not descended, as os.walk).
+        for relative in sorted(list_files(distance_dir, data_root, follow_symlinks_outside_root=follow)):
+            path = distance_dir / relative
+            if path.suffix.lower() not in extensions:
+                continue
+            match = _SURVEILLANCE_NAME.match(path.name)
+            if match is None:
+                unrecognized.append(str(path))
+                continue
+            subject, camera, file_distance = match.group(1), int(match.group(2)), int(match.group(3))
+            if file_distance != distance:
+                raise DCRInputError(f"'{path}' is named for distance {file_distance} but lies in '{distance_dir}'.")
+            key = (_subject_label(subject, path), camera, distance)
+            if key in shots:
+                raise DCRInputError(
+                    f"Two images for subject {subject}, camera {camera}, distance {distance}: "
+                    f"'{shots[key][1]}' and '{path}'."
+                )
+            shots[key] = (subject, path)
     return shots
 
 
-def _scan_layout(data_root: PathLike) -> DatasetDict:
+def _scan_layout(data_root: PathLike, follow: bool) -> DatasetDict:
     """Scan the SCface tree into a `mugshot` and a `surveillance` split covering every subject."""
     require_dir(data_root, "scface", "Data root")
     scface_dir = require_dir(Path(data_root) / SCFACE_DIR, "scface", "SCface folder")
@@ -113,7 +114,9 @@ def _scan_layout(data_root: PathLike) -> DatasetDict:
     extensions = image_extensions()
     unrecognized: list[str] = []
     mugshots = _scan_mugshots(mugshot_dir, extensions, unrecognized)
-    shots = _scan_surveillance(scface_dir, extensions, unrecognized)
+    for _, path in mugshots.values():
+        confine_to_root(path, data_root, follow_symlinks_outside_root=follow)
+    shots = _scan_surveillance(scface_dir, extensions, unrecognized, data_root, follow)
     if unrecognized:
         logger.warning(
             f"Ignored {len(unrecognized)} images under '{scface_dir}' whose names are neither NNN_frontal.* nor "
@@ -146,14 +149,15 @@ def _scan_layout(data_root: PathLike) -> DatasetDict:
     )
 
 
-def load_scface_images(data_root: PathLike) -> DatasetDict:
+def load_scface_images(data_root: PathLike, *, follow_symlinks_outside_root: bool = False) -> DatasetDict:
     """Every SCface image: `mugshot` (image, label, subject) and `surveillance` (+ distance, camera).
 
     This is what `python -m dcr_hf.data prepare --dataset scface` writes; `data_root` may be such a
-    prepared directory. `load_scface` and `load_scface_finetune` derive their splits from it.
+    prepared directory. `load_scface` and `load_scface_finetune` derive their splits from it. An image
+    whose symbolic link points outside `data_root` raises `DCRInputError` unless `follow_symlinks_outside_root`.
     """
     prepared = load_prepared(data_root, "scface", splits=("mugshot", "surveillance"))
-    return prepared if prepared is not None else _scan_layout(data_root)
+    return prepared if prepared is not None else _scan_layout(data_root, follow_symlinks_outside_root)
 
 
 def _check_split(num_finetune_subjects: int, cameras: Sequence[int]) -> None:
@@ -180,6 +184,7 @@ def load_scface(
     *,
     cameras: Sequence[int] = CAMERAS,
     strict: bool = False,
+    follow_symlinks_outside_root: bool = False,
 ) -> DatasetDict:
     """The SCface identification test: `gallery` (mugshots) and `probe` (surveillance images).
 
@@ -188,7 +193,7 @@ def load_scface(
     a mugshot cannot be identified: they are dropped and counted in one warning (`strict=True` raises).
     """
     _check_split(num_finetune_subjects, cameras)
-    images = load_scface_images(data_root)
+    images = load_scface_images(data_root, follow_symlinks_outside_root=follow_symlinks_outside_root)
     mugshot_labels = column_numpy(images["mugshot"], "label")
     probe_labels = column_numpy(images["surveillance"], "label")
     probe_cameras = column_numpy(images["surveillance"], "camera")
@@ -226,6 +231,7 @@ def load_scface_finetune(
     *,
     cameras: Sequence[int] = CAMERAS,
     strict: bool = False,
+    follow_symlinks_outside_root: bool = False,
 ) -> Dataset:
     """The SCface fine-tuning form: one row per (fine-tuning subject, camera).
 
@@ -235,7 +241,7 @@ def load_scface_finetune(
     in one warning (`strict=True` raises `FileNotFoundError`).
     """
     _check_split(num_finetune_subjects, cameras)
-    images = load_scface_images(data_root)
+    images = load_scface_images(data_root, follow_symlinks_outside_root=follow_symlinks_outside_root)
     names = images["mugshot"].features["label"].names
     mugshot_labels = column_numpy(images["mugshot"], "label")
     shot_labels = column_numpy(images["surveillance"], "label")

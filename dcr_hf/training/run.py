@@ -244,6 +244,8 @@ def training_recipe(plan: TrainingPlan, trainer: DCRTrainer) -> dict[str, Any]:
     return {
         "stage": plan.stage,
         "dataset": registry.card_name(data.dataset, data.options),
+        # Recorded (and shown on the card) only when on: the data then included files outside the data root.
+        "follow_symlinks_outside_root": True if data.options.follow_symlinks_outside_root else None,
         "architecture": plan.architecture,
         "head": _head_description(config),
         "low_resolution_sizes": list(config.low_resolution_sizes),
