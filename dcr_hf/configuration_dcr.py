@@ -1,7 +1,7 @@
 """DCR model configuration.
 
 This file travels to every Hub repository next to `modeling_dcr.py` (for `trust_remote_code`),
-so it imports only `transformers` and the standard library.
+so it imports only `transformers`, the standard library and `.errors_dcr`.
 """
 
 import math

@@ -3,7 +3,7 @@ the coupling term, the mined center terms, and each training stage's total.
 
 Hand-written: the momentum center update of DCR is in no library, and this file travels to every
 Hub repository beside `modeling_dcr.py` (which imports it; transformers copies it into saved
-folders), so it imports only torch and `.configuration_dcr`, not pytorch-metric-learning's
+folders), so it imports only torch, `.configuration_dcr` and `.errors_dcr`, not pytorch-metric-learning's
 CosFaceLoss / ArcFaceLoss / BatchHardMiner.
 """
 

@@ -5,7 +5,7 @@ Every saved DCR folder holds this file and names it in `config.json` under `cust
     pipe = pipeline("image-feature-extraction", model="org/dcr-branch", trust_remote_code=True)
 
 builds it where dcr_hf is not installed. It travels with the model files, so it imports only
-torch, transformers, PIL and numpy.
+torch, transformers, PIL, numpy and `.errors_dcr`.
 """
 
 from __future__ import annotations
