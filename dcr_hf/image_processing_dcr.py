@@ -553,7 +553,7 @@ class DCRImageProcessor(BaseImageProcessor):
         where `from_model_config` reads them back: the processor stays their one source."""
         if config.image_size != self.image_size:
             raise DCRInputError(f"the processor makes {self.image_size}x{self.image_size} images but the model expects "
-                             f"image_size={config.image_size}.")
+                                f"image_size={config.image_size}.")
         for name in self.model_config_settings:
             value = getattr(self, name)
             setattr(config, name, list(value) if isinstance(value, list) else value)

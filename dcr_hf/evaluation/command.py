@@ -215,10 +215,10 @@ def check_probe_degradation(data_args: DataArguments, eval_args: EvaluationArgum
     value = eval_args.probe_degradation
     if value != "none" and data_args.protocol == "identification":
         raise DCRInputError(f"--probe_degradation {value}: identification uses real LR probes (SCface), which are not "
-                         "simulated; the degradation model applies to simulated probes (verification, retrieval).")
+                            "simulated; the degradation model applies to simulated probes (verification, retrieval).")
     if value != "none" and eval_args.update_card:
         raise DCRInputError(f"--update_card with --probe_degradation {value}: a model card records the dataset's own "
-                         "protocol, and degraded probes are not it; evaluate without one to update the card.")
+                            "protocol, and degraded probes are not it; evaluate without one to update the card.")
     from ..degradation import resolve_degradation
 
     return None if value in ("none", "model") else resolve_degradation(value, "--probe_degradation")

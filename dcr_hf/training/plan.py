@@ -168,7 +168,7 @@ def _resolve_degradation(value: str | None, dataset: str) -> dict[str, Any]:
         return {}
     if value != "none" and registry.has_real_low_resolution_probes(dataset):
         raise DCRInputError(f"--degradation {value}: --dataset {dataset} trains on real LR images, which are used "
-                         "as they are; the degradation model applies to simulated LR copies.")
+                            "as they are; the degradation model applies to simulated LR copies.")
     return {"degradation": resolve_degradation(value)}
 
 

@@ -258,7 +258,7 @@ class DCRTrainer(Trainer):
         if not self.validation_protocol:
             if eval_dataset is not None:
                 raise DCRInputError("DCRTrainer.evaluate(eval_dataset=...): this run has no validation protocol "
-                                 "(no validation dataset), so there is no protocol to evaluate the dataset by.")
+                                    "(no validation dataset), so there is no protocol to evaluate the dataset by.")
             return {}
         from ..evaluation import summary_metrics
         from ..reports import one_line_summary
