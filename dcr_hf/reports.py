@@ -29,6 +29,9 @@ PRIMARY_METRICS = {
     "identification": "rank_1",
     "retrieval": "precision_at_1",
     "intra-retrieval": "precision_at_1",
+    "closed-set-identification": "rank_1",
+    "native-verification": "accuracy",
+    "open-set-identification": "tpir@fpir=0.1",
 }
 METRIC_TITLES = {
     "accuracy": "verification accuracy (%)",
@@ -37,6 +40,14 @@ METRIC_TITLES = {
     "tar@far=0.001": "TAR at FAR = 1e-3 (%)",
     "rank_1": "rank-1 identification accuracy (%)",
     "rank_5": "rank-5 identification accuracy (%)",
+    "rank_20": "rank-20 identification accuracy (%)",
+    "map": "mean average precision (%)",
+    "tar@far=0.3": "TAR at FAR = 0.3 (%)",
+    "tar@far=0.1": "TAR at FAR = 0.1 (%)",
+    "tar@far=0.01": "TAR at FAR = 0.01 (%)",
+    "tpir@fpir=0.3": "TPIR at FPIR = 0.3 (%)",
+    "tpir@fpir=0.2": "TPIR at FPIR = 0.2 (%)",
+    "tpir@fpir=0.1": "TPIR at FPIR = 0.1 (%)",
     "precision_at_1": "precision@1 (%)",
     "map_at_r": "MAP@R (%)",
     "r_precision": "R-precision (%)",
@@ -50,11 +61,16 @@ REPORT_METRICS = {
     "identification": ("rank_1", "rank_5"),
     "retrieval": ("precision_at_1", "r_precision", "map_at_r", "nmi", "ami"),
     "intra-retrieval": ("precision_at_1", "r_precision", "map_at_r", "nmi", "ami"),
+    "closed-set-identification": ("rank_1", "rank_5", "rank_20", "map"),
+    "native-verification": ("accuracy", "auc", "eer", "tar@far=0.3", "tar@far=0.1", "tar@far=0.01", "tar@far=0.001"),
+    "open-set-identification": ("tpir@fpir=0.3", "tpir@fpir=0.2", "tpir@fpir=0.1"),
 }
 SHORT_TITLES = {
     "accuracy": "accuracy", "auc": "AUC", "eer": "EER", "tar@far=0.001": "TAR@FAR=1e-3", "rank_1": "rank-1",
     "rank_5": "rank-5", "precision_at_1": "P@1", "r_precision": "R-precision", "map_at_r": "MAP@R", "nmi": "NMI",
-    "ami": "AMI",
+    "ami": "AMI", "rank_20": "rank-20", "map": "mAP", "tar@far=0.3": "TAR@FAR=0.3", "tar@far=0.1": "TAR@FAR=0.1",
+    "tar@far=0.01": "TAR@FAR=0.01", "tpir@fpir=0.3": "TPIR@FPIR=0.3", "tpir@fpir=0.2": "TPIR@FPIR=0.2",
+    "tpir@fpir=0.1": "TPIR@FPIR=0.1",
 }
 PROTOCOL_DESCRIPTIONS = {
     "verification": "pairs, first image at HR, second at each probe size",
@@ -62,6 +78,9 @@ PROTOCOL_DESCRIPTIONS = {
     "identification": "HR gallery vs LR probes",
     "retrieval": "LR queries vs HR references",
     "intra-retrieval": "queries and references at the same probe size",
+    "closed-set-identification": "native LR probes vs match + distractor gallery",
+    "native-verification": "pairs of native LR images",
+    "open-set-identification": "native LR mated and unmated probes vs identity templates",
 }
 #: What a report's legend says about each protocol's metrics and columns.
 _LEGENDS = {
@@ -74,6 +93,20 @@ _LEGENDS = {
     "relevant references); MAP@R: mean average precision at R; NMI/AMI: normalized / adjusted mutual "
     "information of k-means clusters (one cluster per identity) with the identities.",
 }
+_LEGENDS["closed-set-identification"] = (
+    "rank-k: share of probes with an image of their identity among the k most similar gallery images (matches and "
+    "distractors, cosine similarity); mAP: mean average precision over the whole ranked gallery; columns: all probes, "
+    "then the probes by native size (shorter side in pixels)."
+)
+_LEGENDS["native-verification"] = (
+    "accuracy: 10-fold, threshold from the other 9 folds, ± std over the folds; AUC: area under the ROC curve; EER: "
+    "equal error rate; TAR@FAR=f: true accept rate at a false accept rate f; native: both images as they are."
+)
+_LEGENDS["open-set-identification"] = (
+    "TPIR@FPIR=f: share of mated probes whose identity is within rank r and scores above the threshold at which a "
+    "share f of unmated probes is falsely matched (one template per gallery identity: mean of its normalized "
+    "embeddings); columns: rank r."
+)
 _LEGENDS["intra-verification"] = _LEGENDS["verification"]
 _LEGENDS["intra-retrieval"] = _LEGENDS["retrieval"]
 #: What each retrieval rule means, for the legend of a retrieval report.
@@ -90,15 +123,21 @@ _CRITERIA = {
     "identification": ("mean_rank1", "mean rank-1"),
     "retrieval": ("mean_lr_precision_at_1", "mean LR precision@1"),
     "intra-retrieval": ("mean_lr_precision_at_1", "mean LR precision@1"),
+    "closed-set-identification": ("mean_rank1", "rank-1"),
+    "native-verification": ("mean_accuracy", "accuracy"),
+    "open-set-identification": ("mean_tpir", "mean TPIR at the highest rank"),
 }
+#: The keys of a result that hold its columns, by protocol kind.
+COLUMN_KEYS = ("by_resolution", "by_distance", "by_probe_size", "by_rank")
 
 
 def result_columns(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The per-column metrics of a result: `by_resolution` (verification, retrieval) or `by_distance`."""
-    for key in ("by_resolution", "by_distance"):
+    """The per-column metrics of a result: `by_resolution` (verification, retrieval), `by_distance`
+    (SCface identification), `by_probe_size` (TinyFace) or `by_rank` (open-set identification)."""
+    for key in COLUMN_KEYS:
         if key in results:
             return results[key]
-    raise KeyError(f"A result needs 'by_resolution' or 'by_distance'; got the keys {sorted(results)}.")
+    raise KeyError(f"A result needs one of {COLUMN_KEYS}; got the keys {sorted(results)}.")
 
 
 def column_title(key: str) -> str:
@@ -190,12 +229,22 @@ def _report_notes(
     notes = [*notes, _LEGENDS[protocol]]
     for name, result in results_by_model.items():
         facts = []
-        for key, what in (("num_pairs", "pairs"), ("num_images", "images"), ("num_gallery", "gallery subjects")):
+        counts = (("num_pairs", "pairs"), ("num_images", "images"), ("num_probes", "probes"),
+                  ("num_mated", "mated probes"), ("num_unmated", "unmated probes"), ("num_templates", "gallery identities"))
+        gallery = "gallery images" if protocol in ("closed-set-identification", "open-set-identification") else "gallery subjects"
+        for key, what in (*counts, ("num_gallery", gallery), ("num_distractors", "of them distractors")):
             if result.get(key) is not None:
                 facts.append(f"{result[key]} {what}")
         routing = result.get("probe_resolution")
         if isinstance(routing, Mapping) and result.get("model_kind") == "branch":  # a trunk has one embedding
             facts.append("probes of " + ", ".join(f"d{d} -> {column_title(str(r))}" for d, r in routing.items()))
+        if isinstance(result.get("routing"), list) and result.get("model_kind") == "branch":
+            facts.append("native sizes routed: " + ", ".join(
+                f"{row['min_side']}-{row['max_side']}px -> {column_title(row['branch'])} ({row['num_images']})"
+                for row in result["routing"]))
+        histogram = result.get("probe_size_histogram")
+        if histogram:
+            facts.append("probe sizes (shorter side px: count): " + ", ".join(f"{side}: {n}" for side, n in histogram.items()))
         rule = result.get("retrieval_rule")
         if rule is not None:
             described = RETRIEVAL_RULE_NOTES.get(rule, str(rule)) if isinstance(rule, str) else str(rule)
@@ -324,6 +373,66 @@ def plot_roc_curves(
     return path
 
 
+def plot_cmc_curves(results_by_model: Mapping[str, Mapping[str, Any]], path: str | Path, title: str | None = None) -> Path:
+    """Save one PNG with the CMC curve (identification rate against rank 1..100) of every model's
+    closed-set identification result."""
+    if not results_by_model or any(not result.get("cmc") for result in results_by_model.values()):
+        raise DCRInputError("A result has no CMC curve (only closed-set identification results do).")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7.2, 5.4), dpi=100)
+    axes = figure.subplots()
+    for name, result in results_by_model.items():
+        cmc = np.asarray(result["cmc"])
+        axes.plot(np.arange(1, len(cmc) + 1), cmc, label=f"{name} (rank-1 {100 * cmc[0]:.1f}%)")
+    axes.set_xscale("log")
+    axes.set_ylim(0.0, 1.01)
+    axes.set_xlabel("rank")
+    axes.set_ylabel("identification rate")
+    axes.set_title(title or "CMC", fontsize="medium")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(loc="lower right", fontsize="x-small")
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+    return path
+
+
+def plot_tpir_curves(results_by_model: Mapping[str, Mapping[str, Any]], path: str | Path, title: str | None = None) -> Path:
+    """Save one PNG with the TPIR-FPIR curves of every model's open-set identification result, one
+    line per model and rank (log FPIR axis)."""
+    if not results_by_model or any(not result.get("tpir_curves") for result in results_by_model.values()):
+        raise DCRInputError("A result has no TPIR-FPIR curve (only open-set identification results do).")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7.2, 5.4), dpi=100)
+    axes = figure.subplots()
+    styles = ("-", "--", ":", "-.")
+    lowest = 1.0
+    for index, (name, result) in enumerate(results_by_model.items()):
+        for number, (rank, curve) in enumerate(result["tpir_curves"].items()):
+            fpir, tpir = np.asarray(curve["fpir"]), np.asarray(curve["tpir"])
+            positive = fpir > 0
+            if positive.any():
+                lowest = min(lowest, float(fpir[positive].min()))
+            label = (f"{name}, " if len(results_by_model) > 1 else "") + rank.replace("_", "-")
+            axes.plot(fpir[positive], tpir[positive], styles[index % len(styles)], color=f"C{number}", label=label)
+    axes.set_xscale("log")
+    axes.set_xlim(lowest, 1.0)
+    axes.set_ylim(0.0, 1.01)
+    axes.set_xlabel("false positive identification rate")
+    axes.set_ylabel("true positive identification rate")
+    axes.set_title(title or "TPIR against FPIR", fontsize="medium")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(loc="lower right", fontsize="x-small")
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+    return path
+
+
 def write_reports(
     results_by_model: Mapping[str, Mapping[str, Any]],
     output_dir: str | Path,
@@ -331,8 +440,9 @@ def write_reports(
     dataset_name: str | None = None,
     notes: Sequence[str] = (),
 ) -> dict[str, Path]:
-    """Write `results.json`, `results.md` (the full report) and, for verification, `roc.png` (one
-    figure with every model) into `output_dir`; returns `{"json", "markdown"[, "roc"]: path}`."""
+    """Write `results.json`, `results.md` (the full report) and the figures (one each, every model):
+    `roc.png` for verification, `cmc.png` for closed-set identification, `tpir_fpir.png` for open-set
+    identification, into `output_dir`; returns `{"json", "markdown"[, "roc" | "cmc" | "tpir"]: path}`."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     written = {
@@ -346,10 +456,17 @@ def write_reports(
         where = f" on {dataset_name}" if dataset_name else ""
         title = f"ROC, {protocol}{where} ({PROTOCOL_DESCRIPTIONS[protocol]})"
         written["roc"] = plot_roc_curves(results_by_model, output_dir / "roc.png", title=title)
+    protocol = next(iter(results_by_model.values()))["protocol"]
+    where = f" on {dataset_name}" if dataset_name else ""
+    if all(result.get("cmc") for result in results_by_model.values()):
+        written["cmc"] = plot_cmc_curves(results_by_model, output_dir / "cmc.png", title=f"CMC, {protocol}{where}")
+    if all(result.get("tpir_curves") for result in results_by_model.values()):
+        written["tpir"] = plot_tpir_curves(results_by_model, output_dir / "tpir_fpir.png", title=f"TPIR-FPIR, {protocol}{where}")
     return written
 
 
 __all__ = [
+    "COLUMN_KEYS",
     "METRIC_TITLES",
     "PRIMARY_METRICS",
     "PROTOCOL_DESCRIPTIONS",
@@ -360,7 +477,9 @@ __all__ = [
     "metric_value",
     "one_line_summary",
     "format_results_table",
+    "plot_cmc_curves",
     "plot_roc_curves",
+    "plot_tpir_curves",
     "result_columns",
     "to_jsonable",
     "write_reports",

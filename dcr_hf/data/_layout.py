@@ -57,6 +57,32 @@ LAYOUTS: dict[str, str] = {
         "    surveillance_cameras_distance_2/\n"
         "    surveillance_cameras_distance_3/"
     ),
+    "tinyface": (
+        "DATA_ROOT/\n"
+        "  Testing_Set/\n"
+        "    probe_img_ID_pairs.mat        probe_set (cell of names), probe_ids\n"
+        "    gallery_match_img_ID_pairs.mat gallery_set (cell of names), gallery_ids\n"
+        "    Probe/1_1.jpg                 identity = the name's first '_' token\n"
+        "    Gallery_Match/1_2.jpg\n"
+        "    Gallery_Distractor/*.jpg      no identity\n"
+        "  aligned_pad_0.1_pad_high/       optional aligned copy (--tinyface_aligned_dir): Probe/, Gallery_Match/,\n"
+        "                                  Gallery_Distractor/ with the same names"
+    ),
+    "survface": (
+        "DATA_ROOT/\n"
+        "  Face_Verification_Test_Set/\n"
+        "    positive_pairs_names.mat      positive_pairs_names: N x 2 cell of names\n"
+        "    negative_pairs_names.mat      negative_pairs_names: N x 2 cell of names\n"
+        "    verification_images/*.jpg\n"
+        "  Face_Identification_Test_Set/\n"
+        "    gallery_img_ID_pairs.mat      gallery_set (cell of names), gallery_ids\n"
+        "    mated_probe_img_ID_pairs.mat  mated_probe_set (cell of names), mated_probe_ids\n"
+        "    gallery/*.jpg  mated_probe/*.jpg  unmated_probe/*.jpg"
+    ),
+    "bin": (
+        "path/to/lfw.bin                   insightface's pickle of (list of encoded images, issame list),\n"
+        "                                  images 2i and 2i+1 forming pair i"
+    ),
     "folder": (
         "ROOT/\n"
         "  <identity_1>/image_0001.jpg   one sub-folder per identity\n"
@@ -237,6 +263,18 @@ def list_files(
                 elif entry.is_file():
                     found.add(prefix + entry.name)
     return found
+
+
+def image_sizes(paths: Sequence[PathLike]) -> np.ndarray:
+    """`[len(paths), 2]` int32 (width, height) of each image, read from the file header only (no decoding)."""
+    sizes = np.empty((len(paths), 2), dtype=np.int32)
+    for index, path in enumerate(paths):
+        try:
+            with PILImage.open(path) as image:
+                sizes[index] = image.size
+        except (OSError, ValueError) as error:
+            raise DCRInputError(f"'{path}' is not a readable image ({error}).") from None
+    return sizes
 
 
 def image_dataset(columns: dict[str, Iterable], features: Features) -> Dataset:

@@ -21,9 +21,14 @@ if TYPE_CHECKING:  # imported where used: the command lines' `--help` reads this
     from datasets import Dataset, DatasetDict
 
 #: Evaluation protocols, and the ones that score verification pairs.
-PROTOCOLS = ("verification", "intra-verification", "identification", "retrieval", "intra-retrieval")
+PROTOCOLS = (
+    "verification", "intra-verification", "identification", "retrieval", "intra-retrieval",
+    "closed-set-identification", "native-verification", "open-set-identification",
+)
 PAIR_PROTOCOLS = ("verification", "intra-verification")
 RETRIEVAL_PROTOCOLS = ("retrieval", "intra-retrieval")
+#: Protocols on native low-resolution faces (TinyFace, QMUL-SurvFace): images used as they are, no simulated sizes.
+NATIVE_PROTOCOLS = ("closed-set-identification", "native-verification", "open-set-identification")
 
 
 @dataclass
@@ -33,7 +38,9 @@ class DatasetOptions:
     data_root: str | None = field(
         default=None,
         metadata={"help": "Folder holding Casia/, LFW/, SCface/ (or a prepared dataset folder); for 'folder' an "
-                  "identity-per-folder tree, a saved dataset or a Hub dataset id."},
+                  "identity-per-folder tree, a saved dataset or a Hub dataset id; for 'tinyface' the folder holding "
+                  "Testing_Set/, for 'survface' the one holding Face_*_Test_Set/; for 'bin' one or more insightface "
+                  ".bin files, comma-separated."},
     )
     casia_fold: int | None = field(
         default=None, metadata={"help": "CASIA subject fold 0..9 held out for validation/retrieval; >= 10: none."}
@@ -42,6 +49,15 @@ class DatasetOptions:
         default=None, metadata={"help": "LFW pairs file (default: LFW/lfw_test_pair.txt, else LFW/pairs.txt)."}
     )
     num_finetune_subjects: int = field(default=50, metadata={"help": "SCface subjects kept for fine-tuning (not tested)."})
+    tinyface_aligned_dir: str | None = field(
+        default=None,
+        metadata={"help": "TinyFace: read the images from this aligned copy (relative to --data_root, e.g. "
+                  "aligned_pad_0.1_pad_high) holding Probe/, Gallery_Match/, Gallery_Distractor/; the .mat lists "
+                  "and native probe sizes still come from Testing_Set/."},
+    )
+    tinyface_no_distractors: bool = field(
+        default=False, metadata={"help": "TinyFace: search the match gallery only (a variant, named so in the results)."}
+    )
     strict_data: bool = field(default=False, metadata={"help": "Raise on missing or unreadable images instead of skipping them."})
     follow_symlinks_outside_root: bool = field(
         default=False, metadata={"help": "Read files whose symlinks point outside --data_root (refused by default)."}
@@ -170,6 +186,44 @@ def _generic(options: DatasetOptions, source: str) -> Dataset | DatasetDict:
     )
 
 
+def _tinyface_protocol(options: DatasetOptions, protocol: str, image_size: int) -> DatasetDict:
+    from .tinyface import load_tinyface
+
+    return load_tinyface(_root(options, "tinyface"), options.tinyface_aligned_dir,
+                         distractors=not options.tinyface_no_distractors, **_links(options))
+
+
+def _survface_protocol(options: DatasetOptions, protocol: str, image_size: int) -> DatasetDict:
+    from .survface import load_survface_identification, load_survface_verification
+
+    root = _root(options, "survface")
+    if protocol == "native-verification":
+        return load_survface_verification(root, **_links(options))
+    return load_survface_identification(root, **_links(options))
+
+
+def bin_paths(options: DatasetOptions) -> list[str]:
+    """The `.bin` files of `--dataset bin --data_root a.bin,b.bin` (comma-separated), each checked to exist."""
+    if options.data_root is None:
+        raise DCRInputError("--dataset bin needs --data_root (one or more insightface .bin files, comma-separated).")
+    paths = [part.strip() for part in options.data_root.split(",") if part.strip()]
+    for path in paths:
+        if not Path(path).is_file():
+            raise DCRFileNotFoundError(f"insightface .bin file '{path}' does not exist (given in --data_root).")
+    if len(set(paths)) != len(paths):
+        raise DCRInputError(f"--data_root names a .bin file twice: {paths}.")
+    return paths
+
+
+def _bin_protocol(options: DatasetOptions, protocol: str, image_size: int) -> Dataset:
+    from .bin import load_bin
+
+    paths = bin_paths(options)
+    if len(paths) != 1:
+        raise DCRInputError(f"--dataset bin loads one .bin at a time here; got {paths} (eval_hf.py runs each in turn).")
+    return load_bin(paths[0])
+
+
 def _synthetic_train(options: DatasetOptions, image_size: int) -> TrainingSplit:
     return TrainingSplit(_synthetic(options, "train", image_size), real_low_resolution=False)
 
@@ -216,6 +270,11 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("scface", "SCface", True, ("identification",), _scface_protocol, _scface_train,
                     validation_protocol="identification", validated_by="scface", preparable=True,
                     real_low_resolution_probes=True),
+        DatasetSpec("tinyface", "TinyFace", True, ("closed-set-identification",), _tinyface_protocol,
+                    real_low_resolution_probes=True),
+        DatasetSpec("survface", "QMUL-SurvFace", True, ("native-verification", "open-set-identification"),
+                    _survface_protocol, real_low_resolution_probes=True),
+        DatasetSpec("bin", "insightface .bin", True, PAIR_PROTOCOLS, _bin_protocol),
         DatasetSpec("folder", "Face folder", True, RETRIEVAL_PROTOCOLS, _folder_protocol, _folder_train, preparable=True),
     )
 }
@@ -240,6 +299,10 @@ def card_name(name: str | None, options: DatasetOptions | None = None) -> str | 
     """What model cards call a dataset: the registry's name, or for a generic source its folder / Hub id."""
     if name is None:
         return None
+    if name == "tinyface" and options is not None and options.tinyface_no_distractors:
+        return "TinyFace (no distractors)"
+    if name == "bin" and options is not None and options.data_root and "," not in options.data_root:
+        return f"{Path(options.data_root).stem} (insightface .bin)"
     if name in DATASETS and name != "folder":
         return DATASETS[name].card_name
     source = _generic_source(name, options)
@@ -249,6 +312,8 @@ def card_name(name: str | None, options: DatasetOptions | None = None) -> str | 
 def card_dataset_type(name: str, options: DatasetOptions | None = None) -> str:
     """The `model-index` dataset type of a dataset, the same for training and `eval_hf.py --update_card`:
     the registry name (`lfw`, `synthetic`, ...), or for a generic source its Hub id or folder name."""
+    if name == "bin" and options is not None and options.data_root and "," not in options.data_root:
+        return f"insightface-bin-{Path(options.data_root).stem}"
     if name in DATASETS and name != "folder":
         return name
     source = _generic_source(name, options)
@@ -290,8 +355,19 @@ def check_dataset_protocol(name: str, protocol: str, options: DatasetOptions) ->
         raise DCRInputError(f"protocol {protocol!r} is not one of {PROTOCOLS}.")
     if protocol not in spec.protocols:
         raise DCRInputError(f"protocol {protocol!r} does not apply to dataset {name!r}; it supports {spec.protocols}.")
-    if spec.needs_data_root:
+    if name == "bin":
+        bin_paths(options)
+    elif spec.needs_data_root:
         _root(options, name)
+    if options.tinyface_aligned_dir is not None and name != "tinyface":
+        raise DCRInputError(f"--tinyface_aligned_dir applies to --dataset tinyface, not {name!r}.")
+    if options.tinyface_aligned_dir is not None and Path(options.tinyface_aligned_dir).is_absolute():
+        raise DCRInputError(f"--tinyface_aligned_dir {options.tinyface_aligned_dir}: expected a folder relative to --data_root.")
+
+
+def default_protocol(name: str) -> str:
+    """The protocol `eval_hf.py` runs on `name` when none is given: its first."""
+    return get_spec(name).protocols[0]
 
 
 def load_protocol_data(name: str, protocol: str, options: DatasetOptions, image_size: int) -> Dataset | DatasetDict:
@@ -359,10 +435,12 @@ __all__ = [
     "PAIR_PROTOCOLS",
     "PREPARABLE_DATASETS",
     "PROTOCOLS",
+    "NATIVE_PROTOCOLS",
     "RETRIEVAL_PROTOCOLS",
     "TRAIN_DATASETS",
     "TrainingSplit",
     "VALIDATION_DATASETS",
+    "bin_paths",
     "card_dataset_type",
     "card_name",
     "describe_training_data",
@@ -371,6 +449,7 @@ __all__ = [
     "looks_like_hub_id",
     "check_dataset_protocol",
     "check_training_dataset",
+    "default_protocol",
     "get_spec",
     "is_generic_source",
     "load_protocol_data",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -23,6 +23,8 @@ from ..cli import DEBUG_HELP, check_output_path, reported_errors, split_debug_fl
 from ..data import registry
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from ..degradation import Degradation
     from ..image_processing_dcr import DCRImageProcessor
 
@@ -46,11 +48,16 @@ class DataArguments(registry.DatasetOptions):
     dataset: str = field(
         default="lfw", metadata={"help": "Which data to evaluate on; 'synthetic' needs no files.", "choices": tuple(registry.DATASETS)}
     )
-    protocol: Literal["verification", "intra-verification", "identification", "retrieval", "intra-retrieval"] = field(
-        default="verification",
-        metadata={"help": "verification: HR vs LR pairs; intra-verification: both at one size; identification: "
-                  "SCface gallery vs probes; retrieval: LR queries vs HR references; intra-retrieval: queries "
-                  "and references at one LR size."},
+    protocol: Literal[
+        "verification", "intra-verification", "identification", "retrieval", "intra-retrieval",
+        "closed-set-identification", "native-verification", "open-set-identification",
+    ] | None = field(
+        default=None,
+        metadata={"help": "Default: the dataset's first protocol. verification: HR vs LR pairs; intra-verification: "
+                  "both at one size; identification: SCface gallery vs probes; retrieval: LR queries vs HR "
+                  "references; intra-retrieval: queries and references at one LR size; closed-set-identification: "
+                  "TinyFace probes vs match + distractor gallery; native-verification: SurvFace pairs as they are; "
+                  "open-set-identification: SurvFace mated and unmated probes, TPIR at FPIR."},
     )
 
 
@@ -62,9 +69,15 @@ class EvaluationArguments:
     flip_tta: bool = field(default=False, metadata={"help": "Average the embeddings of each image and its mirror image."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Pairs or images per batch and process."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader workers (decoding)."})
-    threshold_grid: Literal["exact", "original"] = field(
+    threshold_grid: Literal["exact", "original", "insightface"] = field(
         default="exact",
-        metadata={"help": "Verification thresholds: 'exact' (every distinct decision) or 'original' (-1..1 step 0.005)."},
+        metadata={"help": "Verification thresholds: 'exact' (every distinct decision), 'original' (-1..1 step 0.005) "
+                  "or 'insightface' (squared L2 of normalized embeddings 0..4 step 0.01, insightface's .bin protocol)."},
+    )
+    native_routing: bool = field(
+        default=True,
+        metadata={"help": "TinyFace, SurvFace, branch models: each native LR image through the branch nearest its "
+                  "shorter side (--native_routing false: every image through the HR branch)."},
     )
     retrieval_rule: Literal["exclude_own", "original"] = field(
         default="exclude_own",
@@ -213,6 +226,9 @@ def check_probe_degradation(data_args: DataArguments, eval_args: EvaluationArgum
     """`--probe_degradation` checked before any model or data is loaded: the settings of a preset or
     file (`None` for 'none' and 'model', which is read from each model)."""
     value = eval_args.probe_degradation
+    if value != "none" and data_args.protocol in registry.NATIVE_PROTOCOLS:
+        raise DCRInputError(f"--probe_degradation {value}: {data_args.protocol} uses native LR images, which are not "
+                            "simulated; the degradation model applies to simulated probes (verification, retrieval).")
     if value != "none" and data_args.protocol == "identification":
         raise DCRInputError(f"--probe_degradation {value}: identification uses real LR probes (SCface), which are not "
                             "simulated; the degradation model applies to simulated probes (verification, retrieval).")
@@ -246,13 +262,28 @@ def probe_degradations(names: Sequence[str], models: Sequence, settings: dict | 
     return degradations, notes
 
 
+def threshold_grid_option(name: str) -> str | np.ndarray | None:
+    """`--threshold_grid` as the runners take it: `None` (exact), `"original"` or insightface's grid as cosines."""
+    if name == "exact":
+        return None
+    if name == "insightface":
+        from .verification import INSIGHTFACE_THRESHOLD_GRID
+
+        return INSIGHTFACE_THRESHOLD_GRID
+    return name
+
+
 def _protocol_options(data_args: DataArguments, eval_args: EvaluationArguments, accelerator) -> dict:
     options = dict(
         flip_tta=eval_args.flip_tta, batch_size=eval_args.per_device_eval_batch_size,
         num_workers=eval_args.dataloader_num_workers, accelerator=accelerator,
     )
-    if data_args.protocol in registry.PAIR_PROTOCOLS:
-        options["threshold_grid"] = None if eval_args.threshold_grid == "exact" else eval_args.threshold_grid
+    if data_args.protocol in (*registry.PAIR_PROTOCOLS, "native-verification"):
+        options["threshold_grid"] = threshold_grid_option(eval_args.threshold_grid)
+    if data_args.protocol == "native-verification":
+        options["route_images"] = eval_args.native_routing
+    if data_args.protocol in ("closed-set-identification", "open-set-identification"):
+        options["route_probes"] = eval_args.native_routing
     if data_args.protocol == "identification":
         options["probe_resolution"] = parse_probe_resolution(eval_args.probe_resolution)
     if data_args.protocol in registry.RETRIEVAL_PROTOCOLS:
@@ -299,7 +330,8 @@ def build_parser() -> HfArgumentParser:
 
 
 def run(argv: Sequence[str] | None = None, parser: HfArgumentParser | None = None) -> dict[str, dict]:
-    """Parse a command line, evaluate every model, print and write the reports; `{model name: result}`."""
+    """Parse a command line, evaluate every model, print and write the reports; `{model name: result}`
+    (several `.bin` files: `{file stem: {model name: result}}`, each set's reports in `--output_dir/<stem>/`)."""
     parser = parser or build_parser()
     model_args, data_args, eval_args, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     if unknown:
@@ -317,6 +349,8 @@ def run(argv: Sequence[str] | None = None, parser: HfArgumentParser | None = Non
     models = [model_args.model_name_or_path, *model_args.compare]
     if len(set(models)) != len(models):
         raise DCRInputError(f"A model is listed twice: {models}.")
+    if data_args.protocol is None:
+        data_args.protocol = registry.default_protocol(data_args.dataset)
     # Everything that can be checked is checked before the (possibly long) data loading.
     if eval_args.output_dir is not None:
         check_output_path(eval_args.output_dir, "--output_dir", "results.json, results.md and roc.png")
@@ -324,13 +358,18 @@ def run(argv: Sequence[str] | None = None, parser: HfArgumentParser | None = Non
         check_figure_path(eval_args.show_probes)
     check_operator_options(eval_args)
     registry.check_dataset_protocol(data_args.dataset, data_args.protocol, data_args)
+    native = data_args.protocol in registry.NATIVE_PROTOCOLS
+    if native and eval_args.sizes:
+        raise DCRInputError(f"--sizes: {data_args.protocol} uses native LR images at their own sizes; drop --sizes.")
     degradation_settings = check_probe_degradation(data_args, eval_args)
     notes = apply_original_protocol(eval_args)
+    if eval_args.threshold_grid == "insightface":
+        notes.append("thresholds: insightface's (squared L2 of normalized embeddings, 0..4 step 0.01, same when below)")
     accelerator = Accelerator()
     options = _protocol_options(data_args, eval_args, accelerator)
     loaded = [load_model_and_processor(path, "--model_name_or_path" if index == 0 else "--compare")
               for index, path in enumerate(models)]
-    if data_args.protocol != "identification":
+    if data_args.protocol != "identification" and not native:
         for model, _ in loaded:
             check_sizes(model, eval_args.sizes)
     names = display_names(models)
@@ -342,24 +381,34 @@ def run(argv: Sequence[str] | None = None, parser: HfArgumentParser | None = Non
         for note in notes:
             logger.warning(note)
     image_size = loaded[0][0].config.image_size
-    data = registry.load_protocol_data(data_args.dataset, data_args.protocol, data_args, image_size)
-    if eval_args.show_probes is not None and accelerator.is_main_process:
-        shown = degradations[0] or degradation_for(degradation_settings or DEGRADATION_PRESETS["surveillance"], eval_args.degradation_seed)
-        sizes = eval_args.sizes or loaded[0][0].config.low_resolution_sizes
-        write_probe_figure(first_face(data), processors[0], sizes, shown, eval_args.show_probes,
-                           label=eval_args.probe_degradation if degradations[0] else "surveillance")
-        print(f"Wrote {eval_args.show_probes}")
-    results: dict[str, dict] = {}
-    for name, (model, _), processor, degradation in zip(names, loaded, processors, degradations):
-        model.to(accelerator.device)
-        extra = {"degradation": degradation} if degradation is not None else {}
-        results[name] = run_protocol(
-            data_args.protocol, model, data, sizes=eval_args.sizes, image_processor=processor, **options, **extra
-        )
-    if accelerator.is_main_process:
-        _write_outputs(results, models, data_args, eval_args, notes)
-    accelerator.wait_for_everyone()
-    return results
+    # `--dataset bin --data_root a.bin,b.bin`: each set in turn, with its own reports and card entries.
+    roots = registry.bin_paths(data_args) if data_args.dataset == "bin" else [data_args.data_root]
+    every: dict[str, dict[str, dict]] = {}
+    for root in roots:
+        set_args = replace(data_args, data_root=root)
+        set_eval = eval_args
+        if len(roots) > 1:
+            label = Path(root).stem
+            if eval_args.output_dir is not None:
+                set_eval = replace(eval_args, output_dir=str(Path(eval_args.output_dir) / label))
+        data = registry.load_protocol_data(set_args.dataset, set_args.protocol, set_args, image_size)
+        if eval_args.show_probes is not None and accelerator.is_main_process and root == roots[0]:
+            shown = degradations[0] or degradation_for(degradation_settings or DEGRADATION_PRESETS["surveillance"], eval_args.degradation_seed)
+            sizes = eval_args.sizes or loaded[0][0].config.low_resolution_sizes
+            write_probe_figure(first_face(data), processors[0], sizes, shown, eval_args.show_probes,
+                               label=eval_args.probe_degradation if degradations[0] else "surveillance")
+            print(f"Wrote {eval_args.show_probes}")
+        results: dict[str, dict] = {}
+        for name, (model, _), processor, degradation in zip(names, loaded, processors, degradations):
+            model.to(accelerator.device)
+            extra = {"degradation": degradation} if degradation is not None else {}
+            sizes = {} if native else {"sizes": eval_args.sizes}
+            results[name] = run_protocol(set_args.protocol, model, data, image_processor=processor, **sizes, **options, **extra)
+        if accelerator.is_main_process:
+            _write_outputs(results, models, set_args, set_eval, notes)
+        accelerator.wait_for_everyone()
+        every[str(root)] = results
+    return every[str(roots[0])] if len(roots) == 1 else {Path(root).stem: result for root, result in every.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from ..reports import COLUMN_KEYS
+
 #: The criterion of each protocol: one number to select checkpoints on (the original's choices for
 #: verification and SCface identification).
 CRITERIA = {
@@ -15,6 +17,9 @@ CRITERIA = {
     "identification": "mean_rank1",
     "retrieval": "mean_lr_precision_at_1",
     "intra-retrieval": "mean_lr_precision_at_1",
+    "closed-set-identification": "mean_rank1",
+    "native-verification": "mean_accuracy",
+    "open-set-identification": "mean_tpir",
 }
 
 
@@ -22,9 +27,9 @@ def summary_metrics(results: Mapping[str, Any]) -> dict[str, float]:
     """The scalar metrics of a runner result as a flat `{name: float}`, for logging (`Trainer.log`,
     TensorBoard) and checkpoint selection: `"<metric>_<column>"` (`accuracy_8`, `auc_hr`,
     `tar@far=0.001_8`, `rank_1_d1`, `map_at_r_12`) plus the protocol's criterion (`CRITERIA`)."""
-    columns = results.get("by_resolution", results.get("by_distance"))
+    columns = next((results[key] for key in COLUMN_KEYS if key in results), None)
     if columns is None:
-        raise KeyError(f"Not a runner result: no 'by_resolution' or 'by_distance' among {sorted(results)}.")
+        raise KeyError(f"Not a runner result: none of {COLUMN_KEYS} among {sorted(results)}.")
     flat: dict[str, float] = {}
     for key, values in columns.items():
         for name, value in values.items():

@@ -20,6 +20,10 @@ from .embeddings import HR, EmbeddingView, check_sizes, compute_embedding_views,
 
 logger = logging.get_logger(__name__)
 
+#: insightface's verification thresholds (`np.arange(0, 4, 0.01)` on the squared L2 distance of normalized
+#: embeddings, "same" when below) as cosine thresholds: `d < t` is `cos > 1 - t / 2`.
+INSIGHTFACE_THRESHOLD_GRID = 1.0 - np.arange(0, 4, 0.01) / 2
+
 #: Fewer pairs than this in a fold make its accuracy coarse (steps of 1/n) and the std over folds noise.
 MIN_PAIRS_PER_FOLD = 10
 
@@ -141,4 +145,4 @@ def evaluate_verification(
     }
 
 
-__all__ = ["MIN_PAIRS_PER_FOLD", "evaluate_verification", "warn_small_folds"]
+__all__ = ["INSIGHTFACE_THRESHOLD_GRID", "MIN_PAIRS_PER_FOLD", "evaluate_verification", "warn_small_folds"]

@@ -15,7 +15,7 @@ from typing import Any
 from huggingface_hub import EvalResult
 
 from ..errors_dcr import DCRInputError
-from ..reports import METRIC_TITLES, column_title, result_columns
+from ..reports import METRIC_TITLES, column_title, metric_value, result_columns
 
 RESULTS_START = "<!-- dcr-results:start -->"
 RESULTS_END = "<!-- dcr-results:end -->"
@@ -31,6 +31,9 @@ CARD_METRICS = {
     "identification": ("rank_1", "rank_5"),
     "retrieval": ("precision_at_1", "map_at_r", "r_precision", "nmi", "ami"),
     "intra-retrieval": ("precision_at_1", "map_at_r", "r_precision", "nmi", "ami"),
+    "closed-set-identification": ("rank_1", "rank_5", "rank_20", "map"),
+    "native-verification": ("accuracy", "auc", "tar@far=0.3", "tar@far=0.1", "tar@far=0.01", "tar@far=0.001"),
+    "open-set-identification": ("tpir@fpir=0.3", "tpir@fpir=0.2", "tpir@fpir=0.1"),
 }
 _PROTOCOL_TITLES = {
     "verification": "verification, HR gallery vs {probes} probe",
@@ -38,6 +41,9 @@ _PROTOCOL_TITLES = {
     "identification": "identification, HR gallery vs {probes} probes",
     "retrieval": "retrieval, {probes} queries vs HR references",
     "intra-retrieval": "retrieval, queries and references at the same {kind}resolution",
+    "closed-set-identification": "identification, {probes} probes vs match + distractor gallery (columns: native probe size)",
+    "native-verification": "verification, pairs of {probes} images",
+    "open-set-identification": "open-set identification, {probes} probes (columns: rank)",
 }
 
 
@@ -88,7 +94,8 @@ def results_to_eval_results(
     for key, column in result_columns(results).items():
         title = column_title(key)
         for metric in CARD_METRICS[protocol]:
-            if column.get(metric) is None:
+            value = metric_value(column, metric)
+            if value is None:
                 continue
             eval_results.append(
                 EvalResult(
@@ -100,7 +107,7 @@ def results_to_eval_results(
                     dataset_revision=dataset_revision,
                     dataset_args={PROBES_KEY: probes} if probes else None,
                     metric_type=metric,
-                    metric_value=round(100.0 * float(column[metric]), 2),
+                    metric_value=round(100.0 * float(value), 2),
                     metric_name=f"{dataset_name} {protocol} {title}: {METRIC_TITLES.get(metric, metric)}",
                     metric_config=f"{protocol}/{title}",
                 )
