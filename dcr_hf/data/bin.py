@@ -28,25 +28,29 @@ _NUMERIC_MODULES = ("numpy.core.numeric", "numpy._core.numeric")
 _BOOL_DTYPES = ("b1", "?", "bool")
 
 
+class RefusedPickleContent(pickle.UnpicklingError):
+    """A `.bin` pickle names something other than what a `.bin` holds (raised before it is built)."""
+
+
 def _bool_dtype(name: Any, align: Any = False, copy: Any = True) -> np.dtype:
     """`numpy.dtype(...)` for the one dtype a `.bin` holds, bool; any other is refused."""
     text = name.decode("latin-1") if isinstance(name, bytes) else name
     if text not in _BOOL_DTYPES:
-        raise pickle.UnpicklingError(f"numpy dtype {text!r} (only bool arrays are accepted)")
+        raise RefusedPickleContent(f"numpy dtype {text!r} (only bool arrays are accepted)")
     return np.dtype(text, align, copy)
 
 
 def _reconstruct(cls: Any, shape: Any, dtype: Any) -> np.ndarray:
     """numpy's array-unpickling constructor, for `numpy.ndarray` only (its data is set from the pickle after)."""
     if cls is not np.ndarray:
-        raise pickle.UnpicklingError(f"array class {cls!r} (only numpy.ndarray is accepted)")
+        raise RefusedPickleContent(f"array class {cls!r} (only numpy.ndarray is accepted)")
     return np.ndarray.__new__(np.ndarray, shape, dtype)
 
 
 def _frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
     """numpy's protocol-5 array constructor, for bool arrays only (the dtype comes through `_bool_dtype`)."""
     if not isinstance(dtype, np.dtype) or dtype != np.bool_:
-        raise pickle.UnpicklingError(f"array dtype {dtype!r} (only bool arrays are accepted)")
+        raise RefusedPickleContent(f"array dtype {dtype!r} (only bool arrays are accepted)")
     return np.frombuffer(bytes(buffer), dtype=dtype).reshape(shape, order=order).copy()
 
 
@@ -67,7 +71,7 @@ class SafeBinUnpickler(pickle.Unpickler):
             return np.ndarray
         if module == "numpy" and name == "dtype":
             return _bool_dtype
-        raise pickle.UnpicklingError(f"global {module}.{name}")
+        raise RefusedPickleContent(f"global {module}.{name}")
 
 
 def read_bin(path: PathLike) -> tuple[list[bytes], np.ndarray]:
@@ -76,10 +80,10 @@ def read_bin(path: PathLike) -> tuple[list[bytes], np.ndarray]:
     try:
         with open(path, "rb") as stream:
             loaded = SafeBinUnpickler(io.BufferedReader(stream), encoding="bytes").load()
-    except pickle.UnpicklingError as error:
+    except RefusedPickleContent as error:
         raise DCRFileError(f"'{path}' is refused: its pickle holds {error}; a .bin holds only (list of encoded images, "
                            "issame list).") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError) as error:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError) as error:
         raise DCRFileError(f"'{path}' is not a readable insightface .bin pickle ({type(error).__name__}: {error}).") from None
     if not isinstance(loaded, (tuple, list)) or len(loaded) != 2:
         raise DCRInputError(f"'{path}' holds a {type(loaded).__name__}; expected the pair (list of encoded images, issame list).")
@@ -114,4 +118,4 @@ def load_bin(path: PathLike) -> Dataset:
     }, features=features)
 
 
-__all__ = ["NUM_FOLDS", "SafeBinUnpickler", "load_bin", "read_bin"]
+__all__ = ["NUM_FOLDS", "RefusedPickleContent", "SafeBinUnpickler", "load_bin", "read_bin"]
