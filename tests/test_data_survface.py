@@ -4,12 +4,14 @@ through `eval_hf.py` against references computed here by brute force from the sa
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from datasets import Dataset
+from huggingface_hub import ModelCard
 from PIL import Image
 from scipy.io import savemat
 from tests.models import tiny_config
@@ -118,8 +120,9 @@ def test_bad_input_is_one_line(tmp_path):
 def test_verification_equals_a_brute_force_reference(trunk_model, tmp_path):
     root = make_survface(tmp_path / "survface")
     output = tmp_path / "out"
-    result = run(["--model_name_or_path", trunk_model, "--dataset", "survface", "--protocol", "native-verification",
-                  "--data_root", str(root), "--output_dir", str(output)])[Path(trunk_model).name]
+    model = shutil.copytree(trunk_model, tmp_path / "model")
+    result = run(["--model_name_or_path", str(model), "--dataset", "survface", "--protocol", "native-verification",
+                  "--data_root", str(root), "--output_dir", str(output), "--update_card"])["model"]
     folder = root / "Face_Verification_Test_Set" / "verification_images"
     embeddings = dict(zip(VERIFICATION_IMAGES, _embed(trunk_model, [folder / name for name in VERIFICATION_IMAGES])))
     scores = np.array([embeddings[a] @ embeddings[b] for a, b in POSITIVE + NEGATIVE])
@@ -129,8 +132,12 @@ def test_verification_equals_a_brute_force_reference(trunk_model, tmp_path):
         # TAR at FAR f: the best true accept rate over every threshold whose false accept rate is <= f.
         best = max(np.mean(scores[same] >= t) for t in [*scores, np.inf] if np.mean(scores[~same] >= t) <= far)
         assert column["tar_at_far"][f"{far:g}"] == pytest.approx(best, abs=1e-6), far
-    saved = json.loads((output / "results.json").read_text())["results"][Path(trunk_model).name]
+    saved = json.loads((output / "results.json").read_text())["results"]["model"]
     assert saved["by_resolution"]["native"]["auc"] == pytest.approx(column["auc"])
+    card = ModelCard.load(model / "README.md")
+    entries = {(r.metric_type, r.metric_config): r.metric_value for r in card.data.eval_results}
+    assert entries[("tar@far=0.01", "native-verification/native")] == round(100 * column["tar_at_far"]["0.01"], 2)
+    assert entries[("accuracy", "native-verification/native")] == round(100 * column["accuracy"], 2)
     assert (output / "roc.png").is_file()
     assert "TAR@FAR=0.3" in (output / "results.md").read_text()
 

@@ -4,12 +4,14 @@ input, and `eval_hf.py --dataset tinyface` against a reference computed here fro
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from datasets import Dataset
+from huggingface_hub import ModelCard
 from datasets import Image as Image_
 from PIL import Image
 from scipy.io import loadmat, savemat
@@ -181,11 +183,18 @@ def test_eval_hf_tinyface_equals_the_reference(branch_model, tmp_path, aligned):
     assert (output / "cmc.png").stat().st_size > 0
 
 
-def test_no_distractors_is_a_variant_named_as_such(branch_model, tmp_path):
+def test_no_distractors_is_a_variant_named_as_such_on_the_card(branch_model, tmp_path):
     root = make_tinyface(tmp_path / "tinyface")
-    result = run(["--model_name_or_path", branch_model, "--dataset", "tinyface", "--data_root", str(root),
-                  "--tinyface_no_distractors", "--output_dir", str(tmp_path / "out")])[Path(branch_model).name]
+    model = shutil.copytree(branch_model, tmp_path / "model")
+    result = run(["--model_name_or_path", str(model), "--dataset", "tinyface", "--data_root", str(root),
+                  "--tinyface_no_distractors", "--output_dir", str(tmp_path / "out"), "--update_card"])["model"]
     expected = _reference(branch_model, root, None, distractors=False)
     assert result["by_probe_size"]["all"]["rank_1"] == pytest.approx(expected["rank_1"])
     assert result["num_distractors"] == 0
     assert "TinyFace (no distractors)" in (tmp_path / "out" / "results.md").read_text()
+    card = ModelCard.load(model / "README.md")
+    entries = {(r.dataset_name, r.metric_type, r.metric_config): r.metric_value for r in card.data.eval_results}
+    for metric in ("rank_1", "rank_5", "rank_20", "map"):
+        value = expected[metric]
+        assert entries[("TinyFace (no distractors)", metric, "closed-set-identification/all")] == round(100 * value, 2)
+    assert "| rank-20 identification accuracy | " in card.text

@@ -41,7 +41,7 @@ _PROTOCOL_TITLES = {
     "identification": "identification, HR gallery vs {probes} probes",
     "retrieval": "retrieval, {probes} queries vs HR references",
     "intra-retrieval": "retrieval, queries and references at the same {kind}resolution",
-    "closed-set-identification": "identification, {probes} probes vs match + distractor gallery (columns: native probe size)",
+    "closed-set-identification": "identification, {probes} probes vs every gallery image (columns: native probe size)",
     "native-verification": "verification, pairs of {probes} images",
     "open-set-identification": "open-set identification, {probes} probes (columns: rank)",
 }
