@@ -165,3 +165,21 @@ def pil_low_resolution_batch(pixel_values, size: int, mean: float = 0.5, std: fl
     levels = (pixel_values * std + mean).mul(255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     low = np.stack([pil_low_resolution(Image.fromarray(np.ascontiguousarray(image)), size) for image in levels])
     return (torch.from_numpy(low).permute(0, 3, 1, 2).float() / 255 - mean) / std
+
+
+def matlab_cell(rows: Sequence[Sequence[str]]) -> np.ndarray:
+    """A MATLAB cell array of char arrays (`{N x k}`), as `scipy.io.savemat` writes it from an object array."""
+    cell = np.empty((len(rows), len(rows[0])), dtype=object)
+    for i, row in enumerate(rows):
+        for j, name in enumerate(row):
+            cell[i, j] = name
+    return cell
+
+
+def save_sized_face(path: Path, width: int, height: int, seed: int) -> Path:
+    """Write a `width` x `height` image of seeded noise (a native low-resolution face)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path

@@ -14,6 +14,7 @@ from datasets import Dataset
 from huggingface_hub import ModelCard
 from PIL import Image
 from scipy.io import savemat
+from tests.layouts import matlab_cell, save_sized_face
 from tests.models import tiny_config
 
 from dcr_hf import DCRImageProcessor, DCRModel
@@ -24,18 +25,7 @@ from dcr_hf.evaluation.command import run
 
 
 def _face(path: Path, side: int, seed: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 256, size=(side, side + 2, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path)
-
-
-def _cell(rows: list[list[str]]) -> np.ndarray:
-    """A MATLAB cell array of char arrays (`{N x k}`), as scipy writes it from an object array."""
-    cell = np.empty((len(rows), len(rows[0])), dtype=object)
-    for i, row in enumerate(rows):
-        for j, name in enumerate(row):
-            cell[i, j] = name
-    return cell
+    save_sized_face(path, side + 2, side, seed)
 
 
 VERIFICATION_IMAGES = [f"{identity}_cam{camera}_{frame}.jpg" for identity in (101, 102, 103, 104, 105)
@@ -53,8 +43,8 @@ def make_survface(root: Path) -> Path:
     verification = root / "Face_Verification_Test_Set"
     for index, name in enumerate(VERIFICATION_IMAGES):
         _face(verification / "verification_images" / name, 8 + index, seed=index)
-    savemat(verification / "positive_pairs_names.mat", {"positive_pairs_names": _cell(POSITIVE)})
-    savemat(verification / "negative_pairs_names.mat", {"negative_pairs_names": _cell(NEGATIVE)})
+    savemat(verification / "positive_pairs_names.mat", {"positive_pairs_names": matlab_cell(POSITIVE)})
+    savemat(verification / "negative_pairs_names.mat", {"negative_pairs_names": matlab_cell(NEGATIVE)})
     identification = root / "Face_Identification_Test_Set"
     for folder, entries in (("gallery", GALLERY), ("mated_probe", MATED)):
         for index, (name, _) in enumerate(entries):
@@ -62,10 +52,10 @@ def make_survface(root: Path) -> Path:
     for index, name in enumerate(UNMATED):
         _face(identification / "unmated_probe" / name, 9 + index, seed=500 + index)
     savemat(identification / "gallery_img_ID_pairs.mat", {
-        "gallery_set": _cell([[name] for name, _ in GALLERY]),
+        "gallery_set": matlab_cell([[name] for name, _ in GALLERY]),
         "gallery_ids": np.array([[identity] for _, identity in GALLERY], dtype=np.uint16)})
     savemat(identification / "mated_probe_img_ID_pairs.mat", {
-        "mated_probe_set": _cell([[name] for name, _ in MATED]),
+        "mated_probe_set": matlab_cell([[name] for name, _ in MATED]),
         "mated_probe_ids": np.array([[identity] for _, identity in MATED], dtype=np.uint16)})
     return root
 
@@ -109,7 +99,7 @@ def test_bad_input_is_one_line(tmp_path):
     with pytest.raises(DCRFileNotFoundError, match="103_cam2_7.jpg' is listed in"):
         load_survface_verification(root)
     savemat(root / "Face_Verification_Test_Set" / "negative_pairs_names.mat",
-            {"negative_pairs_names": _cell([[name] for name, _ in GALLERY])})
+            {"negative_pairs_names": matlab_cell([[name] for name, _ in GALLERY])})
     with pytest.raises(DCRInputError, match=r"shape \(4, 1\); expected an N x 2 cell array"):
         load_survface_verification(root)
     (root / "Face_Identification_Test_Set" / "mated_probe_img_ID_pairs.mat").unlink()

@@ -15,6 +15,7 @@ from huggingface_hub import ModelCard
 from datasets import Image as Image_
 from PIL import Image
 from scipy.io import loadmat, savemat
+from tests.layouts import matlab_cell, save_sized_face
 from tests.models import tiny_config
 
 from dcr_hf import DCRImageProcessor, DCRModel
@@ -29,18 +30,8 @@ MATCHES = [("1_2.jpg", 14, 14), ("2_2.jpg", 11, 12), ("3_2.jpg", 18, 17), ("4_2.
 DISTRACTORS = [(f"{index}_distractor.jpg", 10 + index, 12) for index in range(8)]
 
 
-def _face(path: Path, width: int, height: int, seed: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path)
-
-
 def _cell(names: list[str]) -> np.ndarray:
-    """A MATLAB {N x 1} cell array of char arrays, as scipy writes it from an object array."""
-    cell = np.empty((len(names), 1), dtype=object)
-    for index, name in enumerate(names):
-        cell[index, 0] = name
-    return cell
+    return matlab_cell([[name] for name in names])
 
 
 def make_tinyface(root: Path, aligned: str | None = None) -> Path:
@@ -51,7 +42,7 @@ def make_tinyface(root: Path, aligned: str | None = None) -> Path:
             for index, (name, width, height) in enumerate(entries):
                 # The aligned copy: other pixels, at the model's size, as aligners write them.
                 size = (width, height) if number == 0 else (32, 32)
-                _face(folder / sub / name, *size, seed=1000 * number + 100 * len(sub) + index)
+                save_sized_face(folder / sub / name, *size, seed=1000 * number + 100 * len(sub) + index)
     savemat(testing / "probe_img_ID_pairs.mat", {
         "probe_set": _cell([name for name, *_ in PROBES]),
         "probe_ids": np.array([[float(name.split("_")[0])] for name, *_ in PROBES]),
@@ -100,8 +91,9 @@ def test_the_aligned_copy_gives_the_pixels_and_testing_set_the_sizes(tmp_path):
 def test_a_missing_mat_file_is_one_line(tmp_path):
     root = make_tinyface(tmp_path)
     (root / "Testing_Set" / "gallery_match_img_ID_pairs.mat").unlink()
-    with pytest.raises(DCRFileNotFoundError, match="gallery_match_img_ID_pairs.mat"):
+    with pytest.raises(DCRFileNotFoundError, match="gallery_match_img_ID_pairs.mat' not found") as raised:
         load_tinyface(root)
+    assert "\n" not in str(raised.value)
 
 
 def test_a_listed_but_absent_image_is_one_line(tmp_path):
@@ -198,3 +190,10 @@ def test_no_distractors_is_a_variant_named_as_such_on_the_card(branch_model, tmp
         value = expected[metric]
         assert entries[("TinyFace (no distractors)", metric, "closed-set-identification/all")] == round(100 * value, 2)
     assert "| rank-20 identification accuracy | " in card.text
+
+
+@pytest.mark.parametrize("option", [["--sizes", "8"], ["--probe_degradation", "blur"]])
+def test_simulated_probe_options_are_refused_for_native_faces(tmp_path, option):
+    root = make_tinyface(tmp_path)
+    with pytest.raises(DCRInputError, match="native LR images"):
+        run(["--model_name_or_path", str(tmp_path / "no-model"), "--dataset", "tinyface", "--data_root", str(root), *option])

@@ -7,17 +7,22 @@ and numeric id vectors (`N x 1`). Every file is confined to its data root like a
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from ..errors_dcr import DCRFileError, DCRInputError
-from ._layout import PathLike, confine_to_root, require_file
+from ..errors_dcr import DCRFileError, DCRFileNotFoundError, DCRInputError
+from ._layout import PathLike, confine_to_root
 
 
 def read_mat(path: PathLike, root: PathLike, dataset: str, variables: tuple[str, ...], *,
              follow_symlinks_outside_root: bool = False) -> dict[str, np.ndarray]:
     """`{name: array}` of `variables` from the MATLAB file `path` (one line naming the file and what
     is wrong when it is missing, outside `root`, unreadable or lacks a variable)."""
-    path = require_file(path, dataset, f"{dataset} protocol file")
+    path = Path(path)
+    if not path.is_file():
+        raise DCRFileNotFoundError(f"{dataset} protocol file '{path}' not found; expected the MATLAB file the dataset "
+                                   "ships there (layout: docs/datasets.md).")
     confine_to_root(path, root, follow_symlinks_outside_root=follow_symlinks_outside_root)
     from scipy.io import loadmat
 
