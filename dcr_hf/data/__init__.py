@@ -1,7 +1,9 @@
 """Face datasets as Hugging Face `datasets`, the dataset registry, on-the-fly transforms and samplers.
 
 Loaders: `load_casia`, `load_lfw_pairs`, `load_lfw_identities`, `load_scface`,
-`load_scface_finetune`, `load_image_folder`, `load_face_dataset`, `load_synthetic`; the registry
+`load_scface_finetune`, `load_image_folder`, `load_face_dataset`, `load_synthetic`, the native
+low-resolution test sets `load_tinyface`, `load_survface_verification`,
+`load_survface_identification` and insightface's `.bin` pairs `load_bin`; the registry
 (`dcr_hf.data.registry`) says which loader serves which command and protocol. Schemas:
 `dcr_hf.data.features`. Transforms (for `apply_transform` / `Dataset.with_transform`), built
 from a `DCRImageProcessor`: `TrainTransform`, `PairTransform`, `EvalTransform`,
@@ -13,6 +15,7 @@ from .._lazy import lazy_exports
 #: Where each name lives; imported when first used, so that a command's `--help` (which needs only
 #: `registry.DatasetOptions`) does not load `datasets`.
 _EXPORTS = {
+    "load_bin": "bin",
     "load_casia": "casia",
     "load_face_dataset": "generic",
     "load_image_folder": "generic",
@@ -25,7 +28,10 @@ _EXPORTS = {
     "MPerClassSampler": "sampler",
     "load_scface": "scface",
     "load_scface_finetune": "scface",
+    "load_survface_identification": "survface",
+    "load_survface_verification": "survface",
     "load_synthetic": "synthetic",
+    "load_tinyface": "tinyface",
     "EvalTransform": "transforms",
     "FinetuneTransform": "transforms",
     "PairTransform": "transforms",
@@ -45,6 +51,7 @@ __all__ = [
     "PairTransform",
     "TrainTransform",
     "apply_transform",
+    "load_bin",
     "load_casia",
     "load_face_dataset",
     "load_image_folder",
@@ -53,6 +60,9 @@ __all__ = [
     "load_protocol_data",
     "load_scface",
     "load_scface_finetune",
+    "load_survface_identification",
+    "load_survface_verification",
     "load_synthetic",
+    "load_tinyface",
     "load_training_split",
 ]

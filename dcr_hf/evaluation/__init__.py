@@ -14,6 +14,7 @@ from .._lazy import lazy_exports
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
+        "evaluate_closed_set_identification": "closed_set",
         "HR": "embeddings",
         "EmbeddingView": "embeddings",
         "check_resolution": "embeddings",
@@ -24,6 +25,8 @@ __getattr__, __dir__ = lazy_exports(
         "processor_for": "embeddings",
         "default_probe_resolutions": "identification",
         "evaluate_identification": "identification",
+        "evaluate_native_verification": "native_verification",
+        "evaluate_open_set_identification": "open_set",
         "PROTOCOLS": "protocols",
         "run_protocol": "protocols",
         "evaluate_retrieval": "retrieval",
@@ -43,7 +46,10 @@ __all__ = [
     "compute_embedding_views",
     "compute_embeddings",
     "default_probe_resolutions",
+    "evaluate_closed_set_identification",
     "evaluate_identification",
+    "evaluate_native_verification",
+    "evaluate_open_set_identification",
     "evaluate_retrieval",
     "evaluate_verification",
     "get_dcr_model",
