@@ -59,3 +59,9 @@ def test_the_curve_runs_from_no_false_positive_to_all():
 def test_a_mated_probe_without_gallery_identity_is_refused():
     with pytest.raises(DCRInputError, match="no gallery identity"):
         open_set_identification(MATED, np.array([1, 1, 2, 3]), GALLERY, GALLERY_LABELS, UNMATED)
+
+
+def test_blocks_do_not_change_the_result():
+    whole = open_set_identification(MATED, MATED_LABELS, GALLERY, GALLERY_LABELS, UNMATED)
+    blocked = open_set_identification(MATED, MATED_LABELS, GALLERY, GALLERY_LABELS, UNMATED, block_size=1)
+    assert blocked.tpir == whole.tpir and blocked.thresholds == whole.thresholds

@@ -56,6 +56,7 @@ def open_set_identification(
     unmated_embeddings: ArrayLike,
     fpir_targets: Sequence[float] = (0.3, 0.2, 0.1),
     ranks: Sequence[int] = (1, 20),
+    block_size: int = 4096,
 ) -> OpenSetResult:
     """TPIR at FPIR of mated and unmated probes against identity templates, by cosine similarity.
 
@@ -85,11 +86,20 @@ def open_set_identification(
     if missing:
         raise DCRInputError(f"{len(missing)} mated probe(s) have no gallery identity, e.g. {missing[0]!r}.")
     mate = torch.as_tensor([position[label] for label in mated_labels.tolist()])
-    mated_scores = _normalized(mated) @ templates.T
-    mate_scores = mated_scores.gather(1, mate[:, None])[:, 0]
-    mate_rank = ((mated_scores > mate_scores[:, None]).sum(dim=1) + 1).numpy()
-    mate_scores = mate_scores.numpy().astype(np.float64)
-    unmated_best = (_normalized(unmated) @ templates.T).max(dim=1).values.numpy().astype(np.float64)
+    mate_scores, mate_rank = [], []
+    queries = _normalized(mated)
+    # Blocks of probes keep the score matrix small (SurvFace: ~60k mated probes x 3k identities).
+    for start in range(0, len(queries), block_size):
+        scores = queries[start:start + block_size] @ templates.T
+        own = scores.gather(1, mate[start:start + block_size, None])
+        mate_scores.append(own[:, 0])
+        mate_rank.append((scores > own).sum(dim=1) + 1)
+    mate_scores = torch.cat(mate_scores).numpy().astype(np.float64)
+    mate_rank = torch.cat(mate_rank).numpy()
+    others = _normalized(unmated)
+    unmated_best = torch.cat([
+        (others[start:start + block_size] @ templates.T).max(dim=1).values for start in range(0, len(others), block_size)
+    ]).numpy().astype(np.float64)
 
     descending = np.sort(unmated_best)[::-1]
     num_unmated = len(descending)
