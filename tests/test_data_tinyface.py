@@ -197,3 +197,9 @@ def test_simulated_probe_options_are_refused_for_native_faces(tmp_path, option):
     root = make_tinyface(tmp_path)
     with pytest.raises(DCRInputError, match="native LR images"):
         run(["--model_name_or_path", str(tmp_path / "no-model"), "--dataset", "tinyface", "--data_root", str(root), *option])
+
+
+@pytest.mark.parametrize("option", [["--tinyface_no_distractors"], ["--tinyface_aligned_dir", "aligned"]])
+def test_tinyface_options_are_refused_for_other_datasets(tmp_path, option):
+    with pytest.raises(DCRInputError, match="applies to --dataset tinyface"):
+        run(["--model_name_or_path", str(tmp_path / "no-model"), "--dataset", "synthetic", *option])

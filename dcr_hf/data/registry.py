@@ -359,8 +359,9 @@ def check_dataset_protocol(name: str, protocol: str, options: DatasetOptions) ->
         bin_paths(options)
     elif spec.needs_data_root:
         _root(options, name)
-    if options.tinyface_aligned_dir is not None and name != "tinyface":
-        raise DCRInputError(f"--tinyface_aligned_dir applies to --dataset tinyface, not {name!r}.")
+    if name != "tinyface" and (options.tinyface_aligned_dir is not None or options.tinyface_no_distractors):
+        given = "--tinyface_aligned_dir" if options.tinyface_aligned_dir is not None else "--tinyface_no_distractors"
+        raise DCRInputError(f"{given} applies to --dataset tinyface, not {name!r}.")
     if options.tinyface_aligned_dir is not None and Path(options.tinyface_aligned_dir).is_absolute():
         raise DCRInputError(f"--tinyface_aligned_dir {options.tinyface_aligned_dir}: expected a folder relative to --data_root.")
 
