@@ -44,7 +44,7 @@ def build_dataset_dict(
 
     casia: `train` (+ `validation` for fold 0..9); lfw: `pairs` + `identities` (every identity);
     scface: `mugshot` + `surveillance` (every subject; the 50/80 split is applied on load);
-    folder: `train`. Symbolic links pointing outside `data_root` are refused unless
+    folder: `train`; recordio: `train` (the image bytes already embedded, each checked to decode). Symbolic links pointing outside `data_root` are refused unless
     `follow_symlinks_outside_root`.
     """
     links = {"follow_symlinks_outside_root": follow_symlinks_outside_root}
@@ -61,6 +61,10 @@ def build_dataset_dict(
         return load_scface_images(data_root, **links)
     if dataset == "folder":
         return DatasetDict({"train": load_image_folder(data_root, **links)})
+    if dataset == "recordio":
+        from .recordio import pack_to_dataset
+
+        return DatasetDict({"train": pack_to_dataset(data_root, **links)})
     raise DCRInputError(f"Unknown dataset '{dataset}'; expected one of {PREPARABLE_DATASETS}.")
 
 

@@ -26,6 +26,7 @@ process opening the `.rec` for itself.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from collections.abc import Sequence
@@ -421,6 +422,46 @@ class RecordIODataset:
         return RecordIODataset(self.pack, self.rows, transform)
 
 
+def _pack_rows(root: str, follow_symlinks_outside_root: bool, stamp: tuple[int, int]):
+    """The rows of a pack, each image checked to decode (a record that does not is named)."""
+    import PIL.Image
+
+    from .decode import DECODE_ERRORS
+
+    pack = open_pack(root, follow_symlinks_outside_root=follow_symlinks_outside_root)
+    for position in range(len(pack)):
+        image = pack.image(position)
+        try:
+            with PIL.Image.open(io.BytesIO(image["bytes"])) as opened:
+                opened.verify()
+        except DECODE_ERRORS as error:
+            raise DCRFileError(f"{image['path']}: the image bytes cannot be decoded ({error}); nothing was written.") from None
+        yield {"image": {"bytes": image["bytes"], "path": None}, "label": int(pack.labels[position])}
+
+
+def pack_to_dataset(root: PathLike, *, follow_symlinks_outside_root: bool = False):
+    """A pack as a `datasets.Dataset` with the image bytes embedded (`image` + `label` ClassLabel),
+    written record by record to an Arrow file (`Dataset.from_generator`), never held in memory."""
+    from datasets import ClassLabel, Dataset
+    from datasets.exceptions import DatasetGenerationError
+
+    from .features import identity_features
+
+    num_classes = read_property(Path(root) / PROPERTY_FILE)[0]
+    rec = os.stat(Path(root) / REC_FILE)
+    features = identity_features(ClassLabel(names=[str(i) for i in range(num_classes)]))
+    try:
+        # The size and time of the .rec are in the arguments, so a rewritten pack is not read from the cache.
+        return Dataset.from_generator(_pack_rows, features=features, gen_kwargs={
+            "root": str(root), "follow_symlinks_outside_root": follow_symlinks_outside_root,
+            "stamp": (rec.st_size, rec.st_mtime_ns)})
+    except DatasetGenerationError as error:
+        # The generator's own one-line errors, not the builder's wrapper around them.
+        if isinstance(error.__cause__, DCRInputError):
+            raise error.__cause__ from None
+        raise
+
+
 def load_recordio(root: PathLike, *, follow_symlinks_outside_root: bool = False):
     """The training set of a pack: a `RecordIODataset` for a RecordIO folder, or the `train` split of
     a folder written by `python -m dcr_hf.data prepare --dataset recordio`."""
@@ -441,6 +482,7 @@ __all__ = [
     "RecordIOPack",
     "load_recordio",
     "open_pack",
+    "pack_to_dataset",
     "read_index",
     "read_property",
     "unpack_record",

@@ -33,7 +33,8 @@ class DatasetOptions:
     data_root: str | None = field(
         default=None,
         metadata={"help": "Folder holding Casia/, LFW/, SCface/ (or a prepared dataset folder); for 'folder' an "
-                  "identity-per-folder tree, a saved dataset or a Hub dataset id."},
+                  "identity-per-folder tree, a saved dataset or a Hub dataset id; for 'recordio' the folder holding "
+                  "train.rec, train.idx and property."},
     )
     casia_fold: int | None = field(
         default=None, metadata={"help": "CASIA subject fold 0..9 held out for validation/retrieval; >= 10: none."}
@@ -190,6 +191,17 @@ def _scface_train(options: DatasetOptions, image_size: int) -> TrainingSplit:
     return TrainingSplit(finetune, True)
 
 
+def _recordio_train(options: DatasetOptions, image_size: int) -> TrainingSplit:
+    from .recordio import load_recordio
+
+    root = _root(options, "recordio")
+    return TrainingSplit(load_recordio(root, **_links(options)), False)
+
+
+def _recordio_protocol(options: DatasetOptions, protocol: str, image_size: int) -> Dataset:
+    raise DCRInputError("a RecordIO pack is a training set; evaluate on lfw, scface, casia or a folder.")
+
+
 def _folder_train(options: DatasetOptions, image_size: int) -> TrainingSplit:
     return TrainingSplit(_train_split_of(_generic(options, _root(options, "folder")), options.data_root), False)
 
@@ -217,6 +229,7 @@ DATASETS: dict[str, DatasetSpec] = {
                     validation_protocol="identification", validated_by="scface", preparable=True,
                     real_low_resolution_probes=True),
         DatasetSpec("folder", "Face folder", True, RETRIEVAL_PROTOCOLS, _folder_protocol, _folder_train, preparable=True),
+        DatasetSpec("recordio", "RecordIO pack", True, (), _recordio_protocol, _recordio_train, preparable=True),
     )
 }
 TRAIN_DATASETS = tuple(name for name, spec in DATASETS.items() if spec.load_train is not None)
@@ -231,16 +244,20 @@ def get_spec(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
+#: Datasets a card names by their data root's folder (a RecordIO pack is MS1MV2, Glint360K, ...).
+_NAMED_BY_ROOT = ("folder", "recordio")
+
+
 def _generic_source(name: str, options: DatasetOptions | None) -> str:
     """The folder or Hub id a generic dataset comes from (`--dataset folder --data_root X`, or `--dataset X`)."""
-    return str(options.data_root if name == "folder" and options is not None and options.data_root else name)
+    return str(options.data_root if name in _NAMED_BY_ROOT and options is not None and options.data_root else name)
 
 
 def card_name(name: str | None, options: DatasetOptions | None = None) -> str | None:
     """What model cards call a dataset: the registry's name, or for a generic source its folder / Hub id."""
     if name is None:
         return None
-    if name in DATASETS and name != "folder":
+    if name in DATASETS and name not in _NAMED_BY_ROOT:
         return DATASETS[name].card_name
     source = _generic_source(name, options)
     return Path(source.rstrip("/")).name or source

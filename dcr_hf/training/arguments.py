@@ -153,7 +153,8 @@ class DataArguments(DatasetOptions):
 
     dataset: str = field(
         default="synthetic",
-        metadata={"help": "synthetic | casia | scface | folder, or a prepared dataset folder / Hub dataset id."},
+        metadata={"help": "synthetic | casia | scface | folder | recordio (train.rec + train.idx + property), or a "
+                  "prepared dataset folder / Hub dataset id."},
     )
     augmentation: str = field(default="flip", metadata={"help": "flip | aug_plus | none.", "choices": AUGMENTATIONS})
     samples_per_class: int | None = field(default=None, metadata={"help": "M-per-class sampler: images per identity."})
