@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from dcr_hf.data.decode import decode_image
-from dcr_hf.data.recordio import MAGIC, RecordIODataset, load_recordio, open_pack, read_index
+from dcr_hf.data.indexed import IndexedImageDataset
+from dcr_hf.data.recordio import MAGIC, load_recordio, open_pack, read_index
 from dcr_hf.errors_dcr import DCRFileError, DCRFileNotFoundError, DCRInputError
 from dcr_hf.image_processing_dcr import DCRImageProcessor
 from tests.layouts import smooth_photo
@@ -24,7 +25,7 @@ def _faces(count: int, seed: int = 0) -> list[np.ndarray]:
     return [smooth_photo(rng, SIZE, SIZE) for _ in range(count)]
 
 
-def _read_all(dataset: RecordIODataset) -> tuple[list[np.ndarray], list[int]]:
+def _read_all(dataset: IndexedImageDataset) -> tuple[list[np.ndarray], list[int]]:
     processor = DCRImageProcessor(image_size=SIZE)
     rows = dataset.__getitems__(list(range(len(dataset))))
     return [decode_image(row["image"], processor) for row in rows], [row["label"] for row in rows]
@@ -41,7 +42,7 @@ def test_every_record_reads_back_exactly(tmp_path, convention, extra_labels):
     assert pack.convention == convention
     assert pack.num_classes == 3
     assert pack.labels.dtype == np.int32 and pack.labels.tolist() == labels
-    decoded, read_labels = _read_all(RecordIODataset(pack))
+    decoded, read_labels = _read_all(IndexedImageDataset(pack))
     assert read_labels == labels
     for got, want in zip(decoded, faces):
         np.testing.assert_array_equal(got, want)  # PNG: lossless
@@ -88,14 +89,14 @@ def test_the_rec_is_reopened_after_fork_and_never_pickled(tmp_path):
     write_pack(tmp_path, [encode_image(f) for f in _faces(2)], [0, 1], size=SIZE)
     dataset = load_recordio(tmp_path)
     dataset[0]
-    assert dataset.pack.record_file._handle is not None
+    assert dataset.index.record_file._handle is not None
     copy = pickle.loads(pickle.dumps(dataset))
-    assert copy.pack.record_file._handle is None
+    assert copy.index.record_file._handle is None
     assert copy[1]["image"]["bytes"] == dataset[1]["image"]["bytes"]
-    dataset.pack.record_file._pid = -1  # as seen by a forked worker: its own handle is opened
-    old = dataset.pack.record_file._handle
+    dataset.index.record_file._pid = -1  # as seen by a forked worker: its own handle is opened
+    old = dataset.index.record_file._handle
     dataset[0]
-    assert dataset.pack.record_file._handle is not old
+    assert dataset.index.record_file._handle is not old
 
 
 def test_index_parses_in_blocks_and_names_a_malformed_line(tmp_path):

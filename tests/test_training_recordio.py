@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from dcr_hf.data.command import main as data_main
-from dcr_hf.data.recordio import RecordIODataset
+from dcr_hf.data.indexed import IndexedImageDataset
 from dcr_hf.training import plan_training, run_training
 from dcr_hf.training.command import parse_arguments
 from dcr_hf.training.command import train as train_command
@@ -51,14 +51,25 @@ def _argv(output_dir: Path, data: list[str], *extra: str) -> list[str]:
     return ["--output_dir", str(output_dir), *data, *TINY, *extra]
 
 
-@pytest.mark.parametrize(("convention", "extra_labels"), [("insightface", 0), ("im2rec", 2)])
-def test_trains_on_a_pack(tmp_path, convention, extra_labels):
+@pytest.mark.parametrize(("convention", "extra_labels", "workers"), [("insightface", 0, "0"), ("im2rec", 2, "2")])
+def test_trains_on_a_pack(tmp_path, convention, extra_labels, workers):
+    # With loader workers, each forked worker opens the .rec for itself (the main process opened it to index the pack).
     pack = _pack(tmp_path / "pack", convention, extra_labels)
-    result = train_command(_argv(tmp_path / "run", ["--dataset", "recordio", "--data_root", str(pack)], "--max_steps", "2"))
+    result = train_command(_argv(tmp_path / "run", ["--dataset", "recordio", "--data_root", str(pack)], "--max_steps", "2",
+                                 "--dataloader_num_workers", workers))
     assert result["output_dir"] == str(tmp_path / "run")
     weights = load_file(str(tmp_path / "run" / "model.safetensors"))
     assert weights["centers"].shape[0] == IDENTITIES
     assert (tmp_path / "run" / "README.md").read_text().count("pack") >= 1
+
+
+def test_trains_on_a_folder_with_streaming(tmp_path):
+    from tests.layouts import make_identity_folder
+
+    make_identity_folder(tmp_path / "faces", {f"id{i}": PER_IDENTITY for i in range(IDENTITIES)})
+    train_command(_argv(tmp_path / "run", ["--dataset", "folder", "--data_root", str(tmp_path / "faces"), "--streaming",
+                                           "true"], "--max_steps", "2"))
+    assert load_file(str(tmp_path / "run" / "model.safetensors"))["centers"].shape[0] == IDENTITIES
 
 
 def test_prepare_writes_a_datasets_folder_that_trains(tmp_path, capsys):
@@ -69,7 +80,7 @@ def test_prepare_writes_a_datasets_folder_that_trains(tmp_path, capsys):
 
     prepared = load_from_disk(str(tmp_path / "out"))["train"]
     assert prepared["label"] == [i for i in range(IDENTITIES) for _ in range(PER_IDENTITY)]
-    direct = RecordIODataset.__getitems__  # the same bytes as the pack's records
+    direct = IndexedImageDataset.__getitems__  # the same bytes as the pack's records
     from dcr_hf.data.recordio import load_recordio
 
     rows = direct(load_recordio(pack), list(range(16)))
@@ -94,30 +105,36 @@ def test_prepare_names_an_undecodable_record(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def _run(output_dir: Path, pack: Path, monkeypatch, *extra: str) -> list[list[int]]:
+def _run(output_dir: Path, data: list[str], monkeypatch, *extra: str) -> list[list[int]]:
     """Train, returning the pack positions of every batch the loader fetched."""
     fetched: list[list[int]] = []
-    original = RecordIODataset.__getitems__
+    original = IndexedImageDataset.__getitems__
 
     def recording(self, indices):
         fetched.append([int(i) for i in indices])
         return original(self, indices)
 
-    monkeypatch.setattr(RecordIODataset, "__getitems__", recording)
-    run_training(plan_training(*parse_arguments(_argv(output_dir, ["--dataset", "recordio", "--data_root", str(pack)],
-                                                      *extra))))
-    monkeypatch.setattr(RecordIODataset, "__getitems__", original)
+    monkeypatch.setattr(IndexedImageDataset, "__getitems__", recording)
+    run_training(plan_training(*parse_arguments(_argv(output_dir, data, *extra))))
+    monkeypatch.setattr(IndexedImageDataset, "__getitems__", original)
     return fetched
 
 
-def test_resume_sees_the_same_remaining_batches_and_ends_with_the_same_weights(tmp_path, monkeypatch):
-    pack = _pack(tmp_path / "pack", "insightface")
+@pytest.mark.parametrize("source", ["recordio", "streamed folder"])
+def test_resume_sees_the_same_remaining_batches_and_ends_with_the_same_weights(tmp_path, monkeypatch, source):
+    if source == "recordio":
+        data = ["--dataset", "recordio", "--data_root", str(_pack(tmp_path / "pack", "insightface"))]
+    else:
+        from tests.layouts import make_identity_folder
+
+        make_identity_folder(tmp_path / "faces", {f"id{i}": PER_IDENTITY for i in range(IDENTITIES)})
+        data = ["--dataset", "folder", "--data_root", str(tmp_path / "faces"), "--streaming", "true"]
     options = ["--max_steps", "7", "--save_strategy", "steps", "--save_steps", "5", "--augmentation", "flip"]
-    uninterrupted = _run(tmp_path / "a", pack, monkeypatch, *options)
+    uninterrupted = _run(tmp_path / "a", data, monkeypatch, *options)
     # 4 batches an epoch: the resume crosses into epoch 2 (the loader fetches one batch ahead, in both runs).
     assert len(uninterrupted) == 8 and sorted(sum(uninterrupted[:4], [])) == list(range(16))
     shutil.copytree(tmp_path / "a" / "checkpoint-5", tmp_path / "b" / "checkpoint-5")
-    resumed = _run(tmp_path / "b", pack, monkeypatch, *options, "--resume_from_checkpoint",
+    resumed = _run(tmp_path / "b", data, monkeypatch, *options, "--resume_from_checkpoint",
                    str(tmp_path / "b" / "checkpoint-5"))
     assert resumed == uninterrupted[5:]
     expected, got = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))

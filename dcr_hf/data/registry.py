@@ -202,8 +202,32 @@ def _recordio_protocol(options: DatasetOptions, protocol: str, image_size: int) 
     raise DCRInputError("a RecordIO pack is a training set; evaluate on lfw, scface, casia or a folder.")
 
 
+def _streaming(options: DatasetOptions) -> bool:
+    # A training option (`train_hf.py --streaming`, the training `DataArguments`): evaluation reads its sets whole.
+    return bool(getattr(options, "streaming", False))
+
+
 def _folder_train(options: DatasetOptions, image_size: int) -> TrainingSplit:
-    return TrainingSplit(_train_split_of(_generic(options, _root(options, "folder")), options.data_root), False)
+    return _generic_train(_root(options, "folder"), options)
+
+
+def _generic_train(source: str, options: DatasetOptions) -> TrainingSplit:
+    """The training split of a tree, a saved dataset or a Hub id; with `--streaming` a tree is
+    served from its compact file index (`generic.index_image_folder`) instead of an Arrow table."""
+    from ._layout import is_saved_dataset
+
+    if _streaming(options):
+        if Path(source).is_dir() and not is_saved_dataset(source):
+            from .generic import index_image_folder
+            from .indexed import IndexedImageDataset
+
+            return TrainingSplit(IndexedImageDataset(index_image_folder(source, **_links(options))), False)
+        if not Path(source).is_dir():
+            raise DCRInputError(
+                f"--streaming reads identity folders lazily; the Hub dataset {source} is downloaded to memory-mapped "
+                "Arrow files, of which only the labels are held in memory: drop --streaming."
+            )
+    return TrainingSplit(_train_split_of(_generic(options, source), source), False)
 
 
 def _train_split_of(loaded: Dataset | DatasetDict, source: str) -> Dataset:
@@ -336,6 +360,9 @@ def check_training_dataset(name: str, options: DatasetOptions) -> None:
     spec = get_spec(name)
     if spec.load_train is None:
         raise DCRInputError(f"dataset {name!r} is for evaluation only; train on one of {TRAIN_DATASETS}.")
+    if _streaming(options) and name not in _NAMED_BY_ROOT:
+        raise DCRInputError(f"--streaming reads identity folders (--dataset folder) lazily, as RecordIO packs always are; "
+                            f"--dataset {name} is loaded whole: drop --streaming.")
     if spec.needs_data_root:
         _root(options, name)
 
@@ -344,7 +371,7 @@ def load_training_split(name: str, options: DatasetOptions, image_size: int) -> 
     """The training set of `name` (a registered dataset, a prepared folder or a Hub dataset id)."""
     check_training_dataset(name, options)
     if is_generic_source(name):
-        return TrainingSplit(_train_split_of(_generic(options, name), name), real_low_resolution=False)
+        return _generic_train(name, options)
     return get_spec(name).load_train(options, image_size)
 
 

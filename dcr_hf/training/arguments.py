@@ -163,6 +163,12 @@ class DataArguments(DatasetOptions):
         metadata={"help": "true: the loader only decodes (uint8), the training step augments and makes the LR copies on "
                   "the training device; false: the loader does it all. Default: true (measured faster on CPU too)."},
     )
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Train from an identity-per-folder tree through a compact file index (a few bytes an image; "
+                  "images read by the loader workers) instead of first building an Arrow table of it: for trees larger "
+                  "than memory. RecordIO packs are always read this way; saved and Hub datasets are memory-mapped."},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training samples."})
     validation_dataset: str = field(
         default="auto", metadata={"help": f"auto | none | {' | '.join(VALIDATION_DATASETS)} (auto: from --dataset)."}
