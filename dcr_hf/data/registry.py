@@ -216,17 +216,11 @@ def _generic_train(source: str, options: DatasetOptions) -> TrainingSplit:
     served from its compact file index (`generic.index_image_folder`) instead of an Arrow table."""
     from ._layout import is_saved_dataset
 
-    if _streaming(options):
-        if Path(source).is_dir() and not is_saved_dataset(source):
-            from .generic import index_image_folder
-            from .indexed import IndexedImageDataset
+    if _streaming(options) and Path(source).is_dir() and not is_saved_dataset(source):
+        from .generic import index_image_folder
+        from .indexed import IndexedImageDataset
 
-            return TrainingSplit(IndexedImageDataset(index_image_folder(source, **_links(options))), False)
-        if not Path(source).is_dir():
-            raise DCRInputError(
-                f"--streaming reads identity folders lazily; the Hub dataset {source} is downloaded to memory-mapped "
-                "Arrow files, of which only the labels are held in memory: drop --streaming."
-            )
+        return TrainingSplit(IndexedImageDataset(index_image_folder(source, **_links(options))), False)
     return TrainingSplit(_train_split_of(_generic(options, source), source), False)
 
 
@@ -355,6 +349,11 @@ def check_training_dataset(name: str, options: DatasetOptions) -> None:
             raise DCRInputError(
                 f"unknown dataset {name!r}: expected one of {TRAIN_DATASETS}, a prepared dataset folder or a Hub "
                 "dataset id (org/name)."
+            )
+        if _streaming(options) and not Path(name).is_dir():
+            raise DCRInputError(
+                f"--streaming reads identity folders lazily; the Hub dataset {name} is downloaded to memory-mapped "
+                "Arrow files, of which only the labels are held in memory: drop --streaming."
             )
         return
     spec = get_spec(name)

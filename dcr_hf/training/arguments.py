@@ -153,8 +153,7 @@ class DataArguments(DatasetOptions):
 
     dataset: str = field(
         default="synthetic",
-        metadata={"help": "synthetic | casia | scface | folder | recordio (train.rec + train.idx + property), or a "
-                  "prepared dataset folder / Hub dataset id."},
+        metadata={"help": "synthetic | casia | scface | folder | recordio, or a prepared dataset folder / Hub dataset id."},
     )
     augmentation: str = field(default="flip", metadata={"help": "flip | aug_plus | none.", "choices": AUGMENTATIONS})
     samples_per_class: int | None = field(default=None, metadata={"help": "M-per-class sampler: images per identity."})
@@ -165,9 +164,8 @@ class DataArguments(DatasetOptions):
     )
     streaming: bool = field(
         default=False,
-        metadata={"help": "Train from an identity-per-folder tree through a compact file index (a few bytes an image; "
-                  "images read by the loader workers) instead of first building an Arrow table of it: for trees larger "
-                  "than memory. RecordIO packs are always read this way; saved and Hub datasets are memory-mapped."},
+        metadata={"help": "Read an identity-folder tree through a compact file index, images opened by the loader "
+                  "(for trees larger than memory; RecordIO packs always are)."},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training samples."})
     validation_dataset: str = field(
