@@ -116,3 +116,22 @@ def test_streaming_option_selects_the_folder_index(tmp_path):
         registry.load_training_split("casia", DataArguments(dataset="casia", data_root=str(tmp_path), streaming=True), 32)
     with pytest.raises(DCRInputError, match="the Hub dataset org/faces is downloaded"):
         registry.load_training_split("org/faces", DataArguments(dataset="org/faces", streaming=True), 32)
+
+
+def test_the_sampler_over_a_large_pack_keeps_a_few_bytes_an_image(big_pack):
+    from dcr_hf.data.sampler import MPerClassSampler
+
+    labels = open_pack(big_pack).labels
+    sampler, resident, _ = _resident(lambda: MPerClassSampler(labels, m=4, batch_size=32))
+    # One int64 order of the images, a view per identity (~100 bytes each).
+    assert resident <= 8 * RECORDS + 200 * IDENTITIES
+    gc.collect()
+    tracemalloc.start()
+    iterator = iter(sampler)
+    first = [next(iterator) for _ in range(32)]
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert all(type(index) is int for index in first)
+    assert len({int(labels[i]) for i in first}) == 8
+    # The epoch's order is one int64 array and the identities' shuffled images, not a list of Python ints.
+    assert peak <= 24 * RECORDS + 300 * IDENTITIES

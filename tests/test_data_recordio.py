@@ -203,3 +203,10 @@ def test_files_confined_by_real_path(tmp_path):
     with pytest.raises(DCRInputError, match="outside the data root"):
         open_pack(root)
     assert len(open_pack(root, follow_symlinks_outside_root=True)) == 3
+
+
+def test_a_label_that_is_not_a_class_id(tmp_path):
+    write_pack(tmp_path, [encode_image(f) for f in _faces(2)], [0, 1.5], convention="im2rec", num_classes=3, size=SIZE)
+    with pytest.raises(DCRFileError) as error:
+        open_pack(tmp_path)
+    assert "record 1 has label 1.5; expected a class id >= 0." in _one_line(error)

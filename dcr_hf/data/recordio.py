@@ -351,12 +351,17 @@ def _positions(keys: np.ndarray, wanted: np.ndarray, idx_path: Path, what: str) 
 
 def _header_labels(record_file: RecordFile, keys: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """The identity of every record, read from its header (one small read each), as int32 `[records]`."""
+    if len(keys) > 100_000:
+        logger.info(f"{record_file.path}: reading the labels of {len(keys)} records from their headers (once).")
     labels = np.empty(len(keys), dtype=np.int32)
-    for position, (key, offset) in enumerate(zip(keys.tolist(), offsets.tolist())):
-        value = record_file.read_header(offset, key).class_label
-        if value < 0 or value != int(value) or value >= 2**31:
-            raise DCRFileError(f"{record_file.path}: record {key} has label {value}; expected a class id >= 0.")
-        labels[position] = int(value)
+    block = 1 << 16  # Python ints for one block of keys at a time, not for the whole pack
+    for start in range(0, len(keys), block):
+        stop = start + block
+        for position, key, offset in zip(range(start, stop), keys[start:stop].tolist(), offsets[start:stop].tolist()):
+            value = record_file.read_header(offset, key).class_label
+            if value < 0 or value != int(value) or value >= 2**31:
+                raise DCRFileError(f"{record_file.path}: record {key} has label {value}; expected a class id >= 0.")
+            labels[position] = int(value)
     return labels
 
 
