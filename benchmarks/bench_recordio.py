@@ -24,17 +24,17 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 from _limits import describe_machine, jpeg_decodes_per_second, smooth_face_jpeg  # noqa: E402
 from _timing import percent, print_table, set_threads  # noqa: E402
+from bench_data import loader_rate  # noqa: E402
 
 from dcr_hf import DCRImageProcessor  # noqa: E402
 from dcr_hf.data.recordio import load_recordio, pack_to_dataset, read_index  # noqa: E402
-from dcr_hf.data.transforms import TrainTransform, apply_transform  # noqa: E402
+from dcr_hf.data.transforms import TrainTransform  # noqa: E402
 from tests.recordio_pack import write_pack  # noqa: E402  -- the format writer of the tests
 
 
@@ -62,21 +62,6 @@ def _timed(function) -> float:
     return time.perf_counter() - start
 
 
-def loader_rate(dataset, args: argparse.Namespace) -> float:
-    """Best samples/s over `args.repeats` passes, after one warm-up pass (worker start-up)."""
-    transform = TrainTransform(DCRImageProcessor(image_size=112), (8, 12), defer_low_resolution=True)
-    loader = torch.utils.data.DataLoader(apply_transform(dataset, transform), batch_size=args.batch_size, shuffle=True,
-                                         num_workers=args.workers, persistent_workers=args.workers > 0, drop_last=True)
-    best = 0.0
-    for repeat in range(args.repeats + 1):
-        seen, start = 0, time.perf_counter()
-        for batch in loader:
-            seen += batch["pixel_values"].shape[0]
-        if repeat:
-            best = max(best, seen / (time.perf_counter() - start))
-    return best
-
-
 def bench_loader(args: argparse.Namespace, rows: list, root: Path, decode_rate: float) -> None:
     per_identity = 20
     labels = [index // per_identity for index in range(args.images)]
@@ -85,8 +70,9 @@ def bench_loader(args: argparse.Namespace, rows: list, root: Path, decode_rate: 
     rows.append([f"open_pack, {args.images} images (insightface layout)", f"{seconds * 1e3:.0f} ms", ""])
     limit = decode_rate * max(args.workers, 1)
     prepared = pack_to_dataset(root / "pack")
+    transform = TrainTransform(DCRImageProcessor(image_size=112), (8, 12), defer_low_resolution=True)
     for name, dataset in (("RecordIO by offset", load_recordio(root / "pack")), ("prepared Arrow", prepared)):
-        rate = loader_rate(dataset, args)
+        rate = loader_rate(dataset, transform, args)
         rows.append([f"loader, {name}, uint8 HR (device-first)", f"{rate:.0f} samples/s",
                      f"{percent(rate, limit)} of {max(args.workers, 1)} x JPEG decode"])
 
