@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from datasets import Image, load_from_disk
 from safetensors.torch import load_file
 
 from dcr_hf.data.command import main as data_main
 from dcr_hf.data.indexed import IndexedImageDataset
+from dcr_hf.data.recordio import load_recordio
 from dcr_hf.training import plan_training, run_training
 from dcr_hf.training.command import parse_arguments
 from dcr_hf.training.command import train as train_command
@@ -76,16 +78,10 @@ def test_prepare_writes_a_datasets_folder_that_trains(tmp_path, capsys):
     pack = _pack(tmp_path / "pack", "insightface")
     assert data_main(["prepare", "--dataset", "recordio", "--data_root", str(pack), "--output_dir", str(tmp_path / "out")]) == 0
     assert "train: 16 rows" in capsys.readouterr().out
-    from datasets import load_from_disk
-
     prepared = load_from_disk(str(tmp_path / "out"))["train"]
     assert prepared["label"] == [i for i in range(IDENTITIES) for _ in range(PER_IDENTITY)]
-    direct = IndexedImageDataset.__getitems__  # the same bytes as the pack's records
-    from dcr_hf.data.recordio import load_recordio
-
-    rows = direct(load_recordio(pack), list(range(16)))
-    assert [row["bytes"] for row in prepared.cast_column("image", type(prepared.features["image"])(decode=False))["image"]] \
-        == [row["image"]["bytes"] for row in rows]
+    embedded = prepared.cast_column("image", Image(decode=False))["image"]
+    assert [row["bytes"] for row in embedded] == [row["image"]["bytes"] for row in load_recordio(pack).__getitems__(list(range(16)))]
     for data in (["--dataset", "recordio", "--data_root", str(tmp_path / "out")], ["--dataset", str(tmp_path / "out")]):
         shutil.rmtree(tmp_path / "run", ignore_errors=True)
         train_command(_argv(tmp_path / "run", data, "--max_steps", "2"))

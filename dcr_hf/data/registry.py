@@ -309,6 +309,8 @@ def describe_training_data(name: str, options: DatasetOptions) -> str:
         described += " (all subjects)" if fold >= 10 else f" (subjects outside validation fold {fold})"
     elif name == "scface":
         described += f" (the {options.num_finetune_subjects} fine-tuning subjects, real low-resolution captures)"
+    elif name == "recordio":
+        described += " (RecordIO pack)"
     return described
 
 

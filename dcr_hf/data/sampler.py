@@ -38,7 +38,8 @@ class MPerClassSampler(torch.utils.data.Sampler[int]):
         seed: int = 0,
     ) -> None:
         # A numpy column (a RecordIO pack's int32 labels) is taken as it is: no Python int per image.
-        labels = labels if isinstance(labels, np.ndarray) else np.asarray(labels.tolist() if torch.is_tensor(labels) else list(labels))
+        if not isinstance(labels, np.ndarray):
+            labels = np.asarray(labels.tolist() if torch.is_tensor(labels) else list(labels))
         if labels.ndim != 1 or not len(labels):
             raise DCRInputError(f"labels must be a non-empty 1-D sequence of class ids, got shape {labels.shape}.")
         if not np.issubdtype(labels.dtype, np.integer):
