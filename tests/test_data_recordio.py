@@ -210,3 +210,23 @@ def test_a_label_that_is_not_a_class_id(tmp_path):
     with pytest.raises(DCRFileError) as error:
         open_pack(tmp_path)
     assert "record 1 has label 1.5; expected a class id >= 0." in _one_line(error)
+
+
+@pytest.mark.parametrize("layout", ["magic first", "two magics in a row", "magic last", "three parts and padding"])
+def test_any_split_reads_back_byte_for_byte(tmp_path, layout):
+    magic = struct.pack("<I", MAGIC)
+    image = {
+        "magic first": magic + b"abcd" * 3,
+        "two magics in a row": b"abcd" + magic + magic + b"efgh",  # an empty middle part
+        "magic last": b"abcdefgh" + magic,
+        "three parts and padding": b"ab" * 2 + magic + b"cd" * 4 + magic + b"tail!",
+    }[layout]
+    write_pack(tmp_path, [image], [0], convention="im2rec", size=SIZE)
+    flags = []
+    data, position = (tmp_path / "train.rec").read_bytes(), 0
+    while position < len(data):
+        _, lrec = struct.unpack_from("<II", data, position)
+        flags.append(lrec >> 29)
+        position += 8 + (((lrec & ((1 << 29) - 1)) + 3) & ~3)
+    assert flags[0] == 1 and flags[-1] == 3 and set(flags[1:-1]) <= {2}
+    assert open_pack(tmp_path).image(0)["bytes"] == image
