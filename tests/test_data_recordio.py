@@ -81,6 +81,7 @@ def test_dataset_interface_used_by_training(tmp_path):
     assert len(dataset) == 4 and dataset.features["label"].num_classes == 2
     assert dataset.with_format("numpy")["label"].tolist() == [0, 0, 1, 1]
     assert dataset.select([3, 0])["label"].tolist() == [1, 0]
+    assert dataset.select(range(3)).select([2])["label"].tolist() == [1]  # --max_train_samples, then a subset
     seen = dataset.with_transform(lambda batch: {"labels": batch["label"]}).__getitems__([2, 1])
     assert seen == [{"labels": 1}, {"labels": 0}]
 

@@ -78,6 +78,7 @@ def test_prepare_writes_a_datasets_folder_that_trains(tmp_path, capsys):
     pack = _pack(tmp_path / "pack", "insightface")
     assert data_main(["prepare", "--dataset", "recordio", "--data_root", str(pack), "--output_dir", str(tmp_path / "out")]) == 0
     assert "train: 16 rows" in capsys.readouterr().out
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out", "pack"]  # the scratch copy is gone
     prepared = load_from_disk(str(tmp_path / "out"))["train"]
     assert prepared["label"] == [i for i in range(IDENTITIES) for _ in range(PER_IDENTITY)]
     embedded = prepared.cast_column("image", Image(decode=False))["image"]

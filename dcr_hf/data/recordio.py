@@ -365,13 +365,12 @@ def _header_labels(record_file: RecordFile, keys: np.ndarray, offsets: np.ndarra
     return labels
 
 
-def _pack_rows(root: str, follow_symlinks_outside_root: bool, stamp: tuple[int, int]):
+def _pack_rows(pack: RecordIOPack):
     """The rows of a pack, each image checked to decode (a record that does not is named)."""
     import PIL.Image
 
     from .decode import DECODE_ERRORS
 
-    pack = open_pack(root, follow_symlinks_outside_root=follow_symlinks_outside_root)
     for position in range(len(pack)):
         image = pack.image(position)
         try:
@@ -382,22 +381,21 @@ def _pack_rows(root: str, follow_symlinks_outside_root: bool, stamp: tuple[int, 
         yield {"image": {"bytes": image["bytes"], "path": None}, "label": int(pack.labels[position])}
 
 
-def pack_to_dataset(root: PathLike, *, follow_symlinks_outside_root: bool = False):
+def pack_to_dataset(root: PathLike, *, cache_dir: PathLike | None = None, follow_symlinks_outside_root: bool = False):
     """A pack as a `datasets.Dataset` with the image bytes embedded (`image` + `label` ClassLabel),
-    written record by record to an Arrow file (`Dataset.from_generator`), never held in memory."""
+    written record by record to an Arrow file under `cache_dir` (`Dataset.from_generator`; default
+    the `datasets` cache), never held in memory."""
     from datasets import ClassLabel, Dataset
     from datasets.exceptions import DatasetGenerationError
 
     from .features import identity_features
 
-    num_classes = read_property(Path(root) / PROPERTY_FILE)[0]
-    rec = os.stat(Path(root) / REC_FILE)
-    features = identity_features(ClassLabel(names=[str(i) for i in range(num_classes)]))
+    pack = open_pack(root, follow_symlinks_outside_root=follow_symlinks_outside_root)
+    features = identity_features(ClassLabel(names=pack.label_names))
     try:
-        # The size and time of the .rec are in the arguments, so a rewritten pack is not read from the cache.
-        return Dataset.from_generator(_pack_rows, features=features, gen_kwargs={
-            "root": str(root), "follow_symlinks_outside_root": follow_symlinks_outside_root,
-            "stamp": (rec.st_size, rec.st_mtime_ns)})
+        # The pack's index is in the generator's arguments: a rewritten pack is not read back from the cache.
+        return Dataset.from_generator(_pack_rows, features=features, gen_kwargs={"pack": pack},
+                                      cache_dir=None if cache_dir is None else str(cache_dir))
     except DatasetGenerationError as error:
         # The generator's own one-line errors, not the builder's wrapper around them.
         if isinstance(error.__cause__, DCRInputError):
