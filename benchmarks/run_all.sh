@@ -12,6 +12,7 @@ lscpu | grep -E "^Model name|^CPU\(s\)" || true
 python benchmarks/bench_metrics.py
 python benchmarks/bench_low_resolution.py
 python benchmarks/bench_data.py
+python benchmarks/bench_recordio.py
 if $quick; then
   python benchmarks/bench_model.py
   python benchmarks/bench_train.py

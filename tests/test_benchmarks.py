@@ -28,3 +28,14 @@ def test_bench_gpu_runs_on_a_cpu_with_tiny_sizes():
         assert row in table, table
     assert "FAILED" not in table, table
     assert table.count(" ok ") == 2, table
+
+
+@pytest.mark.slow  # builds a pack and reads it through a DataLoader, in a subprocess
+def test_bench_recordio_runs_with_tiny_sizes():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_recordio.py"), "--tiny", "--threads", "1"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for row in ("read_index, 10000 records", "B a record", "open_pack, 128 images", "loader, RecordIO by offset",
+                "loader, prepared Arrow"):
+        assert row in done.stdout, done.stdout

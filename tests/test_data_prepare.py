@@ -309,7 +309,7 @@ def test_module_entry_point_runs(monkeypatch, capsys):
         runpy.run_module("dcr_hf.data", run_name="__main__", alter_sys=True)
     assert exit_info.value.code == 0
     usage = capsys.readouterr().out
-    assert "--push_to_hub" in usage and "--dataset {casia,lfw,scface,folder}" in usage
+    assert "--push_to_hub" in usage and "{casia,lfw,scface,folder,recordio}" in usage
 
 
 def test_a_failed_overwrite_leaves_the_earlier_prepared_set_intact(data_root, tmp_path):

@@ -85,5 +85,5 @@ def test_real_layouts_load_through_the_registry(lfw_root, scface_root, casia_roo
 def test_prepare_serves_the_registrys_preparable_datasets():
     from dcr_hf.data.prepare import PREPARABLE_DATASETS
 
-    assert set(PREPARABLE_DATASETS) == {"casia", "lfw", "scface", "folder"}
+    assert set(PREPARABLE_DATASETS) == {"casia", "lfw", "scface", "folder", "recordio"}
     assert all(registry.get_spec(name).needs_data_root for name in PREPARABLE_DATASETS)

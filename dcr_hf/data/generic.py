@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from datasets import ClassLabel, Dataset, DatasetDict, Image, Value, load_dataset, load_from_disk
 
@@ -21,6 +24,21 @@ from ._layout import (
     load_prepared,
     require_dir,
 )
+
+
+def _identity_tree(root: PathLike) -> Path:
+    """`root` as a `Path` when it is a folder of identity sub-folders (no loose images)."""
+    root = require_dir(root, "folder", "Image folder")
+    extensions = image_extensions()
+    loose = sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in extensions)
+    if loose:
+        raise DCRInputError(
+            f"'{root}' holds images directly ({loose[0]}, ...); expected one sub-folder per identity, "
+            f"e.g. '{root}/<identity>/{loose[0]}'."
+        )
+    if not any(p.is_dir() for p in root.iterdir()):
+        raise DCRFileNotFoundError(f"'{root}' has no identity sub-folders; expected '{root}/<identity>/<image>'.")
+    return root
 
 
 def load_image_folder(
@@ -41,16 +59,7 @@ def load_image_folder(
     prepared = load_prepared(root, "folder", splits=("train",))
     if prepared is not None:
         return prepared["train"]
-    root = require_dir(root, "folder", "Image folder")
-    extensions = image_extensions()
-    loose = sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in extensions)
-    if loose:
-        raise DCRInputError(
-            f"'{root}' holds images directly ({loose[0]}, ...); expected one sub-folder per identity, "
-            f"e.g. '{root}/<identity>/{loose[0]}'."
-        )
-    if not any(p.is_dir() for p in root.iterdir()):
-        raise DCRFileNotFoundError(f"'{root}' has no identity sub-folders; expected '{root}/<identity>/<image>'.")
+    root = _identity_tree(root)
     # One walk checks every link before the builder reads (and would embed) what they point to.
     if not follow_symlinks_outside_root:
         list_files(root, root if data_root is None else data_root)
@@ -63,6 +72,55 @@ def load_image_folder(
         drop_metadata=True,
         cache_dir=None if cache_dir is None else str(cache_dir),
     )
+
+
+class FolderIndex:
+    """The file list of an identity-per-folder tree, compact: every relative path in one bytes blob
+    with int64 `[images + 1]` offsets into it, and int32 `labels` `[images]` (identities in sorted
+    folder order, as the `imagefolder` builder numbers them): ~12 bytes an image plus its path.
+    An `indexed.ImageIndex`."""
+
+    def __init__(self, root: str, names: list[str], blob: bytes, ends: np.ndarray, labels: np.ndarray) -> None:
+        self.root, self._names, self._blob, self._ends, self.labels = root, names, blob, ends, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def label_names(self) -> list[str]:
+        return self._names
+
+    def path(self, position: int) -> str:
+        relative = self._blob[self._ends[position] : self._ends[position + 1]].decode("utf-8", "surrogateescape")
+        return os.path.join(self.root, relative)
+
+    def image(self, position: int) -> dict[str, Any]:
+        return {"bytes": None, "path": self.path(position)}
+
+
+def index_image_folder(root: PathLike, *, follow_symlinks_outside_root: bool = False) -> FolderIndex:
+    """`root/<identity>/<image>` as a `FolderIndex`, in one walk of the tree and without a Python
+    object per image kept: what `--streaming` trains from (images are read when their row is fetched).
+
+    The layout is checked as `load_image_folder` checks it; a symbolic link pointing outside `root`
+    raises `DCRInputError` unless `follow_symlinks_outside_root`.
+    """
+    root = _identity_tree(root)
+    extensions = image_extensions()
+    identities = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    blob, ends, labels = bytearray(), [np.zeros(1, dtype=np.int64)], []
+    for label, identity in enumerate(identities):
+        folder = root / identity
+        files = sorted(name for name in list_files(folder, root, follow_symlinks_outside_root=follow_symlinks_outside_root)
+                       if os.path.splitext(name)[1].lower() in extensions)
+        lengths = np.empty(len(files), dtype=np.int64)
+        for position, name in enumerate(files):
+            encoded = f"{identity}/{name}".encode("utf-8", "surrogateescape")
+            blob += encoded
+            lengths[position] = len(encoded)
+        ends.append(ends[-1][-1:] + np.cumsum(lengths))
+        labels.append(np.full(len(files), label, dtype=np.int32))
+    return FolderIndex(str(root), identities, bytes(blob), np.concatenate(ends), np.concatenate(labels))
 
 
 def _standardize(dataset: Dataset, image_column: str, label_column: str) -> Dataset:

@@ -39,12 +39,14 @@ def build_dataset_dict(
     pairs_file: PathLike | None = None,
     strict: bool = False,
     follow_symlinks_outside_root: bool = False,
+    cache_dir: PathLike | None = None,
 ) -> DatasetDict:
     """The `DatasetDict` that `prepare_dataset` writes for `dataset` (images still as file paths).
 
     casia: `train` (+ `validation` for fold 0..9); lfw: `pairs` + `identities` (every identity);
     scface: `mugshot` + `surveillance` (every subject; the 50/80 split is applied on load);
-    folder: `train`. Symbolic links pointing outside `data_root` are refused unless
+    folder: `train`; recordio: `train` (the image bytes already embedded, each checked to decode;
+    written to Arrow under `cache_dir`, default the `datasets` cache). Symbolic links pointing outside `data_root` are refused unless
     `follow_symlinks_outside_root`.
     """
     links = {"follow_symlinks_outside_root": follow_symlinks_outside_root}
@@ -61,6 +63,10 @@ def build_dataset_dict(
         return load_scface_images(data_root, **links)
     if dataset == "folder":
         return DatasetDict({"train": load_image_folder(data_root, **links)})
+    if dataset == "recordio":
+        from .recordio import pack_to_dataset
+
+        return DatasetDict({"train": pack_to_dataset(data_root, cache_dir=cache_dir, **links)})
     raise DCRInputError(f"Unknown dataset '{dataset}'; expected one of {PREPARABLE_DATASETS}.")
 
 
@@ -160,9 +166,25 @@ def prepare_dataset(
     if is_saved_dataset(data_root):
         raise DCRInputError(f"'{data_root}' is already a prepared directory; point --data_root at the raw data root.")
 
+    # A RecordIO pack is copied to Arrow once before `save_to_disk`: in a scratch folder next to the
+    # output (same disk), removed at the end, rather than a lasting copy in the user's datasets cache.
+    scratch = output_dir.with_name(f".{output_dir.name}.scratch-{uuid.uuid4().hex[:8]}") if dataset == "recordio" else None
+    try:
+        return _prepare(dataset, data_root, output_dir, scratch, fold=fold, num_subjects=num_subjects,
+                        pairs_file=pairs_file, strict=strict, follow_symlinks_outside_root=follow_symlinks_outside_root,
+                        num_shards=num_shards, max_shard_size=max_shard_size, num_proc=num_proc, push_to_hub=push_to_hub,
+                        private=private, token=token, revision=revision)
+    finally:
+        if scratch is not None and scratch.exists():
+            shutil.rmtree(scratch)
+
+
+def _prepare(dataset: str, data_root: PathLike, output_dir: Path, scratch: Path | None, *, fold, num_subjects, pairs_file,
+             strict, follow_symlinks_outside_root, num_shards, max_shard_size, num_proc, push_to_hub, private, token,
+             revision) -> DatasetDict:
     dataset_dict = build_dataset_dict(
         dataset, data_root, fold=fold, num_subjects=num_subjects, pairs_file=pairs_file, strict=strict,
-        follow_symlinks_outside_root=follow_symlinks_outside_root,
+        follow_symlinks_outside_root=follow_symlinks_outside_root, cache_dir=scratch,
     )
     count, failures = undecodable_images(dataset_dict)
     if count:

@@ -38,9 +38,9 @@ class DatasetOptions:
     data_root: str | None = field(
         default=None,
         metadata={"help": "Folder holding Casia/, LFW/, SCface/ (or a prepared dataset folder); for 'folder' an "
-                  "identity-per-folder tree, a saved dataset or a Hub dataset id; for 'tinyface' the folder holding "
-                  "Testing_Set/, for 'survface' the one holding Face_*_Test_Set/; for 'bin' one or more insightface "
-                  ".bin files, comma-separated."},
+                  "identity-per-folder tree, a saved dataset or a Hub dataset id; for 'recordio' the folder holding "
+                  "train.rec, train.idx and property; for 'tinyface' the folder holding Testing_Set/, for 'survface' "
+                  "the one holding Face_*_Test_Set/; for 'bin' one or more insightface .bin files, comma-separated."},
     )
     casia_fold: int | None = field(
         default=None, metadata={"help": "CASIA subject fold 0..9 held out for validation/retrieval; >= 10: none."}
@@ -244,8 +244,37 @@ def _scface_train(options: DatasetOptions, image_size: int) -> TrainingSplit:
     return TrainingSplit(finetune, True)
 
 
+def _recordio_train(options: DatasetOptions, image_size: int) -> TrainingSplit:
+    from .recordio import load_recordio
+
+    root = _root(options, "recordio")
+    return TrainingSplit(load_recordio(root, **_links(options)), False)
+
+
+def _recordio_protocol(options: DatasetOptions, protocol: str, image_size: int) -> Dataset:
+    raise DCRInputError("a RecordIO pack is a training set; evaluate on lfw, scface, casia or a folder.")
+
+
+def _streaming(options: DatasetOptions) -> bool:
+    # A training option (`train_hf.py --streaming`, the training `DataArguments`): evaluation reads its sets whole.
+    return bool(getattr(options, "streaming", False))
+
+
 def _folder_train(options: DatasetOptions, image_size: int) -> TrainingSplit:
-    return TrainingSplit(_train_split_of(_generic(options, _root(options, "folder")), options.data_root), False)
+    return _generic_train(_root(options, "folder"), options)
+
+
+def _generic_train(source: str, options: DatasetOptions) -> TrainingSplit:
+    """The training split of a tree, a saved dataset or a Hub id; with `--streaming` a tree is
+    served from its compact file index (`generic.index_image_folder`) instead of an Arrow table."""
+    from ._layout import is_saved_dataset
+
+    if _streaming(options) and Path(source).is_dir() and not is_saved_dataset(source):
+        from .generic import index_image_folder
+        from .indexed import IndexedImageDataset
+
+        return TrainingSplit(IndexedImageDataset(index_image_folder(source, **_links(options))), False)
+    return TrainingSplit(_train_split_of(_generic(options, source), source), False)
 
 
 def _train_split_of(loaded: Dataset | DatasetDict, source: str) -> Dataset:
@@ -276,6 +305,7 @@ DATASETS: dict[str, DatasetSpec] = {
                     _survface_protocol, real_low_resolution_probes=True),
         DatasetSpec("bin", "insightface .bin", True, PAIR_PROTOCOLS, _bin_protocol),
         DatasetSpec("folder", "Face folder", True, RETRIEVAL_PROTOCOLS, _folder_protocol, _folder_train, preparable=True),
+        DatasetSpec("recordio", "RecordIO pack", True, (), _recordio_protocol, _recordio_train, preparable=True),
     )
 }
 TRAIN_DATASETS = tuple(name for name, spec in DATASETS.items() if spec.load_train is not None)
@@ -290,9 +320,13 @@ def get_spec(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
+#: Datasets a card names by their data root's folder (a RecordIO pack is MS1MV2, Glint360K, ...).
+_NAMED_BY_ROOT = ("folder", "recordio")
+
+
 def _generic_source(name: str, options: DatasetOptions | None) -> str:
     """The folder or Hub id a generic dataset comes from (`--dataset folder --data_root X`, or `--dataset X`)."""
-    return str(options.data_root if name == "folder" and options is not None and options.data_root else name)
+    return str(options.data_root if name in _NAMED_BY_ROOT and options is not None and options.data_root else name)
 
 
 def card_name(name: str | None, options: DatasetOptions | None = None) -> str | None:
@@ -303,7 +337,7 @@ def card_name(name: str | None, options: DatasetOptions | None = None) -> str | 
         return "TinyFace (no distractors)"
     if name == "bin" and options is not None and options.data_root and "," not in options.data_root:
         return f"{Path(options.data_root).stem} (insightface .bin)"
-    if name in DATASETS and name != "folder":
+    if name in DATASETS and name not in _NAMED_BY_ROOT:
         return DATASETS[name].card_name
     source = _generic_source(name, options)
     return Path(source.rstrip("/")).name or source
@@ -339,6 +373,8 @@ def describe_training_data(name: str, options: DatasetOptions) -> str:
         described += " (all subjects)" if fold >= 10 else f" (subjects outside validation fold {fold})"
     elif name == "scface":
         described += f" (the {options.num_finetune_subjects} fine-tuning subjects, real low-resolution captures)"
+    elif name == "recordio":
+        described += " (RecordIO pack)"
     return described
 
 
@@ -392,10 +428,18 @@ def check_training_dataset(name: str, options: DatasetOptions) -> None:
                 f"unknown dataset {name!r}: expected one of {TRAIN_DATASETS}, a prepared dataset folder or a Hub "
                 "dataset id (org/name)."
             )
+        if _streaming(options) and not Path(name).is_dir():
+            raise DCRInputError(
+                f"--streaming reads identity folders lazily; the Hub dataset {name} is downloaded to memory-mapped "
+                "Arrow files, of which only the labels are held in memory: drop --streaming."
+            )
         return
     spec = get_spec(name)
     if spec.load_train is None:
         raise DCRInputError(f"dataset {name!r} is for evaluation only; train on one of {TRAIN_DATASETS}.")
+    if _streaming(options) and name not in _NAMED_BY_ROOT:
+        raise DCRInputError(f"--streaming reads identity folders (--dataset folder) lazily, as RecordIO packs always are; "
+                            f"--dataset {name} is loaded whole: drop --streaming.")
     if spec.needs_data_root:
         _root(options, name)
 
@@ -404,7 +448,7 @@ def load_training_split(name: str, options: DatasetOptions, image_size: int) -> 
     """The training set of `name` (a registered dataset, a prepared folder or a Hub dataset id)."""
     check_training_dataset(name, options)
     if is_generic_source(name):
-        return TrainingSplit(_train_split_of(_generic(options, name), name), real_low_resolution=False)
+        return _generic_train(name, options)
     return get_spec(name).load_train(options, image_size)
 
 

@@ -37,7 +37,9 @@ class MPerClassSampler(torch.utils.data.Sampler[int]):
         length_before_new_iter: int | None = None,
         seed: int = 0,
     ) -> None:
-        labels = np.asarray(labels.tolist() if torch.is_tensor(labels) else list(labels))
+        # A numpy column (a RecordIO pack's int32 labels) is taken as it is: no Python int per image.
+        if not isinstance(labels, np.ndarray):
+            labels = np.asarray(labels.tolist() if torch.is_tensor(labels) else list(labels))
         if labels.ndim != 1 or not len(labels):
             raise DCRInputError(f"labels must be a non-empty 1-D sequence of class ids, got shape {labels.shape}.")
         if not np.issubdtype(labels.dtype, np.integer):
@@ -105,4 +107,4 @@ class MPerClassSampler(torch.utils.data.Sampler[int]):
                     image_cursors[label] += self.m
                 indices[position : position + self.m] = picks
                 position += self.m
-        return iter(indices.tolist())
+        return map(int, indices)  # Python ints one at a time, not a list of the epoch's millions

@@ -153,7 +153,7 @@ class DataArguments(DatasetOptions):
 
     dataset: str = field(
         default="synthetic",
-        metadata={"help": "synthetic | casia | scface | folder, or a prepared dataset folder / Hub dataset id."},
+        metadata={"help": "synthetic | casia | scface | folder | recordio, or a prepared dataset folder / Hub dataset id."},
     )
     augmentation: str = field(default="flip", metadata={"help": "flip | aug_plus | none.", "choices": AUGMENTATIONS})
     samples_per_class: int | None = field(default=None, metadata={"help": "M-per-class sampler: images per identity."})
@@ -161,6 +161,11 @@ class DataArguments(DatasetOptions):
         default=None,
         metadata={"help": "true: the loader only decodes (uint8), the training step augments and makes the LR copies on "
                   "the training device; false: the loader does it all. Default: true (measured faster on CPU too)."},
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Read an identity-folder tree through a compact file index, images opened by the loader "
+                  "(for trees larger than memory; RecordIO packs always are)."},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training samples."})
     validation_dataset: str = field(

@@ -122,7 +122,8 @@ class DCRTrainer(Trainer):
 
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         return MPerClassSampler(
-            dataset.with_format(None)["label"] if hasattr(dataset, "with_format") else dataset["label"],
+            # A numpy column: no Python int per image (millions for a RecordIO pack or a Hub dataset).
+            dataset.with_format("numpy")["label"][:] if hasattr(dataset, "with_format") else dataset["label"],
             m=self.samples_per_class,
             batch_size=self.args.per_device_train_batch_size,
             seed=self.args.seed,
