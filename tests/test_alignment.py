@@ -94,7 +94,7 @@ def test_a_face_warped_by_a_known_similarity_comes_back_to_the_template(scale, d
     assert error.max() < 1.0, error
     # ... and the whole crop matches the face rendered on the template (bilinear resampling aside).
     reference = _render(112, 112)
-    assert np.abs(aligned.astype(int) - reference.astype(int)).mean() < 3.0
+    assert np.abs(aligned.astype(int) - reference.astype(int)).mean() < 1.0
 
 
 def test_the_fit_is_the_least_squares_similarity():
