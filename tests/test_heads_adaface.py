@@ -174,6 +174,14 @@ def _scaler(model, pixels):
     return adaface_scaler(model.config, norms, statistics.clone(), move=False)
 
 
+def test_branch_stage_keeps_the_trunks_statistics_and_starts_its_own():
+    trunk = DCRForImageClassification(tiny_config(head="adaface"))
+    trunk.norm_statistics.copy_(torch.tensor([7.0, 3.0]))
+    branch = branch_model_from_trunk(trunk)
+    assert branch.norm_statistics.tolist() == [7.0, 3.0]
+    assert branch.branch_norm_statistics.tolist() == [[20.0, 100.0]] * 3  # HR + two LR sizes
+
+
 def test_embedder_loads_an_adaface_training_folder_without_the_statistics(tmp_path, caplog):
     DCRForImageClassification(tiny_config(head="adaface")).save_pretrained(tmp_path)
     model, info = DCRModel.from_pretrained(tmp_path, output_loading_info=True)
