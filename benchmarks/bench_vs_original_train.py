@@ -38,6 +38,7 @@ script runs; its figures mean nothing.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import statistics
@@ -45,7 +46,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import io
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -182,7 +182,7 @@ def test_branch_stage_keeps_the_trunks_statistics_and_starts_its_own():
     assert branch.branch_norm_statistics.tolist() == [[20.0, 100.0]] * 3  # HR + two LR sizes
 
 
-def test_embedder_loads_an_adaface_training_folder_without_the_statistics(tmp_path, caplog):
+def test_embedder_loads_an_adaface_training_folder_without_the_statistics(tmp_path):
     DCRForImageClassification(tiny_config(head="adaface")).save_pretrained(tmp_path)
     model, info = DCRModel.from_pretrained(tmp_path, output_loading_info=True)
     assert not info["unexpected_keys"] and not info["missing_keys"]
