@@ -247,18 +247,31 @@ class DCRConfig(PreTrainedConfig):
             al. 2018) and `"arcface"` (Deng et al. 2019): a normalized-weight cosine classifier,
             logits `margin_scale * cos(theta_j)` between the embedding and class weight `j`; the loss
             replaces the target logit by `margin_scale * (cos(theta_y) - margin)` (CosFace) or
-            `margin_scale * cos(theta_y + margin)` (ArcFace). Only the training loss changes:
+            `margin_scale * cos(theta_y + margin)` (ArcFace). `"adaface"` (Kim, Jain & Liu 2022): the
+            same classifier, with a margin that adapts to image quality, read from the feature norm
+            `||e||` of the embedding before L2 normalization: with `z = clip(h * (||e|| - mu) / (sigma +
+            0.001), -1, 1)` (`mu`, `sigma` running mean and std of the batch norms), the target logit is
+            `margin_scale * (cos(theta_y - margin * z) - margin * (1 + z))` (high norms, good images: a
+            larger angular margin; low norms: a larger additive one). Only the training loss changes:
             embeddings, validation and evaluation do not depend on the head.
         margin_scale (`float`, *optional*):
             The scale `s` of the margin heads; defaults to 64 for them. Not used by `"softmax"`.
         margin (`float`, *optional*):
             The margin `m` of the margin heads; defaults to 0.35 (CosFace, a cosine in (0, 1)) and
-            0.5 (ArcFace, an angle in radians in (0, pi/2)). Not used by `"softmax"`.
+            0.5 (ArcFace, an angle in radians in (0, pi/2)) and 0.4 (AdaFace, in (0, 1): an angle and a
+            cosine offset). Not used by `"softmax"`.
         arcface_easy_margin (`bool`, defaults to `False`):
             What ArcFace does where `theta_y + margin` would leave [0, pi], as in insightface: by default
             the target logit becomes `cos(theta_y) - margin * sin(margin)` once `theta_y > pi - margin`
             (so it keeps decreasing with the angle); with the easy margin, the margin is only applied
             where `cos(theta_y) > 0` and the plain cosine is kept elsewhere.
+        adaface_h (`float`, *optional*):
+            AdaFace's `h`, the spread of the norm-standardized margin `z` (0.333: about 68% of the
+            samples within [-0.333, 0.333]); defaults to 0.333 with `head="adaface"`, unused otherwise.
+        adaface_t_alpha (`float`, *optional*):
+            AdaFace's momentum of the running norm statistics, `mu <- t_alpha * batch_mean + (1 -
+            t_alpha) * mu` (likewise `sigma`), in (0, 1]; defaults to 0.01 with `head="adaface"`. The
+            statistics are buffers of the training model (`norm_statistics`), so a resume is exact.
         degradation (`dict`, *optional*):
             The degradation model the LR training copies went through (`None`: resizing only, the
             original's recipe): per sample, blur in the LR image's pixels, noise, JPEG compression,
@@ -277,14 +290,22 @@ class DCRConfig(PreTrainedConfig):
     bottleneck_reduction: ClassVar[int] = 4
     miners: ClassVar[tuple[str, ...]] = ("batch_hard",)
     mining_references: ClassVar[tuple[str, ...]] = ("center", "embedding", "none")
-    heads: ClassVar[tuple[str, ...]] = ("softmax", "cosface", "arcface")
+    heads: ClassVar[tuple[str, ...]] = ("softmax", "cosface", "arcface", "adaface")
     #: What a `resolution` argument accepts for the high-resolution (gallery) branch besides `image_size`.
     high_resolution_aliases: ClassVar[tuple[str | None, ...]] = (None, "hr", "HR")
     #: The one kind of labels DCR trains on (`None`: the same); multi-label and regression are refused.
     problem_types: ClassVar[tuple[str | None, ...]] = (None, "single_label_classification")
     #: Each margin head's default `(margin_scale, margin)` and the open interval its margin must lie in.
-    margin_defaults: ClassVar[dict[str, tuple[float, float]]] = {"cosface": (64.0, 0.35), "arcface": (64.0, 0.5)}
-    margin_bounds: ClassVar[dict[str, tuple[float, float]]] = {"cosface": (0.0, 1.0), "arcface": (0.0, math.pi / 2)}
+    margin_defaults: ClassVar[dict[str, tuple[float, float]]] = {
+        "cosface": (64.0, 0.35), "arcface": (64.0, 0.5), "adaface": (64.0, 0.4),
+    }
+    margin_bounds: ClassVar[dict[str, tuple[float, float]]] = {
+        "cosface": (0.0, 1.0), "arcface": (0.0, math.pi / 2), "adaface": (0.0, 1.0),
+    }
+    #: AdaFace's own fields: default and the interval each must lie in (`(low, high]`; `high` None: no bound).
+    adaface_defaults: ClassVar[dict[str, tuple[float, float, float | None]]] = {
+        "adaface_h": (0.333, 0.0, None), "adaface_t_alpha": (0.01, 0.0, 1.0),
+    }
 
     trunk_type: str = "resnet"
     layer_type: str = "basic"
@@ -312,6 +333,8 @@ class DCRConfig(PreTrainedConfig):
     margin_scale: float | None = None
     margin: float | None = None
     arcface_easy_margin: bool = False
+    adaface_h: float | None = None
+    adaface_t_alpha: float | None = None
     degradation: dict | None = None
 
     def __post_init__(self, **kwargs):
@@ -377,14 +400,21 @@ class DCRConfig(PreTrainedConfig):
             raise DCRInputError(f"head={self.head!r} is not one of {self.heads}.")
         # The fields a head does not use must stay unset (ArcFace alone uses the easy margin).
         unused = {"arcface_easy_margin": False} if self.head != "arcface" else {}
+        if self.head != "adaface":
+            unused.update(dict.fromkeys(self.adaface_defaults))
         if self.head not in self.margin_defaults:
             unused.update(margin_scale=None, margin=None)
         for name, unset in unused.items():
             if getattr(self, name) != unset:
-                users = "head='arcface'" if name == "arcface_easy_margin" else f"the margin heads {tuple(self.margin_defaults)}"
+                users = (
+                    f"head={name.partition('_')[0]!r}" if name.startswith(("arcface_", "adaface_"))
+                    else f"the margin heads {tuple(self.margin_defaults)}"
+                )
                 raise DCRInputError(f"{name}={getattr(self, name)!r} is only used by {users}, not by head={self.head!r}.")
         if self.head not in self.margin_defaults:
             return
+        if self.head == "adaface":
+            self._validate_adaface()
         # Saved resolved, so a folder's config.json states the scale and margin it trained with.
         scale, margin = self.margin_defaults[self.head]
         self.margin_scale = scale if self.margin_scale is None else self.margin_scale
@@ -397,10 +427,25 @@ class DCRConfig(PreTrainedConfig):
             raise DCRInputError(f"margin_scale must be positive, got {self.margin_scale!r}.")
         low, high = self.margin_bounds[self.head]
         if not low < self.margin < high:
-            what = "an angle in radians in (0, pi/2)" if self.head == "arcface" else "a cosine offset in (0, 1)"
+            what = {
+                "arcface": "an angle in radians in (0, pi/2)",
+                "adaface": "both an angle in radians and a cosine offset, in (0, 1)",
+            }.get(self.head, "a cosine offset in (0, 1)")
             raise DCRInputError(
                 f"margin={self.margin!r} is outside ({low:g}, {high:g}) for head={self.head!r}: its margin is {what}."
             )
+
+    def _validate_adaface(self) -> None:
+        """AdaFace's `adaface_h` and `adaface_t_alpha`: unset ones get their defaults, each must be a
+        finite number in its interval (`adaface_defaults`)."""
+        for name, (default, low, high) in self.adaface_defaults.items():
+            value = default if getattr(self, name) is None else getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise DCRInputError(f"{name} must be a finite number, got {value!r}.")
+            if not (value > low and (high is None or value <= high)):
+                interval = f"({low:g}, {high:g}]" if high is not None else f"({low:g}, inf)"
+                raise DCRInputError(f"{name}={value!r} is outside {interval} for head='adaface'.")
+            setattr(self, name, float(value))
 
     def _validate_mining(self) -> None:
         for name in ("trunk_miner", "branch_miner"):

@@ -9,7 +9,8 @@ size, with an optional hook between the two resizes); the default is the origina
 Lanczos, then PIL's bilinear, both in 8 bits, reproduced as batched tensor operations.
 
 This file travels to every Hub repository next to the model files (for `trust_remote_code`), so
-it imports only torch, transformers, PIL, numpy and `.configuration_dcr`. It is longer than a
+it imports only torch, transformers, PIL, numpy, `.configuration_dcr` and `.alignment_dcr` (the
+five-point face alignment applied when landmarks are given). It is longer than a
 module of one job should be because the LR operator (PIL's resize weights, the batched 8-bit and
 linear passes) must travel with the processor and the model that use it.
 """
@@ -35,6 +36,7 @@ from transformers.processing_utils import ImagesKwargs
 from transformers.utils import logging
 
 from .errors_dcr import DCRInputError
+from .alignment_dcr import align_face, check_landmarks
 from .configuration_dcr import DCRConfig, check_low_resolution_sizes
 
 logger = logging.get_logger(__name__)
@@ -445,6 +447,7 @@ class DCRImageProcessorKwargs(ImagesKwargs, total=False):
 
     image_size: int
     low_resolution_size: int | None
+    landmarks: Any
     downsample_interpolation: str
     upsample_interpolation: str
 
@@ -582,13 +585,9 @@ class DCRImageProcessor(BaseImageProcessor):
                 return PIL.Image.open(io.BytesIO(file.read()))
         raise DCRInputError(f"cannot read an image from {type(image).__name__}; expected a PIL image, a path or bytes.")
 
-    def load_image(self, image: Any) -> np.ndarray:
-        """Decode one image to what the model sees before rescaling: uint8 `[image_size, image_size, 3]`.
-
-        EXIF orientation is applied (as `datasets.Image` decoding does), any mode becomes 8-bit RGB,
-        and the image is resized by PIL with `resample` when its size differs. Raises PIL's own
-        errors (`OSError`, ...) on unreadable data.
-        """
+    def decode_image(self, image: Any) -> PIL.Image.Image:
+        """Decode one image at its own size: EXIF orientation applied (as `datasets.Image` decoding
+        does), any mode made 8-bit RGB. Raises PIL's own errors (`OSError`, ...) on unreadable data."""
         image = self.open_image(image)
         image.load()
         if image.getexif().get(PIL.Image.ExifTags.Base.Orientation) is not None:
@@ -597,6 +596,14 @@ class DCRImageProcessor(BaseImageProcessor):
             image = convert_to_rgb(image)
         elif image.mode != "RGB":
             raise DCRInputError(f"an image of mode {image.mode} with do_convert_rgb=False: the model takes RGB images (3 channels).")
+        return image
+
+    def load_image(self, image: Any) -> np.ndarray:
+        """Decode one image to what the model sees before rescaling: uint8 `[image_size, image_size, 3]`.
+
+        Decoded by `decode_image`, then resized by PIL with `resample` when its size differs.
+        """
+        image = self.decode_image(image)
         target = (self.image_size, self.image_size)
         if self.do_resize and image.size != target:
             image = image.resize(target, self.resample)
@@ -754,6 +761,34 @@ class DCRImageProcessor(BaseImageProcessor):
             raise DCRInputError("no images were given.")
         return torch.stack([self._pixels_of(image) for image in images])
 
+    # -- five-point alignment (`landmarks=`) ----------------------------------------------------
+
+    def align_image(self, image: Any, landmarks: np.ndarray) -> np.ndarray:
+        """One image aligned to the ArcFace template at `image_size` (`alignment_dcr.align_face`) with
+        its landmarks `[5, 2]` (pixel x, y of the image as `decode_image` gives it): uint8 `[S, S, 3]`."""
+        if isinstance(image, (np.ndarray, torch.Tensor)):
+            if self._float_image(image) is not None:
+                raise DCRInputError(
+                    "landmarks are applied to decoded 8-bit images (PIL images, paths, bytes, uint8 arrays); "
+                    "got a float array: pass the image before rescaling."
+                )
+            image = self._pil_from_array(image)
+        return np.asarray(align_face(self.decode_image(image), landmarks, self.image_size))
+
+    def _aligned_batch_pixels(self, images: Any, landmarks: Any) -> torch.Tensor:
+        """Images aligned by their `landmarks` `[batch, 5, 2]` -> float32 `[batch, 3, image_size, image_size]` in [0, 1]."""
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            images = torch.from_numpy(np.ascontiguousarray(images))
+        if torch.is_tensor(images) and images.ndim == 4:
+            images = list(images.permute(0, 3, 1, 2) if self._input_data_format == ChannelDimension.LAST else images)
+        elif not isinstance(images, (list, tuple)):
+            images = [images]
+        if len(images) == 0:
+            raise DCRInputError("no images were given.")
+        points = check_landmarks(landmarks, len(images))
+        aligned = np.stack([self.align_image(image, face) for image, face in zip(images, points)])
+        return self.rescale_pixels(torch.from_numpy(aligned).permute(0, 3, 1, 2))
+
     def preprocess(
         self,
         images: Any,
@@ -763,6 +798,7 @@ class DCRImageProcessor(BaseImageProcessor):
         input_data_format: str | ChannelDimension | None = None,
         data_format: str | ChannelDimension | None = ChannelDimension.FIRST,
         size: int | dict[str, int] | None = None,
+        landmarks: Any = None,
         **kwargs: Any,
     ) -> BatchFeature:
         """Turn one image or a list / batch of images into `pixel_values` `[batch, 3, image_size, image_size]`.
@@ -773,6 +809,11 @@ class DCRImageProcessor(BaseImageProcessor):
         square `{"height", "width"}`: `image_size`), `input_data_format` (the channel axis of array
         and tensor inputs, guessed from their shape without it) and `data_format` (of the output:
         `"channels_last"` gives `[batch, H, W, 3]`).
+
+        `landmarks` (`[batch, 5, 2]`, pixel x, y of each input image as decoded, EXIF orientation
+        applied: eyes, nose tip, mouth corners, from a face detector) align every face to the ArcFace
+        template (insightface's, scaled to `image_size`) by a similarity transform instead of
+        resizing it; decoded 8-bit inputs only (PIL images, paths, bytes, uint8 arrays).
         """
         options = {name: kwargs.pop(name) for name in self.settings if name in kwargs}
         options["low_resolution_size"] = low_resolution_size
@@ -782,7 +823,10 @@ class DCRImageProcessor(BaseImageProcessor):
             logger.warning("DCRImageProcessor ignores unknown arguments: %s", sorted(kwargs))
         output_format = _channel_dimension(data_format, "data_format") if data_format is not None else ChannelDimension.FIRST
         processor = self._for_call(options, input_data_format)
-        batch = processor._batch_pixels(images)
+        if landmarks is not None:
+            batch = processor._aligned_batch_pixels(images, landmarks)
+        else:
+            batch = processor._batch_pixels(images)
         if device is not None:
             batch = batch.to(device)
         if processor.low_resolution_size is not None:

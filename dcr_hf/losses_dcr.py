@@ -1,4 +1,4 @@
-"""DCR's losses and batch-hard mining: margin heads, center loss and the momentum center update,
+"""DCR's losses and batch-hard mining: margin heads (AdaFace's norm statistics included), center loss and the momentum center update,
 the coupling term, the mined center terms, and each training stage's total.
 
 Hand-written: the momentum center update of DCR is in no library, and this file travels to every
@@ -25,8 +25,51 @@ from .configuration_dcr import DCRConfig
 Miner = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
 
 
+#: AdaFace's stability constant: cosines are kept within it of +-1, angles within it of 0 and pi,
+#: and it is added to the running norm std (`eps` of the reference implementation, mk-minchul/AdaFace).
+ADAFACE_EPS = 1e-3
+#: The running `(mean, std)` of feature norms an AdaFace head starts from, as the reference does.
+ADAFACE_INITIAL_NORM_STATISTICS = (20.0, 100.0)
+#: The reference's clip of the feature norms before they enter the statistics and the margin.
+ADAFACE_NORM_RANGE = (0.001, 100.0)
+
+
+def initial_norm_statistics(*shape: int) -> torch.Tensor:
+    """AdaFace's running norm statistics before training: `[*shape, 2]` holding `(mean, std)`."""
+    return torch.tensor(ADAFACE_INITIAL_NORM_STATISTICS).expand(*shape, 2).clone()
+
+
+@torch.no_grad()
+def update_norm_statistics(statistics: torch.Tensor, norms: torch.Tensor, t_alpha: float) -> None:
+    """AdaFace's running norm statistics, moved in place by one batch and averaged across processes.
+
+    `mu <- t_alpha * mean(n) + (1 - t_alpha) * mu` and `sigma <- t_alpha * std(n) + (1 - t_alpha) *
+    sigma` over the batch's clipped feature norms `n` `[batch]` (std unbiased, as torch's); a batch of
+    one norm has no std, so sigma keeps its value there (the reference would store NaN).
+    `statistics` `[2]` = `(mu, sigma)`. With `torch.distributed` initialized the result is averaged
+    over processes, so every rank keeps identical statistics (as `update_centers` keeps its centers).
+    """
+    norms = norms.detach().float().clamp(*ADAFACE_NORM_RANGE)
+    batch = torch.stack([norms.mean(), norms.std() if norms.numel() > 1 else statistics[1].float()])
+    statistics.mul_(1.0 - t_alpha).add_(t_alpha * batch.to(statistics.dtype))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        world_size = torch.distributed.get_world_size()
+        if world_size > 1:
+            torch.distributed.all_reduce(statistics, op=torch.distributed.ReduceOp.SUM)
+            statistics.div_(world_size)
+
+
+def adaface_margin_scaler(norms: torch.Tensor, statistics: torch.Tensor, h: float) -> torch.Tensor:
+    """AdaFace's quality indicator `z = clip(h * (n - mu) / (sigma + eps), -1, 1)` `[batch]` of the
+    clipped feature norms `n` `[batch]` against the running `statistics` `(mu, sigma)` (no gradient)."""
+    norms = norms.detach().float().clamp(*ADAFACE_NORM_RANGE)
+    mean, std = statistics.float().unbind(-1)
+    return ((norms - mean) / (std + ADAFACE_EPS) * h).clamp(-1.0, 1.0)
+
+
 def margin_logits(
-    cosine: torch.Tensor, labels: torch.Tensor, head: str, scale: float, margin: float, easy_margin: bool = False
+    cosine: torch.Tensor, labels: torch.Tensor, head: str, scale: float, margin: float, easy_margin: bool = False,
+    margin_scaler: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The training logits of a margin head: `scale * cosine` `[n, num_labels]` with each sample's
     target class `labels[i]` given a margin.
@@ -36,9 +79,21 @@ def margin_logits(
     cos(pi - m)`) it becomes `cos(theta) - m sin(m)` instead, which keeps the target decreasing with
     the angle (insightface's threshold; pytorch-metric-learning uses the same); with `easy_margin`
     the margin applies only where `cos(theta) > 0` and the plain cosine stays elsewhere.
+    AdaFace (needs `margin_scaler`, the `z` `[n]` of [`adaface_margin_scaler`]): every cosine is
+    kept in `[-1 + eps, 1 - eps]`, then the target is `cos(clip(theta + g_angle, eps, pi - eps)) -
+    g_add` with `g_angle = -margin * z` and `g_add = margin * (1 + z)`, as the paper's Eq. 10 and
+    its reference implementation compute it.
     """
     cosine = cosine.float()
     index = labels.long()[:, None]
+    if head == "adaface":
+        if margin_scaler is None:
+            raise DCRInputError("head='adaface' needs the margin_scaler of the batch's feature norms (adaface_margin_scaler).")
+        cosine = cosine.clamp(-1.0 + ADAFACE_EPS, 1.0 - ADAFACE_EPS)
+        scaler = margin_scaler.float()[:, None]
+        theta = cosine.gather(1, index).acos()
+        shifted = (theta - margin * scaler).clamp(ADAFACE_EPS, math.pi - ADAFACE_EPS).cos() - margin * (1.0 + scaler)
+        return scale * cosine.scatter(1, index, shifted)
     target = cosine.gather(1, index)
     if head == "cosface":
         shifted = target - margin
@@ -55,16 +110,33 @@ def margin_logits(
     return scale * cosine.scatter(1, index, shifted)
 
 
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: DCRConfig) -> torch.Tensor:
+def classification_loss(
+    logits: torch.Tensor, labels: torch.Tensor, config: DCRConfig, margin_scaler: torch.Tensor | None = None
+) -> torch.Tensor:
     """Cross-entropy of one classifier's logits `[n, num_labels]` as the model returns them; a margin
-    head's logits (`margin_scale * cos`) get the target margin first ([`margin_logits`])."""
+    head's logits (`margin_scale * cos`) get the target margin first ([`margin_logits`]; AdaFace's
+    needs `margin_scaler` `[n]`)."""
     logits = logits.float()
     if config.head != "softmax":
         logits = margin_logits(
             logits / config.margin_scale, labels, config.head, config.margin_scale, config.margin,
-            config.arcface_easy_margin,
+            config.arcface_easy_margin, margin_scaler,
         )
     return F.cross_entropy(logits, labels)
+
+
+def adaface_scaler(
+    config: DCRConfig, norms: torch.Tensor | None, statistics: torch.Tensor | None, move: bool
+) -> torch.Tensor | None:
+    """With `head="adaface"`: the margin scaler `[n]` of feature norms `[n]`, the running `statistics`
+    `[2]` moved first (in place) with `move`, as the reference updates them before use; `None` otherwise."""
+    if config.head != "adaface":
+        return None
+    if norms is None or statistics is None:
+        raise DCRInputError("head='adaface' needs the embeddings' feature norms and the model's norm_statistics.")
+    if move:
+        update_norm_statistics(statistics, norms, config.adaface_t_alpha)
+    return adaface_margin_scaler(norms, statistics, config.adaface_h)
 
 
 @torch.no_grad()
@@ -166,6 +238,7 @@ def mine_batch_hard(
 def trunk_stage_loss(
     config: DCRConfig, centers: torch.Tensor, embeddings: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
     miner: Miner | None = None, move_centers: bool = True,
+    norms: torch.Tensor | None = None, norm_statistics: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The trunk stage's weighted terms: softmax (or margin) cross-entropy and the center term over
     every resolution copy, all copies of a sample sharing its label.
@@ -173,7 +246,8 @@ def trunk_stage_loss(
     `embeddings` `[batch, resolutions, size]`, `logits` `[batch, resolutions, num_labels]`, `labels`
     `[batch]`, `centers` `[num_labels, size]` (moved first, in place, with `move_centers`: training
     only, as in the original). The center term is the center loss, or with `config.trunk_miner` the
-    mined margin term (none with `trunk_mining_reference="none"`).
+    mined margin term (none with `trunk_mining_reference="none"`). AdaFace also needs the feature
+    `norms` `[batch, resolutions]` and the running `norm_statistics` `[2]` (moved with `move_centers`).
     """
     resolutions = embeddings.shape[1]
     # Resolution-major, as the original concatenated the copies along the batch axis.
@@ -182,7 +256,9 @@ def trunk_stage_loss(
     flat_labels = labels.repeat(resolutions)
     if move_centers:
         update_centers(centers, flat_embeddings, flat_labels, config.center_momentum)
-    terms = {"cross_entropy_loss": classification_loss(flat_logits, flat_labels, config)}
+    flat_norms = norms.transpose(0, 1).reshape(-1) if norms is not None else None
+    scaler = adaface_scaler(config, flat_norms, norm_statistics, move_centers)
+    terms = {"cross_entropy_loss": classification_loss(flat_logits, flat_labels, config, scaler)}
     reference = config.trunk_mining_reference
     if config.trunk_miner is None:
         center_term = center_loss(flat_embeddings, centers, flat_labels)
@@ -202,6 +278,7 @@ def trunk_stage_loss(
 def branch_stage_loss(
     config: DCRConfig, branch_centers: torch.Tensor, embeddings: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
     miner: Miner | None = None, move_centers: bool = True,
+    norms: torch.Tensor | None = None, norm_statistics: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """DCR's coupled mapping loss, as weighted terms: per branch cross-entropy and center term
     (means over the branches) + `coupling_loss_weight` x sum over LR branches of MSE(HR branch, LR branch).
@@ -209,13 +286,20 @@ def branch_stage_loss(
     `embeddings` `[batch, resolutions, size]` (copy r from branch r), `logits` likewise with
     `num_labels`, `branch_centers` `[resolutions, num_labels, size]` (moved first, in place, with
     `move_centers`). The center term is the center loss, or with `config.branch_miner` the mined
-    center difference.
+    center difference. AdaFace also needs the branch embeddings' feature `norms` `[batch,
+    resolutions]` and each branch's running `norm_statistics` `[resolutions, 2]`.
     """
     per_branch = embeddings.transpose(0, 1)
     if move_centers:
         for centers, branch_embeddings in zip(branch_centers, per_branch):
             update_centers(centers, branch_embeddings, labels, config.center_momentum)
-    cross_entropy = torch.stack([classification_loss(lg, labels, config) for lg in logits.transpose(0, 1)]).mean()
+    resolutions = per_branch.shape[0]
+    per_branch_norms = norms.transpose(0, 1) if norms is not None else [None] * resolutions
+    per_branch_statistics = norm_statistics if norm_statistics is not None else [None] * resolutions
+    cross_entropy = torch.stack([
+        classification_loss(lg, labels, config, adaface_scaler(config, n, statistics, move_centers))
+        for lg, n, statistics in zip(logits.transpose(0, 1), per_branch_norms, per_branch_statistics)
+    ]).mean()
     center_terms = []
     for branch_embeddings, centers in zip(per_branch, branch_centers):
         if config.branch_miner is None:
@@ -232,15 +316,22 @@ def branch_stage_loss(
 
 
 __all__ = [
+    "ADAFACE_EPS",
+    "ADAFACE_INITIAL_NORM_STATISTICS",
+    "ADAFACE_NORM_RANGE",
     "Miner",
+    "adaface_margin_scaler",
+    "adaface_scaler",
     "branch_stage_loss",
     "center_loss",
     "classification_loss",
     "coupling_loss",
+    "initial_norm_statistics",
     "margin_logits",
     "mine_batch_hard",
     "mined_center_difference",
     "mined_margin_loss",
     "trunk_stage_loss",
     "update_centers",
+    "update_norm_statistics",
 ]

@@ -29,7 +29,7 @@ from transformers.utils import ModelOutput, logging
 from .errors_dcr import DCRInputError
 from .configuration_dcr import DCRConfig
 from .image_processing_dcr import DCRImageProcessor
-from .losses_dcr import Miner, branch_stage_loss, trunk_stage_loss
+from .losses_dcr import Miner, branch_stage_loss, initial_norm_statistics, trunk_stage_loss
 
 logger = logging.get_logger(__name__)
 
@@ -48,12 +48,16 @@ class DCRModelOutput(ModelOutput):
             The trunk embedding (equal to `pooler_output` for a model without branches).
         hidden_states (`tuple(torch.FloatTensor)`, *optional*):
             Feature maps after the stem and after each stage, with `output_hidden_states=True`.
+        embedding_norms (`torch.FloatTensor` of shape `[batch]`, or `[batch, resolutions]` for 5-D input):
+            The L2 norm of `pooler_output` before its normalization (`config.normalize_embeddings`):
+            the feature norm AdaFace's margin reads as a measure of image quality.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     pooler_output: torch.FloatTensor | None = None
     trunk_embeddings: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    embedding_norms: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -256,9 +260,10 @@ class DCRTrunk(nn.Module):
         self.projection = nn.Linear(config.hidden_sizes[-1], config.embedding_size)
 
     def forward(
-        self, pixel_values: torch.Tensor, output_hidden_states: bool = False
+        self, pixel_values: torch.Tensor, output_hidden_states: bool = False, normalize: bool | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None]:
-        """`[batch, C, H, W]` -> (last feature map, embedding `[batch, embedding_size]`, hidden states)."""
+        """`[batch, C, H, W]` -> (last feature map, embedding `[batch, embedding_size]`, hidden states);
+        the embedding L2-normalized with `normalize` (default: `config.normalize_embeddings`)."""
         if self.embedder.embedder.convolution.weight.is_contiguous(memory_format=torch.channels_last):
             # A model moved to channels-last (`model.to(memory_format=torch.channels_last)`, faster
             # convolutions on CPU and GPU) gets its input in the same layout.
@@ -270,7 +275,7 @@ class DCRTrunk(nn.Module):
             if output_hidden_states:
                 hidden_states = hidden_states + (hidden_state,)
         embedding = self.projection(self.pooler(hidden_state).flatten(1))
-        if self.config.normalize_embeddings:
+        if self.config.normalize_embeddings if normalize is None else normalize:
             embedding = F.normalize(embedding, dim=-1)
         return hidden_state, embedding, hidden_states
 
@@ -284,13 +289,21 @@ class DCRBranch(nn.Module):
         self.normalize = config.normalize_embeddings
         self.projection = nn.Linear(config.embedding_size, config.branch_hidden_size)
 
-    def forward(self, trunk_embeddings: torch.Tensor) -> torch.Tensor:
+    def forward(self, trunk_embeddings: torch.Tensor, normalize: bool | None = None) -> torch.Tensor:
+        """`[batch, embedding_size]` -> `[batch, branch_hidden_size]`, L2-normalized with `normalize`
+        (default: `config.normalize_embeddings`)."""
         embedding = self.projection(trunk_embeddings)
-        return F.normalize(embedding, dim=-1) if self.normalize else embedding
+        return F.normalize(embedding, dim=-1) if (self.normalize if normalize is None else normalize) else embedding
+
+
+def normalized_with_norms(embeddings: torch.Tensor, normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings `[..., size]` (L2-normalized with `normalize`) and their norms `[...]` before it."""
+    norms = torch.linalg.vector_norm(embeddings, dim=-1)
+    return (F.normalize(embeddings, dim=-1) if normalize else embeddings), norms
 
 
 class DCRCosineClassifier(nn.Module):
-    """The classifier of the margin heads (`config.head` = `"cosface"` / `"arcface"`): one weight
+    """The classifier of the margin heads (`config.head` = `"cosface"` / `"arcface"` / `"adaface"`): one weight
     vector per class, no bias; logits `[n, num_labels]` = `scale * cos(theta)`, theta the angle
     between an embedding and a class weight. The margin is the loss's business ([`margin_logits`])."""
 
@@ -403,6 +416,9 @@ class DCRPreTrainedModel(PreTrainedModel):
             init.copy_(module.centers, initial_centers(module.config, *module.centers.shape))
             if module.branch_centers is not None:
                 init.copy_(module.branch_centers, initial_centers(module.config, *module.branch_centers.shape))
+            for statistics in (module.norm_statistics, module.branch_norm_statistics):
+                if statistics is not None:
+                    init.copy_(statistics, initial_norm_statistics(*statistics.shape[:-1]))
 
 
 def initial_centers(config: DCRConfig, *shape: int) -> torch.Tensor:
@@ -447,7 +463,10 @@ class DCRModel(DCRPreTrainedModel):
     """
 
     # A training-head checkpoint also holds classifiers and centers; the embedder does not need them.
-    _keys_to_ignore_on_load_unexpected = [r"^classifier\.", r"^centers$", r"^branch_classifiers\.", r"^branch_centers$"]
+    _keys_to_ignore_on_load_unexpected = [
+        r"^classifier\.", r"^centers$", r"^branch_classifiers\.", r"^branch_centers$",
+        r"^norm_statistics$", r"^branch_norm_statistics$",
+    ]
 
     def __init__(self, config: DCRConfig):
         super().__init__(config)
@@ -467,17 +486,20 @@ class DCRModel(DCRPreTrainedModel):
             raise DCRInputError(f"resolution has {len(values)} values for a batch of {batch_size} images.")
         return torch.tensor([self.config.branch_index(v) for v in values], dtype=torch.long)
 
-    def embed_branches(self, trunk_embeddings: torch.Tensor, indices: torch.Tensor | int) -> torch.Tensor:
-        """Coupled embeddings `[batch, branch_hidden_size]` of trunk embeddings through the branch(es)."""
+    def embed_branches(
+        self, trunk_embeddings: torch.Tensor, indices: torch.Tensor | int, normalize: bool | None = None
+    ) -> torch.Tensor:
+        """Coupled embeddings `[batch, branch_hidden_size]` of trunk embeddings through the branch(es),
+        L2-normalized with `normalize` (default: `config.normalize_embeddings`)."""
         if self.branches is None:
             raise DCRInputError("this DCR model has no branches (config.use_branches=False).")
         if isinstance(indices, int):
-            return self.branches[indices](trunk_embeddings)
+            return self.branches[indices](trunk_embeddings, normalize)
         indices = indices.to(trunk_embeddings.device)
         out = trunk_embeddings.new_empty(trunk_embeddings.shape[0], self.config.branch_hidden_size)
         for index in indices.unique().tolist():
             rows = (indices == index).nonzero(as_tuple=True)[0]
-            out[rows] = self.branches[index](trunk_embeddings[rows]).to(out.dtype)
+            out[rows] = self.branches[index](trunk_embeddings[rows], normalize).to(out.dtype)
         return out
 
     def forward(
@@ -509,15 +531,19 @@ class DCRModel(DCRPreTrainedModel):
         else:
             # The branch is resolved first: a resolution without a branch fails before the trunk runs.
             indices = self.branch_indices(resolution, pixel_values.shape[0]) if self.branches is not None else None
-            last_hidden_state, trunk_embeddings, hidden_states = self.trunk(pixel_values, output_hidden_states)
+            last_hidden_state, trunk_embeddings, hidden_states = self.trunk(pixel_values, output_hidden_states, normalize=False)
+            trunk_embeddings, norms = normalized_with_norms(trunk_embeddings, self.config.normalize_embeddings)
             pooled = trunk_embeddings
             if self.branches is not None:
-                pooled = self.embed_branches(trunk_embeddings, indices)
+                pooled, norms = normalized_with_norms(
+                    self.embed_branches(trunk_embeddings, indices, normalize=False), self.config.normalize_embeddings
+                )
             outputs = DCRModelOutput(
                 last_hidden_state=last_hidden_state,
                 pooler_output=pooled,
                 trunk_embeddings=trunk_embeddings,
                 hidden_states=hidden_states,
+                embedding_norms=norms,
             )
         return outputs if return_dict else outputs.to_tuple()
 
@@ -531,11 +557,13 @@ class DCRModel(DCRPreTrainedModel):
             )
         # Resolution-major, as the original concatenated the copies along the batch axis.
         flat = pixel_values.transpose(0, 1).reshape(copies * batch, *pixel_values.shape[2:])
-        last_hidden_state, trunk_embeddings, hidden_states = self.trunk(flat, output_hidden_states)
+        last_hidden_state, trunk_embeddings, hidden_states = self.trunk(flat, output_hidden_states, normalize=False)
+        trunk_embeddings, norms = normalized_with_norms(trunk_embeddings, self.config.normalize_embeddings)
         per_copy = trunk_embeddings.view(copies, batch, trunk_embeddings.shape[-1])
-        pooled = per_copy
+        pooled, norms = per_copy, norms.view(copies, batch)
         if self.branches is not None:
-            pooled = torch.stack([branch(embeddings) for branch, embeddings in zip(self.branches, per_copy)])
+            raw = torch.stack([branch(e, normalize=False) for branch, e in zip(self.branches, per_copy)])
+            pooled, norms = normalized_with_norms(raw, self.config.normalize_embeddings)
 
         def by_sample(value: torch.Tensor) -> torch.Tensor:
             return value.view(copies, batch, *value.shape[1:]).transpose(0, 1)
@@ -545,6 +573,7 @@ class DCRModel(DCRPreTrainedModel):
             pooler_output=pooled.transpose(0, 1),
             trunk_embeddings=per_copy.transpose(0, 1),
             hidden_states=tuple(by_sample(h) for h in hidden_states) if hidden_states is not None else None,
+            embedding_norms=norms.transpose(0, 1),
         )
 
 
@@ -554,14 +583,16 @@ class DCRForImageClassification(DCRPreTrainedModel):
     * Trunk stage (`config.use_branches=False`): trunk + `classifier` (the original's `fc2`),
       softmax cross-entropy + `center_loss_weight` x center loss, all resolution copies of a
       sample sharing its label. `config.head` makes the classifiers (trunk and branches) cosine
-      classifiers with a CosFace or ArcFace margin on the target logit.
+      classifiers with a CosFace, ArcFace or AdaFace margin on the target logit.
     * Branch stage (`config.use_branches=True`): the (frozen, eval-mode by default) trunk feeds
       resolution r's copy to branch r; per-branch classifiers and centers; the coupled mapping
       loss = mean over resolutions of (cross-entropy + center loss) + `coupling_loss_weight` x
       sum over LR branches of MSE(HR branch embedding, LR branch embedding).
 
     Centers are buffers (`centers` `[num_labels, embedding_size]`, `branch_centers`
-    `[resolutions, num_labels, branch_hidden_size]`) saved with the weights, so a resume is exact.
+    `[resolutions, num_labels, branch_hidden_size]`) saved with the weights, so a resume is exact; so
+    are AdaFace's running feature-norm statistics (`norm_statistics` `[2]`, `branch_norm_statistics`
+    `[resolutions, 2]`: mean and std, with `config.head="adaface"` only).
     The dcr-hf package builds the branch stage from a trained trunk (`dcr_hf.branch_model_from_trunk`).
     """
 
@@ -580,6 +611,11 @@ class DCRForImageClassification(DCRPreTrainedModel):
         else:
             self.branch_classifiers = None
             self.branch_centers = None
+        adaface = config.head == "adaface"
+        self.register_buffer("norm_statistics", initial_norm_statistics() if adaface else None)
+        self.register_buffer(
+            "branch_norm_statistics", initial_norm_statistics(len(config.resolutions)) if adaface and config.use_branches else None
+        )
         self.post_init()
         if config.use_branches:
             self.set_trunk_frozen(config.freeze_trunk)
@@ -656,11 +692,12 @@ class DCRForImageClassification(DCRPreTrainedModel):
         if self.config.use_branches:
             embeddings = outputs.pooler_output
             logits = torch.stack([head(embeddings[:, r]) for r, head in enumerate(self.branch_classifiers)], dim=1)
-            terms = self._branch_stage_loss(embeddings, logits, labels, miner) if labels is not None else {}
+            terms = self._branch_stage_loss(embeddings, logits, labels, miner, outputs.embedding_norms) if labels is not None else {}
         else:
             embeddings = outputs.trunk_embeddings
             logits = self.classifier(embeddings)
-            terms = self._trunk_stage_loss(embeddings, logits, labels, miner) if labels is not None else {}
+            # Without branches pooler_output is the trunk embedding: its norms are the trunk's.
+            terms = self._trunk_stage_loss(embeddings, logits, labels, miner, outputs.embedding_norms) if labels is not None else {}
         if not multi:
             embeddings, logits = embeddings[:, 0], logits[:, 0]
         output = DCRImageClassifierOutput(
@@ -709,17 +746,25 @@ class DCRForImageClassification(DCRPreTrainedModel):
             return processor.low_resolution_copies(pixel_values, self.config.low_resolution_sizes, normalized=True)
 
     def _trunk_stage_loss(
-        self, embeddings: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, miner: Miner | None
+        self, embeddings: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, miner: Miner | None,
+        norms: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        """The trunk stage's weighted loss terms (see [`trunk_stage_loss`]); the centers move in training."""
-        return trunk_stage_loss(self.config, self.centers, embeddings, logits, labels, miner, move_centers=self.training)
+        """The trunk stage's weighted loss terms (see [`trunk_stage_loss`]); the centers (and AdaFace's
+        norm statistics) move in training."""
+        return trunk_stage_loss(
+            self.config, self.centers, embeddings, logits, labels, miner, move_centers=self.training,
+            norms=norms, norm_statistics=self.norm_statistics,
+        )
 
     def _branch_stage_loss(
-        self, embeddings: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, miner: Miner | None
+        self, embeddings: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, miner: Miner | None,
+        norms: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        """The branch stage's weighted loss terms (see [`branch_stage_loss`]); the centers move in training."""
+        """The branch stage's weighted loss terms (see [`branch_stage_loss`]); the centers (and AdaFace's
+        norm statistics) move in training."""
         return branch_stage_loss(
-            self.config, self.branch_centers, embeddings, logits, labels, miner, move_centers=self.training
+            self.config, self.branch_centers, embeddings, logits, labels, miner, move_centers=self.training,
+            norms=norms, norm_statistics=self.branch_norm_statistics,
         )
 
     def _check_labels(self, labels: torch.Tensor, batch: int) -> torch.Tensor:

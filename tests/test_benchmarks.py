@@ -39,3 +39,32 @@ def test_bench_recordio_runs_with_tiny_sizes():
     for row in ("read_index, 10000 records", "B a record", "open_pack, 128 images", "loader, RecordIO by offset",
                 "loader, prepared Arrow"):
         assert row in done.stdout, done.stdout
+
+
+ORIGINAL_REPO = Path("/work/.mirror/gyfastas+CS7319E1G16/repo")
+ORIGINAL_PYTHON = Path("/work/orig-venv/bin/python")
+
+
+@pytest.mark.slow  # five training processes (the original in its own venv, dcr-hf float32 and bf16)
+@pytest.mark.skipif(
+    not (ORIGINAL_REPO.is_dir() and ORIGINAL_PYTHON.is_file()),
+    reason=f"needs the original DCR's git mirror ({ORIGINAL_REPO}) and its venv ({ORIGINAL_PYTHON}), which only the "
+    "project's development machine has (not the CI machine)",
+)
+def test_bench_vs_original_train_runs_with_tiny_sizes():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_vs_original_train.py"), "--tiny",
+         "--original_repo", str(ORIGINAL_REPO), "--original_python", str(ORIGINAL_PYTHON)],
+        env=env, capture_output=True, text=True, timeout=1500,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = done.stdout
+    rows = {line.split("  ")[0]: line.split() for line in table.splitlines() if line.startswith(("original", "dcr-hf"))}
+    assert set(rows) == {"original", "dcr-hf float32", "dcr-hf bf16 (--use_cpu)"}, table
+    assert rows["original"][1:4] == [rows["original"][1], rows["original"][1], "1.00x"], table
+    for name in ("dcr-hf float32", "dcr-hf bf16 (--use_cpu)"):
+        ratio = rows[name][-1]
+        assert ratio.endswith("%") and 0 < int(ratio[:-1]) <= 100, table  # end-to-end never beats the step alone
+    for shim in ("config.py", "utils/monitor.py", "train.py", "PIL.Image.ANTIALIAS", "mkinit"):
+        assert shim in table, table

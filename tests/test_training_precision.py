@@ -76,6 +76,21 @@ def test_bf16_on_a_cpu_without_native_bf16_warns_once(tmp_path, monkeypatch, cap
     emulated = [r for r in caplog.records if EMULATED in r.getMessage()]
     assert len(emulated) == 1 and emulated[0].levelno == logging.WARNING
     assert "no avx512_bf16 / amx_bf16" in emulated[0].getMessage()
+    assert "about 12x slower" in emulated[0].getMessage()
+
+
+@needs_no_accelerator
+@pytest.mark.parametrize("native, warned", [(False, 1), (True, 0), (None, 0)], ids=["emulated", "native", "unknown"])
+def test_the_emulated_bf16_warning_follows_the_flag_reader(tmp_path, monkeypatch, caplog, native, warned):
+    # The flag reader itself replaced: this machine's own flags (this VM has avx512_bf16) do not matter.
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda cpuinfo=None: native)
+    # warning_once remembers its message per process; each case starts from a fresh memory.
+    precision.logger.warning_once.cache_clear()
+    caplog.set_level(logging.INFO, logger="dcr_hf")
+    for run in ("a", "b"):
+        plan_training(*parse_arguments(["--output_dir", str(tmp_path / run), "--bf16", "true", "--use_cpu", "true"]))
+    emulated = [r.getMessage() for r in caplog.records if EMULATED in r.getMessage()]
+    assert emulated == [precision.EMULATED_BF16_WARNING] * warned
 
 
 def test_use_cpu_given_is_not_announced(tmp_path, caplog):

@@ -15,8 +15,9 @@ from ..modeling_dcr import DCRForImageClassification, DCRModel, DCRPreTrainedMod
 
 logger = logging.get_logger(__name__)
 
-#: What a branch-stage model takes from a trunk-stage state dict besides `dcr.trunk.*`.
-TRUNK_HEAD_KEYS = ("classifier.weight", "classifier.bias", "centers")
+#: What a branch-stage model takes from a trunk-stage state dict besides `dcr.trunk.*` (those it has:
+#: `norm_statistics` is AdaFace's; the branches keep their own, of the branch embeddings' norms).
+TRUNK_HEAD_KEYS = ("classifier.weight", "classifier.bias", "centers", "norm_statistics")
 
 
 def branch_model_from_trunk(

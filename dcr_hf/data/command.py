@@ -50,6 +50,12 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     shards.add_argument("--max_shard_size", default=None, help="largest shard, e.g. 500MB (datasets' default)")
     parser.add_argument("--num_proc", type=int, default=None, help="processes writing shards")
     parser.add_argument("--overwrite", action="store_true", help="replace an output directory written by this command")
+    parser.add_argument(
+        "--landmarks_file", default=None,
+        help="store every face aligned to the ArcFace template by its 5 landmarks: one line per image, "
+        "'<path relative to --data_root> x1 y1 ... x5 y5' (eyes, nose tip, mouth corners, from a detector)",
+    )
+    parser.add_argument("--align_size", type=int, default=112, help="side of the aligned crops (with --landmarks_file)")
     parser.add_argument("--push_to_hub", action="store_true", help="also upload to the Hub dataset repo --hub_model_id")
     parser.add_argument("--hub_model_id", default=None, metavar="REPO_ID", help="the Hub dataset repo (org/name)")
     add_hub_arguments(parser)
@@ -90,6 +96,8 @@ def _run_prepare(args: argparse.Namespace) -> None:
         max_shard_size=args.max_shard_size,
         num_proc=args.num_proc,
         overwrite=args.overwrite,
+        landmarks_file=args.landmarks_file,
+        align_size=args.align_size,
         push_to_hub=repo_id,
         private=args.hub_private_repo or None,
         token=args.hub_token,

@@ -19,10 +19,12 @@ import PIL.Image
 from datasets import DatasetDict, Image
 from transformers.utils import logging
 
+from ..alignment_dcr import TEMPLATE_SIZE
 from ..errors_dcr import DCRFileExistsError, DCRInputError
 from ._layout import PathLike, is_saved_dataset, read_marker, write_marker
 from .casia import CASIA_NUM_SUBJECTS, load_casia
 from .generic import load_image_folder
+from .landmarks import align_dataset_dict, read_landmarks_file
 from .lfw import load_lfw_identities, load_lfw_pairs
 from .registry import PREPARABLE_DATASETS
 from .scface import load_scface_images
@@ -142,6 +144,8 @@ def prepare_dataset(
     max_shard_size: str | int | None = None,
     num_proc: int | None = None,
     overwrite: bool = False,
+    landmarks_file: PathLike | None = None,
+    align_size: int = TEMPLATE_SIZE,
     push_to_hub: str | None = None,
     private: bool | None = None,
     token: str | None = None,
@@ -153,6 +157,9 @@ def prepare_dataset(
     Arrow shards. A symbolic link pointing outside `data_root` stops it before anything is written
     (unless `follow_symlinks_outside_root`). Every image file is checked to decode first (`ValueError`
     listing those that do not).
+    With `landmarks_file` (see `dcr_hf.data.landmarks`: one line `<path relative to data_root> x1 y1
+    ... x5 y5` per image) every image is stored aligned to the ArcFace template, `align_size` square
+    (112 by default, the crop of insightface's and AdaFace's trunks), as PNG.
     With `push_to_hub` the prepared dict is also uploaded (`DatasetDict.push_to_hub`, Parquet with
     embedded bytes) with `private`, `token` and `revision`; a failed upload raises `HubPushError`
     saying how to push the saved folder later. Returns the prepared dict, read back from `output_dir`.
@@ -161,6 +168,10 @@ def prepare_dataset(
         raise DCRInputError("Pass either num_shards or max_shard_size, not both.")
     if num_shards is not None and num_shards < 1:
         raise DCRInputError(f"num_shards must be >= 1, got {num_shards}.")
+    if isinstance(align_size, bool) or not isinstance(align_size, int) or align_size < 2:
+        raise DCRInputError(f"align_size must be an integer >= 2 (pixels), got {align_size!r}.")
+    # Read (and every line checked) before the dataset is listed: a malformed line fails at once.
+    landmarks = read_landmarks_file(landmarks_file, data_root) if landmarks_file is not None else None
     output_dir = Path(output_dir)
     _check_output_dir(output_dir, overwrite)
     if is_saved_dataset(data_root):
@@ -193,6 +204,8 @@ def _prepare(dataset: str, data_root: PathLike, output_dir: Path, scratch: Path 
             f"{count} image file(s) under '{data_root}' cannot be decoded, so nothing was written; remove them "
             f"from the list or replace them:\n  {shown}"
         )
+    if landmarks is not None:
+        dataset_dict = align_dataset_dict(dataset_dict, data_root, landmarks, align_size, num_proc=num_proc)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = output_dir.with_name(f".{output_dir.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
@@ -206,6 +219,8 @@ def _prepare(dataset: str, data_root: PathLike, output_dir: Path, scratch: Path 
         options = {"fold": fold, "num_subjects": num_subjects} if dataset == "casia" else {}
         if follow_symlinks_outside_root:  # the prepared set says that links outside its root were read
             options["follow_symlinks_outside_root"] = True
+        if landmarks is not None:  # and that its faces are aligned crops, not the source images
+            options["aligned"] = {"template": "arcface", "image_size": align_size, "landmarks_file": Path(landmarks_file).name}
         write_marker(staging, dataset, options)
         DatasetDict.load_from_disk(str(staging))  # complete and readable before it replaces anything
         _swap_in(staging, output_dir)

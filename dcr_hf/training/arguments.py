@@ -106,12 +106,22 @@ class ModelArguments:
     )
     head: str | None = field(
         default=None,
-        metadata={"help": "Classifier of both stages: 'softmax' (the original's), 'cosface' or 'arcface' (cosine "
-                  "classifiers with a margin on the target logit; default: DCRConfig's, or the --trunk's).",
+        metadata={"help": "Classifier of both stages: 'softmax' (the original's), 'cosface', 'arcface' or 'adaface' "
+                  "(cosine classifiers with a margin on the target logit, AdaFace's adapted to the feature norm; "
+                  "default: DCRConfig's, or the --trunk's).",
                   "choices": DCRConfig.heads},
     )
-    margin_scale: float | None = field(default=None, metadata={"help": "Scale s of the cosface / arcface logits (default 64)."})
-    margin: float | None = field(default=None, metadata={"help": "Margin m: cosface in (0, 1) (default 0.35), arcface in (0, pi/2) (0.5)."})
+    margin_scale: float | None = field(default=None, metadata={"help": "Scale s of the margin heads' logits (default 64)."})
+    margin: float | None = field(
+        default=None,
+        metadata={"help": "Margin m: cosface in (0, 1) (default 0.35), arcface in (0, pi/2) (0.5), adaface in (0, 1) (0.4)."},
+    )
+    adaface_h: float | None = field(
+        default=None, metadata={"help": "AdaFace: spread h of the norm-adapted margin, > 0 (default 0.333)."}
+    )
+    adaface_t_alpha: float | None = field(
+        default=None, metadata={"help": "AdaFace: momentum of the running feature-norm mean and std, in (0, 1] (default 0.01)."}
+    )
     arcface_easy_margin: bool | None = field(
         default=None,
         # None (not False) by default, so a branch stage keeps its trunk's setting; given alone it means true.
@@ -241,7 +251,7 @@ def mining_settings(model_args: ModelArguments) -> dict[str, object]:
 
 
 #: The `DCRConfig` fields of the classifier head (`--head` and its margin settings).
-HEAD_FIELDS = ("head", "margin_scale", "margin", "arcface_easy_margin")
+HEAD_FIELDS = ("head", "margin_scale", "margin", "arcface_easy_margin", "adaface_h", "adaface_t_alpha")
 
 
 def head_settings(model_args: ModelArguments) -> dict[str, object]:

@@ -232,8 +232,10 @@ def _head_description(config: DCRConfig) -> str:
     """The classifier head as the card shows it: `softmax`, or e.g. `arcface (s=64, m=0.5)`."""
     if config.head == "softmax":
         return config.head
-    easy = ", easy margin" if config.arcface_easy_margin else ""
-    return f"{config.head} (s={config.margin_scale:g}, m={config.margin:g}{easy})"
+    extra = ", easy margin" if config.arcface_easy_margin else ""
+    if config.head == "adaface":
+        extra = f", h={config.adaface_h:g}, t_alpha={config.adaface_t_alpha:g}"
+    return f"{config.head} (s={config.margin_scale:g}, m={config.margin:g}{extra})"
 
 
 def training_recipe(plan: TrainingPlan, trainer: DCRTrainer) -> dict[str, Any]:
