@@ -184,7 +184,8 @@ def prepare_dataset(
         return _prepare(dataset, data_root, output_dir, scratch, fold=fold, num_subjects=num_subjects,
                         pairs_file=pairs_file, strict=strict, follow_symlinks_outside_root=follow_symlinks_outside_root,
                         num_shards=num_shards, max_shard_size=max_shard_size, num_proc=num_proc, push_to_hub=push_to_hub,
-                        private=private, token=token, revision=revision)
+                        private=private, token=token, revision=revision, landmarks=landmarks,
+                        landmarks_file=landmarks_file, align_size=align_size)
     finally:
         if scratch is not None and scratch.exists():
             shutil.rmtree(scratch)
@@ -192,7 +193,7 @@ def prepare_dataset(
 
 def _prepare(dataset: str, data_root: PathLike, output_dir: Path, scratch: Path | None, *, fold, num_subjects, pairs_file,
              strict, follow_symlinks_outside_root, num_shards, max_shard_size, num_proc, push_to_hub, private, token,
-             revision) -> DatasetDict:
+             revision, landmarks, landmarks_file, align_size) -> DatasetDict:
     dataset_dict = build_dataset_dict(
         dataset, data_root, fold=fold, num_subjects=num_subjects, pairs_file=pairs_file, strict=strict,
         follow_symlinks_outside_root=follow_symlinks_outside_root, cache_dir=scratch,
