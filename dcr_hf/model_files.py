@@ -164,11 +164,14 @@ def config_problem(path: Path) -> str | None:
     return None
 
 
-def check_model_folder(folder: str | Path, option: str = "model", weights: bool = True) -> None:
+def check_model_folder(
+    folder: str | Path, option: str = "model", weights: bool = True, name: str | None = None
+) -> None:
     """Raise one line when a local model folder lacks, or holds a broken, `config.json` (JSON with a
     `model_type`) or (with `weights`) weight file: truncated, a tensor holding NaN/inf, or a tensor
     whose shape is not the one the model its config describes has. The one check of every folder a
-    command reads (`--trunk`, `--init_from`, `--model_name_or_path`, `--compare`)."""
+    command reads (`--trunk`, `--init_from`, `--model_name_or_path`, `--compare`; a Hub id's
+    downloaded files too, `name` then being the id the message names)."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise DCRFileNotFoundError(
@@ -182,7 +185,22 @@ def check_model_folder(folder: str | Path, option: str = "model", weights: bool 
             problems.append(shape_problem(folder, json.loads((folder / "config.json").read_text(encoding="utf-8"))))
     problem = next((p for p in problems if p), None)
     if problem:
-        raise DCRInputError(f"{option} {folder}: {problem}.")
+        raise DCRInputError(f"{option} {name or folder}: {problem}.")
+
+
+def hub_model_folder(repo_id: str, option: str = "model", **kwargs: Any) -> Path:
+    """The local folder (in the Hub cache) of a Hub model's config and weight files, downloaded now
+    (what `from_pretrained` would download; it then reads them from the cache), so that they are
+    checked as a local folder's are. `kwargs`: `from_pretrained`'s `revision`, `token`, `cache_dir`."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(
+            repo_id, revision=kwargs.get("revision"), token=kwargs.get("token"), cache_dir=kwargs.get("cache_dir"),
+            allow_patterns=["config.json", WEIGHTS_INDEX_NAME, "*.safetensors"],
+        ))
+    except hub_failures() as error:
+        raise DCRFileError(f"{option} {repo_id}: {hub_reason(error)}") from error
 
 
 def hub_answer(repo_id: str) -> str | None:
@@ -242,6 +260,8 @@ def load_pretrained(model_class: Any, name_or_path: str, option: str = "model", 
     folder lacks are refused (naming them) instead of being initialized randomly. Remote code is
     never trusted unless the caller says so (no prompt)."""
     check_model_source(name_or_path, option)
+    if not Path(name_or_path).expanduser().is_dir():  # a Hub id: its files checked where they are downloaded to
+        check_model_folder(hub_model_folder(name_or_path, option, **kwargs), option, name=name_or_path)
     kwargs.setdefault("trust_remote_code", False)
     try:
         model, info = model_class.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
@@ -264,6 +284,7 @@ __all__ = [
     "config_problem",
     "expected_shapes",
     "hub_answer",
+    "hub_model_folder",
     "hub_failures",
     "hub_reason",
     "json_problem",
