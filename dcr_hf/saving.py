@@ -39,6 +39,7 @@ DISK_ERRORS = {
     errno.EACCES: "permission denied",
     errno.EPERM: "permission denied",
     errno.EROFS: "read-only file system",
+    errno.EIO: "a write failed (input/output error)",
 }
 #: The same, as the Rust (safetensors) and C++ (torch.save) writers put them in their messages.
 _DISK_ERROR_TEXTS = (
@@ -50,6 +51,11 @@ _DISK_ERROR_TEXTS = (
     ("os error 13", errno.EACCES),
     ("read-only file system", errno.EROFS),
 )
+#: What torch's C++ writer (`torch.save`) says when a write fails, without the reason: on a full
+#: disk, "unexpected pos 704 vs 598" (its stream's `iostream error`). Read with the free space left.
+_UNEXPLAINED_WRITE_FAILURES = ("unexpected pos", "file write failed", "iostream error")
+#: Free bytes below which an unexplained write failure is taken for a full disk.
+LOW_SPACE = 16 * 2**20
 
 
 class SaveFailedError(RunStoppedError):
@@ -93,7 +99,7 @@ def atomic_path(path: str | Path, kept: str | None = None) -> Iterator[Path]:
     except BaseException as error:
         if temporary is not None:
             temporary.unlink(missing_ok=True)
-        failure = save_failure(error, path, kept) if isinstance(error, Exception) else None
+        failure = save_failure(error, path, kept, path.parent) if isinstance(error, Exception) else None
         if failure is None:
             raise
         raise failure from error
@@ -159,35 +165,46 @@ def staged_folder(folder: str | Path, what: str | None = None, kept: str | None 
     except BaseException as error:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
-        failure = save_failure(error, what, kept) if isinstance(error, Exception) else None
+        failure = save_failure(error, what, kept, folder) if isinstance(error, Exception) else None
         if failure is None:
             raise
         raise failure from error
 
 
-def disk_error(error: BaseException) -> int | None:
+def disk_error(error: BaseException, where: str | Path | None = None) -> int | None:
     """The errno of a write the disk refused (`DISK_ERRORS`) behind `error` or its causes, or
     `None` for any other error. Writers that do not raise `OSError` (safetensors' `SafetensorError`,
-    torch's `RuntimeError`) are read by their message."""
-    seen = set()
+    torch's `RuntimeError`) are read by their message; one that gives no reason (torch's) is a full
+    disk when the file system of `where` has less than `LOW_SPACE` left, an I/O error otherwise."""
+    chain, seen = [], set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if isinstance(error, OSError) and error.errno in DISK_ERRORS:
-            return error.errno
-        text = str(error).lower()
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    for link in chain:
+        if isinstance(link, OSError) and link.errno in DISK_ERRORS:
+            return link.errno
+        text = str(link).lower()
         for phrase, number in _DISK_ERROR_TEXTS:
             if phrase in text:
                 return number
-        error = error.__cause__ or error.__context__
+    unexplained = any(phrase in str(link).lower() for link in chain for phrase in _UNEXPLAINED_WRITE_FAILURES)
+    if unexplained and where is not None:
+        existing = next((path for path in (Path(where), *Path(where).parents) if path.exists()), None)
+        free = shutil.disk_usage(existing).free if existing is not None else LOW_SPACE
+        return errno.ENOSPC if free < LOW_SPACE else errno.EIO
     return None
 
 
-def save_failure(error: BaseException, what: str | Path, kept: str) -> SaveFailedError | None:
-    """The one-line `SaveFailedError` of a save of `what` the disk refused ("no space left on device
-    while saving WHAT; KEPT."), or `None` when `error` is not a disk error (a bug keeps its traceback)."""
+def save_failure(
+    error: BaseException, what: str | Path, kept: str, where: str | Path | None = None
+) -> SaveFailedError | None:
+    """The one-line `SaveFailedError` of a save of `what` (into the folder `where`) the disk refused
+    ("no space left on device while saving WHAT; KEPT."), or `None` when `error` is not a disk error
+    (a bug keeps its traceback)."""
     if isinstance(error, SaveFailedError):
         return None  # already the one line, from an inner save
-    number = disk_error(error)
+    number = disk_error(error, where)
     if number is None:
         return None
     return SaveFailedError(f"{DISK_ERRORS[number]} while saving {what}; {kept}.")
@@ -195,6 +212,7 @@ def save_failure(error: BaseException, what: str | Path, kept: str) -> SaveFaile
 
 __all__ = [
     "DISK_ERRORS",
+    "LOW_SPACE",
     "SaveFailedError",
     "apply_umask",
     "atomic_path",

@@ -66,6 +66,28 @@ def test_writers_that_do_not_raise_oserror_are_read_by_their_message(message):
     assert disk_error(RuntimeError("size mismatch")) is None
 
 
+def test_torchs_write_failure_without_a_reason_is_a_full_disk_when_no_space_is_left(tmp_path, monkeypatch):
+    """What `torch.save` raises on a full disk (/dev/full): no errno, only its stream's position."""
+    import shutil
+
+    import torch
+
+    failure = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    failure.__context__ = RuntimeError("basic_ios::clear: iostream error")
+    monkeypatch.setattr(torch, "save", lambda *args, **kwargs: (_ for _ in ()).throw(failure))
+    path = tmp_path / "optimizer.pt"
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda where: usage._replace(free=4096))
+    with pytest.raises(SaveFailedError, match=f"^no space left on device while saving {path}; nothing was written"):
+        with atomic_path(path) as temporary:
+            torch.save({}, temporary)
+    monkeypatch.setattr(shutil, "disk_usage", lambda where: usage._replace(free=2**40))
+    with pytest.raises(SaveFailedError, match=r"^a write failed \(input/output error\) while saving"):
+        with atomic_path(path) as temporary:
+            torch.save({}, temporary)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_staged_folder_appears_complete_or_not_at_all(tmp_path, umask):
     model = DCRForImageClassification(tiny_config())
     target = tmp_path / "model"

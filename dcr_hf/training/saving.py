@@ -48,7 +48,7 @@ class AtomicSaves:
             if self.args.should_save and folder.is_dir():
                 apply_umask(folder)
         except Exception as error:
-            failure = save_failure(error, folder, kept_checkpoint(run_dir, before_step=step))
+            failure = save_failure(error, folder, kept_checkpoint(run_dir, before_step=step), run_dir)
             if failure is None:
                 raise
             if not existed and self.args.should_save:
