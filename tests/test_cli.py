@@ -151,6 +151,8 @@ CASES = [
     ("prepare", "--dataset lfw --data_root {root}/lfw --output_dir {a_file.txt}",
      "Output '{a_file.txt}' is a file; expected a directory to write the dataset to."),
     ("convert", "--checkpoint {zero.pth.tar} --output_dir {root}/converted", "checkpoint {zero.pth.tar} is empty (0 bytes)."),
+    ("convert", "--checkpoint {empty_dir} --output_dir {root}/converted", "checkpoint {empty_dir} is a folder, not a file; "
+     "expected the original's checkpoint file (model_best.pth.tar or checkpoint.pth.tar)."),
     ("convert", "--checkpoint {zero.pth.tar} --output_dir {good}", "--output_dir {good} already holds a model "
      "(config.json, model.safetensors); pass --overwrite_output_dir to replace it."),
 ]
