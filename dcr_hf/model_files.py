@@ -2,7 +2,9 @@
 
 A model argument (`--trunk`, `--init_from`, `--model_name_or_path`, ...) names a local folder or a
 Hub repo. `check_model_source` tells them apart the way a user means them: an existing path is a
-folder to check (its `config.json` and weight files must be complete), a path that does not exist
+folder to check (`check_model_folder`: its `config.json` must hold a `model_type`, its weight
+files must be complete, every tensor finite and of the shape the model its config describes has:
+the one place every folder a command reads is checked), a path that does not exist
 and cannot be a Hub id (`./x`, `/abs/x`, `a/b/c`) is a missing folder, not a "bad repo id"; with
 `HF_HUB_OFFLINE` set, a missing `org/name` folder is reported as missing too. `load_pretrained` /
 `load_config` then load with transformers and refuse weights a folder lacks (transformers would
@@ -58,11 +60,10 @@ def hub_reason(error: BaseException) -> str:
 
 def safetensors_problem(path: str | Path, complete: bool = False) -> str | None:
     """Why `path` is not a readable safetensors file, or `None`. The header is always checked (it
-    covers truncation: the header names every tensor's byte range); `complete=True` also loads every
-    tensor and checks the floating ones are finite."""
+    covers truncation: the header names every tensor's byte range); `complete=True` also reads every
+    tensor (one at a time) and checks the floating ones are finite, naming the first that is not."""
     import torch
     from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
@@ -70,15 +71,59 @@ def safetensors_problem(path: str | Path, complete: bool = False) -> str | None:
     if path.stat().st_size == 0:
         return f"{path} is empty (0 bytes)"
     try:
-        if not complete:
-            with safe_open(str(path), "pt"):
-                return None
-        tensors = load_file(str(path))
+        with safe_open(str(path), "pt") as weights:
+            for name in weights.keys() if complete else ():
+                tensor = weights.get_tensor(name)
+                if tensor.is_floating_point():
+                    bad = int((~torch.isfinite(tensor)).sum())
+                    if bad:
+                        return f"{path} holds {bad} NaN/inf value(s) of {tensor.numel()} in tensor {name}"
     except (SafetensorError, OSError) as error:
         return f"{path} is truncated or corrupt ({_first_line(error)})"
-    for name, tensor in tensors.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            return f"{path} holds non-finite values (in {name})"
+    return None
+
+
+def tensor_shapes(path: str | Path) -> dict[str, list[int]]:
+    """`{name: shape}` of a safetensors file, from its header (no tensor is read)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as weights:
+        return {name: list(weights.get_slice(name).get_shape()) for name in weights.keys()}
+
+
+def expected_shapes(config: dict[str, Any]) -> dict[str, list[int]] | None:
+    """`{name: shape}` of every weight of the DCR model a `config.json` builds (both the embedder's
+    and the training head's names), or `None` for a config of another model type. The model is
+    built on the meta device: no memory, no initialization."""
+    import torch
+
+    from .configuration_dcr import DCRConfig
+    from .modeling_dcr import DCRForImageClassification
+
+    if config.get("model_type") != DCRConfig.model_type:
+        return None
+    with torch.device("meta"):
+        model = DCRForImageClassification(DCRConfig.from_dict(config))
+    shapes = {name: list(tensor.shape) for name, tensor in model.state_dict().items()}
+    # A folder saved from `DCRModel` names the embedder's weights without the `dcr.` prefix.
+    prefix = f"{model.base_model_prefix}."
+    shapes.update({name[len(prefix):]: shape for name, shape in shapes.items() if name.startswith(prefix)})
+    return shapes
+
+
+def shape_problem(folder: Path, config: dict[str, Any]) -> str | None:
+    """The first saved tensor whose shape is not the one the model of `config` has (found vs
+    expected), or `None`. Names the model does not have are left to the loader."""
+    expected = expected_shapes(config)
+    if expected is None:
+        return None
+    for path in weight_files(folder):
+        for name, shape in tensor_shapes(path).items():
+            if name in expected and shape != expected[name]:
+                return (
+                    f"{path} holds tensor {name} of shape {shape}; the model its config.json describes "
+                    f"expects {expected[name]}"
+                )
     return None
 
 
@@ -105,21 +150,57 @@ def weight_files(folder: Path) -> list[Path]:
     return [folder / WEIGHTS_NAME]
 
 
-def check_model_folder(folder: str | Path, option: str = "model", weights: bool = True) -> None:
-    """Raise one line when a local model folder lacks, or holds a broken, `config.json` or (with
-    `weights`) weight file."""
+def config_problem(path: Path) -> str | None:
+    """Why `path` is not a model's `config.json` (JSON with a `model_type`), or `None`."""
+    problem = json_problem(path)
+    if problem:
+        return problem
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+        return (
+            f"{path} has no model_type; expected the config.json that save_pretrained writes "
+            '(with "model_type": "dcr" for a DCR model)'
+        )
+    return None
+
+
+def check_model_folder(
+    folder: str | Path, option: str = "model", weights: bool = True, name: str | None = None
+) -> None:
+    """Raise one line when a local model folder lacks, or holds a broken, `config.json` (JSON with a
+    `model_type`) or (with `weights`) weight file: truncated, a tensor holding NaN/inf, or a tensor
+    whose shape is not the one the model its config describes has. The one check of every folder a
+    command reads (`--trunk`, `--init_from`, `--model_name_or_path`, `--compare`; a Hub id's
+    downloaded files too, `name` then being the id the message names)."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise DCRFileNotFoundError(
             f"{option} {folder} has no config.json; expected a folder saved by save_pretrained or train_hf.py "
             "(config.json, model.safetensors)."
         )
-    problems = [json_problem(folder / "config.json")]
-    if weights:
-        problems += [safetensors_problem(path) for path in weight_files(folder)]
+    problems = [config_problem(folder / "config.json")]
+    if weights and problems[0] is None:
+        problems += [safetensors_problem(path, complete=True) for path in weight_files(folder)]
+        if not any(problems):
+            problems.append(shape_problem(folder, json.loads((folder / "config.json").read_text(encoding="utf-8"))))
     problem = next((p for p in problems if p), None)
     if problem:
-        raise DCRInputError(f"{option} {folder}: {problem}.")
+        raise DCRInputError(f"{option} {name or folder}: {problem}.")
+
+
+def hub_model_folder(repo_id: str, option: str = "model", **kwargs: Any) -> Path:
+    """The local folder (in the Hub cache) of a Hub model's config and weight files, downloaded now
+    (what `from_pretrained` would download; it then reads them from the cache), so that they are
+    checked as a local folder's are. `kwargs`: `from_pretrained`'s `revision`, `token`, `cache_dir`."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(
+            repo_id, revision=kwargs.get("revision"), token=kwargs.get("token"), cache_dir=kwargs.get("cache_dir"),
+            allow_patterns=["config.json", WEIGHTS_INDEX_NAME, "*.safetensors"],
+        ))
+    except hub_failures() as error:
+        raise DCRFileError(f"{option} {repo_id}: {hub_reason(error)}") from error
 
 
 def hub_answer(repo_id: str) -> str | None:
@@ -162,21 +243,31 @@ def check_model_source(name_or_path: str, option: str = "model", weights: bool =
 
 def load_config(config_class: Any, name_or_path: str, option: str = "model", **kwargs: Any) -> Any:
     """`config_class.from_pretrained` after `check_model_source` (of the config only: the caller can
-    check the model type before the weights), its errors in one line."""
+    check the model type before the weights), its errors in one line. Remote code is never trusted
+    unless the caller says so: transformers would otherwise ask on the terminal (`input()`)."""
     check_model_source(name_or_path, option, weights=False)
+    kwargs.setdefault("trust_remote_code", False)
     try:
         return config_class.from_pretrained(name_or_path, **kwargs)
-    except OSError as error:  # a Hub id that does not resolve, a download that failed
+    except DCRInputError:
+        raise
+    except (OSError, ValueError) as error:  # an id that does not resolve, a failed download, another model's code
         raise DCRFileError(f"{option} {name_or_path}: {_first_line(error)}") from error
 
 
 def load_pretrained(model_class: Any, name_or_path: str, option: str = "model", **kwargs: Any) -> Any:
     """`model_class.from_pretrained` after `check_model_source`; weights the model has but the
-    folder lacks are refused (naming them) instead of being initialized randomly."""
+    folder lacks are refused (naming them) instead of being initialized randomly. Remote code is
+    never trusted unless the caller says so (no prompt)."""
     check_model_source(name_or_path, option)
+    if not Path(name_or_path).expanduser().is_dir():  # a Hub id: its files checked where they are downloaded to
+        check_model_folder(hub_model_folder(name_or_path, option, **kwargs), option, name=name_or_path)
+    kwargs.setdefault("trust_remote_code", False)
     try:
         model, info = model_class.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
-    except OSError as error:
+    except DCRInputError:
+        raise
+    except (OSError, ValueError) as error:
         raise DCRFileError(f"{option} {name_or_path}: {_first_line(error)}") from error
     missing = sorted(info.get("missing_keys") or [])
     if missing:
@@ -190,7 +281,10 @@ def load_pretrained(model_class: Any, name_or_path: str, option: str = "model", 
 __all__ = [
     "check_model_folder",
     "check_model_source",
+    "config_problem",
+    "expected_shapes",
     "hub_answer",
+    "hub_model_folder",
     "hub_failures",
     "hub_reason",
     "json_problem",
@@ -198,5 +292,7 @@ __all__ = [
     "load_config",
     "load_pretrained",
     "safetensors_problem",
+    "shape_problem",
+    "tensor_shapes",
     "weight_files",
 ]

@@ -19,6 +19,7 @@ from .errors_dcr import DCRInputError
 from .hub import load_model_and_processor
 from .image_processing_dcr import DCRImageProcessor
 from .modeling_dcr import DCRModel
+from .saving import atomic_path, write_text_atomic
 
 logger = logging.get_logger(__name__)
 
@@ -177,10 +178,11 @@ def export_onnx(
     output_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = output_dir / ONNX_FILE
     # One file: DCR's largest trunk (ResNet-152 body) is far below protobuf's 2 GB limit.
-    program.save(onnx_path, external_data=False)
+    with atomic_path(onnx_path) as temporary:
+        program.save(temporary, external_data=False)
     if check:
         description["max_abs_difference"] = onnx_differences(onnx_path, model, processor)
-    (output_dir / METADATA_FILE).write_text(json.dumps(description, indent=2) + "\n")
+    write_text_atomic(output_dir / METADATA_FILE, json.dumps(description, indent=2) + "\n")
     logger.info(f"Exported {model_name_or_path} to {onnx_path} (opset {opset}).")
     return description
 

@@ -18,6 +18,7 @@ import numpy as np
 from transformers.utils import logging
 
 from .errors_dcr import DCRInputError
+from .saving import atomic_path, write_text_atomic
 
 
 logger = logging.get_logger(__name__)
@@ -303,7 +304,7 @@ def write_results_json(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"metadata": to_jsonable(dict(metadata or {})), "results": to_jsonable(results_by_model)}
-    path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    write_text_atomic(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
     return path
 
 
@@ -369,7 +370,8 @@ def plot_roc_curves(
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png")
     return path
 
 
@@ -450,7 +452,7 @@ def write_reports(
         "markdown": output_dir / "results.md",
     }
     report = format_results_report(results_by_model, markdown=True, dataset_name=dataset_name, notes=notes)
-    written["markdown"].write_text(report, encoding="utf-8")
+    write_text_atomic(written["markdown"], report)
     if all(result.get("curves") for result in results_by_model.values()):
         protocol = next(iter(results_by_model.values()))["protocol"]
         where = f" on {dataset_name}" if dataset_name else ""

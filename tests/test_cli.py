@@ -43,6 +43,18 @@ def _weights_without(folder: Path, prefix: str) -> Path:
     return folder
 
 
+def _change_weight(folder: Path, name: str, change) -> None:
+    weights = load_file(str(folder / "model.safetensors"))
+    weights[name] = change(weights[name])
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+def _change_config(folder: Path, change) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    change(config)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
 def _truncate(path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
@@ -51,11 +63,20 @@ def _truncate(path: Path) -> None:
 @pytest.fixture
 def broken(tmp_path) -> dict[str, Path]:
     """Model folders and files, each broken in one way."""
-    folders = {name: _model(tmp_path / name) for name in ("good", "zero", "truncated", "no_conv", "bad_json")}
+    names = ("good", "zero", "truncated", "no_conv", "bad_json", "misshapen", "nan", "no_model_type", "remote_code")
+    folders = {name: _model(tmp_path / name) for name in names}
     (folders["zero"] / "model.safetensors").write_bytes(b"")
     _truncate(folders["truncated"] / "model.safetensors")
     _weights_without(folders["no_conv"], "dcr.trunk.embedder.embedder.convolution")
     (folders["bad_json"] / "config.json").write_text('{"model_type": "dcr",')
+    _change_weight(folders["misshapen"], "classifier.weight", lambda weight: torch.zeros(7, weight.shape[1]))
+    _change_weight(folders["nan"], "dcr.trunk.embedder.embedder.convolution.weight",
+                   lambda weight: weight.flatten().index_fill(0, torch.tensor([0, 5]), float("nan")).view_as(weight))
+    _change_config(folders["no_model_type"], lambda config: config.pop("model_type"))
+    # Another model's config whose code is in the folder: transformers would ask on the terminal to run it.
+    _change_config(folders["remote_code"], lambda config: config.update(
+        model_type="other-net", auto_map={"AutoConfig": "configuration_other.OtherConfig"}))
+    (folders["remote_code"] / "configuration_other.py").write_text("raise SystemExit('the code ran')\n")
     (tmp_path / "empty_dir").mkdir()
     (tmp_path / "a_file.txt").write_text("mine")
     (tmp_path / "zero.pth.tar").write_bytes(b"")
@@ -89,6 +110,12 @@ CASES = [
      "JSON (Expecting property name enclosed in double quotes: line 1 column 22 (char 21))."),
     ("train", f"--stage branch --trunk {{no_conv}} --output_dir {{root}}/out {TINY_DATA}", "--trunk {no_conv}: the saved "
      "weights lack 1 the model needs (dcr.trunk.embedder.embedder.convolution.weight); they would start random."),
+    ("train", "--stage branch --trunk {misshapen}", "--trunk {misshapen}: {misshapen}/model.safetensors holds tensor "
+     "classifier.weight of shape [7, 32]; the model its config.json describes expects [4, 32]."),
+    ("train", "--stage finetune --init_from {nan}", "--init_from {nan}: {nan}/model.safetensors holds 2 NaN/inf value(s) "
+     "of 9408 in tensor dcr.trunk.embedder.embedder.convolution.weight."),
+    ("train", "--stage branch --trunk {no_model_type}", '--trunk {no_model_type}: {no_model_type}/config.json has no '
+     'model_type; expected the config.json that save_pretrained writes (with "model_type": "dcr" for a DCR model).'),
     ("train", "--stage branch --trunk {good} --output_dir {good}", "--output_dir {good} is the --trunk folder {good}: "
      "training would write into (or replace) the model it starts from; choose another --output_dir."),
     ("train", "--output_dir {a_file.txt}",
@@ -101,6 +128,17 @@ CASES = [
     ("eval", "--model_name_or_path outputs/nope --dataset synthetic", f"--model_name_or_path outputs/nope: {NOT_LOOKED_UP}"),
     ("eval", "--model_name_or_path {good} --compare {zero} --dataset synthetic",
      "--compare {zero}: {zero}/model.safetensors is empty (0 bytes)."),
+    ("eval", "--model_name_or_path {misshapen} --dataset synthetic", "--model_name_or_path {misshapen}: "
+     "{misshapen}/model.safetensors holds tensor classifier.weight of shape [7, 32]; the model its config.json "
+     "describes expects [4, 32]."),
+    ("eval", "--model_name_or_path {good} --compare {nan} --dataset synthetic", "--compare {nan}: {nan}/model.safetensors "
+     "holds 2 NaN/inf value(s) of 9408 in tensor dcr.trunk.embedder.embedder.convolution.weight."),
+    ("eval", "--model_name_or_path {no_model_type} --dataset synthetic", '--model_name_or_path {no_model_type}: '
+     '{no_model_type}/config.json has no model_type; expected the config.json that save_pretrained writes (with '
+     '"model_type": "dcr" for a DCR model).'),
+    ("eval", "--model_name_or_path {remote_code} --dataset synthetic", "--model_name_or_path {remote_code} holds a model "
+     "of type 'other-net' ({remote_code}/config.json); dcr_hf evaluates DCR models only (model_type='dcr') and never "
+     "runs a folder's own code."),
     ("eval", "--model_name_or_path {good} --dataset synthetic --output_dir {a_file.txt}",
      f"--output_dir {{a_file.txt}} is a file; {RESULTS}"),
     ("eval", "--model_name_or_path {good} --dataset synthetic --output_dir {a_file.txt}/results",
@@ -113,6 +151,8 @@ CASES = [
     ("prepare", "--dataset lfw --data_root {root}/lfw --output_dir {a_file.txt}",
      "Output '{a_file.txt}' is a file; expected a directory to write the dataset to."),
     ("convert", "--checkpoint {zero.pth.tar} --output_dir {root}/converted", "checkpoint {zero.pth.tar} is empty (0 bytes)."),
+    ("convert", "--checkpoint {empty_dir} --output_dir {root}/converted", "checkpoint {empty_dir} is a folder, not a file; "
+     "expected the original's checkpoint file (model_best.pth.tar or checkpoint.pth.tar)."),
     ("convert", "--checkpoint {zero.pth.tar} --output_dir {good}", "--output_dir {good} already holds a model "
      "(config.json, model.safetensors); pass --overwrite_output_dir to replace it."),
 ]

@@ -9,6 +9,9 @@ import argparse
 import contextlib
 import json
 import logging
+import os
+import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -537,18 +540,52 @@ def test_empty_truncated_and_unsafe_checkpoints_name_the_file(tmp_path):
     truncated.write_bytes(data[: len(data) // 2])
     with one_line_error(r"empty.pth.tar is empty \(0 bytes\)"):
         convert_original_checkpoint(empty, tmp_path / "out", config)
-    with one_line_error(r"truncated.pth.tar is truncated or not a PyTorch checkpoint"):
+    with one_line_error(r"truncated.pth.tar is truncated or corrupt \(PytorchStreamReader failed"):
         convert_original_checkpoint(truncated, tmp_path / "out", config)
     with one_line_error(r"nope.pth.tar does not exist"):
         convert_original_checkpoint(tmp_path / "nope.pth.tar", tmp_path / "out", config)
     unsafe = tmp_path / "unsafe.pth.tar"
     torch.save({"state_dict": {"trunk.fc1.weight": torch.zeros(2, 2)}, "args": argparse.Namespace(lr=0.1)}, unsafe)
-    with one_line_error(r"unsafe.pth.tar holds Python objects .*\(argparse.Namespace\).*weights_only=True"):
+    with one_line_error(r"unsafe.pth.tar is a pickle that would import argparse.Namespace \(.*weights_only=True refused"):
         convert_original_checkpoint(unsafe, tmp_path / "out", config)
     bad_json = tmp_path / "bad.json"
     bad_json.write_text('{"stage": "trunk",\n "backbone": }')
     with one_line_error(r"bad.json line 2: not valid JSON"):
         convert_original_checkpoint(checkpoint, tmp_path / "out", bad_json)
+
+
+class _RunsCode:
+    """Unpickling calls `os.system`: what a crafted checkpoint does."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-pickle"])
+def test_a_folder_random_bytes_and_a_pickle_that_runs_code_each_get_their_own_message(tmp_path, legacy):
+    _, _, config = make_original(tmp_path, "DCRTrunk", "trunk")
+    folder, noise, crafted = tmp_path / "model_best.pth.tar", tmp_path / "noise.pth.tar", tmp_path / "crafted.pth.tar"
+    folder.mkdir()
+    noise.write_bytes(bytes(range(7, 200)) * 4)
+    marker = tmp_path / "ran"
+    if legacy:
+        crafted.write_bytes(pickle.dumps({"state_dict": _RunsCode(marker)}, protocol=4))
+    else:
+        torch.save({"state_dict": _RunsCode(marker)}, crafted)
+    with one_line_error(f"^checkpoint {re.escape(str(folder))} is a folder, not a file; expected the original's checkpoint "
+                        r"file \(model_best.pth.tar or checkpoint.pth.tar\).$"):
+        convert_original_checkpoint(folder, tmp_path / "out", config)
+    with one_line_error(f"^checkpoint {re.escape(str(noise))} is neither a torch.save archive nor a pickle "
+                        r"\(it starts with bytes 07 08 09 0a 0b 0c 0d 0e\).$"):
+        convert_original_checkpoint(noise, tmp_path / "out", config)
+    with one_line_error(f"^checkpoint {re.escape(str(crafted))} is a pickle that would import (posix|os).system "
+                        r"\(to run code or build objects other than tensors\): torch.load with weights_only=True "
+                        "refused it, and nothing in it was run.$"):
+        convert_original_checkpoint(crafted, tmp_path / "out", config)
+    assert not marker.exists() and not (tmp_path / "out").exists()
 
 
 def test_command_line_prints_one_error_line_and_exits_2(tmp_path, capsys):

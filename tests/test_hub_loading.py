@@ -233,3 +233,82 @@ def test_a_folder_saved_without_a_processor_warns_once_naming_what_is_assumed(tm
     assert f"'{folder}' has no preprocessor_config.json" in warnings[0]
     assert (f"image size {size}x{size}, mean {processor.image_mean}, std {processor.image_std}, LR operator "
             f"{processor.downsample_interpolation} down / {processor.upsample_interpolation} up") in warnings[0]
+
+
+def _resave_weights(folder, change) -> None:
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(folder / "model.safetensors"))
+    change(weights)
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+def test_every_tensor_is_checked_against_the_config_before_the_model_is_built(tmp_path, monkeypatch):
+    """A folder saved from the embedder (`DCRModel`: names without the `dcr.` prefix) and one from
+    the training head are both checked, tensor by tensor, before transformers builds anything."""
+    from transformers import AutoModel
+
+    from dcr_hf.errors_dcr import DCRInputError
+    from dcr_hf.hub import load_model_and_processor
+
+    embedder = tmp_path / "embedder"
+    DCRModel(tiny_config(use_branches=True)).save_pretrained(embedder)
+    DCRImageProcessor(image_size=32).save_pretrained(embedder)
+    load_model_and_processor(str(embedder))  # complete and consistent: loads
+    name = "branches.1.projection.weight"
+    _resave_weights(embedder, lambda weights: weights.update({name: weights[name][:, :-1].clone()}))
+    built = []
+    monkeypatch.setattr(AutoModel, "from_pretrained", lambda *a, **k: built.append(1))
+    with pytest.raises(DCRInputError) as raised:
+        load_model_and_processor(str(embedder), "--model_name_or_path")
+    assert str(raised.value) == (f"--model_name_or_path {embedder}: {embedder / 'model.safetensors'} holds tensor {name} of "
+                                 "shape [32, 31]; the model its config.json describes expects [32, 32].")
+    _resave_weights(embedder, lambda weights: weights.update({name: torch.full((32, 32), float("inf"))}))
+    with pytest.raises(DCRInputError, match=rf"holds 1024 NaN/inf value\(s\) of 1024 in tensor {name}\.$"):
+        load_model_and_processor(str(embedder))
+    assert built == []
+
+
+def test_loading_never_prompts_to_run_a_folders_code(tmp_path, monkeypatch):
+    """transformers asks on the terminal (`input()`) before running a folder's own code unless told
+    `trust_remote_code`; dcr_hf's loaders never let it ask, and never run it."""
+    from transformers import AutoConfig, AutoModel
+
+    from dcr_hf.errors_dcr import DCRInputError
+    from dcr_hf.model_files import load_config, load_pretrained
+
+    folder = tmp_path / "other"
+    DCRForImageClassification(tiny_config()).save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="other-net", auto_map={"AutoConfig": "configuration_other.OtherConfig",
+                                                     "AutoModel": "modeling_other.OtherModel"})
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "configuration_other.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w')\n")
+    monkeypatch.setattr("builtins.input", lambda *args: pytest.fail(f"prompted: {args}"))
+    monkeypatch.setattr("transformers.dynamic_module_utils.TIME_OUT_REMOTE_CODE", 15)  # as on a terminal
+    for load, auto in ((load_config, AutoConfig), (load_pretrained, AutoModel)):
+        with pytest.raises(DCRInputError, match=f"^--model {folder}: The repository {folder} contains custom code"):
+            load(auto, str(folder), "--model")
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_hub_models_files_are_checked_as_a_folders_are(tmp_path, monkeypatch):
+    from tests.hub_standin import HubStandIn
+
+    from dcr_hf.errors_dcr import DCRInputError
+    from dcr_hf.hub import load_model_and_processor
+
+    folder = tmp_path / "bad"
+    DCRForImageClassification(tiny_config()).save_pretrained(folder)
+    DCRImageProcessor(image_size=32).save_pretrained(folder)
+    _resave_weights(folder, lambda weights: weights.update({"centers": weights["centers"][:3].clone()}))
+    with HubStandIn() as hub:
+        hub.patch(monkeypatch)
+        monkeypatch.setenv("HF_TOKEN", hub.token)
+        hub.add_repo("org/bad", private=False)
+        hub.files("org/bad").update({p.name: p.read_bytes() for p in folder.iterdir()})
+        with pytest.raises(DCRInputError) as raised:
+            load_model_and_processor("org/bad", "--model_name_or_path", cache_dir=str(tmp_path / "cache"))
+    [snapshot] = (tmp_path / "cache" / "models--org--bad" / "snapshots").iterdir()
+    assert str(raised.value) == (f"--model_name_or_path org/bad: {snapshot / 'model.safetensors'} holds tensor centers "
+                                 "of shape [3, 32]; the model its config.json describes expects [5, 32].")

@@ -7,6 +7,7 @@ precision, what a run logs and saves, and the card it writes.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -15,6 +16,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -282,12 +284,27 @@ RESUMABLE = [*NO_VALIDATION, "--max_steps", "6", "--save_strategy", "steps", "--
              "3", "--logging_steps", "1"]
 
 
+class _RunsCode:
+    """Unpickling it calls `os.system`: what a crafted checkpoint file does."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
 def _break(folder: Path, breakage: str) -> Path:
-    """Damage a checkpoint as a crash or a full disk would; returns the damaged file."""
+    """Damage a checkpoint as a crash or a full disk would, or replace one of its files by a crafted
+    pickle (`crafted-*`: loading it would run code, creating `folder/ran`); returns the file."""
     name = {"truncated-weights": "model.safetensors", "no-trainer-state": "trainer_state.json",
-            "truncated-optimizer": "optimizer.pt", "zero-byte-weights": "model.safetensors"}[breakage]
+            "truncated-optimizer": "optimizer.pt", "zero-byte-weights": "model.safetensors",
+            "crafted-optimizer": "optimizer.pt", "crafted-scheduler": "scheduler.pt",
+            "crafted-rng-state": "rng_state.pth"}[breakage]
     path = folder / name
-    if breakage == "no-trainer-state":
+    if breakage.startswith("crafted"):
+        torch.save({"state": _RunsCode(folder / "ran")}, path)
+    elif breakage == "no-trainer-state":
         path.unlink()
     else:
         data = path.read_bytes()
@@ -309,7 +326,9 @@ def _copy_run(finished_run, destination: Path) -> Path:
 
 
 @pytest.mark.parametrize(("breakage", "value"), [("truncated-weights", "last"), ("no-trainer-state", "True"),
-                                                 ("truncated-optimizer", "true"), ("zero-byte-weights", "last")])
+                                                 ("truncated-optimizer", "true"), ("zero-byte-weights", "last"),
+                                                 ("crafted-optimizer", "last"), ("crafted-scheduler", "last"),
+                                                 ("crafted-rng-state", "last")])
 def test_resume_last_skips_broken_checkpoints_and_resumes_exactly(finished_run, tmp_path, caplog, breakage, value):
     # The newest checkpoint of an interrupted run is damaged and its final model never written.
     run = _copy_run(finished_run, tmp_path / "run")
@@ -319,6 +338,11 @@ def test_resume_last_skips_broken_checkpoints_and_resumes_exactly(finished_run, 
     with caplog.at_level(logging.INFO, logger="dcr_hf"):
         train(run, *RESUMABLE, "--resume_from_checkpoint", value)
     assert f"Skipping {run / 'checkpoint-6'}: {damaged}" in caplog.text
+    if breakage.startswith("crafted"):
+        assert (f"Skipping {run / 'checkpoint-6'}: {damaged} is a pickle that would import posix.system (to run code or "
+                "build objects other than tensors): torch.load with weights_only=True refused it, and nothing in it was "
+                "run.") in caplog.text
+    assert not (run / "checkpoint-6" / "ran").exists()
     assert f"Resuming from {run / 'checkpoint-4'}" in caplog.text
     # Steps 5 and 6 again, from checkpoint-4: the model of the uninterrupted run.
     assert _weights(run).keys() == load_file(str(finished_run[0] / "model.safetensors")).keys()
@@ -337,6 +361,76 @@ def test_a_broken_named_checkpoint_names_the_file_and_the_previous_valid_one(fin
         train(run, *RESUMABLE, "--resume_from_checkpoint", str(run / "checkpoint-6"))
     with pytest.raises(FileNotFoundError, match=f"--resume_from_checkpoint last: {tmp_path / 'empty'} holds no valid"):
         train(tmp_path / "empty", *RESUMABLE, "--resume_from_checkpoint", "last")
+    damaged = _break(run / "checkpoint-2", "crafted-optimizer")
+    expected = (f"--resume_from_checkpoint {run / 'checkpoint-2'}: {damaged} is a pickle that would import posix.system "
+                "(to run code or build objects other than tensors): torch.load with weights_only=True refused it, and "
+                f"nothing in it was run; no earlier valid checkpoint in {run}.")
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        train(run, *RESUMABLE, "--resume_from_checkpoint", str(run / "checkpoint-2"))
+    assert not (run / "checkpoint-2" / "ran").exists()
+
+
+def _full_disk_at(monkeypatch, where: str, number: int = errno.ENOSPC) -> None:
+    """Writes of `where` ("checkpoint-4/optimizer.pt", "checkpoint-4/model.safetensors", or
+    "model.safetensors" of the final model) fail as on a full disk (`number`: or a folder made read-only)."""
+    import transformers.modeling_utils
+    import transformers.trainer
+
+    def failing(write):
+        def wrapped(value, path, *args, **kwargs):
+            if Path(path).as_posix().endswith(where) and (where.startswith("checkpoint-") or "checkpoint-" not in str(path)):
+                Path(path).write_bytes(b"\0" * 10)  # what a full disk leaves: the first bytes
+                raise OSError(number, os.strerror(number), str(path))
+            return write(value, path, *args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(transformers.trainer.torch, "save", failing(torch.save))
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", failing(transformers.modeling_utils.safe_save_file))
+
+
+@pytest.mark.parametrize("where", ["checkpoint-4/optimizer.pt", "checkpoint-4/model.safetensors"])
+def test_a_full_disk_while_saving_a_checkpoint_keeps_the_previous_one_and_the_resume_completes_the_run(
+        finished_run, tmp_path, monkeypatch, capsys, where):
+    _full_disk_at(monkeypatch, where)
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(_argv(tmp_path, *RESUMABLE))
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "Traceback" not in error
+    assert error.splitlines()[-1].split(": error: ", 1)[1] == (
+        f"no space left on device while saving {tmp_path / 'checkpoint-4'}; kept {tmp_path / 'checkpoint-2'} (the newest "
+        "complete checkpoint).")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2"]  # the partial checkpoint-4 removed
+    monkeypatch.undo()
+    train(tmp_path, *RESUMABLE, "--resume_from_checkpoint", "last")
+    for key, value in load_file(str(finished_run[0] / "model.safetensors")).items():
+        torch.testing.assert_close(_weights(tmp_path)[key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def test_a_read_only_folder_at_the_final_save_keeps_the_checkpoints_and_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    _full_disk_at(monkeypatch, "model.safetensors", errno.EACCES)
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(_argv(tmp_path, *RESUMABLE))
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "Traceback" not in error
+    assert error.splitlines()[-1].split(": error: ", 1)[1] == (
+        f"permission denied while saving the model to {tmp_path}; kept {tmp_path / 'checkpoint-6'} (the newest complete "
+        "checkpoint).")
+    # Nothing of the final model was moved in (the metrics saved before it are there); no temporary file or folder is left.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all_results.json", "checkpoint-2", "checkpoint-4", "checkpoint-6",
+                                                          "train_results.json"]
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_every_file_a_run_saves_gets_the_users_umask(tmp_path, mask):
+    previous = os.umask(mask)
+    try:
+        train(tmp_path, *NO_VALIDATION, "--max_steps", "2", "--save_strategy", "steps", "--save_steps", "1",
+              "--save_total_limit", "1")
+    finally:
+        os.umask(previous)
+    modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in tmp_path.rglob("*")}
+    assert "checkpoint-2/model.safetensors" in modes and "model.safetensors" in modes and "README.md" in modes
+    assert modes == {name: (0o777 if (tmp_path / name).is_dir() else 0o666) & ~mask for name in modes}
 
 
 def test_resuming_a_finished_run_changes_nothing_and_says_so(finished_run, tmp_path, caplog):

@@ -19,6 +19,7 @@ from PIL import Image as PILImage
 from transformers.utils import logging
 
 from ..errors_dcr import DCRFileNotFoundError, DCRInputError
+from ..saving import write_text_atomic
 
 logger = logging.get_logger(__name__)
 
@@ -330,7 +331,7 @@ def is_saved_dataset(path: PathLike) -> bool:
 
 def write_marker(output_dir: PathLike, dataset: str, options: dict) -> None:
     marker = {"dataset": dataset, "options": options, "format_version": PREPARED_FORMAT_VERSION}
-    (Path(output_dir) / PREPARED_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(Path(output_dir) / PREPARED_MARKER, json.dumps(marker, indent=2, sort_keys=True) + "\n")
 
 
 def read_marker(path: PathLike) -> dict | None:

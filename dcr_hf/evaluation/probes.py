@@ -16,6 +16,7 @@ from ..errors_dcr import DCRInputError
 from ..degradation import Degradation
 from ..image_processing_dcr import DCRImageProcessor
 from ..low_resolution import make_low_resolution_copies
+from ..saving import atomic_path
 
 #: The image column shown, by preference: the probe side of a pair, then a single image.
 _COLUMNS = ("image_b", "image", "image_a")
@@ -68,7 +69,8 @@ def write_probe_figure(image: Any, processor: DCRImageProcessor, sizes: Sequence
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", dpi=100)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=100)
     return path
 
 

@@ -21,6 +21,7 @@ from ..errors_dcr import DCRFileNotFoundError, DCRInputError
 from ..configuration_dcr import DCRConfig
 from ..image_processing_dcr import DCRImageProcessor
 from ..model_files import looks_like_hub_id
+from ..saving import atomic_path
 from .results import TASK_TYPE, card_metrics, merge_eval_results, results_markdown, results_to_eval_results, set_results_section
 
 
@@ -244,7 +245,8 @@ def write_model_card(
         eval_results=kept,
         **kwargs,
     )
-    card.save(readme)
+    with atomic_path(readme) as temporary:
+        card.save(temporary)
     return readme
 
 
@@ -278,7 +280,8 @@ def update_model_card_results(
     if card.data.model_name is None:
         card.data.model_name = model_dir.resolve().name
     card.text = set_results_section(card.text, card.data.eval_results)
-    card.save(readme)
+    with atomic_path(readme) as temporary:
+        card.save(temporary)
     return card
 
 

@@ -8,6 +8,7 @@ for its image size, and a warning names every value that assumes.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from transformers.utils import logging
 from ..errors_dcr import DCRInputError
 from ..configuration_dcr import DCRConfig
 from ..image_processing_dcr import DCRImageProcessor
-from ..model_files import load_config, load_pretrained
+from ..model_files import check_model_source, load_config, load_pretrained
 
 logger = logging.get_logger(__name__)
 
@@ -58,7 +59,9 @@ def load_image_processor(name_or_path: str, image_size: int, **from_pretrained_k
     if folder.is_dir() and not (folder / PROCESSOR_FILE).is_file():
         return _default_processor(name_or_path, image_size, f"has no {PROCESSOR_FILE}")
     try:
-        processor = AutoImageProcessor.from_pretrained(name_or_path, **from_pretrained_kwargs)
+        # Never asked on the terminal: a processor needing remote code is "no image processor" here.
+        kwargs = {"trust_remote_code": False, **from_pretrained_kwargs}
+        processor = AutoImageProcessor.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as error:
         return _default_processor(name_or_path, image_size, f"has no image processor ({error})")
     if not isinstance(processor, DCRImageProcessor):
@@ -87,6 +90,16 @@ def load_model_and_processor(
     from ..auto_classes import register_auto_classes
 
     register_auto_classes()
+    config_file = Path(name_or_path).expanduser() / "config.json"
+    if config_file.is_file():
+        # Read before transformers: another model's folder may name its own code to run (auto_map).
+        check_model_source(name_or_path, option, weights=False)
+        model_type = json.loads(config_file.read_text(encoding="utf-8"))["model_type"]
+        if model_type != DCRConfig.model_type:
+            raise DCRInputError(
+                f"{option} {name_or_path} holds a model of type {model_type!r} ({config_file}); dcr_hf evaluates DCR "
+                "models only (model_type='dcr') and never runs a folder's own code."
+            )
     config = load_config(AutoConfig, name_or_path, option, **from_pretrained_kwargs)
     if config.model_type != DCRConfig.model_type:
         raise DCRInputError(

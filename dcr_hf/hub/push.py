@@ -17,10 +17,12 @@ from .cards import write_model_card
 
 logger = logging.get_logger(__name__)
 
-#: What a push never sends: training checkpoints, logs, and pickled training state
-#: (`training_args.bin` pickles every training argument, `--hub_token` included).
+#: What a push never sends: training checkpoints, logs, pickled training state
+#: (`training_args.bin` pickles every training argument, `--hub_token` included) and the temporary
+#: files and folders of a save in progress (`dcr_hf.saving`).
 PUSH_IGNORE_PATTERNS = (
     "checkpoint-*", "checkpoint-*/**", "runs/**", "trackio/**", "*.tmp", "training_args.bin", "*.pt", "*.pth",
+    ".*.tmp.*", ".*.saving.*/**",
 )
 
 

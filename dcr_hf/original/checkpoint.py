@@ -3,19 +3,19 @@
 The original saves `{"epoch", "state_dict", "criterion", "optimizer", "monitor"}` with
 `torch.save`; `state_dict` keys carry DDP's `module.` prefix when it trained on several GPUs, and
 `criterion` is the loss module's state dict (the class centers). Only `torch.load(...,
-weights_only=True)` reads it: a pickle that needs any other Python object is refused.
+weights_only=True)` reads it (`dcr_hf.pickles`): a pickle that needs any other Python object is
+refused without running it, and a folder, random bytes and such a pickle are each named as what
+they are.
 """
 
 from __future__ import annotations
 
-import pickle
-import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..pickles import UnloadableFile, load_weights_only
 from .errors import ConversionError
 
 DDP_PREFIX = "module."
@@ -31,29 +31,12 @@ class OriginalCheckpoint:
     criterion: dict[str, torch.Tensor]
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def _read(path: Path) -> object:
-    if not path.is_file():
-        raise ConversionError(f"checkpoint {path} does not exist.")
-    if path.stat().st_size == 0:
-        raise ConversionError(f"checkpoint {path} is empty (0 bytes).")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "weights only" in str(error).lower():
-            needed = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
-            raise ConversionError(
-                f"checkpoint {path} holds Python objects other than tensors and plain containers "
-                f"({needed[1] if needed else 'see torch.load'}); refused by torch.load with weights_only=True, "
-                "which never runs code from a pickle."
-            ) from None
-        raise ConversionError(f"checkpoint {path} is truncated or not a PyTorch checkpoint: {_first_line(error)}") from None
-    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError) as error:
-        raise ConversionError(f"checkpoint {path} is truncated or not a PyTorch checkpoint: {_first_line(error)}") from None
+        return load_weights_only(path)
+    except UnloadableFile as error:
+        hint = "; expected the original's checkpoint file (model_best.pth.tar or checkpoint.pth.tar)"
+        raise ConversionError(f"checkpoint {path} {error}{hint if path.is_dir() else ''}.") from None
 
 
 def _tensors(entries: object, path: Path, what: str) -> dict[str, torch.Tensor]:

@@ -15,6 +15,7 @@ from ..cli import check_output_path
 from ..configuration_dcr import DCRConfig
 from ..image_processing_dcr import DCRImageProcessor
 from ..modeling_dcr import DCRForImageClassification
+from ..saving import staged_folder
 from .architecture import branch_architecture, check_arguments_against_weights, detect_trunk_kind, trunk_architecture
 from .arguments import STAGES, OriginalArguments, read_original_arguments
 from .checkpoint import OriginalCheckpoint, load_original_checkpoint
@@ -180,8 +181,9 @@ def convert_original_checkpoint(
         image_std=arguments.rgb_std or ASSUMED["rgb_std"],
         **CONVERTED_PROCESSOR_SETTINGS,
     )
-    model.save_pretrained(output)
-    processor.save_pretrained(output)
+    with staged_folder(output, what=f"the converted model to {output}") as staging:  # moved in only when complete
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
     if push_to_hub:
         hub.push_or_explain(output, push_to_hub, commit_message="Convert an original DCR checkpoint", token=token,
                             private=private, revision=revision)

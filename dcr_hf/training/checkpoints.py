@@ -5,7 +5,9 @@
   folder equal to, inside or around the model a stage starts from (`--trunk`, `--init_from`) is
   always refused: training would write into, or replace, that model.
 - `checkpoint_problem`: why a `checkpoint-N` folder cannot be resumed from (a missing or broken
-  `trainer_state.json`, model weights, optimizer or scheduler state), or `None`.
+  `trainer_state.json`; model weights not complete and finite; an optimizer, scheduler, scaler or
+  RNG state that does not load the way the Trainer loads it, `torch.load(..., weights_only=True)`:
+  a crafted pickle is refused, never run), or `None`.
 - `resolve_resume_checkpoint`: `--resume_from_checkpoint True` / `last` -> the newest valid
   checkpoint of `--output_dir` (the broken ones named and skipped); a named checkpoint that is
   broken is refused, naming the file and the previous valid checkpoint.
@@ -13,16 +15,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
-import zipfile
 from pathlib import Path
 
 from transformers.utils import logging
 
 from ..errors_dcr import DCRFileExistsError, DCRFileNotFoundError, DCRInputError
 from ..model_files import json_problem, safetensors_problem
+from ..pickles import UnloadableFile, load_weights_only
 
 logger = logging.get_logger(__name__)
 
@@ -56,14 +59,19 @@ def weights_problem(folder: Path) -> str | None:
     return safetensors_problem(folder / WEIGHTS, complete=True)
 
 
-def _pickle_problem(path: Path) -> str | None:
-    """A `torch.save` file is a zip archive; a truncated or damaged one fails its CRC check."""
+def trainer_file_problem(path: Path) -> str | None:
+    """Why the Trainer could not load `path` (`optimizer.pt`, `scheduler.pt`, `scaler.pt`,
+    `rng_state*.pth`) the way it does on resume, or `None`: `torch.load(..., weights_only=True)`,
+    the RNG states with the numpy objects the Trainer allows (`trainer_pt_utils.safe_globals`)."""
+    from transformers.trainer_pt_utils import safe_globals
+
+    allowed = safe_globals() if path.name.startswith("rng_state") else contextlib.nullcontext()
     try:
-        with zipfile.ZipFile(path) as archive:
-            damaged = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        return f"{path} is truncated or corrupt ({error})"
-    return f"{path} is corrupt (entry {damaged})" if damaged else None
+        with allowed:
+            load_weights_only(path)
+    except UnloadableFile as error:
+        return f"{path} {error}"
+    return None
 
 
 def checkpoint_problem(folder: str | Path) -> str | None:
@@ -82,7 +90,7 @@ def checkpoint_problem(folder: str | Path) -> str | None:
     if problem:
         return problem
     for path in sorted(folder.glob("*.pt")) + sorted(folder.glob("*.pth")):
-        problem = _pickle_problem(path)
+        problem = trainer_file_problem(path)
         if problem:
             return problem
     return weights_problem(folder)
@@ -194,6 +202,7 @@ __all__ = [
     "checkpoint_problem",
     "checkpoints",
     "finished_message",
+    "trainer_file_problem",
     "last_good_checkpoint",
     "previous_run",
     "remove_previous_checkpoints",

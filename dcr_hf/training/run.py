@@ -22,6 +22,7 @@ from ..data import registry
 from ..data.transforms import FinetuneTransform, TrainTransform, apply_transform
 from ..degradation import degradation_for
 from ..image_processing_dcr import DCRImageProcessor
+from ..saving import write_text_atomic
 from .checkpoints import check_output_dir, finished_message, remove_previous_checkpoints
 from .lock import LOCK_FILE, RunLock
 from .mining import build_miner
@@ -284,7 +285,7 @@ def _finish_folder(plan: TrainingPlan, trainer: DCRTrainer, result: dict[str, An
         rows[f"{plan.stage} (start)"] = result["before"]
     if result["after"] is not None:
         rows[f"{plan.stage} (trained)"] = result["after"]
-    (output_dir / "training_recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
+    write_text_atomic(output_dir / "training_recipe.json", json.dumps(recipe, indent=2) + "\n")
     if rows:
         result["table"] = reports.format_results_table(rows)
     validation = result["validation_name"]

@@ -17,6 +17,7 @@ from ..data.augment import apply_flips, draw_flips
 from ..data.transforms import TrainTransform
 from ..modeling_dcr import Miner
 from .guard import DivergenceGuard, NonFiniteLossError
+from .saving import AtomicSaves
 
 logger = logging.get_logger(__name__)
 
@@ -57,14 +58,14 @@ class DCRPrinterCallback(_QuietValidation, PrinterCallback):
     """`PrinterCallback` (`--disable_tqdm`) without the validation dicts."""
 
 
-class DCRTrainer(Trainer):
+class DCRTrainer(AtomicSaves, Trainer):
     """`Trainer` for DCR: the augmentation and LR copies made on the training device from uint8
     batches (`device_transform`), the flip drawn in the step otherwise, the batch-hard miner of the
     center terms, the divergence guard (`guard.DivergenceGuard`: nothing non-finite is saved, a
     diverging loss stops the run), batches of undecodable images skipped, loss terms in the logs,
     the M-per-class sampler, the original's step schedule, and validation by the face protocols with
     the model's own processor (`processing_class`), overriding `evaluate` so that early stopping and
-    best-model selection work."""
+    best-model selection work. Its saves are atomic (`saving.AtomicSaves`)."""
 
     def __init__(
         self,
