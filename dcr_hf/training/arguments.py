@@ -48,6 +48,8 @@ UNSUPPORTED_TRAINER_OPTIONS = {
     "batch_eval_metrics": "validation has no compute_metrics.",
     "label_names": "DCR's labels are the identity column.",
     "remove_unused_columns": "the transforms need the raw columns.",
+    "label_smoothing_factor": "the DCR model computes its own losses (softmax or margin head, center terms); the "
+    "Trainer's label smoother would never apply.",
 }
 
 
