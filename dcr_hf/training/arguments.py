@@ -209,6 +209,12 @@ class DCRTrainingArguments(TrainingArguments):
         metadata={"help": "Replace a previous run in --output_dir (its checkpoints are deleted when training starts); "
                   "without it such a folder is refused unless the run resumes."},
     )
+    save_on_interrupt: bool = field(
+        default=True,
+        metadata={"help": "On SIGINT (Ctrl-C) or SIGTERM, stop at the end of the step under way and save a checkpoint "
+                  "of it to resume from (--resume_from_checkpoint last); false: stop without saving (the last "
+                  "periodic checkpoint is kept). A second signal stops at once. Exit status 130 / 143."},
+    )
     divergence_factor: float = field(
         default=100.0,
         metadata={"help": "Stop when a logged training loss exceeds this many times the first logged one (0: never). "

@@ -23,6 +23,7 @@ from ..data.transforms import FinetuneTransform, TrainTransform, apply_transform
 from ..degradation import degradation_for
 from ..image_processing_dcr import DCRImageProcessor
 from .checkpoints import check_output_dir, finished_message, remove_previous_checkpoints
+from .interrupt import StopOnSignal
 from .lock import LOCK_FILE, RunLock
 from .mining import build_miner
 from .model import build_model
@@ -227,12 +228,19 @@ def _run_locked(plan: TrainingPlan, callbacks: list | None, data: TrainingData |
 
 def _train_and_validate(trainer: DCRTrainer, training_args: DCRTrainingArguments, data: TrainingData) -> dict[str, Any]:
     """Validate the starting model, train, validate the final (best) model, save model and metrics
-    as the transformers examples do (`train_results.json`, `eval_results.json`, `all_results.json`)."""
+    as the transformers examples do (`train_results.json`, `eval_results.json`, `all_results.json`).
+    A run stopped by SIGINT / SIGTERM raises `interrupt.TrainingInterrupted` after training, its
+    checkpoint saved and nothing final written."""
     before = None
     if training_args.evaluate_before_training and not training_args.resume_from_checkpoint:
         trainer.evaluate(metric_key_prefix="before")
         before = trainer.last_validation
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    # SIGINT / SIGTERM stop at the next step boundary (`interrupt`), with a checkpoint to resume from.
+    stop = StopOnSignal(save=training_args.save_on_interrupt)
+    trainer.add_callback(stop)
+    with stop:
+        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    stop.raise_if_stopped(training_args.output_dir)  # nothing final is written from an interrupted run
     trainer.check_finite()  # the final folder is never written from a diverged model
     if trainer.state.best_model_checkpoint and training_args.load_best_model_at_end:
         logger.info(
