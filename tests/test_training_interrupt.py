@@ -60,7 +60,7 @@ class _Run:
     def __init__(self, *worker_options: str, argv: list[str]):
         self.process = subprocess.Popen(
             [sys.executable, str(WORKER), *worker_options, "--", *argv], cwd=ROOT, env=_env(),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,  # its own group
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -106,18 +106,28 @@ def _one_line(run: _Run) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    ("number", "group"),
+    [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)],
+    ids=["SIGINT", "SIGTERM", "Ctrl-C-to-the-process-group-with-loader-workers"],
+)
 def test_a_signal_saves_the_step_and_the_printed_command_resumes_to_the_uninterrupted_weights(
-        uninterrupted, tmp_path, number):
+        uninterrupted, tmp_path, number, group):
+    # `group`: as a terminal's Ctrl-C, the signal reaches the loader's worker processes too; they
+    # leave the decision to the main process (the loader only decodes: its workers change no draw).
     folder, name = tmp_path / "run", signal.Signals(number).name
-    argv = _argv(folder, *OPTIONS)
+    argv = _argv(folder, *OPTIONS, *(["--dataloader_num_workers", "2"] if group else []))
     run = _Run("--pause_at_step", "5", argv=argv)
     marker = run.paused(folder, 5)  # checkpoint-4 saved, step 5 done
-    os.kill(run.process.pid, number)
+    if group:
+        os.killpg(run.process.pid, number)
+    else:
+        os.kill(run.process.pid, number)
     run.wait_for(lambda: run.said(f"{name} received: saving a checkpoint, then stopping at the end of this step"),
                  "the signal was received")
     marker.unlink()
     assert run.finish() == 128 + number  # 130 / 143
+    assert len([line for line in run.lines if f"{name} received" in line]) == 1
     command = _expected_command(argv)
     assert _one_line(run) == f"train_hf.py: interrupted at step 5 ({name}); saved {folder / 'checkpoint-5'}; resume with: {command}"
     assert checkpoint_problem(folder / "checkpoint-5") is None and not (folder / "checkpoint-6").exists()
@@ -224,4 +234,22 @@ def test_the_resume_command_repeats_the_options_with_resume_last():
     )
     assert resume_command(["--resume_from_checkpoint=last", "--seed", "1"], "dcr-train") == (
         "dcr-train --seed 1 --resume_from_checkpoint last"
+    )
+
+
+def test_ctrl_c_outside_training_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the data is built (before any checkpoint): no traceback, nothing to resume."""
+    import dcr_hf.training.run as training_run
+    from dcr_hf.training.command import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training_run, "run_training", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--output_dir", str(tmp_path / "out"), "--use_cpu", "true"])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 130 and "Traceback" not in error
+    assert error.strip().splitlines()[-1].endswith(
+        f": interrupted (SIGINT); no checkpoint was saved in {tmp_path / 'out'}, so there is nothing to resume."
     )

@@ -210,10 +210,7 @@ class DCRTrainingArguments(TrainingArguments):
                   "without it such a folder is refused unless the run resumes."},
     )
     save_on_interrupt: bool = field(
-        default=True,
-        metadata={"help": "On SIGINT (Ctrl-C) or SIGTERM, stop at the end of the step under way and save a checkpoint "
-                  "of it to resume from (--resume_from_checkpoint last); false: stop without saving (the last "
-                  "periodic checkpoint is kept). A second signal stops at once. Exit status 130 / 143."},
+        default=True, metadata={"help": "Save a checkpoint when SIGINT or SIGTERM stops the run."}
     )
     divergence_factor: float = field(
         default=100.0,
