@@ -25,11 +25,13 @@ from transformers import TrainerCallback
 from dcr_hf.training.checkpoints import checkpoint_problem
 from dcr_hf.training.command import resume_command
 from dcr_hf.training.command import train as train_command
-from dcr_hf.training.interrupt import TrainingInterrupted
+from dcr_hf.training.interrupt import REPEAT_WINDOW, TrainingInterrupted
 from dcr_hf.training.lock import LOCK_FILE
 # `_one_thread` (autouse): one thread, as the subprocesses (OMP_NUM_THREADS=1), so the kernels and the
 # weights are the same bit for bit.
-from tests.test_training import NO_VALIDATION, ROOT, TINY, WORKER, _argv, _env, _one_thread, _weights  # noqa: F401
+from tests.test_training import (  # noqa: F401
+    NO_VALIDATION, ROOT, TINY, WORKER, _argv, _env, _free_port, _one_thread, _weights,
+)
 
 OPTIONS = [*NO_VALIDATION, "--max_steps", "8", "--save_strategy", "steps", "--save_steps", "4", "--logging_steps", "1"]
 FINAL_FILES = ("model.safetensors", "README.md", "training_recipe.json", "train_results.json")
@@ -57,9 +59,9 @@ def uninterrupted(tmp_path_factory) -> Path:
 class _Run:
     """A `train_hf.py` run in a subprocess (`tests/training_worker.py`), its output read as it comes."""
 
-    def __init__(self, *worker_options: str, argv: list[str]):
+    def __init__(self, *worker_options: str, argv: list[str], launcher: tuple[str, ...] = ()):
         self.process = subprocess.Popen(
-            [sys.executable, str(WORKER), *worker_options, "--", *argv], cwd=ROOT, env=_env(),
+            [sys.executable, *launcher, str(WORKER), *worker_options, "--", *argv], cwd=ROOT, env=_env(),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,  # its own group
         )
         self.lines: list[str] = []
@@ -107,14 +109,14 @@ def _one_line(run: _Run) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("number", "group"),
-    [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)],
-    ids=["SIGINT", "SIGTERM", "Ctrl-C-to-the-process-group-with-loader-workers"],
+    ("number", "group"), [(signal.SIGINT, True), (signal.SIGTERM, False)],
+    ids=["SIGINT-to-the-process-group-with-loader-workers", "SIGTERM-to-the-main-process"],
 )
 def test_a_signal_saves_the_step_and_the_printed_command_resumes_to_the_uninterrupted_weights(
         uninterrupted, tmp_path, number, group):
     # `group`: as a terminal's Ctrl-C, the signal reaches the loader's worker processes too; they
     # leave the decision to the main process (the loader only decodes: its workers change no draw).
+    # SIGTERM as a job scheduler sends it, to the main process.
     folder, name = tmp_path / "run", signal.Signals(number).name
     argv = _argv(folder, *OPTIONS, *(["--dataloader_num_workers", "2"] if group else []))
     run = _Run("--pause_at_step", "5", argv=argv)
@@ -159,6 +161,7 @@ def test_a_second_signal_stops_at_once(tmp_path):
     run.paused(folder, 5)
     os.kill(run.process.pid, signal.SIGINT)
     run.wait_for(lambda: run.said("SIGINT received"), "the first signal was received")
+    time.sleep(REPEAT_WINDOW)  # a repeat within it is the same Ctrl-C (forwarded by a launcher)
     os.kill(run.process.pid, signal.SIGINT)  # while still in step 5
     assert run.finish() == 130
     assert _one_line(run) == (
@@ -253,3 +256,39 @@ def test_ctrl_c_outside_training_is_one_line_and_exit_130(tmp_path, monkeypatch,
     assert error.strip().splitlines()[-1].endswith(
         f": interrupted (SIGINT); no checkpoint was saved in {tmp_path / 'out'}, so there is nothing to resume."
     )
+
+
+def _torchrun() -> tuple[str, ...]:
+    return ("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
+            str(_free_port()))
+
+
+@pytest.mark.slow
+def test_two_processes_stop_at_the_same_step_on_a_signal_to_either_and_resume_exactly(tmp_path):
+    """A SIGTERM to the second process only: both stop after the same step (they agree at each step
+    boundary), the checkpoint is saved once, and the resumed 2-process run ends with the weights
+    of an uninterrupted one."""
+    options = [*OPTIONS, "--per_device_train_batch_size", "4"]
+    expected, folder = tmp_path / "uninterrupted", tmp_path / "run"
+    completed = subprocess.run([sys.executable, *_torchrun(), str(WORKER), "--", *_argv(expected, *options)],
+                               cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+    run = _Run("--pause_at_step", "5", argv=_argv(folder, *options), launcher=_torchrun())
+    markers = [folder / "paused-at-5-rank0", folder / "paused-at-5-rank1"]
+    run.wait_for(lambda: all(marker.exists() for marker in markers), "both processes reached step 5")
+    os.kill(int(markers[1].read_text()), signal.SIGTERM)
+    run.wait_for(lambda: run.said("SIGTERM received"), "the signal was received")
+    for marker in markers:
+        marker.unlink()
+    assert run.finish() != 0  # torchrun reports its workers' exit status 143 as a failure
+    stopped = [line for line in run.lines if "interrupted at step 5 (SIGTERM)" in line]
+    assert len(stopped) == 2 and all(f"saved {folder / 'checkpoint-5'}" in line for line in stopped)
+    assert checkpoint_problem(folder / "checkpoint-5") is None and not (folder / "checkpoint-6").exists()
+    _assert_nothing_final(folder)
+
+    resumed = subprocess.run([sys.executable, *_torchrun(), str(WORKER), "--",
+                              *_argv(folder, *options, "--resume_from_checkpoint", "last")],
+                             cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _assert_same_weights(folder, expected)

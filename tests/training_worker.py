@@ -4,7 +4,7 @@
 
 `--kill_at_step N` SIGKILLs the process at the end of optimizer step N (an interrupted run: no
 clean-up, nothing flushed). `--pause_at_step N` holds the run at the end of step N, after writing
-`--output_dir/paused-at-N`, until the test deletes that file (so that a signal the test sends
+`--output_dir/paused-at-N` (`paused-at-N-rankR` under `torchrun`), until the test deletes that file (so that a signal the test sends
 arrives during step N, whatever the machine's speed); the run goes through the command
 (`dcr_hf.training.command.train` in `dcr_hf.cli.reported_errors`, as `train_hf.py`), so its
 last line and exit status are the command's. `--save_rank_state_to DIR` writes, on every process, the final
@@ -52,7 +52,8 @@ class PauseAtStep(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step != self.step:
             return
-        marker = Path(args.output_dir) / f"paused-at-{self.step}"
+        rank = f"-rank{os.environ['RANK']}" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+        marker = Path(args.output_dir) / f"paused-at-{self.step}{rank}"
         marker.write_text(str(os.getpid()))
         deadline = time.monotonic() + 120
         while marker.exists() and time.monotonic() < deadline:

@@ -16,7 +16,9 @@ duration of training only and the previous ones restored after (also on an error
   Trainer would run after leaving an epoch early does not. A signal during the last step lets the
   run finish.
 - A second signal stops at once (raising `TrainingInterrupted` from the handler): nothing more is
-  saved; the newest valid checkpoint is named.
+  saved; the newest valid checkpoint is named. One within `REPEAT_WINDOW` of the first is the same
+  Ctrl-C forwarded by a launcher; under `torchrun` the launcher itself stops its workers (SIGKILL)
+  when they take more than its shutdown timeout (30 s) to save and exit.
 - `raise_if_stopped` then raises `TrainingInterrupted`, before anything final is written (no final
   model, card or results): the run's lock is released on the way out, and the commands print one
   line, `PROG: interrupted at step 7 (SIGINT); saved DIR/checkpoint-7; resume with: ...`, exit
@@ -28,6 +30,7 @@ Hand-written: transformers' Trainer has no signal handling of its own.
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 import torch
@@ -40,6 +43,9 @@ logger = logging.get_logger(__name__)
 
 #: The signals that stop a run cleanly.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: Seconds within which a repeated signal counts as the first: a launcher (`torchrun`, `accelerate
+#: launch`) forwards the terminal's Ctrl-C to its workers, which the terminal has signalled too.
+REPEAT_WINDOW = 1.0
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -96,6 +102,7 @@ class StopOnSignal(TrainerCallback):
     def __init__(self, save: bool = True):
         self.save = save
         self.received: int | None = None  # the first signal this process received
+        self._received_at = 0.0
         self.stopping: int | None = None  # the signal every process agreed to stop on
         self.stopped_at: int | None = None  # the step training stopped at
         self.saved: str | None = None  # the checkpoint saved on the way
@@ -129,9 +136,11 @@ class StopOnSignal(TrainerCallback):
         if torch.utils.data.get_worker_info() is not None:
             return  # a data-loader worker forked during training (Ctrl-C reaches it too): the main process decides
         step = self._state.global_step if self._state is not None else None
-        if self.received is not None or self.stopping is not None:
+        if self.received is not None:
+            if time.monotonic() - self._received_at < REPEAT_WINDOW:
+                return  # the same Ctrl-C, forwarded by a launcher
             raise TrainingInterrupted(number, self._output_dir or ".", step=step, at_once=True)
-        self.received = number
+        self.received, self._received_at = number, time.monotonic()
         saving = "saving a checkpoint, then " if self.save else ""
         logger.warning(f"{signal.Signals(number).name} received: {saving}stopping at the end of this step; "
                        "send it again to stop at once.")
@@ -196,4 +205,4 @@ def _at_epoch_end(state) -> bool:
     return state.epoch is not None and float(state.epoch).is_integer()
 
 
-__all__ = ["STOP_SIGNALS", "StopOnSignal", "TrainingInterrupted"]
+__all__ = ["REPEAT_WINDOW", "STOP_SIGNALS", "StopOnSignal", "TrainingInterrupted"]
