@@ -99,8 +99,8 @@ class StopOnSignal(TrainerCallback):
     (`save=True`, `--save_on_interrupt`); see the module. Use it as a callback of the Trainer and
     as a context manager around `trainer.train()`."""
 
-    def __init__(self, save: bool = True):
-        self.save = save
+    def __init__(self, output_dir: str | Path, save: bool = True):
+        self.output_dir, self.save = Path(output_dir), save
         self.received: int | None = None  # the first signal this process received
         self._received_at = 0.0
         self.stopping: int | None = None  # the signal every process agreed to stop on
@@ -110,7 +110,6 @@ class StopOnSignal(TrainerCallback):
         self._previous: dict[int, object] = {}
         self._group = None
         self._state = None
-        self._output_dir: str | None = None
 
     # -- the handlers -----------------------------------------------------------------------
 
@@ -139,7 +138,7 @@ class StopOnSignal(TrainerCallback):
         if self.received is not None:
             if time.monotonic() - self._received_at < REPEAT_WINDOW:
                 return  # the same Ctrl-C, forwarded by a launcher
-            raise TrainingInterrupted(number, self._output_dir or ".", step=step, at_once=True)
+            raise TrainingInterrupted(number, self.output_dir, step=step, at_once=True)
         self.received, self._received_at = number, time.monotonic()
         saving = "saving a checkpoint, then " if self.save else ""
         logger.warning(f"{signal.Signals(number).name} received: {saving}stopping at the end of this step; "
@@ -156,13 +155,17 @@ class StopOnSignal(TrainerCallback):
         return int(flag.item()) or None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self._state, self._output_dir = state, args.output_dir
+        self._state = state  # the step a second signal names
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.stopping is not None:
             return
         number = self._agreed_signal()
-        if number is None or state.global_step >= state.max_steps:  # the last step: the run finishes
+        if number is None:
+            return
+        if state.global_step >= state.max_steps:
+            self.received = None  # handled: the run was finishing anyway
+            logger.warning(f"{signal.Signals(number).name} during the last step: the run finishes.")
             return
         self.stopping, self.stopped_at = number, state.global_step
         if _at_epoch_end(state):
@@ -190,13 +193,13 @@ class StopOnSignal(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if self._pending_save and self.stopping is not None:
             self._pending_save = False
-            self.saved = str(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+            self.saved = str(self.output_dir / f"checkpoint-{state.global_step}")
             control.should_training_stop = True
 
-    def raise_if_stopped(self, output_dir: str | Path) -> None:
+    def raise_if_stopped(self) -> None:
         """Raise `TrainingInterrupted` when training stopped on a signal (call after `trainer.train()`)."""
         if self.stopping is not None:
-            raise TrainingInterrupted(self.stopping, output_dir, step=self.stopped_at, saved=self.saved,
+            raise TrainingInterrupted(self.stopping, self.output_dir, step=self.stopped_at, saved=self.saved,
                                       save_on_interrupt=self.save)
 
 

@@ -236,11 +236,11 @@ def _train_and_validate(trainer: DCRTrainer, training_args: DCRTrainingArguments
         trainer.evaluate(metric_key_prefix="before")
         before = trainer.last_validation
     # SIGINT / SIGTERM stop at the next step boundary (`interrupt`), with a checkpoint to resume from.
-    stop = StopOnSignal(save=training_args.save_on_interrupt)
+    stop = StopOnSignal(training_args.output_dir, save=training_args.save_on_interrupt)
     trainer.add_callback(stop)
     with stop:
         train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    stop.raise_if_stopped(training_args.output_dir)  # nothing final is written from an interrupted run
+    stop.raise_if_stopped()  # nothing final is written from an interrupted run
     trainer.check_finite()  # the final folder is never written from a diverged model
     if trainer.state.best_model_checkpoint and training_args.load_best_model_at_end:
         logger.info(
