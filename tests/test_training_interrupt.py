@@ -148,12 +148,19 @@ def test_a_signal_saves_the_step_and_the_printed_command_resumes_to_the_uninterr
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_last_gives_the_uninterrupted_weights(uninterrupted, tmp_path):
+@pytest.mark.parametrize("sampling", [[], ["--samples_per_class", "2", "--augmentation", "aug_plus"]],
+                         ids=["default", "m-per-class-aug-plus"])
+def test_sigkill_then_resume_last_gives_the_uninterrupted_weights(uninterrupted, tmp_path, sampling):
+    # The M-per-class sampler's order and aug-plus's draws are restored exactly too.
+    options = [*OPTIONS, *sampling]
+    if sampling:
+        uninterrupted = tmp_path / "uninterrupted"
+        train_command(_argv(uninterrupted, *options))
     folder = tmp_path / "run"
-    killed = _Run("--kill_at_step", "6", argv=_argv(folder, *OPTIONS))
+    killed = _Run("--kill_at_step", "6", argv=_argv(folder, *options))
     assert killed.finish() == -signal.SIGKILL
     assert (folder / "checkpoint-4").is_dir() and not (folder / "checkpoint-6").exists()
-    train_command(_argv(folder, *OPTIONS, "--resume_from_checkpoint", "last"))  # the last periodic checkpoint, 4
+    train_command(_argv(folder, *options, "--resume_from_checkpoint", "last"))  # the last periodic checkpoint, 4
     _assert_same_weights(folder, uninterrupted)
 
 
