@@ -24,10 +24,10 @@ Where each option is checked (once):
 
 - here: `--stage` with `--trunk` / `--init_from`; `--degradation` against the dataset (real LR
   images take none); `--validation_sizes` (against the model's `image_size`); `--samples_per_class`
-  with the batch size (a multiple of it, at least 2 identities per batch); `--divergence_factor`; for
-  a branch / finetune stage, the source model's
-  files and `--image_size`, `--low_resolution_sizes`, `--head`, `--image_mean` / `--image_std`
-  against the source's; `--push_to_hub` with `--hub_model_id` and the repo (`prepare_push`);
+  with the batch size (a multiple of it, at least 2 identities per batch); `--divergence_factor`;
+  for a branch / finetune stage, the source model's files and `--image_size`,
+  `--low_resolution_sizes`, `--head`, `--image_mean` / `--image_std` against the source's;
+  `--push_to_hub` with `--hub_model_id` and the repo (`prepare_push`);
 - `degradation.resolve_degradation`, called here: the `--degradation` preset or JSON file;
 - `check_schedule`, here: `--max_steps`, `--num_train_epochs`, `--learning_rate`, `--weight_decay`
   (a run that would train nothing, a NaN / infinite / negative rate or decay; a rate above 10 warned);
