@@ -293,3 +293,22 @@ def test_two_processes_stop_at_the_same_step_on_a_signal_to_either(tmp_path):
     assert checkpoint_problem(folder / "checkpoint-5") is None and not (folder / "checkpoint-6").exists()
     assert json.loads((folder / "checkpoint-5" / "trainer_state.json").read_text())["global_step"] == 5
     _assert_nothing_final(folder)
+
+
+def test_a_run_in_another_thread_keeps_the_process_handlers(tmp_path):
+    """Signal handlers can only be installed from the main thread: elsewhere the stop is not armed."""
+    from dcr_hf.training.interrupt import StopOnSignal
+
+    outcome = []
+
+    def enter():
+        with StopOnSignal(tmp_path):
+            outcome.append(signal.getsignal(signal.SIGINT))
+
+    worker = threading.Thread(target=enter)
+    worker.start()
+    worker.join()
+    assert outcome == [signal.default_int_handler]
+    with StopOnSignal(tmp_path):
+        assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

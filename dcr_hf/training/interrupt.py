@@ -30,6 +30,7 @@ Hand-written: transformers' Trainer has no signal handling of its own.
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -114,8 +115,11 @@ class StopOnSignal(TrainerCallback):
     # -- the handlers -----------------------------------------------------------------------
 
     def __enter__(self) -> StopOnSignal:
-        for number in STOP_SIGNALS:
-            self._previous[number] = signal.signal(number, self._handle)
+        # Python delivers signals to the main thread only (and refuses handlers from another one):
+        # a run started in another thread keeps the process's handlers.
+        if threading.current_thread() is threading.main_thread():
+            for number in STOP_SIGNALS:
+                self._previous[number] = signal.signal(number, self._handle)
         if torch.distributed.is_available() and torch.distributed.is_initialized() \
                 and torch.distributed.get_world_size() > 1:
             # The agreement is a CPU collective: an NCCL one would wait for the GPU at every step.
