@@ -18,11 +18,15 @@ duration of training only and the previous ones restored after (also on an error
 - A second signal stops at once (raising `TrainingInterrupted` from the handler): nothing more is
   saved; the newest valid checkpoint is named. One within `REPEAT_WINDOW` of the first is the same
   Ctrl-C forwarded by a launcher; under `torchrun` the launcher itself stops its workers (SIGKILL)
-  when they take more than its shutdown timeout (30 s) to save and exit.
+  when they take more than its shutdown timeout (30 s, `TORCH_ELASTIC_SHUTDOWN_TIMEOUT`) to save
+  and exit.
 - `raise_if_stopped` then raises `TrainingInterrupted`, before anything final is written (no final
   model, card or results): the run's lock is released on the way out, and the commands print one
   line, `PROG: interrupted at step 7 (SIGINT); saved DIR/checkpoint-7; resume with: ...`, exit
   status 128 + the signal number (130 for SIGINT, 143 for SIGTERM; `dcr_hf.cli.reported_errors`).
+- Data-loader workers forked during training (a terminal's Ctrl-C reaches them too) leave the
+  decision to the main process; a run started in another thread than the main one installs no
+  handler (Python allows them in the main thread only).
 
 Hand-written: transformers' Trainer has no signal handling of its own.
 """
