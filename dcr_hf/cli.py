@@ -6,7 +6,9 @@ runs its work inside `reported_errors`: a bad value, a missing or broken file (a
 `dcr_hf.errors_dcr.DCRInputError`: every check of the package raises one, with a message naming the
 value, file or line and what was expected) ends with argparse's usage line and one `PROG: error: ...`
 line, exit status 2; any other exception is a bug and shows its traceback; a run that started well and then had to stop (a diverging loss, a push that failed
-after the work was saved) ends with one `PROG: error: ...` line, exit status 1. A bare `--debug`
+after the work was saved) ends with one `PROG: error: ...` line, exit status 1; Ctrl-C (a
+`KeyboardInterrupt`) with one `PROG: interrupted ...` line, exit status 130 (a training run stopped
+by SIGINT / SIGTERM says what it saved and how to resume; 143 for SIGTERM). A bare `--debug`
 on the command line, or `DCR_DEBUG=1` in the environment, shows the traceback instead.
 """
 
@@ -84,6 +86,12 @@ def reported_errors(parser: argparse.ArgumentParser, debug: bool = False) -> Ite
     """Turn the errors raised inside into the command's one-line errors (see the module docstring)."""
     try:
         yield
+    except KeyboardInterrupt as interruption:
+        if debug:
+            raise
+        # One line, the exit status of a process ended by the signal (130 for SIGINT): a stopped
+        # training run (`dcr_hf.training.interrupt.TrainingInterrupted`) says what it kept and how to resume.
+        parser.exit(getattr(interruption, "exit_status", 130), f"{parser.prog}: {interruption or 'interrupted (SIGINT).'}\n")
     except RUN_ERRORS as error:
         if debug:
             raise

@@ -107,9 +107,21 @@ def test_a_stage_refuses_settings_its_source_was_not_trained_with(tmp_path, sour
         (["--learning_rate", "inf"], "--learning_rate must be a finite number >= 0, got inf."),
         (["--weight_decay", "nan"], "--weight_decay must be a finite number >= 0, got nan."),
         (["--weight_decay", "-0.1"], "--weight_decay must be a finite number >= 0, got -0.1."),
+        (["--adam_beta1", "1"], "--adam_beta1 must be a number in [0, 1), got 1."),
+        (["--adam_beta2", "nan"], "--adam_beta2 must be a number in [0, 1), got nan."),
+        (["--adam_epsilon", "nan"], "--adam_epsilon must be a finite number >= 0, got nan."),
+        (["--adam_epsilon=-1e-8"], "--adam_epsilon must be a finite number >= 0, got -1e-08."),
+        (["--warmup_steps", "nan"], "--warmup_steps must be a finite number >= 0, got nan."),
+        (["--max_grad_norm", "nan"], "--max_grad_norm must be a number >= 0 (0: no clipping), got nan."),
+        (["--max_grad_norm", "-1"], "--max_grad_norm must be a number >= 0 (0: no clipping), got -1."),
+        (["--samples_per_class", "32"], "--per_device_train_batch_size 32 with --samples_per_class 32 holds 1 identity "
+         "per batch; the M-per-class sampler needs at least 2 (a batch of at least 64)."),
+        (["--label_smoothing_factor", "0.1"], "--label_smoothing_factor is not supported by DCR training: the DCR model "
+         "computes its own losses (softmax or margin head, center terms); the Trainer's label smoother would never apply."),
     ],
     ids=["max-steps-0", "max-steps-negative", "epochs-0", "epochs-negative", "lr-nan", "lr-negative", "lr-inf",
-         "decay-nan", "decay-negative"],
+         "decay-nan", "decay-negative", "beta1-1", "beta2-nan", "epsilon-nan", "epsilon-negative", "warmup-nan",
+         "grad-norm-nan", "grad-norm-negative", "one-identity-per-batch", "label-smoothing"],
 )
 def test_degenerate_schedules_are_one_usage_line_before_any_data(tmp_path, capsys, monkeypatch, extra, line):
     """The command: exit status 2 and one line; nothing is read (the fixture) and no folder is written."""
@@ -148,3 +160,56 @@ def test_a_training_set_of_fewer_than_2_identities_is_refused_before_the_model(t
     count = len(set(labels))
     with pytest.raises(ValueError, match=re.escape(f"the training set has {count} identit") + r".*needs at least 2 identities"):
         training_run.run_training(planned, data=data)
+
+
+def _labels_split(labels):
+    """A training split of `labels` (no images: the checks read the label column only)."""
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    features = Features({"image": Value("string"), "label": ClassLabel(num_classes=max(labels) + 1)})
+    return registry.TrainingSplit(Dataset.from_dict({"image": [""] * len(labels), "label": labels}, features=features),
+                                  real_low_resolution=False)
+
+
+@pytest.mark.parametrize(
+    ("labels", "extra", "line"),
+    [
+        ([0, 0, 0], [], "the training set has 1 identity (3 images); DCR training needs at least 2 identities to tell apart."),
+        ([0, 0, 1, 1, 2, 3], ["--samples_per_class", "2", "--per_device_train_batch_size", "6"],
+         "--samples_per_class 2 with --per_device_train_batch_size 6 needs 3 identities of at least 2 images for one "
+         "batch; the training set has 2 (of 4 identities, 6 images)."),
+        ([0, 1, 2, 3], ["--samples_per_class", "1", "--per_device_train_batch_size", "8"],
+         "--samples_per_class 1 with --per_device_train_batch_size 8 needs 8 identities of at least 1 image for one "
+         "batch; the training set has 4 (of 4 identities, 4 images)."),
+    ],
+    ids=["one-identity", "too-few-full-identities", "fewer-identities-than-a-batch"],
+)
+def test_training_labels_are_refused_before_the_validation_data_and_the_model(tmp_path, capsys, monkeypatch, labels,
+                                                                           extra, line):
+    """Read with the training split, before the validation data (the fixture refuses to load it)
+    and the model: one usage line, exit status 2."""
+    import dcr_hf.training.run as training_run
+    from dcr_hf.training.command import main
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the model was built")
+
+    monkeypatch.setattr(registry, "load_training_split", lambda *args, **kwargs: _labels_split(labels))
+    monkeypatch.setattr(training_run, "build_model", must_not_run)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--output_dir", str(tmp_path / "out"), "--use_cpu", "true", "--max_steps", "1", *extra])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in error
+    assert error.strip().splitlines()[-1].endswith(f": error: {line}")
+
+
+def test_identities_with_fewer_images_than_samples_per_class_are_warned_about(tmp_path, monkeypatch, caplog):
+    import dcr_hf.training.run as training_run
+
+    monkeypatch.setattr(registry, "load_training_split", lambda *args, **kwargs: _labels_split([0, 0, 1, 1, 2]))
+    planned = plan(tmp_path, "--validation_dataset", "none", "--samples_per_class", "2", "--per_device_train_batch_size",
+                   "4", "--max_steps", "1", "--use_cpu", "true")
+    data = training_run.load_training_data(planned.data)
+    assert data.num_labels == 3
+    assert ("1 of the 3 training identities have fewer than 2 images (--samples_per_class): the M-per-class sampler "
+            "repeats their images to fill a batch.") in caplog.text

@@ -1,9 +1,13 @@
 """Subprocess entry point for `tests/test_training.py`: one training run through `run_training`, parsed as `train_hf.py` parses.
 
-    python tests/training_worker.py [--kill_at_step N] [--save_rank_state_to DIR] -- <train_hf.py arguments>
+    python tests/training_worker.py [--kill_at_step N] [--pause_at_step N] [--save_rank_state_to DIR] -- <train_hf.py arguments>
 
 `--kill_at_step N` SIGKILLs the process at the end of optimizer step N (an interrupted run: no
-clean-up, nothing flushed). `--save_rank_state_to DIR` writes, on every process, the final
+clean-up, nothing flushed). `--pause_at_step N` holds the run at the end of step N, after writing
+`--output_dir/paused-at-N` (`paused-at-N-rankR` under `torchrun`), until the test deletes that file (so that a signal the test sends
+arrives during step N, whatever the machine's speed); the run goes through the command
+(`dcr_hf.training.command.train` in `dcr_hf.cli.reported_errors`, as `train_hf.py`), so its
+last line and exit status are the command's. `--save_rank_state_to DIR` writes, on every process, the final
 `state_dict()` (weights and `centers`) plus the final validation results to `DIR/rank{N}.pt`; run it
 under `torchrun` to check that the processes agree.
 """
@@ -14,6 +18,7 @@ import argparse
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -23,7 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dcr_hf.training import plan_training, run_training  # noqa: E402
-from dcr_hf.training.command import parse_arguments  # noqa: E402
+from dcr_hf.cli import reported_errors  # noqa: E402
+from dcr_hf.training.command import build_parser, parse_arguments, train  # noqa: E402
 
 
 class KillAtStep(TrainerCallback):
@@ -35,6 +41,23 @@ class KillAtStep(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class PauseAtStep(TrainerCallback):
+    """Hold the run at the end of optimizer step `step` until the marker file it writes is deleted."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step != self.step:
+            return
+        rank = f"-rank{os.environ['RANK']}" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+        marker = Path(args.output_dir) / f"paused-at-{self.step}{rank}"
+        marker.write_text(str(os.getpid()))
+        deadline = time.monotonic() + 120
+        while marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 class KeepModel(TrainerCallback):
@@ -49,10 +72,16 @@ class KeepModel(TrainerCallback):
 def main() -> None:
     worker = argparse.ArgumentParser()
     worker.add_argument("--kill_at_step", type=int)
+    worker.add_argument("--pause_at_step", type=int)
     worker.add_argument("--save_rank_state_to")
     own, training = worker.parse_known_args()
     if training[:1] == ["--"]:
         training = training[1:]
+    if own.pause_at_step is not None:
+        parser = build_parser(prog="train_hf.py")
+        with reported_errors(parser):
+            train(training, parser, callbacks=[PauseAtStep(own.pause_at_step)])
+        return
     model_args, data_args, training_args = parse_arguments(training)
     keep = KeepModel()
     callbacks = [keep]

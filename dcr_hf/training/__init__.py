@@ -10,7 +10,7 @@ the `DCRConfig`, the `DataSpec`, the completed `TrainingArguments`; `precision`:
 bf16 on a CPU) -> `run` (`run_training(plan)`: data, model, Trainer, train, validate, save, push)
 -> `model` (the stage's model), `trainer` (`DCRTrainer`), `mining` (the center terms' batch-hard
 miner), `guard` (the divergence guard), `checkpoints` (the output folder and resuming), `lock`
-(one run per output folder), `saving` (atomic saves).
+(one run per output folder), `saving` (atomic saves), `interrupt` (a clean stop on SIGINT / SIGTERM).
 
 The names below are imported when first used, so that `--help` does not load the data and model
 modules.
@@ -34,6 +34,7 @@ _EXPORTS = {
     "run_training": "run",
     "DCRTrainer": "trainer",
     "NonFiniteLossError": "guard",
+    "TrainingInterrupted": "interrupt",
 }
 
 

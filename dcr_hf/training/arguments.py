@@ -48,6 +48,8 @@ UNSUPPORTED_TRAINER_OPTIONS = {
     "batch_eval_metrics": "validation has no compute_metrics.",
     "label_names": "DCR's labels are the identity column.",
     "remove_unused_columns": "the transforms need the raw columns.",
+    "label_smoothing_factor": "the DCR model computes its own losses (softmax or margin head, center terms); the "
+    "Trainer's label smoother would never apply.",
 }
 
 
@@ -221,6 +223,9 @@ class DCRTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Replace a previous run in --output_dir (its checkpoints are deleted when training starts); "
                   "without it such a folder is refused unless the run resumes."},
+    )
+    save_on_interrupt: bool = field(
+        default=True, metadata={"help": "Save a checkpoint when SIGINT or SIGTERM stops the run."}
     )
     divergence_factor: float = field(
         default=100.0,

@@ -8,7 +8,10 @@
 lists every `TrainingArguments` option as well. Usage errors (bad values, missing or broken files
 and models, an `--output_dir` holding a finished run or in use by a live run) end with an argparse-style one-line error and
 exit status 2; a run stopped by the divergence guard, or a push that failed after the folder was
-saved, with one error line and exit status 1 (`dcr_hf.cli`; `--debug` shows the traceback).
+saved, with one error line and exit status 1 (`dcr_hf.cli`; `--debug` shows the traceback). SIGINT
+(Ctrl-C) or SIGTERM during training stops at the end of the step under way, saves a checkpoint
+(`--save_on_interrupt`, default on) and ends with one line naming it and the command that resumes
+the run, exit status 130 / 143 (`interrupt`); a second signal stops at once.
 
 A run reads top to bottom, each module left once (`train`):
 
@@ -39,8 +42,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import shlex
+import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from transformers import HfArgumentParser, TrainingArguments
@@ -158,17 +164,29 @@ def configure_logging(training_args: DCRTrainingArguments) -> None:
     datasets.utils.logging.set_verbosity(log_level)
 
 
-def train(argv: Sequence[str] | None = None, parser: HfArgumentParser | None = None) -> dict[str, Any]:
+def train(argv: Sequence[str] | None = None, parser: HfArgumentParser | None = None,
+          callbacks: list | None = None) -> dict[str, Any]:
     """Parse a command line, plan the run (every option checked) and train; returns `run_training`'s
-    result (bad arguments raise `ValueError` / `OSError` before any data is read)."""
+    result (bad arguments raise `ValueError` / `OSError` before any data is read). `callbacks`:
+    more `TrainerCallback`s for the run (a script embedding the command). A run stopped by SIGINT /
+    SIGTERM (or Ctrl-C outside training) raises `interrupt.TrainingInterrupted`, naming the
+    checkpoint kept and the command that resumes it."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     model_args, data_args, training_args = parse_arguments(argv, parser)
     # Imported once the command line is parsed: `--help` needs only the argument dataclasses.
+    from .interrupt import TrainingInterrupted
     from .plan import plan_training
     from .run import run_training
 
     configure_logging(training_args)
     plan = plan_training(model_args, data_args, training_args)
-    result = run_training(plan)
+    try:
+        result = run_training(plan, callbacks=callbacks)
+    except KeyboardInterrupt as interruption:
+        if not isinstance(interruption, TrainingInterrupted):  # Ctrl-C outside training (data, validation)
+            interruption = TrainingInterrupted(signal.SIGINT, training_args.output_dir)
+        interruption.resume_command = resume_command(argv, (parser or build_parser()).prog)
+        raise interruption from None
     if result.get("finished"):
         logger.info(result["finished"])
         return result
@@ -179,12 +197,31 @@ def train(argv: Sequence[str] | None = None, parser: HfArgumentParser | None = N
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point (`dcr-train`, `train_hf.py`)."""
+def resume_command(argv: Sequence[str], prog: str) -> str:
+    """The command line that resumes `argv`: the same options with `--resume_from_checkpoint last`
+    (any other `--resume_from_checkpoint` value dropped); `python train_hf.py ...` for a script,
+    `dcr-train ...` for the console command."""
+    kept, skip = [], False
+    for index, argument in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if argument == "--resume_from_checkpoint":
+            skip = index + 1 < len(argv) and not argv[index + 1].startswith("--")
+            continue
+        if not argument.startswith("--resume_from_checkpoint="):
+            kept.append(argument)
+    script = sys.argv[0] if Path(sys.argv[0]).name == prog else prog
+    command = ["python", script] if prog.endswith(".py") else [prog]
+    return shlex.join([*command, *kept, "--resume_from_checkpoint", "last"])
+
+
+def main(argv: Sequence[str] | None = None, callbacks: list | None = None) -> None:
+    """Console entry point (`dcr-train`, `train_hf.py`); `callbacks` as in `train`."""
     argv, debug = split_debug_flag(argv)
     parser = build_parser()
     with reported_errors(parser, debug):
-        train(argv, parser)
+        train(argv, parser, callbacks=callbacks)
 
 
-__all__ = ["build_parser", "check_trainer_options", "configure_logging", "main", "parse_arguments", "train"]
+__all__ = ["build_parser", "check_trainer_options", "configure_logging", "main", "parse_arguments", "resume_command", "train"]

@@ -24,12 +24,18 @@ Where each option is checked (once):
 
 - here: `--stage` with `--trunk` / `--init_from`; `--degradation` against the dataset (real LR
   images take none); `--validation_sizes` (against the model's `image_size`); `--samples_per_class`
-  with the batch size; `--divergence_factor`; for a branch / finetune stage, the source model's
-  files and `--image_size`, `--low_resolution_sizes`, `--head`, `--image_mean` / `--image_std`
-  against the source's; `--push_to_hub` with `--hub_model_id` and the repo (`prepare_push`);
+  with the batch size (a multiple of it, at least 2 identities per batch); `--divergence_factor`;
+  for a branch / finetune stage, the source model's files and `--image_size`,
+  `--low_resolution_sizes`, `--head`, `--image_mean` / `--image_std` against the source's;
+  `--push_to_hub` with `--hub_model_id` and the repo (`prepare_push`);
 - `degradation.resolve_degradation`, called here: the `--degradation` preset or JSON file;
 - `check_schedule`, here: `--max_steps`, `--num_train_epochs`, `--learning_rate`, `--weight_decay`
   (a run that would train nothing, a NaN / infinite / negative rate or decay; a rate above 10 warned);
+  `check_optimizer_settings`, here: `--adam_beta1`, `--adam_beta2`, `--adam_epsilon`, `--warmup_steps`,
+  `--max_grad_norm` (NaN, infinite, negative, betas outside [0, 1));
+- `run.check_training_labels`, when the training labels are first read (before the validation data,
+  the model and training): fewer than 2 identities, labels outside the classes, and with
+  `--samples_per_class` too few identities with enough images for one batch;
 - `precision.check_precision`, called here: `--fp16` / `--bf16` on a CPU;
 - the data registry, called here: `--dataset`, `--data_root`, `--validation_dataset`;
   `data.augment.check_augmentation`: `--augmentation`;
@@ -83,6 +89,7 @@ class DataSpec:
     validation_sizes: list[int]  # the LR sizes validated at
     augmentation: str
     samples_per_class: int | None
+    batch_size: int  # per device: the M-per-class sampler's batches hold `batch_size // samples_per_class` identities
     defer_low_resolution: bool  # augmentation and LR copies in the training step, on its device
 
 
@@ -118,6 +125,7 @@ def plan_training(
     _check_data_options(data_args, training_args)
     check_precision(training_args)
     check_schedule(training_args)
+    check_optimizer_settings(training_args)
     if not training_args.divergence_factor >= 0:
         raise DCRInputError(f"--divergence_factor must be >= 0 (0: no bound), got {training_args.divergence_factor}.")
     resume = _check_output_folder(training_args, stage, source, source_option)
@@ -135,7 +143,7 @@ def plan_training(
             "fine-tuning a branch model on real LR images is not supported: their distances do not name the "
             f"branch sizes {config.low_resolution_sizes}; fine-tune the trunk, then train the branches."
         )
-    data = data_spec(data_args, config)
+    data = data_spec(data_args, config, training_args.per_device_train_batch_size)
     push = prepare_push(training_args)
     complete_training_arguments(training_args, data.validation_protocol)
     return TrainingPlan(
@@ -179,10 +187,14 @@ def _check_data_options(data_args: DataArguments, training_args: DCRTrainingArgu
     per_class = data_args.samples_per_class
     if per_class is not None and per_class < 1:
         raise DCRInputError(f"--samples_per_class must be a positive number of images per identity, got {per_class}.")
-    if per_class is not None and training_args.per_device_train_batch_size % per_class:
+    batch = training_args.per_device_train_batch_size
+    if per_class is not None and batch % per_class:
+        raise DCRInputError(f"--per_device_train_batch_size {batch} must be a multiple of --samples_per_class {per_class}.")
+    if per_class is not None and batch // per_class < 2:
+        # A batch of one identity has no negatives: the softmax and the center terms see one class.
         raise DCRInputError(
-            f"--per_device_train_batch_size {training_args.per_device_train_batch_size} must be a multiple of "
-            f"--samples_per_class {per_class}."
+            f"--per_device_train_batch_size {batch} with --samples_per_class {per_class} holds {batch // per_class} "
+            f"identity per batch; the M-per-class sampler needs at least 2 (a batch of at least {2 * per_class})."
         )
 
 
@@ -208,6 +220,27 @@ def check_schedule(training_args: DCRTrainingArguments) -> None:
     if training_args.learning_rate > MAX_LEARNING_RATE:
         logger.warning(f"--learning_rate {training_args.learning_rate:g} is above {MAX_LEARNING_RATE:g}: expect the "
                        "run to diverge (DCR trains at 1e-3 .. 1e-1).")
+
+
+def check_optimizer_settings(training_args: DCRTrainingArguments) -> None:
+    """Refuse the optimizer's and the scheduler's numbers that make no sense, before any data is
+    read (NaN passes `TrainingArguments`' own `< 0` checks and the optimizer's, then fails or
+    silently does nothing mid-run): `--adam_beta1` / `--adam_beta2` outside [0, 1), a NaN,
+    infinite or negative `--adam_epsilon` or `--warmup_steps`, a NaN or negative `--max_grad_norm`
+    (the Trainer clips only when it is > 0: NaN or -1 would silently turn clipping off; 0 turns
+    it off on purpose, inf clips nothing)."""
+    for option in ("adam_beta1", "adam_beta2"):
+        value = getattr(training_args, option)
+        if not 0 <= value < 1:  # NaN fails too
+            raise DCRInputError(f"--{option} must be a number in [0, 1), got {value:g}.")
+    for option in ("adam_epsilon", "warmup_steps"):
+        value = getattr(training_args, option)
+        if not (math.isfinite(value) and value >= 0):
+            raise DCRInputError(f"--{option} must be a finite number >= 0, got {value:g}.")
+    if not training_args.max_grad_norm >= 0:
+        raise DCRInputError(
+            f"--max_grad_norm must be a number >= 0 (0: no clipping), got {training_args.max_grad_norm:g}."
+        )
 
 
 def _check_output_folder(training_args: DCRTrainingArguments, stage: str, source: str | None,
@@ -288,8 +321,9 @@ def source_processor(model_args: ModelArguments, source: str, image_size: int) -
 # -- the data and the Trainer ---------------------------------------------------------------------
 
 
-def data_spec(data_args: DataArguments, config: DCRConfig) -> DataSpec:
-    """The `DataSpec` of the arguments, for a model of `config`; `--validation_sizes` checked here."""
+def data_spec(data_args: DataArguments, config: DCRConfig, batch_size: int) -> DataSpec:
+    """The `DataSpec` of the arguments, for a model of `config` trained in per-device batches of
+    `batch_size`; `--validation_sizes` checked here."""
     name, protocol = registry.validation_for(data_args.dataset, data_args.validation_dataset)
     validation_options = data_args
     if data_args.validation_data_root is not None:
@@ -301,7 +335,7 @@ def data_spec(data_args: DataArguments, config: DCRConfig) -> DataSpec:
         dataset=data_args.dataset, options=data_args, image_size=config.image_size,
         max_train_samples=data_args.max_train_samples, validation_name=name, validation_protocol=protocol,
         validation_options=validation_options, validation_sizes=sizes, augmentation=data_args.augmentation,
-        samples_per_class=data_args.samples_per_class,
+        samples_per_class=data_args.samples_per_class, batch_size=batch_size,
         # Default true: on an accelerator, and on a CPU too, where it was measured as fast or faster
         # (`benchmarks/bench_data.py`).
         defer_low_resolution=True if data_args.defer_low_resolution is None else data_args.defer_low_resolution,
@@ -352,6 +386,6 @@ def complete_training_arguments(training_args: DCRTrainingArguments, protocol: s
 
 
 __all__ = [
-    "MAX_LEARNING_RATE", "DataSpec", "TrainingPlan", "check_schedule", "complete_training_arguments", "data_spec", "new_trunk_config", "plan_training",
+    "MAX_LEARNING_RATE", "DataSpec", "TrainingPlan", "check_optimizer_settings", "check_schedule", "complete_training_arguments", "data_spec", "new_trunk_config", "plan_training",
     "prepare_push", "source_processor", "stage_config",
 ]

@@ -24,6 +24,7 @@ from ..degradation import degradation_for
 from ..image_processing_dcr import DCRImageProcessor
 from ..saving import write_text_atomic
 from .checkpoints import check_output_dir, finished_message, remove_previous_checkpoints
+from .interrupt import StopOnSignal
 from .lock import LOCK_FILE, RunLock
 from .mining import build_miner
 from .model import build_model
@@ -47,13 +48,17 @@ class TrainingData:
 
 
 def load_training_data(spec: DataSpec) -> TrainingData:
-    """The training split and the validation data of the spec, from the dataset registry."""
+    """The training split and the validation data of the spec, from the dataset registry; the
+    training labels are checked (`check_training_labels`) as soon as they are read, before the
+    validation data."""
     split = registry.load_training_split(spec.dataset, spec.options, spec.image_size)
     train = split.dataset
     if spec.max_train_samples is not None:
         train = train.select(range(min(spec.max_train_samples, len(train))))
+    labels = training_labels(train)
     label_feature = train.features["label"]
-    num_labels = getattr(label_feature, "num_classes", None) or int(max(train["label"])) + 1
+    num_labels = getattr(label_feature, "num_classes", None) or (int(labels.max()) + 1 if labels.size else 0)
+    check_training_labels(labels, num_labels, spec.samples_per_class, spec.batch_size)
     names = getattr(label_feature, "names", None) or [str(i) for i in range(num_labels)]
     validation = None
     if spec.validation_name is not None:
@@ -67,19 +72,43 @@ def load_training_data(spec: DataSpec) -> TrainingData:
     )
 
 
-def check_training_labels(data: TrainingData) -> None:
-    """Every training label in 0..num_labels-1, checked once before training: the model checks the
-    labels of each batch only on a CPU (on an accelerator that would wait for the device every step);
-    and at least 2 identities (a 1-class model learns nothing)."""
-    labels = np.asarray(data.train.with_format("numpy")["label"])
-    if labels.size and (labels.min() < 0 or labels.max() >= data.num_labels):
+def training_labels(train: Dataset) -> np.ndarray:
+    """The `label` column of a training set, `[rows]` (no image is decoded)."""
+    return np.asarray(train.with_format("numpy")["label"])
+
+
+def check_training_labels(labels: np.ndarray, num_labels: int, samples_per_class: int | None = None,
+                          batch_size: int | None = None) -> None:
+    """Refuse training labels a run cannot train on, once, before the model is built or any
+    validation runs: a label outside 0..num_labels-1 (the model checks the labels of each batch
+    only on a CPU; on an accelerator that would wait for the device every step); fewer than 2
+    identities (a 1-class model learns nothing); with `samples_per_class` (the M-per-class
+    sampler, batches of `batch_size // samples_per_class` identities with `samples_per_class`
+    images each), fewer identities holding that many images than one batch needs. Identities with
+    fewer images are warned about: the sampler repeats their images to fill their slots."""
+    if labels.size and (labels.min() < 0 or labels.max() >= num_labels):
         bad = int(labels.min()) if labels.min() < 0 else int(labels.max())
-        raise DCRInputError(f"the training set has label {bad}, outside 0..{data.num_labels - 1} (its {data.num_labels} classes).")
-    identities = np.unique(labels).size
-    if identities < 2:
+        raise DCRInputError(f"the training set has label {bad}, outside 0..{num_labels - 1} (its {num_labels} classes).")
+    counts = np.unique(labels, return_counts=True)[1]
+    if counts.size < 2:
         raise DCRInputError(
-            f"the training set has {identities} identit{'y' if identities == 1 else 'ies'} ({labels.size} images); "
+            f"the training set has {counts.size} identit{'y' if counts.size == 1 else 'ies'} ({labels.size} images); "
             "DCR training needs at least 2 identities to tell apart."
+        )
+    if samples_per_class is None:
+        return
+    needed = batch_size // samples_per_class
+    qualifying = int((counts >= samples_per_class).sum())
+    if qualifying < needed:
+        raise DCRInputError(
+            f"--samples_per_class {samples_per_class} with --per_device_train_batch_size {batch_size} needs {needed} "
+            f"identities of at least {samples_per_class} image{'s' * (samples_per_class != 1)} for one batch; the "
+            f"training set has {qualifying} (of {counts.size} identities, {labels.size} images)."
+        )
+    if qualifying < counts.size:
+        logger.warning(
+            f"{counts.size - qualifying} of the {counts.size} training identities have fewer than {samples_per_class} "
+            f"images (--samples_per_class): the M-per-class sampler repeats their images to fill a batch."
         )
 
 
@@ -154,8 +183,10 @@ def _run_locked(plan: TrainingPlan, callbacks: list | None, data: TrainingData |
     training_args, config = plan.training_args, plan.config
     set_seed(training_args.seed)
     if data is None:
-        data = load_training_data(plan.data)
-    check_training_labels(data)
+        data = load_training_data(plan.data)  # its labels checked before the validation data is read
+    else:
+        check_training_labels(training_labels(data.train), data.num_labels, plan.data.samples_per_class,
+                              plan.data.batch_size)
     model = build_model(plan, data.id2label)
     # A branch model given HR pixels alone makes its LR copies as the processor does.
     plan.processor.write_to_model_config(model.config)
@@ -198,12 +229,19 @@ def _run_locked(plan: TrainingPlan, callbacks: list | None, data: TrainingData |
 
 def _train_and_validate(trainer: DCRTrainer, training_args: DCRTrainingArguments, data: TrainingData) -> dict[str, Any]:
     """Validate the starting model, train, validate the final (best) model, save model and metrics
-    as the transformers examples do (`train_results.json`, `eval_results.json`, `all_results.json`)."""
+    as the transformers examples do (`train_results.json`, `eval_results.json`, `all_results.json`).
+    A run stopped by SIGINT / SIGTERM raises `interrupt.TrainingInterrupted` after training, its
+    checkpoint saved and nothing final written."""
     before = None
     if training_args.evaluate_before_training and not training_args.resume_from_checkpoint:
         trainer.evaluate(metric_key_prefix="before")
         before = trainer.last_validation
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    # SIGINT / SIGTERM stop at the next step boundary (`interrupt`), with a checkpoint to resume from.
+    stop = StopOnSignal(training_args.output_dir, save=training_args.save_on_interrupt)
+    trainer.add_callback(stop)
+    with stop:
+        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    stop.raise_if_stopped()  # nothing final is written from an interrupted run
     trainer.check_finite()  # the final folder is never written from a diverged model
     if trainer.state.best_model_checkpoint and training_args.load_best_model_at_end:
         logger.info(
@@ -310,4 +348,4 @@ def _finish_folder(plan: TrainingPlan, trainer: DCRTrainer, result: dict[str, An
         result["hub_model_id"] = hub_model_id
 
 
-__all__ = ["TrainingData", "check_training_labels", "load_training_data", "run_training", "train_transform"]
+__all__ = ["TrainingData", "check_training_labels", "load_training_data", "run_training", "train_transform", "training_labels"]
