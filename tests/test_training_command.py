@@ -34,7 +34,10 @@ def test_help_lists_dcr_options_first_and_points_to_the_trainers(capsys):
     assert text.startswith("usage: ")
     assert _sections(text) == ["options", "DCR model", "Data", "DCR training options",
                                "Trainer options (transformers.TrainingArguments)"]
-    assert len(text.splitlines()) < 260  # not the 700-line TrainingArguments list
+    # Not the TrainingArguments list: the DCR options grow with the project, the Trainer's ~100 stay behind
+    # --help_all (whose listing is well over twice as long).
+    assert len(text.splitlines()) < 300
+    assert 2 * len(text.splitlines()) < len(_help("--help_all", capsys=capsys).splitlines())
     for option in ("--stage", "--trunk", "--dataset", "--casia_fold", "--lr_milestones", "--learning_rate", "--output_dir"):
         assert f"\n  {option} " in text, option
     assert "\n  --gradient_accumulation_steps" not in text and "--help_all lists all" in text
