@@ -214,6 +214,6 @@ def test_index_kinds_find_the_exact_neighbours_and_remove(kind, tmp_path):
 def test_kind_choice_by_size():
     assert choose_kind("auto", 100_000) == "flat" and choose_kind("auto", 100_001) == "ivfpq"
     kind = index_kind("auto", 1_000_000, 512)
-    assert (kind.factory, kind.search_parameters) == ("IVF4096,PQ64np", {"nprobe": 128})
+    assert (kind.factory, kind.search_parameters) == ("IVF4096,PQ128np", {"nprobe": 128})
     with pytest.raises(ValueError, match="at least 256 faces"):
         index_kind("ivfpq", 100, 512)

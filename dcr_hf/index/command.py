@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="flat: exact (up to ~10^5 faces, auto's choice there); ivfpq: compressed, auto beyond; hnsw: graph")
     build.add_argument("--nlist", type=_positive, default=None, help="IVF-PQ coarse clusters (default: ~4 sqrt(n))")
     build.add_argument("--nprobe", type=_positive, default=None, help="IVF-PQ clusters scanned a query (default: nlist / 32)")
-    build.add_argument("--pq_m", type=_positive, default=None, help="IVF-PQ code bytes a face (default: dimension / 8)")
+    build.add_argument("--pq_m", type=_positive, default=None, help="IVF-PQ code bytes a face (default: dimension / 4)")
     build.add_argument("--ef_search", type=_positive, default=128, help="HNSW candidates kept while searching")
     build.add_argument("--overwrite", action="store_true", help="replace an index already in --index_dir")
 

@@ -41,6 +41,8 @@ logger = logging.get_logger(__name__)
 FORMAT_VERSION = 1
 INDEX_FILE = "index.faiss"
 MANIFEST_FILE = "manifest.json"
+#: IVF training sample: this many faces a coarse cluster at most.
+TRAINING_POINTS_PER_LIST = 64
 
 
 def _normalized(embeddings: np.ndarray, what: str, dimension: int | None = None) -> np.ndarray:
@@ -97,13 +99,16 @@ class GalleryIndex:
 
         `kind`: "auto" (`flat` up to `kinds.EXACT_UP_TO` faces, else `ivfpq`), "flat", "ivfpq" or
         "hnsw"; `kind_options` go to `kinds.index_kind` (nlist, nprobe, pq_m, hnsw_m, ef_search).
-        IVF-PQ trains on these embeddings.
+        IVF-PQ trains on these embeddings, at most `TRAINING_POINTS_PER_LIST` x nlist of them (a
+        seeded random sample): faiss' k-means needs 39 to 256 a cluster, and its cost grows with them.
         """
         vectors = _normalized(embeddings, "The gallery embeddings")
         chosen = index_kind(kind, len(vectors), vectors.shape[1], **kind_options)
         index = new_index(chosen, vectors.shape[1])
         if not index.is_trained:
-            index.train(vectors)
+            limit = TRAINING_POINTS_PER_LIST * getattr(faiss_module().extract_index_ivf(index), "nlist", 1)
+            sample = vectors if len(vectors) <= limit else vectors[np.sort(np.random.default_rng(0).choice(len(vectors), limit, replace=False))]
+            index.train(sample)
         gallery = cls(index, chosen, vectors.shape[1], dict(model or {}), dict(preprocessing or {}), {}, {}, 0)
         gallery.add_embeddings(vectors, identities, sources)
         return gallery
