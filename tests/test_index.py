@@ -23,7 +23,7 @@ from dcr_hf.index.command import main
 from dcr_hf.index.embedding import embed_probes, model_identity, read_probes
 from dcr_hf.hub.loading import load_model_and_processor
 
-from .layouts import make_identity_folder, save_face
+from .layouts import make_identity_folder
 from .models import tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
