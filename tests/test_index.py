@@ -217,3 +217,19 @@ def test_kind_choice_by_size():
     assert (kind.factory, kind.search_parameters) == ("IVF4096,PQ128np", {"nprobe": 128})
     with pytest.raises(ValueError, match="at least 256 faces"):
         index_kind("ivfpq", 100, 512)
+
+
+def test_build_from_a_prepared_dataset_folder(setup, tmp_path):
+    """A `save_to_disk` folder of enrolled faces (images embedded as bytes) indexes like the folder tree."""
+    from dcr_hf.data.generic import load_image_folder
+
+    prepared = tmp_path / "prepared"
+    load_image_folder(setup["gallery"], cache_dir=tmp_path / "cache").save_to_disk(str(prepared))
+    model, processor = load_model_and_processor(str(setup["model"]))
+    identity = model_identity(model, str(setup["model"]))
+    from_tree = GalleryIndex.build(setup["gallery"], model, processor, identity)
+    from_prepared = GalleryIndex.build(prepared, model, processor, identity)
+    assert len(from_prepared) == 5 and from_prepared.identity_names == ["ada", "bob", "cyd"]
+    queries = np.random.default_rng(0).normal(size=(3, 32)).astype(np.float32)
+    hits = [[(h["identity"], round(h["score"], 5)) for h in row] for row in from_tree.search_embeddings(queries, 5)]
+    assert [[(h["identity"], round(h["score"], 5)) for h in row] for row in from_prepared.search_embeddings(queries, 5)] == hits
