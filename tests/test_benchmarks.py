@@ -41,6 +41,20 @@ def test_bench_recordio_runs_with_tiny_sizes():
         assert row in done.stdout, done.stdout
 
 
+def _run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.slow  # builds flat, IVF-PQ and HNSW indexes of 10^4 faces in a subprocess
+def test_bench_index_runs_tiny():
+    done = _run_benchmark("bench_index.py", "--tiny")
+    assert done.returncode == 0, done.stderr[-3000:]
+    for row in ("flat: IDMap2,Flat", "exact search", "ivfpq: IVF", "nprobe=1", "hnsw: IDMap2,HNSW32,Flat", "efSearch=16"):
+        assert row in done.stdout, done.stdout
+
+
 ORIGINAL_REPO = Path("/work/.mirror/gyfastas+CS7319E1G16/repo")
 ORIGINAL_PYTHON = Path("/work/orig-venv/bin/python")
 
@@ -68,3 +82,14 @@ def test_bench_vs_original_train_runs_with_tiny_sizes():
         assert ratio.endswith("%") and 0 < int(ratio[:-1]) <= 100, table  # end-to-end never beats the step alone
     for shim in ("config.py", "utils/monitor.py", "train.py", "PIL.Image.ANTIALIAS", "mkinit"):
         assert shim in table, table
+
+
+@pytest.mark.slow  # runs the original's metric code in its own venv
+@pytest.mark.skipif(not (ORIGINAL_REPO.exists() and ORIGINAL_PYTHON.exists()),
+                    reason="needs the original DCR's repository and its venv (/work/.mirror/..., /work/orig-venv), absent here")
+def test_bench_vs_original_metrics_runs_tiny_and_agrees():
+    done = _run_benchmark("bench_vs_original_metrics.py", "--tiny", "--repeats", "1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = {line.split()[0]: line for line in done.stdout.splitlines() if line.startswith(("verification", "retrieval"))}
+    assert set(lines) == {"verification", "retrieval"}, done.stdout
+    assert all(line.rstrip().endswith("yes") for line in lines.values()), done.stdout

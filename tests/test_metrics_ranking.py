@@ -311,3 +311,15 @@ def test_embedding_metrics_reject_bad_inputs():
         cosine_similarity_pairs(np.zeros((2, 3)), np.ones((2, 3)))
     with pytest.raises(ValueError, match="`embeddings_b` has 1 row"):
         cosine_similarity_pairs(np.ones((2, 3)), [[1.0, 2.0, np.nan], [1.0, 1.0, 1.0]])
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_exact_knn_torch_path_equals_the_faiss_path(metric):
+    """The torch path (a GPU, or no faiss) finds the same neighbours as faiss' flat index on a CPU."""
+    rng = np.random.default_rng(11)
+    queries = torch.from_numpy(rng.normal(size=(90, 8)).astype(np.float32))
+    references = torch.from_numpy((rng.normal(size=(60, 8)) * 3).astype(np.float32))
+    faiss_scores, faiss_indices = ExactKNN(metric).search(queries, references, 9)
+    torch_scores, torch_indices = ExactKNN(metric, block_size=16, use_faiss=False).search(queries, references, 9)
+    np.testing.assert_array_equal(torch_indices.numpy(), faiss_indices.numpy())
+    np.testing.assert_allclose(torch_scores.numpy(), faiss_scores.numpy(), rtol=1e-5, atol=1e-4)

@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-COMMANDS = {"dcr-train", "dcr-eval", "dcr-prepare", "dcr-convert", "dcr-export-onnx"}
+COMMANDS = {"dcr-train", "dcr-eval", "dcr-prepare", "dcr-convert", "dcr-export-onnx", "dcr-index"}
 TINY = [
     "--synthetic_num_identities", "8", "--synthetic_images_per_identity", "3", "--synthetic_num_pairs", "40",
     "--image_size", "48", "--low_resolution_sizes", "8", "12", "--depths", "1", "1", "1", "1",

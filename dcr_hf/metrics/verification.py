@@ -52,8 +52,8 @@ def cosine_similarity_pairs(embeddings_a: ArrayLike | torch.Tensor, embeddings_b
         a, b = a.double(), b.double()
     if b.device != a.device:
         b = b.to(a.device)
-    norms = torch.linalg.vector_norm(a, dim=1) * torch.linalg.vector_norm(b, dim=1)
-    scores = _paired_dot(a, b).div_(norms)
+    scores, norms = _paired_dot_and_norms(a, b)
+    scores.div_(norms)
     suspicious = ~(torch.isfinite(norms) & (norms > 0))
     if bool(suspicious.any()):
         rows = suspicious.nonzero().flatten().cpu().numpy()
@@ -63,18 +63,26 @@ def cosine_similarity_pairs(embeddings_a: ArrayLike | torch.Tensor, embeddings_b
     return scores.cpu().numpy()
 
 
-def _paired_dot(a: torch.Tensor, b: torch.Tensor, rows: int = 512) -> torch.Tensor:
-    """Row-wise dot products `[num]` of `[num, dim]` tensors. On a CPU by blocks of `rows` through one
-    small buffer: a product the size of the inputs would be a fresh allocation, whose page faults
-    cost as much as the arithmetic (measured: 0.7 ms instead of 1.0 ms for 6000 x 512 float32)."""
+def _paired_dot_and_norms(a: torch.Tensor, b: torch.Tensor, rows: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-wise dot products `[num]` of `[num, dim]` tensors and the products of their norms `[num]`.
+
+    On a CPU in one pass over the inputs: by blocks of `rows`, each block's norms and dot products
+    computed while it is in the cache (1024 x 512 float32: 2 MiB a side), the products written into
+    one small buffer (a product the size of the inputs would be a fresh allocation, whose page faults
+    cost as much as the arithmetic). Measured on 4 x 6000 x 512 float32 pairs: 3.8 ms instead of
+    4.6 ms for whole-array norms, then the dot products.
+    """
     if a.device.type != "cpu":
-        return torch.linalg.vecdot(a, b)
-    dots = torch.empty(len(a), dtype=a.dtype)
+        return torch.linalg.vecdot(a, b), torch.linalg.vector_norm(a, dim=1) * torch.linalg.vector_norm(b, dim=1)
+    dots, norms, norms_b = (torch.empty(len(a), dtype=a.dtype) for _ in range(3))
     buffer = torch.empty((min(rows, len(a)), a.shape[1]), dtype=a.dtype)
     for start in range(0, len(a), rows):
         stop = min(start + rows, len(a))
-        torch.sum(torch.mul(a[start:stop], b[start:stop], out=buffer[: stop - start]), dim=1, out=dots[start:stop])
-    return dots
+        block_a, block_b = a[start:stop], b[start:stop]
+        torch.linalg.vector_norm(block_a, dim=1, out=norms[start:stop])
+        torch.linalg.vector_norm(block_b, dim=1, out=norms_b[start:stop])
+        torch.sum(torch.mul(block_a, block_b, out=buffer[: stop - start]), dim=1, out=dots[start:stop])
+    return dots, norms.mul_(norms_b)
 
 
 def _exact_cosine(a: np.ndarray, b: np.ndarray, total: int) -> np.ndarray:
@@ -177,10 +185,13 @@ def verification_accuracy(
         _check_lengths(scores=scores, folds=np.asarray(folds).reshape(-1))
     fold_ids, num_folds = _fold_ids(folds, len(scores), num_folds)
 
-    # One sort for everything: distinct scores ascending and the position of each pair in them.
-    values, positions = np.unique(scores, return_inverse=True)
-    thresholds = _fold_thresholds(values, positions, fold_ids, num_folds, is_same, threshold_grid)
-
+    if threshold_grid is None:
+        # One sort for everything: distinct scores ascending and the position of each pair in them.
+        values, positions = np.unique(scores, return_inverse=True)
+        gain = _training_gain(fold_ids, num_folds, positions, len(values), is_same)
+        thresholds = _exact_thresholds(values, positions, fold_ids, num_folds, gain)
+    else:
+        thresholds = _grid_thresholds(scores, fold_ids, num_folds, is_same, threshold_grid)
     held_out_correct = (scores > thresholds[fold_ids]) == is_same
     fold_accuracies = np.bincount(fold_ids, weights=held_out_correct, minlength=num_folds) / np.bincount(
         fold_ids, minlength=num_folds
@@ -194,26 +205,12 @@ def verification_accuracy(
     )
 
 
-def _fold_thresholds(
-    values: np.ndarray,
-    positions: np.ndarray,
-    fold_ids: np.ndarray,
-    num_folds: int,
-    is_same: np.ndarray,
-    threshold_grid: Literal["original"] | ArrayLike | None,
-) -> np.ndarray:
-    """Threshold `[folds]` chosen on the other folds for each fold, by the rule of `threshold_grid`."""
-    gain = _training_gain(fold_ids, num_folds, positions, len(values), is_same)
-    if threshold_grid is None:
-        return _exact_thresholds(values, positions, fold_ids, num_folds, gain)
-    return _grid_thresholds(values, gain, threshold_grid)
-
-
 def _training_gain(
     fold_ids: np.ndarray, num_folds: int, positions: np.ndarray, num_values: int, is_same: np.ndarray
 ) -> np.ndarray:
-    """Gain `[folds, m + 1]` in correct training pairs of each cut over cut 0, for every held-out fold."""
-    # Cut c (0..m) predicts "different" for the c lowest distinct scores and "same" above them.
+    """Gain `[folds, m + 1]` in correct training pairs of each cut over cut 0, for every held-out fold,
+    where pair i lies in bin `positions[i]` of `num_values` ordered bins (its distinct score's rank)."""
+    # Cut c (0..m) predicts "different" for the c lowest bins and "same" above them.
     # Relative to cut 0 ("all same"), each pair at or below the cut adds +1 correct if it is
     # different and -1 if it is same: training accuracy = (training same pairs + gain) / pairs.
     fold_gain = np.bincount(
@@ -247,7 +244,8 @@ def _exact_thresholds(
 
 
 def _grid_thresholds(
-    values: np.ndarray, gain: np.ndarray, threshold_grid: Literal["original"] | ArrayLike
+    scores: np.ndarray, fold_ids: np.ndarray, num_folds: int, is_same: np.ndarray,
+    threshold_grid: Literal["original"] | ArrayLike,
 ) -> np.ndarray:
     """Threshold `[folds]` of the best grid value of each fold (`threshold_grid` "original" or an array)."""
     if isinstance(threshold_grid, str):
@@ -256,9 +254,12 @@ def _grid_thresholds(
         grid = ORIGINAL_THRESHOLD_GRID
     else:
         grid = np.unique(_as_1d("threshold_grid", threshold_grid, finite=True).astype(np.float64))
-    # `score > g` holds exactly for the distinct scores above the first `grid_cuts` ones.
-    grid_cuts = np.searchsorted(values, grid, side="right")
-    return grid[_last_argmax(gain[:, grid_cuts])]
+    # `score > grid[j]` fails exactly when fewer than j + 1 grid values lie below the score: binning
+    # the pairs by that count makes cut j + 1 of the bins the decision of grid[j], with no sort of
+    # the scores (the grid has 400 values, LFW 6000 pairs).
+    bins = np.searchsorted(grid, scores, side="left")
+    gain = _training_gain(fold_ids, num_folds, bins, len(grid) + 1, is_same)
+    return grid[_last_argmax(gain[:, 1 : len(grid) + 1])]
 
 
 def _last_argmax(values: np.ndarray) -> np.ndarray:

@@ -1,0 +1,148 @@
+"""The faiss index kinds of a gallery: exact, IVF-PQ and HNSW, as faiss `index_factory` strings.
+
+A kind is data saved with the index (its factory string and search parameters go into the
+manifest), so a loaded index is searched as it was built. Every kind holds L2-normalised
+embeddings and keeps the caller's int64 ids:
+
+- `flat`: `IDMap2,Flat` with inner products, exact cosine search; for up to ~10^5 faces (a
+  search reads every vector: 2 KiB a 512-d face).
+- `ivfpq`: `IVF{nlist},PQ{m}np` with L2 distances (on unit vectors the same order as cosine):
+  `nlist` coarse clusters (about 4 sqrt(n)), product-quantised residuals of `m` bytes a face;
+  a search scans `nprobe` clusters. `remove` is native but scans every inverted list (O(n)).
+- `hnsw`: `IDMap2,HNSW32,Flat` with L2 distances, a graph over the full vectors (the most memory,
+  the fastest at high recall). faiss' HNSW cannot delete: `remove` rebuilds the graph from the
+  stored vectors of the identities kept.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors_dcr import DCRInputError
+
+KINDS = ("flat", "ivfpq", "hnsw")
+#: Above this many faces `auto` picks `ivfpq`: an exact search then reads over 200 MB of 512-d vectors a query.
+EXACT_UP_TO = 100_000
+#: Training points faiss wants per k-means centroid (fewer: a warning and poorer clusters).
+POINTS_PER_CENTROID = 39
+
+
+def faiss_module():
+    """faiss, or an ImportError saying how to install it."""
+    try:
+        import faiss
+    except ImportError as error:
+        raise ImportError("Gallery search needs faiss: `pip install faiss-cpu` (or faiss-gpu).") from error
+    return faiss
+
+
+@dataclass
+class IndexKind:
+    """A gallery index kind and its parameters (saved in the manifest).
+
+    Attributes:
+        kind: one of `KINDS`.
+        factory: the faiss `index_factory` string.
+        metric: "inner_product" (flat) or "l2" (ivfpq, hnsw), on L2-normalised embeddings.
+        search_parameters: `{"nprobe": ...}` (ivfpq) or `{"efSearch": ...}` (hnsw), set on load.
+    """
+
+    kind: str
+    factory: str
+    metric: str
+    search_parameters: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "factory": self.factory, "metric": self.metric, "search_parameters": self.search_parameters}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> IndexKind:
+        return cls(values["kind"], values["factory"], values["metric"], dict(values.get("search_parameters", {})))
+
+
+def choose_kind(kind: str, num_vectors: int) -> str:
+    """`kind`, or for "auto" `flat` up to `EXACT_UP_TO` faces and `ivfpq` beyond."""
+    if kind == "auto":
+        return "flat" if num_vectors <= EXACT_UP_TO else "ivfpq"
+    if kind not in KINDS:
+        raise DCRInputError(f"--index_kind must be one of {('auto', *KINDS)}, got {kind!r}.")
+    return kind
+
+
+def pq_bytes(dimension: int) -> int:
+    """PQ code bytes a face: 128 for 512-d (4 dimensions a sub-quantiser), a divisor of `dimension`.
+
+    Measured on clustered synthetic faces (`benchmarks/bench_index.py --tiny`, 128-d): 8 dimensions
+    a byte find the exact nearest face among the first 10 for 0.92 of the queries, 4 for 0.99.
+    """
+    target = max(1, dimension // 4)
+    return max(m for m in range(1, target + 1) if dimension % m == 0)
+
+
+def index_kind(kind: str, num_vectors: int, dimension: int, *, nlist: int | None = None, nprobe: int | None = None,
+               pq_m: int | None = None, hnsw_m: int = 32, ef_search: int = 128) -> IndexKind:
+    """The `IndexKind` for `num_vectors` training faces of `dimension` (`kind` "auto" or one of `KINDS`).
+
+    IVF-PQ: `nlist` defaults to the power of two nearest 4 sqrt(n) (at most n / 39, faiss' points per
+    centroid), `nprobe` to nlist / 32 (at least 1), `pq_m` to `pq_bytes(dimension)`; it needs at least
+    256 training faces (the 8-bit codebooks have 256 centroids).
+    """
+    kind = choose_kind(kind, num_vectors)
+    if kind == "flat":
+        return IndexKind("flat", "IDMap2,Flat", "inner_product")
+    if kind == "hnsw":
+        return IndexKind("hnsw", f"IDMap2,HNSW{hnsw_m},Flat", "l2", {"efSearch": ef_search})
+    if num_vectors < 256:
+        raise DCRInputError(f"--index_kind ivfpq needs at least 256 faces to train its codebooks, got {num_vectors}; use flat.")
+    if nlist is None:
+        nlist = 2 ** round(math.log2(4 * math.sqrt(num_vectors)))
+        nlist = max(1, min(nlist, num_vectors // POINTS_PER_CENTROID))
+    pq_m = pq_bytes(dimension) if pq_m is None else pq_m
+    if dimension % pq_m:
+        raise DCRInputError(f"--pq_m {pq_m} must divide the embedding dimension {dimension}.")
+    nprobe = max(1, nlist // 32) if nprobe is None else nprobe
+    # "np": no polysemous training (a slow annealing of the codes, for a search mode not used here).
+    return IndexKind("ivfpq", f"IVF{nlist},PQ{pq_m}np", "l2", {"nprobe": nprobe})
+
+
+def new_index(kind: IndexKind, dimension: int):
+    """An empty faiss index of `kind` (to be trained when it is IVF-PQ)."""
+    faiss = faiss_module()
+    metric = faiss.METRIC_INNER_PRODUCT if kind.metric == "inner_product" else faiss.METRIC_L2
+    index = faiss.index_factory(dimension, kind.factory, metric)
+    if kind.kind == "hnsw":
+        faiss.downcast_index(index.index).hnsw.efConstruction = 80
+    set_search_parameters(index, kind)
+    return index
+
+
+def set_search_parameters(index, kind: IndexKind) -> None:
+    """Apply `kind.search_parameters` (nprobe, efSearch) to `index` (CPU, or GPU for nprobe)."""
+    faiss = faiss_module()
+    for name, value in kind.search_parameters.items():
+        faiss.ParameterSpace().set_index_parameter(index, name, int(value))
+
+
+def to_gpu(index):
+    """A copy of `index` on every GPU when faiss has GPU support and there is a GPU, else None.
+
+    HNSW has no GPU version in faiss; such an index stays on the CPU.
+    """
+    faiss = faiss_module()
+    if not hasattr(faiss, "index_cpu_to_all_gpus") or faiss.get_num_gpus() == 0:
+        return None
+    try:
+        return faiss.index_cpu_to_all_gpus(index)
+    except RuntimeError:  # a kind faiss cannot clone to a GPU (HNSW)
+        return None
+
+
+def scores_from_distances(kind: IndexKind, distances):
+    """Cosine similarities from the index's distances (inner products, or squared L2 of unit vectors)."""
+    return distances if kind.metric == "inner_product" else 1.0 - distances / 2.0
+
+
+__all__ = ["EXACT_UP_TO", "KINDS", "IndexKind", "choose_kind", "faiss_module", "index_kind", "new_index", "pq_bytes",
+           "scores_from_distances", "set_search_parameters", "to_gpu"]
