@@ -36,7 +36,11 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _read(path: Path) -> object:
+def read_checkpoint_file(path: Path) -> object:
+    """What a `torch.save` file holds, read with `weights_only=True`; `ConversionError` in one line
+    naming the file for a directory, a missing, empty, truncated or code-running one."""
+    if path.is_dir():
+        raise ConversionError(f"checkpoint {path} is a directory; expected a checkpoint file.")
     if not path.is_file():
         raise ConversionError(f"checkpoint {path} does not exist.")
     if path.stat().st_size == 0:
@@ -75,7 +79,7 @@ def load_original_checkpoint(path: str | Path) -> OriginalCheckpoint:
     """Read an original checkpoint; raise `ConversionError` naming the file for a missing, empty,
     truncated or unsafe one, and naming the tensor for NaN/inf weights or centers."""
     path = Path(path)
-    checkpoint = _read(path)
+    checkpoint = read_checkpoint_file(path)
     if not isinstance(checkpoint, dict):
         raise ConversionError(f"checkpoint {path} holds a {type(checkpoint).__name__}, expected the original's dict.")
     # A bare state dict (all tensors) is accepted too.
@@ -89,4 +93,4 @@ def load_original_checkpoint(path: str | Path) -> OriginalCheckpoint:
     return OriginalCheckpoint(path=path, state_dict=state_dict, criterion=criterion)
 
 
-__all__ = ["DDP_PREFIX", "OriginalCheckpoint", "load_original_checkpoint"]
+__all__ = ["DDP_PREFIX", "OriginalCheckpoint", "load_original_checkpoint", "read_checkpoint_file"]
