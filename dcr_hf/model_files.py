@@ -105,6 +105,25 @@ def weight_files(folder: Path) -> list[Path]:
     return [folder / WEIGHTS_NAME]
 
 
+def saved_tensor_names(name_or_path: str) -> set[str]:
+    """The tensor names a saved folder's (or a Hub repo's) safetensors weights hold, read from the
+    file headers only (a Hub repo's files are downloaded, as loading would)."""
+    from safetensors import safe_open
+
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir():
+        files = weight_files(folder)
+    else:
+        from huggingface_hub import hf_hub_download
+
+        files = [Path(hf_hub_download(str(name_or_path), WEIGHTS_NAME))]
+    names: set[str] = set()
+    for path in files:
+        with safe_open(str(path), "pt") as weights:
+            names.update(weights.keys())
+    return names
+
+
 def check_model_folder(folder: str | Path, option: str = "model", weights: bool = True) -> None:
     """Raise one line when a local model folder lacks, or holds a broken, `config.json` or (with
     `weights`) weight file."""
@@ -198,5 +217,6 @@ __all__ = [
     "load_config",
     "load_pretrained",
     "safetensors_problem",
+    "saved_tensor_names",
     "weight_files",
 ]
