@@ -176,7 +176,7 @@ def test_unexpected_keys_and_shapes_are_named(tmp_path):
 
 
 def test_an_architecture_of_the_other_project_is_refused_before_reading(tmp_path):
-    with one_line_error(r"--architecture ir_50 is not a insightface arcface_torch network; expected one of \['r18'"):
+    with one_line_error(r"--architecture ir_50 is not one of the insightface arcface_torch networks \['r18'"):
         _library_convert("arcface_torch", tmp_path / "nothing.pt", "ir_50", tmp_path / "out")
 
 

@@ -92,7 +92,7 @@ def check_source_options(source: str, architecture: str | None, base_model: str 
     family = IRESNET_BODIES[architecture]["trunk_type"]
     if family not in SOURCES[source].trunk_types:
         names = [name for name, body in IRESNET_BODIES.items() if body["trunk_type"] in SOURCES[source].trunk_types]
-        raise ConversionError(f"--architecture {architecture} is not a {SOURCES[source].project} network; expected one of {names}.")
+        raise ConversionError(f"--architecture {architecture} is not one of the {SOURCES[source].project} networks {names}.")
     if base_model is not None and not looks_like_hub_id(base_model):
         raise ConversionError(
             f"--base_model {base_model!r} is not a Hub model id (org/name); a local path is not recorded as the base model."
