@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
                 channel_order=args.channel_order, push_to_hub=repo_id, private=args.hub_private_repo or None,
                 token=args.hub_token, revision=args.hub_revision,
             )
-            print(f"Converted a {args.source} {args.architecture} backbone to {args.output_dir}")
+            print(f"Converted the {args.source} {args.architecture} backbone to {args.output_dir}")
             return
         model = convert_original_checkpoint(
             args.checkpoint, args.output_dir, args.config, args.stage, repo_id, private=args.hub_private_repo or None,

@@ -127,6 +127,19 @@ class DCRIResNetStage(nn.Module):
         return hidden_state
 
 
+class DCRFixedScaleBatchNorm1d(nn.BatchNorm1d):
+    """insightface's embedding BatchNorm1d: its weight stays as loaded (1 in arcface_torch, which
+    sets `requires_grad = False` on it) while the bias and statistics train. The weight is detached
+    in the forward pass rather than frozen by `requires_grad`, which loading a checkpoint resets."""
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.num_batches_tracked.add_(1)  # as nn.BatchNorm1d counts (its cumulative-average mode reads it)
+        momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        return F.batch_norm(embedding, self.running_mean, self.running_var, self.weight.detach(), self.bias,
+                            self.training, momentum if self.training else 0.0, self.eps)
+
+
 class DCRIResNetHead(nn.Module):
     """The embedding of the last feature map: BN2d - dropout - flatten - linear - BatchNorm1d
     (`"iresnet"`: affine, its weight fixed at 1 as insightface keeps it; `"ir"`: without affine)."""
@@ -137,9 +150,10 @@ class DCRIResNetHead(nn.Module):
         self.normalization = nn.BatchNorm2d(channels)
         self.dropout = nn.Dropout(config.trunk_dropout)
         self.projection = nn.Linear(channels * side * side, config.embedding_size)
-        self.features = nn.BatchNorm1d(config.embedding_size, affine=config.trunk_type == "iresnet")
-        if self.features.weight is not None:
-            self.features.weight.requires_grad_(False)
+        if config.trunk_type == "iresnet":
+            self.features = DCRFixedScaleBatchNorm1d(config.embedding_size)
+        else:
+            self.features = nn.BatchNorm1d(config.embedding_size, affine=False)
 
     def forward(self, hidden_state: torch.Tensor) -> torch.Tensor:
         """`[batch, C, s, s]` -> `[batch, embedding_size]` (not normalized)."""
@@ -187,6 +201,7 @@ class DCRIResNetTrunk(nn.Module):
 
 
 __all__ = [
+    "DCRFixedScaleBatchNorm1d",
     "DCRIResNetEmbeddings",
     "DCRIResNetHead",
     "DCRIResNetLayer",

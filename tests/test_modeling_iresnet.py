@@ -38,7 +38,7 @@ def test_the_layouts_differ_where_the_projects_do():
     # A stage that keeps its width (64 -> 64 in the published nets; 8 -> 8 here) but strides.
     assert isinstance(insightface.stages[0].layers[0].shortcut.convolution, torch.nn.Conv2d)
     assert isinstance(adaface.stages[0].layers[0].shortcut, torch.nn.MaxPool2d)
-    assert insightface.head.features.affine and not insightface.head.features.weight.requires_grad
+    assert insightface.head.features.affine and insightface.head.features.bias is not None
     assert not adaface.head.features.affine
     assert isinstance(DCRModel(_tiny(trunk_type="ir", squeeze_excitation_reduction=4)).trunk.stages[0].layers[0]
                       .squeeze_excitation.reduce, torch.nn.Conv2d)
@@ -93,8 +93,14 @@ def test_branches_and_the_pipeline_on_an_iresnet_trunk(tmp_path):
     torch.testing.assert_close(torch.tensor(features).reshape(-1), expected.reshape(-1), rtol=0, atol=1e-5)
 
 
-def test_training_step_reaches_every_trunk_parameter_but_the_fixed_batch_norm_weight():
-    model = DCRForImageClassification(_tiny(trunk_type="iresnet")).train()
+@pytest.mark.parametrize("reload", [False, True])
+def test_training_step_reaches_every_trunk_parameter_but_the_fixed_batch_norm_weight(tmp_path, reload):
+    model = DCRForImageClassification(_tiny(trunk_type="iresnet"))
+    if reload:  # loading must not make insightface's fixed weight trainable
+        model.save_pretrained(tmp_path)
+        model = DCRForImageClassification.from_pretrained(tmp_path)
+    model.train()
+    tracked = int(model.dcr.trunk.head.features.num_batches_tracked)
     loss = model(torch.randn(4, 3, 32, 32), labels=torch.tensor([0, 1, 2, 3])).loss
     loss.backward()
     for name, parameter in model.dcr.trunk.named_parameters():
@@ -102,3 +108,18 @@ def test_training_step_reaches_every_trunk_parameter_but_the_fixed_batch_norm_we
             assert parameter.grad is None
         else:
             assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    assert int(model.dcr.trunk.head.features.num_batches_tracked) == tracked + 1
+
+
+def test_the_fixed_scale_batch_norm_is_torchs_batch_norm():
+    from dcr_hf.modeling_iresnet_dcr import DCRFixedScaleBatchNorm1d
+
+    ours, torchs = DCRFixedScaleBatchNorm1d(6), torch.nn.BatchNorm1d(6)
+    randomize(torchs)
+    ours.load_state_dict(torchs.state_dict())
+    x = torch.randn(5, 6)
+    for mode in (True, False):
+        ours.train(mode), torchs.train(mode)
+        torch.testing.assert_close(ours(x), torchs(x), rtol=0, atol=1e-6)
+        for key, value in torchs.state_dict().items():
+            torch.testing.assert_close(ours.state_dict()[key], value, rtol=0, atol=1e-6)
