@@ -165,6 +165,29 @@ RESNET_BODIES: dict[str, dict[str, object]] = {
 }
 
 
+#: The face-recognition IResNets people download (their layer layout, our field names), all at
+#: 112x112 input with a 512-d embedding: insightface arcface_torch's `r18`..`r200`
+#: (`trunk_type="iresnet"`) and AdaFace's `ir_18`..`ir_101` and `ir_se_50` (`trunk_type="ir"`,
+#: squeeze-excitation blocks for `ir_se_50`). `dcr_hf.convert` reads their checkpoints.
+IRESNET_BODIES: dict[str, dict[str, object]] = {
+    **{
+        name: {"trunk_type": "iresnet", "depths": depths, "hidden_sizes": [64, 128, 256, 512], "image_size": 112}
+        for name, depths in (
+            ("r18", [2, 2, 2, 2]), ("r34", [3, 4, 6, 3]), ("r50", [3, 4, 14, 3]),
+            ("r100", [3, 13, 30, 3]), ("r200", [6, 26, 60, 6]),
+        )
+    },
+    **{
+        name: {"trunk_type": "ir", "depths": depths, "hidden_sizes": [64, 128, 256, 512], "image_size": 112}
+        for name, depths in (
+            ("ir_18", [2, 2, 2, 2]), ("ir_34", [3, 4, 6, 3]), ("ir_50", [3, 4, 14, 3]), ("ir_101", [3, 13, 30, 3]),
+        )
+    },
+    "ir_se_50": {"trunk_type": "ir", "depths": [3, 4, 14, 3], "hidden_sizes": [64, 128, 256, 512], "image_size": 112,
+                 "squeeze_excitation_reduction": 16},
+}
+
+
 class DCRConfig(PreTrainedConfig):
     r"""
     Configuration of a Deep Coupled ResNet (DCR, Lu, Jiang & Kot, IEEE SPL 2018) for
@@ -177,7 +200,14 @@ class DCRConfig(PreTrainedConfig):
             `"resnet"`: 7x7/2 conv stem, max-pool and basic residual blocks with batch norm (the
             original implementation's default trunk). `"paper"`: the paper's "Face-ResNet"
             layout with a 3x3 stem, a 3x3 conv + 2x2 max-pool opening each stage, PReLU
-            activations (one slope per channel) and optional batch norm.
+            activations (one slope per channel) and optional batch norm. `"iresnet"`: insightface's
+            improved ResNet (arcface_torch `r18`..`r200`): 3x3 conv-BN-PReLU stem, blocks
+            BN-conv-BN-PReLU-conv(stride)-BN plus a 1x1 conv + BN shortcut on each stage's first
+            block, then BN, dropout, a linear layer of the flattened last feature map and a
+            BatchNorm1d (the embedding). `"ir"`: AdaFace's IR networks, the same but with a
+            stride-only subsampling shortcut where a block keeps its width and an affine-free
+            BatchNorm1d. Both take `image_size` inputs only (the linear layer sees every position);
+            `IRESNET_BODIES` lists the published depths.
         layer_type (`str`, defaults to `"basic"`):
             Residual block of the `"resnet"` trunk, as in transformers' `ResNetConfig`: `"basic"`
             (two 3x3 convolutions; ResNet-18/34) or `"bottleneck"` (1x1 reduce to a quarter of the
@@ -191,6 +221,13 @@ class DCRConfig(PreTrainedConfig):
             Output channels of each stage (bottleneck stages: 256/512/1024/2048 in ResNet-50).
         stem_hidden_size (`int`, *optional*):
             Channels of the stem convolution; defaults to 64 for `"resnet"` and 32 for `"paper"`.
+        squeeze_excitation_reduction (`int`, *optional*):
+            `"iresnet"` / `"ir"` trunks: a squeeze-excitation module closing every residual branch,
+            its bottleneck `channels // squeeze_excitation_reduction` wide (16 in AdaFace's
+            `ir_se_50`); `None`: none.
+        trunk_dropout (`float`, defaults to 0.0):
+            `"iresnet"` / `"ir"` trunks: dropout on the flattened feature map before the embedding
+            layer in training (insightface trains with 0, AdaFace with 0.4).
         use_batch_norm (`bool`, defaults to `True`):
             Batch norm in the `"paper"` trunk (the paper has none; the original authors found it
             trains better). The `"resnet"` trunk always uses batch norm.
@@ -284,7 +321,9 @@ class DCRConfig(PreTrainedConfig):
     """
 
     model_type = "dcr"
-    trunk_types: ClassVar[tuple[str, ...]] = ("resnet", "paper")
+    trunk_types: ClassVar[tuple[str, ...]] = ("resnet", "paper", "iresnet", "ir")
+    #: The trunks of face-recognition IResNets (`IRESNET_BODIES`): fixed input size, basic IR blocks.
+    iresnet_trunk_types: ClassVar[tuple[str, ...]] = ("iresnet", "ir")
     layer_types: ClassVar[tuple[str, ...]] = ("basic", "bottleneck")
     #: A bottleneck block's 3x3 convolutions run at `hidden_size // bottleneck_reduction` channels.
     bottleneck_reduction: ClassVar[int] = 4
@@ -312,6 +351,8 @@ class DCRConfig(PreTrainedConfig):
     depths: list[int] | tuple[int, ...] = (1, 2, 5, 3)
     hidden_sizes: list[int] | tuple[int, ...] = (64, 128, 256, 512)
     stem_hidden_size: int | None = None
+    squeeze_excitation_reduction: int | None = None
+    trunk_dropout: float = 0.0
     use_batch_norm: bool = True
     embedding_size: int = 512
     normalize_embeddings: bool = True
@@ -339,7 +380,7 @@ class DCRConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         if self.stem_hidden_size is None:
-            self.stem_hidden_size = 64 if self.trunk_type == "resnet" else 32
+            self.stem_hidden_size = 32 if self.trunk_type == "paper" else 64
         # Checked before transformers builds `id2label` from it (`range("5")` would fail obscurely);
         # transformers counts the labels of `id2label` when one is given.
         if self.id2label is not None:
@@ -370,6 +411,7 @@ class DCRConfig(PreTrainedConfig):
             raise DCRInputError(f"layer_type={self.layer_type!r} is not one of {self.layer_types}.")
         if self.layer_type == "bottleneck" and self.trunk_type != "resnet":
             raise DCRInputError(f"layer_type='bottleneck' needs trunk_type='resnet', got trunk_type={self.trunk_type!r}.")
+        self._validate_iresnet()
         if len(self.depths) == 0 or len(self.depths) != len(self.hidden_sizes):
             raise DCRInputError(
                 f"depths ({self.depths}) and hidden_sizes ({self.hidden_sizes}) must be non-empty "
@@ -393,6 +435,25 @@ class DCRConfig(PreTrainedConfig):
         self._validate_mining()
         self._validate_head()
         self.degradation = check_degradation(self.degradation)
+
+    def _validate_iresnet(self) -> None:
+        """The fields only the `"iresnet"` / `"ir"` trunks use, and what those trunks need."""
+        iresnet = self.trunk_type in self.iresnet_trunk_types
+        dropout = self.trunk_dropout
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise DCRInputError(f"trunk_dropout must be a number in [0, 1), got {dropout!r}.")
+        reduction = self.squeeze_excitation_reduction
+        if reduction is not None and not _is_positive_int(reduction):
+            raise DCRInputError(f"squeeze_excitation_reduction must be a positive integer or None, got {reduction!r}.")
+        if not iresnet and (reduction is not None or dropout):
+            raise DCRInputError(
+                f"squeeze_excitation_reduction and trunk_dropout belong to trunk_type in {self.iresnet_trunk_types}, "
+                f"not to trunk_type={self.trunk_type!r}."
+            )
+        if iresnet and reduction is not None and any(h < reduction for h in self.hidden_sizes):
+            raise DCRInputError(
+                f"hidden_sizes ({self.hidden_sizes}) must be at least squeeze_excitation_reduction={reduction} wide."
+            )
 
     def _validate_head(self) -> None:
         """Check the head's fields; a margin head's unset scale and margin get its defaults."""
@@ -490,6 +551,7 @@ class DCRConfig(PreTrainedConfig):
 __all__ = [
     "DEGRADATION_PRESETS",
     "DEGRADATION_STEPS",
+    "IRESNET_BODIES",
     "RESNET_BODIES",
     "DCRConfig",
     "check_degradation",

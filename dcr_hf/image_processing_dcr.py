@@ -450,6 +450,11 @@ class DCRImageProcessorKwargs(ImagesKwargs, total=False):
     landmarks: Any
     downsample_interpolation: str
     upsample_interpolation: str
+    channel_order: str
+
+
+#: `channel_order` values: the channel order of the model's input (the images are read as RGB).
+CHANNEL_ORDERS = ("rgb", "bgr")
 
 
 class DCRImageProcessor(BaseImageProcessor):
@@ -476,6 +481,10 @@ class DCRImageProcessor(BaseImageProcessor):
             defaults to `"bilinear"`): the two resizes of the LR simulation. `"lanczos"` is the
             original's operator: PIL's Lanczos, then PIL's upsample filter, both in 8 bits (as batched
             tensor operations); torch modes ("bicubic", ...) resize float pixels.
+        channel_order (`str`, defaults to `"rgb"`): the channel order of the model's input. Images
+            are read as RGB on every path; `"bgr"` (AdaFace's networks, trained on OpenCV-decoded
+            images) reverses the channels in `normalize_pixels`, so `pixel_values` and everything
+            normalized (training batches, LR copies) are BGR; `image_mean` / `image_std` stay in RGB order.
     """
 
     model_input_names = ["pixel_values"]
@@ -492,12 +501,13 @@ class DCRImageProcessor(BaseImageProcessor):
     # Saved in preprocessor_config.json: folders saved with "bicubic" keep it when loaded.
     downsample_interpolation = DEFAULT_DOWNSAMPLE
     upsample_interpolation = DEFAULT_UPSAMPLE
+    channel_order = "rgb"
     # Set on a call's copy only (see `_for_call`): a class attribute is not saved with the settings.
     _input_data_format: ChannelDimension | None = None
 
     #: The settings a processor is made of; each is also a per-call option of `preprocess`.
     settings = ("image_size", "do_resize", "resample", "do_normalize", "image_mean", "image_std", "do_convert_rgb",
-                "low_resolution_size", "downsample_interpolation", "upsample_interpolation")
+                "low_resolution_size", "downsample_interpolation", "upsample_interpolation", "channel_order")
 
     def __init__(self, **kwargs: Any):
         if "interpolation" in kwargs:
@@ -528,6 +538,9 @@ class DCRImageProcessor(BaseImageProcessor):
         self.downsample_interpolation = options["downsample_interpolation"]
         self.upsample_interpolation = options["upsample_interpolation"]
         self.low_resolution_size = self.check_low_resolution_size(options["low_resolution_size"])
+        if options["channel_order"] not in CHANNEL_ORDERS:
+            raise DCRInputError(f"channel_order={options['channel_order']!r} is not one of {CHANNEL_ORDERS}.")
+        self.channel_order = options["channel_order"]
 
     def _for_call(self, options: dict[str, Any], input_data_format: Any) -> DCRImageProcessor:
         """This processor, or a copy with one call's settings (checked as the constructor checks them)."""
@@ -542,7 +555,8 @@ class DCRImageProcessor(BaseImageProcessor):
 
     #: The settings a model's config carries (besides `image_size`), so that a branch model given
     #: plain HR `pixel_values` makes the LR copies itself as this processor would.
-    model_config_settings = ("do_normalize", "image_mean", "image_std", "downsample_interpolation", "upsample_interpolation")
+    model_config_settings = ("do_normalize", "image_mean", "image_std", "downsample_interpolation", "upsample_interpolation",
+                             "channel_order")
 
     @classmethod
     def from_model_config(cls, config: DCRConfig) -> DCRImageProcessor:
@@ -614,20 +628,32 @@ class DCRImageProcessor(BaseImageProcessor):
         return images.to(torch.float32).mul_(self.rescale_factor)
 
     def normalize_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """`[..., 3, H, W]` in [0, 1] -> normalized with `image_mean` / `image_std` (identity without `do_normalize`)."""
-        if not self.do_normalize:
-            return pixel_values
-        mean = channel_constants(tuple(self.image_mean), pixel_values.dtype, pixel_values.device)
-        std = channel_constants(tuple(self.image_std), pixel_values.dtype, pixel_values.device)
-        return (pixel_values - mean) / std
+        """RGB `[..., 3, H, W]` in [0, 1] -> the model's input: normalized with `image_mean` / `image_std`
+        (not without `do_normalize`), then in `channel_order`."""
+        if self.do_normalize:
+            mean = channel_constants(tuple(self.image_mean), pixel_values.dtype, pixel_values.device)
+            std = channel_constants(tuple(self.image_std), pixel_values.dtype, pixel_values.device)
+            pixel_values = (pixel_values - mean) / std
+        return self._model_channel_order(pixel_values)
 
     def denormalize_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The inverse of `normalize_pixels`: normalized `[..., 3, H, W]` -> pixels in [0, 1] (up to rounding)."""
+        """The inverse of `normalize_pixels`: normalized `[..., 3, H, W]` -> RGB pixels in [0, 1] (up to rounding)."""
+        pixel_values = self._model_channel_order(pixel_values)
         if not self.do_normalize:
             return pixel_values
         mean = channel_constants(tuple(self.image_mean), pixel_values.dtype, pixel_values.device)
         std = channel_constants(tuple(self.image_std), pixel_values.dtype, pixel_values.device)
         return pixel_values * std + mean
+
+    # -- channel order (`channel_order`) ------------------------------------------------------
+
+    def _model_channel_order(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """RGB <-> the model's channel order on the channel axis of `[..., 3, H, W]` (its own inverse)."""
+        return pixel_values.flip(-3) if self.channel_order == "bgr" else pixel_values
+
+    def _in_model_order(self, values: Sequence[float]) -> list[float]:
+        """Per-channel RGB values (a mean, a std, a bound) in the order of the model's channels."""
+        return list(values)[::-1] if self.channel_order == "bgr" else list(values)
 
     def pixel_range(self) -> tuple[list[float], list[float]]:
         """Per-channel lowest and highest normalized value (the images of pixels 0 and 1)."""
@@ -635,7 +661,7 @@ class DCRImageProcessor(BaseImageProcessor):
             return [0.0] * 3, [1.0] * 3
         low = [(0.0 - m) / s for m, s in zip(self.image_mean, self.image_std)]
         high = [(1.0 - m) / s for m, s in zip(self.image_mean, self.image_std)]
-        return low, high
+        return self._in_model_order(low), self._in_model_order(high)
 
     @property
     def low_resolution_in_8_bits(self) -> bool:
@@ -665,7 +691,10 @@ class DCRImageProcessor(BaseImageProcessor):
             output_size=self.image_size,
             downsample_interpolation=self.downsample_interpolation,
             upsample_interpolation=self.upsample_interpolation,
-            normalization=(self.image_mean, self.image_std) if normalized and self.do_normalize else None,
+            normalization=(
+                (self._in_model_order(self.image_mean), self._in_model_order(self.image_std))
+                if normalized and self.do_normalize else None
+            ),
             clamp=(0.0, 1.0),
             between=between,
         )

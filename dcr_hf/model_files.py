@@ -150,6 +150,25 @@ def weight_files(folder: Path) -> list[Path]:
     return [folder / WEIGHTS_NAME]
 
 
+def saved_tensor_names(name_or_path: str) -> set[str]:
+    """The tensor names a saved folder's (or a Hub repo's) safetensors weights hold, read from the
+    file headers only (a Hub repo's files are downloaded, as loading would)."""
+    from safetensors import safe_open
+
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir():
+        files = weight_files(folder)
+    else:
+        from huggingface_hub import hf_hub_download
+
+        files = [Path(hf_hub_download(str(name_or_path), WEIGHTS_NAME))]
+    names: set[str] = set()
+    for path in files:
+        with safe_open(str(path), "pt") as weights:
+            names.update(weights.keys())
+    return names
+
+
 def config_problem(path: Path) -> str | None:
     """Why `path` is not a model's `config.json` (JSON with a `model_type`), or `None`."""
     problem = json_problem(path)
@@ -292,6 +311,7 @@ __all__ = [
     "load_config",
     "load_pretrained",
     "safetensors_problem",
+    "saved_tensor_names",
     "shape_problem",
     "tensor_shapes",
     "weight_files",

@@ -4,7 +4,8 @@ Lu, Jiang & Kot, "Deep Coupled ResNet for Low-Resolution Face Recognition", IEEE
 
 This file travels to every Hub repository next to `configuration_dcr.py`, `losses_dcr.py`,
 `image_processing_dcr.py` (the LR operator a branch model applies to plain HR pixels) and
-`errors_dcr.py` (for `trust_remote_code`), so it imports only torch, transformers and those. It is longer than the
+`errors_dcr.py` and `modeling_iresnet_dcr.py` (the face-recognition IResNet trunks), for
+`trust_remote_code`, so it imports only torch, transformers and those. It is longer than the
 package's other modules because, as in transformers' own model files, one file holds the whole
 network (trunk blocks, branches, classifier heads) and both models with their input checks.
 """
@@ -30,6 +31,7 @@ from .errors_dcr import DCRInputError
 from .configuration_dcr import DCRConfig
 from .image_processing_dcr import DCRImageProcessor
 from .losses_dcr import Miner, branch_stage_loss, initial_norm_statistics, trunk_stage_loss
+from .modeling_iresnet_dcr import DCRIResNetTrunk
 
 logger = logging.get_logger(__name__)
 
@@ -280,6 +282,15 @@ class DCRTrunk(nn.Module):
         return hidden_state, embedding, hidden_states
 
 
+def build_trunk(config: DCRConfig) -> DCRTrunk | DCRIResNetTrunk:
+    """The trunk `config.trunk_type` names: DCR's own (`"resnet"`, `"paper"`) or a face-recognition
+    IResNet (`"iresnet"`, `"ir"`, in `modeling_iresnet_dcr.py`); both return (feature map, embedding,
+    hidden states)."""
+    if config.trunk_type in config.iresnet_trunk_types:
+        return DCRIResNetTrunk(config)
+    return DCRTrunk(config)
+
+
 class DCRBranch(nn.Module):
     """One resolution's coupling branch: `projection` (the original's branch `fc1`) of a trunk
     embedding into the coupled space, optionally L2-normalized."""
@@ -365,7 +376,7 @@ class DCRPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
-    _no_split_modules = ["DCRBasicLayer", "DCRBottleNeckLayer"]
+    _no_split_modules = ["DCRBasicLayer", "DCRBottleNeckLayer", "DCRIResNetLayer"]
     # The losses are per-batch means: the Trainer must scale them for gradient accumulation itself.
     accepts_loss_kwargs = False
 
@@ -399,9 +410,10 @@ class DCRPreTrainedModel(PreTrainedModel):
             if module.bias is not None:
                 bound = 1 / math.sqrt(module.in_features) if module.in_features > 0 else 0
                 init.uniform_(module.bias, -bound, bound)
-        elif isinstance(module, nn.BatchNorm2d):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
+        elif isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            if module.affine:  # the IResNet embedding's BatchNorm1d of the "ir" trunk has none
+                init.ones_(module.weight)
+                init.zeros_(module.bias)
             init.zeros_(module.running_mean)
             init.ones_(module.running_var)
             init.zeros_(module.num_batches_tracked)
@@ -470,7 +482,7 @@ class DCRModel(DCRPreTrainedModel):
 
     def __init__(self, config: DCRConfig):
         super().__init__(config)
-        self.trunk = DCRTrunk(config)
+        self.trunk = build_trunk(config)
         self.branches = (
             nn.ModuleList(DCRBranch(config) for _ in config.resolutions) if config.use_branches else None
         )

@@ -81,7 +81,8 @@ def export_description(model: DCRModel, processor: DCRImageProcessor, source: st
         "pixel_values": {
             "dtype": "float32", "shape": ["batch", config.num_channels, config.image_size, config.image_size],
             "preprocessing": "DCRImageProcessor(**processor), or by hand: RGB, PIL resize to image_size x image_size "
-                             "with filter `resample`, x rescale_factor, (x - image_mean) / image_std per channel; an LR "
+                             "with filter `resample`, x rescale_factor, (x - image_mean) / image_std per channel, the "
+                             "channels then reversed when channel_order is 'bgr'; an LR "
                              "probe is brought back to image_size the same way (its branch_index says its size)",
         },
     }

@@ -93,3 +93,13 @@ def test_bench_vs_original_metrics_runs_tiny_and_agrees():
     lines = {line.split()[0]: line for line in done.stdout.splitlines() if line.startswith(("verification", "retrieval"))}
     assert set(lines) == {"verification", "retrieval"}, done.stdout
     assert all(line.rstrip().endswith("yes") for line in lines.values()), done.stdout
+
+
+@pytest.mark.slow  # an r18 at 112x112 forward and backward, in a subprocess
+def test_bench_iresnet_runs_tiny():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_iresnet.py"), "--tiny"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for row in ("inference (embedder, no grad)", "training step (whole trunk)", "float32 GEMM peak", "r18 IResNet trunk at 112x112"):
+        assert row in done.stdout, done.stdout

@@ -205,3 +205,22 @@ def test_the_command_line_exports_in_a_fresh_process(exported, tmp_path):
     assert f"(opset {description['opset']}; inputs pixel_values" in completed.stdout
     assert "largest embedding difference per branch: hr " in completed.stdout
     assert {p.name for p in (tmp_path / "cli").iterdir()} == {ONNX_FILE, METADATA_FILE}
+
+
+@pytest.mark.parametrize("trunk", [dict(trunk_type="iresnet"), dict(trunk_type="ir", squeeze_excitation_reduction=4)])
+def test_iresnet_trunks_with_branches_export_exactly(tmp_path, face_photos, trunk):
+    """The face-recognition IResNet trunks (their embedding BatchNorm1d, subsampling shortcuts, SE),
+    every tensor random (batch-norm statistics included), through branches, against onnxruntime."""
+    from tests.face_sources import randomize
+
+    model = branch_model_from_trunk(
+        DCRForImageClassification(tiny_config(hidden_sizes=[8, 8, 16, 16], stem_hidden_size=8, **trunk)), specialized_initialization=False
+    )
+    randomize(model, seed=2)
+    folder = _save(tmp_path / "iresnet", model)
+    description = export_onnx(str(folder), tmp_path / "onnx")
+    pixel_values = _inputs(folder, _photos(face_photos, 3), 12)
+    with torch.no_grad():
+        expected = AutoModel.from_pretrained(folder).eval()(pixel_values, resolution=12).pooler_output.numpy()
+    got = _onnx_embeddings(tmp_path / "onnx", pixel_values, np.full(3, description["branch_index"]["12"]))
+    assert np.abs(got - expected).max() <= TOLERANCE

@@ -81,11 +81,14 @@ def _config_dict(config: DCRConfig | Mapping[str, Any] | None) -> dict[str, Any]
 
 def _architecture_values(config: Mapping[str, Any], processor: DCRImageProcessor) -> dict[str, Any]:
     """The architecture and preprocessing facts the card templates show."""
-    trunk_description = (
-        "ResNet-style trunk (7x7/2 conv, max-pool, basic residual blocks with batch norm)"
-        if config["trunk_type"] == "resnet"
-        else "paper-style Face-ResNet trunk (3x3 convs, PReLU" + (", batch norm)" if config["use_batch_norm"] else ")")
-    )
+    descriptions = {
+        "resnet": "ResNet-style trunk (7x7/2 conv, max-pool, basic residual blocks with batch norm)",
+        "paper": "paper-style Face-ResNet trunk (3x3 convs, PReLU" + (", batch norm)" if config["use_batch_norm"] else ")"),
+        "iresnet": "insightface IResNet trunk (improved residual blocks, PReLU, projected shortcuts, linear embedding)",
+        "ir": "AdaFace IR trunk (improved residual blocks, PReLU, linear embedding"
+              + (", squeeze-excitation)" if config.get("squeeze_excitation_reduction") else ")"),
+    }
+    trunk_description = descriptions[config["trunk_type"]]
     names = ("depths", "hidden_sizes", "embedding_size", "branch_hidden_size", "normalize_embeddings", "image_size",
              "low_resolution_sizes")
     return {
@@ -93,7 +96,19 @@ def _architecture_values(config: Mapping[str, Any], processor: DCRImageProcessor
         **{name: config[name] for name in names},
         "image_mean": list(processor.image_mean),
         "image_std": list(processor.image_std),
+        "channel_order": processor.channel_order.upper(),
     }
+
+
+def _card_license(converted_from: Mapping[str, Any] | None) -> dict[str, str]:
+    """The card's licence metadata: this repository's Apache-2.0, or for converted weights the
+    source's terms (`other` with their name; `unknown` when the user did not give them)."""
+    if converted_from is None:
+        return {"license": "apache-2.0"}
+    name = converted_from.get("license")
+    if not name:
+        return {"license": "unknown"}
+    return {"license": "other", "license_name": re.sub(r"[^a-z0-9.-]+", "-", name.lower()).strip("-") or "other"}
 
 
 def render_model_card(
@@ -114,6 +129,7 @@ def render_model_card(
     specialized_initialization: bool = True,
     eval_results: Sequence[EvalResult] = (),
     template_dir: str | Path | None = None,
+    converted_from: Mapping[str, Any] | None = None,
 ) -> ModelCard:
     """Render the trunk or branch model card.
 
@@ -138,6 +154,9 @@ def render_model_card(
             the model a fine-tuned one started from): metadata and text.
         eval_results: `EvalResult`s to keep (e.g. from an earlier card), merged before `results`.
         template_dir: another folder of templates with the same file names.
+        converted_from: for a trunk converted from another project (`dcr_hf.convert.face_backbone`):
+            `project`, `url`, `architecture`, `checkpoint`, `dataset`, `license` (`None` when not
+            given) and `license_note`; the card names them and its licence metadata is the source's.
     """
     if kind not in CARD_KINDS:
         raise DCRInputError(f"kind={kind!r} is not a card kind; expected one of {CARD_KINDS}.")
@@ -159,7 +178,7 @@ def render_model_card(
         merged = merge_eval_results(merged, results_to_eval_results(
             results, dataset_name, dataset_type, real_low_resolution_probes=real_low_resolution_probes))
     card_data = ModelCardData(
-        license="apache-2.0",
+        **_card_license(converted_from),
         library_name="transformers",
         pipeline_tag=TASK_TYPE,
         tags=["face-recognition", "low-resolution", "dcr", "image-feature-extraction", "custom_code"],
@@ -185,6 +204,7 @@ def render_model_card(
         results_section=results_markdown(merged),
         base_model=base_model,
         specialized_initialization=specialized_initialization,
+        converted_from=dict(converted_from) if converted_from else None,
         **_architecture_values(values, image_processor or DCRImageProcessor()),
     )
     return ModelCard(content)

@@ -31,12 +31,17 @@ class OriginalCheckpoint:
     criterion: dict[str, torch.Tensor]
 
 
-def _read(path: Path) -> object:
+def read_checkpoint_file(
+    path: Path, expected: str = "the original's checkpoint file (model_best.pth.tar or checkpoint.pth.tar)"
+) -> object:
+    """What a `torch.save` file holds, read with `weights_only=True`; `ConversionError` in one line
+    naming the file for a directory (saying it expected `expected`), a missing, empty, truncated,
+    random-bytes or code-running one."""
     try:
         return load_weights_only(path)
     except UnloadableFile as error:
-        hint = "; expected the original's checkpoint file (model_best.pth.tar or checkpoint.pth.tar)"
-        raise ConversionError(f"checkpoint {path} {error}{hint if path.is_dir() else ''}.") from None
+        hint = f"; expected {expected}" if path.is_dir() else ""
+        raise ConversionError(f"checkpoint {path} {error}{hint}.") from None
 
 
 def _tensors(entries: object, path: Path, what: str) -> dict[str, torch.Tensor]:
@@ -58,7 +63,7 @@ def load_original_checkpoint(path: str | Path) -> OriginalCheckpoint:
     """Read an original checkpoint; raise `ConversionError` naming the file for a missing, empty,
     truncated or unsafe one, and naming the tensor for NaN/inf weights or centers."""
     path = Path(path)
-    checkpoint = _read(path)
+    checkpoint = read_checkpoint_file(path)
     if not isinstance(checkpoint, dict):
         raise ConversionError(f"checkpoint {path} holds a {type(checkpoint).__name__}, expected the original's dict.")
     # A bare state dict (all tensors) is accepted too.
@@ -72,4 +77,4 @@ def load_original_checkpoint(path: str | Path) -> OriginalCheckpoint:
     return OriginalCheckpoint(path=path, state_dict=state_dict, criterion=criterion)
 
 
-__all__ = ["DDP_PREFIX", "OriginalCheckpoint", "load_original_checkpoint"]
+__all__ = ["DDP_PREFIX", "OriginalCheckpoint", "load_original_checkpoint", "read_checkpoint_file"]
