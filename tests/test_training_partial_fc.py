@@ -1,0 +1,191 @@
+"""The sharded classifier (`dcr_hf.training.partial_fc`) against the unsharded model: one process,
+and two gloo processes on 127.0.0.1, where the loss, the trunk's gradients, the classifier's
+gradients and the center updates equal those of one process training on the whole batch."""
+
+from __future__ import annotations
+
+import copy
+import multiprocessing
+import os
+import socket
+import traceback
+
+import pytest
+import torch
+
+from dcr_hf.losses_dcr import trunk_stage_loss
+from dcr_hf.modeling_dcr import DCRForImageClassification, initial_centers
+from dcr_hf.training.partial_fc import ShardedClassifier, shard_rows
+
+from .models import tiny_config
+
+BATCH, IMAGE = 8, 32  # the global batch: 4 samples on each of the 2 processes
+
+
+def _model(num_labels: int, head: str) -> DCRForImageClassification:
+    torch.manual_seed(0)
+    # Eval mode: batch norm by its running statistics, so half a batch goes through the trunk as in the whole one.
+    return DCRForImageClassification(tiny_config(num_labels=num_labels, head=head, image_size=IMAGE)).eval()
+
+
+def _batch(num_labels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    pixels = torch.randn(BATCH, 3, 3, IMAGE, IMAGE, generator=generator)  # HR and two LR copies
+    labels = torch.tensor([0, 1, num_labels - 1, 1, 2, num_labels - 1, 0, num_labels // 2])
+    return pixels, labels
+
+
+def _reference(model: DCRForImageClassification, pixels: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The unsharded model's trunk-stage loss on the whole batch (centers moved first), its trunk
+    and classifier gradients and moved centers."""
+    model = copy.deepcopy(model)
+    embeddings = model.dcr(pixels).trunk_embeddings
+    centers = model.centers.clone()
+    terms = trunk_stage_loss(model.config, centers, embeddings, model.classifier(embeddings), labels)
+    (terms["cross_entropy_loss"] + terms["center_loss"]).backward()
+    return {
+        "cross_entropy_loss": terms["cross_entropy_loss"].detach(), "center_loss": terms["center_loss"].detach(),
+        "trunk": [p.grad.clone() for p in model.dcr.parameters()], "classifier": model.classifier.weight.grad.clone(),
+        "centers": centers,
+    }
+
+
+def _sharded_step(model: DCRForImageClassification, pixels: torch.Tensor, labels: torch.Tensor, rank: int,
+                  world_size: int, sample_rate: float = 1.0) -> dict[str, torch.Tensor]:
+    """One process's step with the classifier sharded: its share of the batch, the trunk's
+    gradients averaged over the processes as DistributedDataParallel does."""
+    model = copy.deepcopy(model)
+    shard = ShardedClassifier(model.config, model.config.embedding_size, sample_rate=sample_rate, rank=rank,
+                              world_size=world_size)
+    classifier = model.classifier
+    shard.load_full(classifier.weight.detach(), model.centers, getattr(classifier, "bias", None))
+    share = slice(rank * BATCH // world_size, (rank + 1) * BATCH // world_size)
+    embeddings = model.dcr(pixels[share]).trunk_embeddings
+    terms = shard.loss_terms(embeddings, labels[share])
+    (terms["cross_entropy_loss"] + terms["center_loss"]).backward()
+    trunk = [p.grad.clone() for p in model.dcr.parameters()]
+    if world_size > 1:
+        for grad in trunk:
+            torch.distributed.all_reduce(grad)
+            grad.div_(world_size)
+    return {
+        "cross_entropy_loss": terms["cross_entropy_loss"].detach(), "center_loss": terms["center_loss"].detach(),
+        "trunk": trunk, "classifier": shard.weight.grad.clone(), "centers": shard.centers.clone(),
+        "rows": (shard.class_start, shard.num_local),
+    }
+
+
+CASES = [(7, "softmax"), (7, "arcface"), (6, "cosface"), (5, "softmax")]
+
+
+def _assert_equal(sharded: list[dict], reference: dict) -> None:
+    for result in sharded:
+        for term in ("cross_entropy_loss", "center_loss"):
+            torch.testing.assert_close(result[term], reference[term], rtol=1e-5, atol=1e-5)
+        for got, expected in zip(result["trunk"], reference["trunk"]):
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    for part in ("classifier", "centers"):
+        whole = torch.cat([result[part] for result in sharded])
+        torch.testing.assert_close(whole, reference[part], rtol=1e-5, atol=1e-5)
+
+
+def test_shard_rows_cover_every_class_once_with_the_remainder_spread():
+    assert [shard_rows(7, 2, r) for r in range(2)] == [(0, 4), (4, 3)]
+    assert [shard_rows(10, 4, r) for r in range(4)] == [(0, 3), (3, 3), (6, 2), (8, 2)]
+    for classes, world in ((1000, 8), (5, 5), (9, 4)):
+        rows = [shard_rows(classes, world, r) for r in range(world)]
+        assert sum(count for _, count in rows) == classes
+        assert all(start + count == following for (start, count), (following, _) in zip(rows, rows[1:]))
+
+
+def test_the_shards_start_as_one_classifier_and_the_models_centers():
+    config = tiny_config(num_labels=7, head="arcface")
+    whole = ShardedClassifier(config, 32, rank=0, world_size=1, seed=3)
+    halves = [ShardedClassifier(config, 32, rank=r, world_size=2, seed=3) for r in range(2)]
+    torch.testing.assert_close(torch.cat([h.weight for h in halves]), whole.weight, rtol=0, atol=0)
+    torch.testing.assert_close(whole.centers, initial_centers(config, 7, 32), rtol=0, atol=0)
+    torch.testing.assert_close(torch.cat([h.centers for h in halves]), whole.centers, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("num_labels, head", CASES)
+def test_one_process_equals_the_unsharded_trunk_stage_loss(num_labels, head):
+    model = _model(num_labels, head)
+    pixels, labels = _batch(num_labels)
+    _assert_equal([_sharded_step(model, pixels, labels, 0, 1)], _reference(model, pixels, labels))
+
+
+def _worker(rank: int, port: int, out: str) -> None:
+    try:
+        torch.set_num_threads(1)  # no OpenMP pool in a forked child
+        torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+        results = {}
+        for num_labels, head in CASES:
+            pixels, labels = _batch(num_labels)
+            results[(num_labels, head)] = _sharded_step(_model(num_labels, head), pixels, labels, rank, 2)
+        # Sampling: 40 classes, 20 a shard, rate 0.1 -> 2 rows a shard, fewer than the batch's identities.
+        pixels, labels = _batch(40)
+        model = _model(40, "arcface")
+        shard = ShardedClassifier(model.config, 32, sample_rate=0.1, rank=rank, world_size=2)
+        sampled, positives = [], []
+        for step in range(3):
+            labels = torch.randint(0, 40, (BATCH,), generator=torch.Generator().manual_seed(step))
+            gathered = torch.cat([labels] * 3)
+            rows = shard.sample_classes(gathered)
+            local = gathered - shard.class_start
+            positives.append(torch.unique(local[(local >= 0) & (local < shard.num_local)]))
+            sampled.append(rows)
+        embeddings = model.dcr(pixels[rank * 4:(rank + 1) * 4]).trunk_embeddings
+        few = torch.zeros(4, dtype=torch.long) + rank * 20  # one identity per shard: one row left to draw
+        terms = shard.loss_terms(embeddings, few)
+        (terms["cross_entropy_loss"] + terms["center_loss"]).backward()
+        results["sampling"] = {"sampled": sampled, "positives": positives, "loss": terms["cross_entropy_loss"].detach(),
+                               "touched": (shard.weight.grad.abs().sum(1) > 0).nonzero().flatten(), "start": shard.class_start}
+        torch.save(results, f"{out}_{rank}.pt")
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)
+    os._exit(0)
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory) -> list[dict]:
+    out = tmp_path_factory.mktemp("partial_fc") / "rank"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    context = multiprocessing.get_context("fork")  # the children reuse the imported modules
+    workers = [context.Process(target=_worker, args=(rank, port, str(out))) for rank in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=240)
+        if worker.is_alive():
+            worker.kill()
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    return [torch.load(f"{out}_{rank}.pt", weights_only=False) for rank in range(2)]
+
+
+@pytest.mark.parametrize("num_labels, head", CASES)
+def test_two_processes_equal_one_on_the_whole_batch(two_processes, num_labels, head):
+    """Loss, trunk gradients (averaged as DDP does), classifier gradients and moved centers of the
+    2-process sharded step equal the unsharded model's on the same global batch, from the same
+    start; 7 and 5 classes leave a remainder row on the first process."""
+    sharded = [result[(num_labels, head)] for result in two_processes]
+    assert [r["rows"] for r in sharded] == [shard_rows(num_labels, 2, rank) for rank in range(2)]
+    pixels, labels = _batch(num_labels)
+    _assert_equal(sharded, _reference(_model(num_labels, head), pixels, labels))
+
+
+def test_sampling_keeps_the_batch_identities_and_trains_only_the_drawn_rows(two_processes):
+    for result in two_processes:
+        sampling = result["sampling"]
+        for rows, positives in zip(sampling["sampled"], sampling["positives"]):
+            assert set(positives.tolist()) <= set(rows.tolist())
+            assert len(rows) == max(2, len(positives))  # int(0.1 * 20) rows unless the batch holds more identities
+            assert rows.tolist() == sorted(set(rows.tolist()))
+        assert torch.isfinite(sampling["loss"]) and sampling["loss"] > 0
+        touched = set(sampling["touched"].tolist())
+        assert 0 in touched and len(touched) == 2  # the batch's identity and one drawn negative
+    torch.testing.assert_close(two_processes[0]["sampling"]["loss"], two_processes[1]["sampling"]["loss"])
