@@ -7,8 +7,12 @@ from __future__ import annotations
 import copy
 import multiprocessing
 import os
+import signal
 import socket
+import subprocess
+import sys
 import traceback
+from pathlib import Path
 
 import pytest
 import torch
@@ -189,3 +193,87 @@ def test_sampling_keeps_the_batch_identities_and_trains_only_the_drawn_rows(two_
         touched = set(sampling["touched"].tolist())
         assert 0 in touched and len(touched) == 2  # the batch's identity and one drawn negative
     torch.testing.assert_close(two_processes[0]["sampling"]["loss"], two_processes[1]["sampling"]["loss"])
+
+
+# ----------------------------------------------------------------------------- two machines, one killed
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_RUN = [
+    "--synthetic_num_identities", "7", "--synthetic_images_per_identity", "4", "--synthetic_num_pairs", "20",
+    "--image_size", "48", "--low_resolution_sizes", "8", "--architecture", "small", "--depths", "1", "1", "1", "1",
+    "--hidden_sizes", "8", "8", "16", "16", "--embedding_size", "16", "--per_device_train_batch_size", "2",
+    "--report_to", "none", "--dataloader_num_workers", "0", "--seed", "0", "--disable_tqdm", "true",
+    "--use_cpu", "true", "--validation_dataset", "none", "--eval_strategy", "no", "--load_best_model_at_end", "false",
+    "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "2", "--partial_fc", "true",
+    "--partial_fc_rate", "0.5", "--head", "arcface",
+]
+
+
+def _launch(machine_rank: int, port: int, script: list[str], output_dir: Path, *extra: str) -> subprocess.Popen:
+    """One machine of a 2-machine `accelerate launch` on 127.0.0.1 (one CPU process, gloo)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "ACCELERATE_USE_CPU": "1"}
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "2", "--num_processes", "2",
+        "--machine_rank", str(machine_rank), "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
+        "--rdzv_backend", "static", "--same_network", "--mixed_precision", "no", "--dynamo_backend", "no",
+        *script, "--output_dir", str(output_dir), *TINY_RUN, *extra,
+    ]
+    # A session of its own: the whole machine (launcher and worker) can be killed at once.
+    return subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _two_machines(output_dir: Path, *extra: str, kill_machine_1_at: int | None = None) -> tuple[int, int]:
+    """Train on 2 machines; with `kill_machine_1_at`, machine 1 SIGKILLs itself after that step and
+    machine 0 (then stuck waiting for it) is killed too. The exit codes of the two launchers."""
+    port = _free_port()
+    worker = [str(ROOT / "tests" / "training_worker.py"), "--kill_at_step", str(kill_machine_1_at), "--"]
+    second = _launch(1, port, worker if kill_machine_1_at else [str(ROOT / "train_hf.py")], output_dir, *extra)
+    first = _launch(0, port, [str(ROOT / "train_hf.py")], output_dir, *extra)
+    try:
+        second_log, _ = second.communicate(timeout=600)
+        if kill_machine_1_at:
+            os.killpg(first.pid, signal.SIGKILL)
+        first_log, _ = first.communicate(timeout=600)
+    finally:
+        for launcher in (first, second):
+            if launcher.poll() is None:
+                os.killpg(launcher.pid, signal.SIGKILL)
+    if kill_machine_1_at is None:
+        assert (first.returncode, second.returncode) == (0, 0), (first_log or "")[-3000:] + (second_log or "")[-3000:]
+    return first.returncode, second.returncode
+
+
+def _shards(checkpoint: Path) -> list[dict]:
+    return [torch.load(checkpoint / f"partial_fc_rank{rank}_of_2.pt", weights_only=True) for rank in range(2)]
+
+
+@pytest.mark.slow  # three 2-machine accelerate launches of train_hf.py (about a minute each on 2 loaded cores)
+def test_two_machines_killed_and_resumed_equal_an_uninterrupted_run(tmp_path):
+    from safetensors.torch import load_file
+
+    uninterrupted, interrupted = tmp_path / "uninterrupted", tmp_path / "interrupted"
+    _two_machines(uninterrupted)
+    first, second = _two_machines(interrupted, kill_machine_1_at=5)
+    assert second != 0 and first == -signal.SIGKILL
+    assert (interrupted / "checkpoint-4" / "partial_fc_rank1_of_2.pt").is_file()
+    assert not (interrupted / "checkpoint-6").exists()
+    _two_machines(interrupted, "--resume_from_checkpoint", "last")
+
+    expected, resumed = load_file(uninterrupted / "model.safetensors"), load_file(interrupted / "model.safetensors")
+    assert set(expected) == set(resumed) and not any(key.startswith(("classifier", "centers")) for key in expected)
+    for key in expected:
+        torch.testing.assert_close(resumed[key], expected[key], rtol=0, atol=1e-6, msg=key)
+    for got, want in zip(_shards(interrupted / "checkpoint-6"), _shards(uninterrupted / "checkpoint-6")):
+        for name in ("weight", "centers"):
+            torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-6, msg=name)
+        torch.testing.assert_close(got["optimizer"]["weight"]["exp_avg"], want["optimizer"]["weight"]["exp_avg"],
+                                   rtol=0, atol=1e-6)
+    # The shards differ by process: machine 1's rows are not machine 0's (7 classes: 4 and 3 rows).
+    assert [shard["weight"].shape[0] for shard in _shards(interrupted / "checkpoint-6")] == [4, 3]

@@ -17,7 +17,7 @@ from ..errors_dcr import DCRInputError
 from ..configuration_dcr import DCRConfig
 from ..convert import branch_model_from_trunk
 from ..model_files import load_pretrained
-from ..modeling_dcr import DCRForImageClassification
+from ..modeling_dcr import DCRForImageClassification, DCRModel
 from .plan import TrainingPlan
 
 logger = logging.get_logger(__name__)
@@ -31,10 +31,13 @@ def with_labels(config: DCRConfig, id2label: dict[int, str]) -> DCRConfig:
     return config
 
 
-def build_model(plan: TrainingPlan, id2label: dict[int, str]) -> DCRForImageClassification:
+def build_model(plan: TrainingPlan, id2label: dict[int, str]) -> DCRForImageClassification | DCRModel:
     """The model of the stage: a fresh trunk, branches around a trained trunk, or a loaded model,
-    for the classes `id2label` of the training data."""
+    for the classes `id2label` of the training data; with `--partial_fc` the trunk alone
+    (`DCRModel`): its classifier and centers are sharded beside it (`partial_fc_trainer`)."""
     num_labels = len(id2label)
+    if plan.partial_fc_rate is not None:
+        return DCRModel(with_labels(plan.config, id2label))
     if plan.stage == "trunk":
         return DCRForImageClassification(with_labels(plan.config, id2label))
     source = plan.source
