@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import multiprocessing
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -277,3 +278,32 @@ def test_two_machines_killed_and_resumed_equal_an_uninterrupted_run(tmp_path):
                                    rtol=0, atol=1e-6)
     # The shards differ by process: machine 1's rows are not machine 0's (7 classes: 4 and 3 rows).
     assert [shard["weight"].shape[0] for shard in _shards(interrupted / "checkpoint-6")] == [4, 3]
+
+
+# ----------------------------------------------------------------------------- one process through train_hf.py
+
+
+def test_a_partial_fc_run_saves_the_trunk_and_refuses_another_world_size_on_resume(tmp_path):
+    from dcr_hf.modeling_dcr import DCRModel
+    from dcr_hf.training.command import train as train_command
+
+    run = tmp_path / "run"
+    argv = ["--output_dir", str(run), *TINY_RUN, "--max_steps", "2", "--save_steps", "2"]
+    train_command(argv)
+    checkpoint = run / "checkpoint-2"
+    shard = torch.load(checkpoint / "partial_fc_rank0_of_1.pt", weights_only=True)
+    assert shard["weight"].shape == shard["centers"].shape == (7, 16)
+    assert set(shard["optimizer"]["weight"]) == {"step", "exp_avg", "exp_avg_sq"}
+    # The released folder is the trunk: it loads as the embedder and as the training head (classifier new).
+    embedder = DCRModel.from_pretrained(run)
+    head = DCRForImageClassification.from_pretrained(run)
+    for key, value in embedder.state_dict().items():
+        assert torch.equal(head.dcr.state_dict()[key], value), key
+
+    (checkpoint / "partial_fc_rank0_of_1.pt").rename(checkpoint / "partial_fc_rank0_of_2.pt")
+    with pytest.raises(ValueError, match=re.escape(f"--resume_from_checkpoint {checkpoint}: its classifier is sharded "
+                                                   "over 2 processes, this run has 1; resume with 2 processes.")):
+        train_command([*argv, "--resume_from_checkpoint", "last", "--max_steps", "4"])
+    (checkpoint / "partial_fc_rank0_of_2.pt").unlink()
+    with pytest.raises(FileNotFoundError, match=re.escape(f"--resume_from_checkpoint {checkpoint}: no sharded classifier")):
+        train_command([*argv, "--resume_from_checkpoint", "last", "--max_steps", "4"])
