@@ -157,9 +157,7 @@ def _worker(rank: int, port: int, out: str) -> None:
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory) -> list[dict]:
     out = tmp_path_factory.mktemp("partial_fc") / "rank"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _free_port()
     context = multiprocessing.get_context("fork")  # the children reuse the imported modules
     workers = [context.Process(target=_worker, args=(rank, port, str(out))) for rank in range(2)]
     for worker in workers:
