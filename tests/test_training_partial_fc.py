@@ -8,6 +8,7 @@ import copy
 import multiprocessing
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -305,3 +306,28 @@ def test_a_partial_fc_run_saves_the_trunk_and_refuses_another_world_size_on_resu
     (checkpoint / "partial_fc_rank0_of_2.pt").unlink()
     with pytest.raises(FileNotFoundError, match=re.escape(f"--resume_from_checkpoint {checkpoint}: no sharded classifier")):
         train_command([*argv, "--resume_from_checkpoint", "last", "--max_steps", "4"])
+
+
+@pytest.mark.slow  # three short runs through train_hf.py's code
+def test_one_process_resumed_equals_an_uninterrupted_run(tmp_path):
+    """The shard's rows, centers and optimizer state come back from the checkpoint, and its
+    gradients start clear after every step (as the model's), so a resume repeats the run."""
+    from safetensors.torch import load_file
+
+    from dcr_hf.training.command import train as train_command
+
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    options = [*TINY_RUN, "--max_steps", "4", "--save_steps", "2"]
+    train_command(["--output_dir", str(whole), *options])
+    resumed.mkdir()
+    shutil.copytree(whole / "checkpoint-2", resumed / "checkpoint-2")
+    train_command(["--output_dir", str(resumed), *options, "--resume_from_checkpoint", "last"])
+    expected, got = load_file(whole / "model.safetensors"), load_file(resumed / "model.safetensors")
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6, msg=key)
+    [want], [have] = ([torch.load(folder / "checkpoint-4" / "partial_fc_rank0_of_1.pt", weights_only=True)]
+                      for folder in (whole, resumed))
+    for name in ("weight", "centers"):
+        torch.testing.assert_close(have[name], want[name], rtol=0, atol=1e-6, msg=name)
+    for name, value in want["optimizer"]["weight"].items():
+        torch.testing.assert_close(have["optimizer"]["weight"][name], value, rtol=0, atol=1e-6, msg=name)

@@ -51,20 +51,23 @@ def shard_rows(num_classes: int, world_size: int, rank: int) -> tuple[int, int]:
     return rank * base + min(rank, remainder), count
 
 
+def _all_gather_rows(local: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Every process's rows `[sum of sizes, ...]`, each process's padded to the largest for the collective."""
+    padded = local.new_zeros(max(sizes), *local.shape[1:])
+    padded[: local.shape[0]] = local
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:size] for part, size in zip(parts, sizes)])
+
+
 class _GatherRows(torch.autograd.Function):
-    """All processes' rows `[sum of sizes, ...]` of each process's `local` rows `[n_rank, ...]`,
-    padded to the largest `n_rank` for the collective. Backward: the gradients of every process
-    summed (each process's loss reaches the gathered rows through its own shard only), the local
-    rows' part times `grad_scale`."""
+    """`_all_gather_rows` with a backward: the gradients of every process summed (each process's
+    loss reaches the gathered rows through its own shard only), the local rows' part times `grad_scale`."""
 
     @staticmethod
     def forward(ctx, local: torch.Tensor, sizes: list[int], rank: int, grad_scale: float) -> torch.Tensor:
         ctx.sizes, ctx.rank, ctx.grad_scale = sizes, rank, grad_scale
-        padded = local.new_zeros(max(sizes), *local.shape[1:])
-        padded[: local.shape[0]] = local
-        parts = [torch.empty_like(padded) for _ in sizes]
-        dist.all_gather(parts, padded.contiguous())
-        return torch.cat([part[:size] for part, size in zip(parts, sizes)])
+        return _all_gather_rows(local, sizes)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -78,7 +81,7 @@ class _GatherRows(torch.autograd.Function):
 def gather_rows(local: torch.Tensor, grad_scale: float = 1.0) -> torch.Tensor:
     """Every process's `local` rows `[n_rank, ...]` concatenated in rank order `[sum n_rank, ...]`
     (the processes may hold different numbers of rows), with the gradient back to the local rows
-    when `local` requires it; `local` itself outside `torch.distributed`."""
+    (times `grad_scale`) when `local` requires it; `local` itself outside `torch.distributed`."""
     if not _distributed():
         return local
     size = torch.tensor([local.shape[0]], device=local.device)
@@ -87,12 +90,7 @@ def gather_rows(local: torch.Tensor, grad_scale: float = 1.0) -> torch.Tensor:
     sizes = [int(s) for s in sizes]
     if local.requires_grad:
         return _GatherRows.apply(local, sizes, dist.get_rank(), grad_scale)
-    with torch.no_grad():
-        return _GatherRows.forward(_NoContext(), local, sizes, dist.get_rank(), grad_scale)
-
-
-class _NoContext:
-    """The `ctx` of a forward run without autograd (the labels)."""
+    return _all_gather_rows(local, sizes)
 
 
 def summed_over_shards(local: torch.Tensor) -> torch.Tensor:
