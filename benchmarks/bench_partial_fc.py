@@ -12,14 +12,16 @@ is its own:
 
 - `tensors / process`: the classifier's weight, its gradient and the centers, counted (the
   momentum state of SGD adds one more weight-sized tensor, AdamW two: see docs/training.md);
-- `step peak / process`: the peak resident memory of the step above what the process held before
-  the classifier was made (the tensors, the normalized weight the cosine classifier keeps for the
-  backward, the logits of the batch and their gradient);
+- `step peak / process`: the peak resident memory above what the process held before the
+  classifier was made (the tensors, the backward's weight-sized temporaries, the logits of the
+  batch and their gradient);
 - `step ms`: best of `--repeats` steps after a warm-up.
 
 bf16: the weight, centers and features stored in bf16 (the logits' softmax stays in float32).
-The full run needs about 20 GB of RAM at its peak (2M identities, float32, replicated: ~4 GB per
-weight-sized tensor x 4, plus the batch's logits) and runs one layout at a time.
+Memory: a step peaks at about 7 weight-sized tensors in all (the weight, its gradient, the centers
+and the backward's temporaries; measured at 100k), so 2M identities need ~28 GB in float32 and
+~14 GB in bf16, in either layout (the 2 processes together hold one classifier). A layout that
+would not fit the memory available now is skipped, and its row says what it needs.
 """
 
 from __future__ import annotations
@@ -60,6 +62,15 @@ def _peak_resident_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
+def _available_mb() -> float:
+    """The memory available for new work now, in MB (Linux `/proc/meminfo` MemAvailable)."""
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
 def _reset_peak() -> None:
     """Start the peak (VmHWM) from the present resident memory (Linux: write 5 to clear_refs)."""
     with open("/proc/self/clear_refs", "w") as refs:
@@ -84,12 +95,12 @@ def _worker(rank: int, world_size: int, port: int, options: dict, queue) -> None
         shard = ShardedClassifier(config, dim, sample_rate=options["rate"], rank=rank, world_size=world_size).to(dtype)
 
         def step() -> None:
-            shard.zero_grad(set_to_none=False)
+            shard.zero_grad(set_to_none=True)  # as the Trainer clears gradients
             features.grad = None
             terms = shard.loss_terms(features, labels)
             (terms["cross_entropy_loss"] + terms["center_loss"]).backward()
 
-        step()  # warm-up; also makes the weight's gradient, which stays
+        step()  # warm-up
         times = []
         for _ in range(options["repeats"]):
             if world_size > 1:
@@ -146,12 +157,21 @@ def main() -> None:
     if args.tiny:
         args.ids, args.dim, args.batch, args.repeats = [1001], 32, 8, 1  # odd: a remainder row
     rows = []
+    # The step's peak in weight-sized tensors, from the layouts measured so far (a guess before the first).
+    peak_per_weight = 10.0
     for ids in args.ids:
         for dtype in args.dtypes:
             for world_size, layout in ((1, "replicated"), (2, "sharded, 2 processes")):
                 options = dict(ids=ids, dim=args.dim, batch=args.batch, dtype=dtype, threads=args.threads,
                                repeats=args.repeats, rate=args.rate if world_size > 1 else 1.0)
+                weight_mb = ids * args.dim * DTYPES[dtype].itemsize / 2**20
+                needed, available = peak_per_weight * weight_mb * 1.1, _available_mb()
+                if needed > available:  # all the processes of a layout together hold about one classifier's worth
+                    rows.append([f"{ids:,} ids", dtype, layout, "-", f"skipped: needs ~{needed / 1024:,.1f} GB, "
+                                 f"{available / 1024:,.1f} GB available", "-"])
+                    continue
                 tensors, peak, seconds = measure(world_size, options)
+                peak_per_weight = max(peak_per_weight if rows else 0.0, peak * world_size / weight_mb)
                 rows.append([f"{ids:,} ids", dtype, layout, f"{tensors:,.2f}", f"{peak:,.0f}", f"{seconds * 1e3:,.1f}"])
     print_table(
         f"Classifier step (ArcFace + center loss), {args.dim}-d, batch {args.batch}, {args.threads} thread(s) per process",

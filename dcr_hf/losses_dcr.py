@@ -68,11 +68,8 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: DCRC
 
 
 @torch.no_grad()
-def update_centers(
-    centers: torch.Tensor, embeddings: torch.Tensor, labels: torch.Tensor, momentum: float, across_processes: bool = True
-) -> None:
-    """Momentum update of class centers, in place, averaged across processes (`across_processes`;
-    `False` for centers that differ by process, such as a sharded classifier's).
+def update_centers(centers: torch.Tensor, embeddings: torch.Tensor, labels: torch.Tensor, momentum: float) -> None:
+    """Momentum update of class centers, in place, averaged across processes.
 
     `c_j <- c_j + momentum / n_j * sum_{i: y_i = j} (e_i - c_j)` for every class `j` present in
     the batch (`n_j` = its number of embeddings), then, when `torch.distributed` is initialized,
@@ -90,7 +87,7 @@ def update_centers(
     sums = torch.zeros_like(centers).index_add_(0, labels, embeddings)
     step = (sums - counts[:, None] * centers) / counts.clamp(min=1)[:, None]
     centers.add_(momentum * step)
-    if across_processes and torch.distributed.is_available() and torch.distributed.is_initialized():
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
         world_size = torch.distributed.get_world_size()
         if world_size > 1:
             torch.distributed.all_reduce(centers, op=torch.distributed.ReduceOp.SUM)

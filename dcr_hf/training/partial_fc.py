@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configuration_dcr import DCRConfig
-from ..losses_dcr import margin_logits, update_centers
+from ..losses_dcr import margin_logits
 
 #: Rows drawn at a time when a shard's initial weights and centers are made: the draw is the one of
 #: the whole matrix (equal to an unsharded model's), without holding the whole matrix.
@@ -91,6 +91,24 @@ def gather_rows(local: torch.Tensor, grad_scale: float = 1.0) -> torch.Tensor:
     if local.requires_grad:
         return _GatherRows.apply(local, sizes, dist.get_rank(), grad_scale)
     return _all_gather_rows(local, sizes)
+
+
+@torch.no_grad()
+def move_present_centers(centers: torch.Tensor, embeddings: torch.Tensor, labels: torch.Tensor, momentum: float) -> None:
+    """`losses_dcr.update_centers`'s momentum update, in place, of the rows of the classes in
+    `labels` only (`c_j <- c_j + momentum / n_j * sum_{i: y_i = j} (e_i - c_j)`), and not averaged
+    across processes: a shard's rows are its own. Hand-written because the update of the whole
+    matrix costs several matrix-sized temporaries per step, which at millions of rows dominate the step.
+
+    Args:
+        centers: `[rows, size]`; embeddings: `[n, size]`; labels: `[n]` int64, row indices.
+    """
+    present, slot = torch.unique(labels, return_inverse=True)
+    embeddings = embeddings.detach().to(centers.dtype)
+    counts = centers.new_zeros(present.shape[0]).index_add_(0, slot, embeddings.new_ones(slot.shape[0]))
+    sums = centers.new_zeros(present.shape[0], centers.shape[1]).index_add_(0, slot, embeddings)
+    rows = centers[present]
+    centers[present] = rows + momentum * ((sums - counts[:, None] * rows) / counts[:, None])
 
 
 def summed_over_shards(local: torch.Tensor) -> torch.Tensor:
@@ -218,7 +236,10 @@ class ShardedClassifier(nn.Module):
         full_precision = (torch.autocast(device_type, enabled=False) if torch.amp.is_autocast_available(device_type)
                           else contextlib.nullcontext())
         with full_precision:
-            return F.linear(F.normalize(features.to(weight.dtype), dim=-1), F.normalize(weight, dim=-1)).float()
+            # cos = (x / |x|) . w / |w|: the weight's norms divide the logits rather than a normalized
+            # copy of the weight being made (and kept for the backward), one weight-sized tensor less.
+            norms = torch.linalg.vector_norm(weight, dim=-1).clamp_min(1e-12)
+            return (F.linear(F.normalize(features.to(weight.dtype), dim=-1), weight) / norms).float()
 
     def loss_terms(self, embeddings: torch.Tensor, labels: torch.Tensor, move_centers: bool = True) -> dict[str, torch.Tensor]:
         """The trunk stage's weighted loss terms over the global batch (as `losses_dcr.trunk_stage_loss`
@@ -237,8 +258,7 @@ class ShardedClassifier(nn.Module):
         local = labels - self.class_start
         here = (local >= 0) & (local < self.num_local)
         if move_centers:
-            update_centers(self.centers, features[here], local[here], self.config.center_momentum,
-                           across_processes=False)
+            move_present_centers(self.centers, features[here], local[here], self.config.center_momentum)
         rows = self.sample_classes(labels)
         # A label's column among the sampled rows; -1 where its identity lives in another shard.
         targets = torch.where(here, torch.searchsorted(rows, local.clamp(0, max(self.num_local - 1, 0))), -1)
@@ -258,5 +278,5 @@ class ShardedClassifier(nn.Module):
         }
 
 
-__all__ = ["ShardedClassifier", "gather_rows", "process_layout", "shard_rows", "sharded_cross_entropy",
+__all__ = ["ShardedClassifier", "gather_rows", "move_present_centers", "process_layout", "shard_rows", "sharded_cross_entropy",
            "summed_over_shards"]
