@@ -53,22 +53,23 @@ def _resident_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _peak_resident_mb() -> float:
-    """This process's peak resident memory since it started, in MB (Linux `/proc/self/status` VmHWM)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
+def _proc_kb(path: str, key: str) -> float:
+    """The `key:` line's value (kB) of a Linux `/proc` status file, in MB."""
+    with open(path) as lines:
+        for line in lines:
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    raise RuntimeError(f"no {key} in {path}")
+
+
+def _peak_resident_mb() -> float:
+    """This process's peak resident memory (VmHWM), in MB."""
+    return _proc_kb("/proc/self/status", "VmHWM")
 
 
 def _available_mb() -> float:
-    """The memory available for new work now, in MB (Linux `/proc/meminfo` MemAvailable)."""
-    with open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no MemAvailable in /proc/meminfo")
+    """The memory available for new work now (MemAvailable), in MB."""
+    return _proc_kb("/proc/meminfo", "MemAvailable")
 
 
 def _reset_peak() -> None:
