@@ -146,6 +146,15 @@ def _worker(rank: int, port: int, out: str) -> None:
         (terms["cross_entropy_loss"] + terms["center_loss"]).backward()
         results["sampling"] = {"sampled": sampled, "positives": positives, "loss": terms["cross_entropy_loss"].detach(),
                                "touched": (shard.weight.grad.abs().sum(1) > 0).nonzero().flatten(), "start": shard.class_start}
+        # Process 1's batch had no decodable image: it joins the gathers with no rows, process 0 trains alone.
+        model = _model(7, "arcface")
+        shard = ShardedClassifier(model.config, 32, rank=rank, world_size=2)
+        shard.load_full(model.classifier.weight.detach(), model.centers)
+        pixels, labels = _batch(7)
+        embeddings = model.dcr(pixels[:4]).trunk_embeddings if rank == 0 else torch.zeros(0, 3, 32, requires_grad=True)
+        terms = shard.loss_terms(embeddings, labels[:4] if rank == 0 else labels[:0])
+        (terms["cross_entropy_loss"] + terms["center_loss"]).backward()
+        results["one_empty"] = {name: value.detach() for name, value in terms.items()}
         torch.save(results, f"{out}_{rank}.pt")
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
@@ -331,3 +340,11 @@ def test_one_process_resumed_equals_an_uninterrupted_run(tmp_path):
         torch.testing.assert_close(have[name], want[name], rtol=0, atol=1e-6, msg=name)
     for name, value in want["optimizer"]["weight"].items():
         torch.testing.assert_close(have["optimizer"]["weight"][name], value, rtol=0, atol=1e-6, msg=name)
+
+
+def test_a_process_without_samples_joins_the_step_and_the_others_train_alone(two_processes):
+    pixels, labels = _batch(7)
+    reference = _reference(_model(7, "arcface"), pixels[:4], labels[:4])
+    for result in two_processes:
+        for term in ("cross_entropy_loss", "center_loss"):
+            torch.testing.assert_close(result["one_empty"][term], reference[term], rtol=1e-5, atol=1e-5)

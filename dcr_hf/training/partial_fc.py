@@ -255,6 +255,9 @@ class ShardedClassifier(nn.Module):
         flat = embeddings.transpose(0, 1).reshape(-1, embeddings.shape[-1])  # resolution-major, as the original
         features = gather_rows(flat, grad_scale=float(self.world_size))
         labels = gather_rows(labels.long().repeat(resolutions))
+        if features.shape[0] == 0:  # no process had a sample (every batch undecodable): nothing to learn
+            zero = features.sum() * 0.0
+            return {"cross_entropy_loss": zero, "center_loss": zero}
         local = labels - self.class_start
         here = (local >= 0) & (local < self.num_local)
         if move_centers:

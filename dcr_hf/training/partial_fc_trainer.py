@@ -21,10 +21,13 @@ from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
+from transformers.utils import logging
 
 from ..errors_dcr import DCRFileNotFoundError, DCRInputError
 from .partial_fc import ShardedClassifier
 from .trainer import DCRTrainer
+
+logger = logging.get_logger(__name__)
 
 SHARD_FILE = "partial_fc_rank{rank}_of_{world_size}.pt"
 _SHARD_PATTERN = re.compile(r"^partial_fc_rank(\d+)_of_(\d+)\.pt$")
@@ -89,6 +92,21 @@ class PartialFCTrainer(DCRTrainer):
         embeddings = model(_stacked_copies(inputs)).trunk_embeddings
         terms = self.shard.loss_terms(embeddings, inputs["labels"], move_centers=model.training)
         return {"loss": sum(terms.values()), "embeddings": embeddings, **terms}
+
+    def _skipped_batch_loss(self, model, return_outputs: bool):
+        """A batch with no decodable image still takes part in the other processes' all-gathers
+        (with no rows), so their step goes on; its gradients are zero (`DCRTrainer`'s skip)."""
+        if self.args.world_size == 1:
+            return super()._skipped_batch_loss(model, return_outputs)
+        logger.warning(f"Step {self.state.global_step + 1}: no image of this batch could be decoded; the batch is skipped.")
+        zero = sum(parameter.sum() for parameter in model.parameters() if parameter.requires_grad) * 0.0
+        # No rows, but tied to the trunk's parameters: their (zero) gradients come after the all-gather's
+        # backward, in the order of the other processes' steps.
+        no_rows = zero * zero.new_zeros(0, 1, self.shard.weight.shape[1])
+        labels = torch.zeros(0, dtype=torch.long, device=zero.device)
+        terms = self.shard.loss_terms(no_rows, labels, move_centers=model.training)
+        loss = sum(terms.values()) + zero
+        return (loss, None) if return_outputs else loss
 
     # -- the shard in the optimizer and the checkpoints ---------------------------------------
 
