@@ -27,6 +27,8 @@ Where each option is checked (once):
   with the batch size; `--divergence_factor`; for a branch / finetune stage, the source model's
   files and `--image_size`, `--low_resolution_sizes`, `--head`, `--image_mean` / `--image_std`
   against the source's; `--push_to_hub` with `--hub_model_id` and the repo (`prepare_push`);
+  `--partial_fc` / `--partial_fc_rate` (trunk stage, no trunk miner, a resume on the checkpoint's
+  number of processes: `partial_fc_trainer.check_shard_files`);
 - `degradation.resolve_degradation`, called here: the `--degradation` preset or JSON file;
 - `check_schedule`, here: `--max_steps`, `--num_train_epochs`, `--learning_rate`, `--weight_decay`
   (a run that would train nothing, a NaN / infinite / negative rate or decay; a rate above 10 warned);
