@@ -103,3 +103,19 @@ def test_bench_iresnet_runs_tiny():
     assert done.returncode == 0, done.stderr[-3000:]
     for row in ("inference (embedder, no grad)", "training step (whole trunk)", "float32 GEMM peak", "r18 IResNet trunk at 112x112"):
         assert row in done.stdout, done.stdout
+
+
+@pytest.mark.slow  # forks 6 processes, 2 of them gloo pairs
+def test_bench_partial_fc_runs_with_tiny_sizes():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_partial_fc.py"), "--tiny"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith("1,001 ids")]
+    assert [(row[2], row[3]) for row in rows] == [("float32", "replicated"), ("float32", "sharded,"),
+                                                   ("bf16", "replicated"), ("bf16", "sharded,")], done.stdout
+    for row in rows:
+        assert float(row[-1]) > 0 and float(row[-2].replace(",", "")) >= 0  # step ms, step peak MB
+    # The shard holds about half the rows: its tensors (weight, gradient, centers) about half the replicated ones.
+    replicated, sharded = float(rows[0][-3]), float(rows[1][-3])
+    assert sharded == pytest.approx(replicated / 2, rel=0.1)

@@ -10,7 +10,9 @@ the `DCRConfig`, the `DataSpec`, the completed `TrainingArguments`; `precision`:
 bf16 on a CPU) -> `run` (`run_training(plan)`: data, model, Trainer, train, validate, save, push)
 -> `model` (the stage's model), `trainer` (`DCRTrainer`), `mining` (the center terms' batch-hard
 miner), `guard` (the divergence guard), `checkpoints` (the output folder and resuming), `lock`
-(one run per output folder), `saving` (atomic saves), `interrupt` (a clean stop on SIGINT / SIGTERM).
+(one run per output folder), `saving` (atomic saves), `interrupt` (a clean stop on SIGINT / SIGTERM),
+`partial_fc` (`--partial_fc`: the classifier and centers sharded by identity across the processes)
+and `partial_fc_trainer` (`PartialFCTrainer`, the Trainer with the shard).
 
 The names below are imported when first used, so that `--help` does not load the data and model
 modules.
@@ -33,6 +35,8 @@ _EXPORTS = {
     "load_training_data": "run",
     "run_training": "run",
     "DCRTrainer": "trainer",
+    "PartialFCTrainer": "partial_fc_trainer",
+    "ShardedClassifier": "partial_fc",
     "NonFiniteLossError": "guard",
     "TrainingInterrupted": "interrupt",
 }

@@ -144,6 +144,16 @@ class ModelArguments:
     freeze_batch_norm: bool = field(default=False, metadata={"help": "Keep the trunk's batch norm statistics fixed."})
     sync_batch_norm: bool = field(default=False, metadata={"help": "SyncBatchNorm across processes (multi-GPU)."})
     channels_last: bool = field(default=True, metadata={"help": "Channels-last memory layout (faster convolutions)."})
+    # -- the sharded classifier (training/partial_fc.py) --
+    partial_fc: bool = field(
+        default=False,
+        metadata={"help": "Trunk stage: shard the classifier and centers by identity across the processes (Partial FC); "
+                          "the saved model is the trunk (DCRModel)."},
+    )
+    partial_fc_rate: float = field(
+        default=1.0, metadata={"help": "With --partial_fc: fraction of each shard's classes a step uses (1.0: all; "
+                                       "the batch's identities always)."},
+    )
 
     @property
     def source(self) -> str | None:

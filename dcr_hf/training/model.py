@@ -55,10 +55,13 @@ def around_embedder(source: str, option: str, config: DCRConfig, id2label: dict[
     return model
 
 
-def build_model(plan: TrainingPlan, id2label: dict[int, str]) -> DCRForImageClassification:
+def build_model(plan: TrainingPlan, id2label: dict[int, str]) -> DCRForImageClassification | DCRModel:
     """The model of the stage: a fresh trunk, branches around a trained trunk, or a loaded model,
-    for the classes `id2label` of the training data."""
+    for the classes `id2label` of the training data; with `--partial_fc` the trunk alone
+    (`DCRModel`): its classifier and centers are sharded beside it (`partial_fc_trainer`)."""
     num_labels = len(id2label)
+    if plan.partial_fc_rate is not None:
+        return DCRModel(with_labels(plan.config, id2label))
     if plan.stage == "trunk":
         return DCRForImageClassification(with_labels(plan.config, id2label))
     source = plan.source

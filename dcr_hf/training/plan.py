@@ -28,6 +28,8 @@ Where each option is checked (once):
   for a branch / finetune stage, the source model's files and `--image_size`,
   `--low_resolution_sizes`, `--head`, `--image_mean` / `--image_std` against the source's;
   `--push_to_hub` with `--hub_model_id` and the repo (`prepare_push`);
+  `--partial_fc` / `--partial_fc_rate` (trunk stage, no trunk miner, a resume on the checkpoint's
+  number of processes: `partial_fc_trainer.check_shard_files`);
 - `degradation.resolve_degradation`, called here: the `--degradation` preset or JSON file;
 - `check_schedule`, here: `--max_steps`, `--num_train_epochs`, `--learning_rate`, `--weight_decay`
   (a run that would train nothing, a NaN / infinite / negative rate or decay; a rate above 10 warned);
@@ -112,6 +114,7 @@ class TrainingPlan:
     training_args: DCRTrainingArguments
     resume: str | None  # the checkpoint to resume from
     push: dict[str, Any] | None  # `--push_to_hub`: the checked repo id, token, privacy, revision
+    partial_fc_rate: float | None = None  # `--partial_fc`: the sampling rate of the sharded classifier; None: off
 
 
 def plan_training(
@@ -129,6 +132,7 @@ def plan_training(
     if not training_args.divergence_factor >= 0:
         raise DCRInputError(f"--divergence_factor must be >= 0 (0: no bound), got {training_args.divergence_factor}.")
     resume = _check_output_folder(training_args, stage, source, source_option)
+    partial_fc_rate = _check_partial_fc(model_args, stage, training_args, resume)
 
     overrides = {**model_args.config_settings(), **degradation}
     if source is None:
@@ -151,8 +155,31 @@ def plan_training(
         source_option=source_option, architecture=model_args.architecture if source is None else None,
         specialized_initialization=not model_args.random_branch_init, freeze_trunk=not model_args.unfreeze_trunk,
         sync_batch_norm=model_args.sync_batch_norm, channels_last=model_args.channels_last, data=data,
-        training_args=training_args, resume=resume, push=push,
+        training_args=training_args, resume=resume, push=push, partial_fc_rate=partial_fc_rate,
     )
+
+
+def _check_partial_fc(model_args: ModelArguments, stage: str, training_args: DCRTrainingArguments,
+                      resume: str | None) -> float | None:
+    """`--partial_fc` / `--partial_fc_rate`: the sampling rate, `None` without sharding."""
+    rate = model_args.partial_fc_rate
+    if not model_args.partial_fc:
+        if rate != 1.0:
+            raise DCRInputError(f"--partial_fc_rate {rate:g} needs --partial_fc true (the sharded classifier samples classes).")
+        return None
+    if not (0.0 < rate <= 1.0):
+        raise DCRInputError(f"--partial_fc_rate must be in (0, 1] (the fraction of each shard's classes a step uses), got {rate:g}.")
+    if stage != "trunk":
+        raise DCRInputError(f"--partial_fc shards the trunk stage's classifier; --stage {stage} trains its own classifiers unsharded.")
+    if model_args.trunk_miner not in (None, "none"):
+        raise DCRInputError(f"--partial_fc uses the center loss; --trunk_miner {model_args.trunk_miner} mines against "
+                            "every class center, which no process holds.")
+    if resume is not None:
+        from .partial_fc_trainer import check_shard_files
+
+        # The launcher's WORLD_SIZE: the Trainer's own count would set up the processes before the data is read.
+        check_shard_files(resume, int(os.environ.get("WORLD_SIZE", "1")))
+    return rate
 
 
 # -- the options between them ---------------------------------------------------------------------

@@ -197,7 +197,12 @@ def _run_locked(plan: TrainingPlan, callbacks: list | None, data: TrainingData |
     route_tracker_logs(training_args)
     transform = train_transform(data, plan.data, config, plan.processor)
     device_side = getattr(transform, "defer_low_resolution", False)
-    trainer = DCRTrainer(
+    trainer_class, sharding = DCRTrainer, {}
+    if plan.partial_fc_rate is not None:
+        from .partial_fc_trainer import PartialFCTrainer
+
+        trainer_class, sharding = PartialFCTrainer, {"partial_fc_rate": plan.partial_fc_rate}
+    trainer = trainer_class(
         model=model,
         args=training_args,
         train_dataset=apply_transform(data.train, transform),
@@ -213,6 +218,7 @@ def _run_locked(plan: TrainingPlan, callbacks: list | None, data: TrainingData |
         random_flip=plan.data.augmentation == "flip" and not device_side,
         miner=build_miner(model.config),
         divergence_factor=training_args.divergence_factor,
+        **sharding,
     )
     if plan.resume is not None:
         finished = finished_message(plan.resume, training_args.output_dir, trainer.planned_steps())

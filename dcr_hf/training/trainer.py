@@ -166,10 +166,7 @@ class DCRTrainer(AtomicSaves, Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if inputs.get("labels") is not None and inputs["labels"].numel() == 0:  # nothing decoded (`collate_batch`)
             return self._skipped_batch_loss(model, return_outputs)
-        inputs = self._prepare_step_inputs(inputs, model.training)
-        if self.miner is not None:
-            inputs["miner"] = self.miner
-        outputs = model(**inputs)
+        outputs = self.forward_step(model, self._prepare_step_inputs(inputs, model.training))
         loss = outputs["loss"]
         if model.training:
             self.guard.record_loss(loss, self.state.global_step + 1)  # checked before any save, without a sync here
@@ -180,6 +177,12 @@ class DCRTrainer(AtomicSaves, Trainer):
                     self._loss_terms[name] = value.detach() if total is None else total + value.detach()
             self._loss_term_count += 1
         return (loss, outputs) if return_outputs else loss
+
+    def forward_step(self, model, inputs: dict[str, torch.Tensor]):
+        """The model's outputs (`loss` and its terms) on a prepared batch (`_prepare_step_inputs`)."""
+        if self.miner is not None:
+            inputs["miner"] = self.miner
+        return model(**inputs)
 
     def _skipped_batch_loss(self, model, return_outputs: bool):
         """A zero loss over every trainable parameter: the step changes no gradient, and under DDP
