@@ -131,6 +131,9 @@ CASES = [
      "--partial_fc_rate must be in (0, 1] (the fraction of each shard's classes a step uses), got 0."),
     ("train", "--partial_fc true --stage finetune --init_from {good} --output_dir {root}/out",
      "--partial_fc shards the trunk stage's classifier; --stage finetune trains its own classifiers unsharded."),
+    ("train", "--partial_fc true --head adaface --output_dir {root}/out",
+     "--partial_fc does not support --head adaface (its norm-adaptive margin is not sharded); "
+     "use --head arcface or cosface with --partial_fc, or adaface unsharded."),
     ("train", "--partial_fc true --trunk_miner batch_hard --output_dir {root}/out", "--partial_fc uses the center loss; "
      "--trunk_miner batch_hard mines against every class center, which no process holds."),
     ("eval", "--model_name_or_path outputs/nope --dataset synthetic", f"--model_name_or_path outputs/nope: {NOT_LOOKED_UP}"),

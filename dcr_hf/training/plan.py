@@ -174,6 +174,11 @@ def _check_partial_fc(model_args: ModelArguments, stage: str, training_args: DCR
     if model_args.trunk_miner not in (None, "none"):
         raise DCRInputError(f"--partial_fc uses the center loss; --trunk_miner {model_args.trunk_miner} mines against "
                             "every class center, which no process holds.")
+    if model_args.head == "adaface":
+        # AdaFace's margin needs each sample's feature norm and the batch norm statistics, which the
+        # sharded loss does not carry (yet): refused rather than trained without its margin.
+        raise DCRInputError("--partial_fc does not support --head adaface (its norm-adaptive margin is not sharded); "
+                            "use --head arcface or cosface with --partial_fc, or adaface unsharded.")
     if resume is not None:
         from .partial_fc_trainer import check_shard_files
 
