@@ -50,7 +50,7 @@ def _succeeded(completed: subprocess.CompletedProcess) -> None:
 
 
 def test_every_command_of_the_project_is_covered():
-    assert set(SCRIPTS) == {"dcr-train", "dcr-eval", "dcr-prepare", "dcr-convert", "dcr-export-onnx"}
+    assert set(SCRIPTS) == {"dcr-train", "dcr-eval", "dcr-prepare", "dcr-convert", "dcr-export-onnx", "dcr-index"}
 
 
 @pytest.mark.slow
@@ -75,6 +75,16 @@ def test_every_installed_command_exits_0_on_a_real_case(tmp_path, lfw_root):
     _succeeded(converted)
     assert "DCRForImageClassification(" not in converted.stderr  # the model's repr is not the exit message
     assert (tmp_path / "converted" / "config.json").is_file()
+
+    from tests.layouts import make_identity_folder
+
+    make_identity_folder(tmp_path / "gallery", {"ada": 2, "bob": 2})
+    _succeeded(_run("dcr-index", "build", "--gallery", str(tmp_path / "gallery"), "--model_name_or_path",
+                    str(tmp_path / "trunk"), "--index_dir", str(tmp_path / "index"), cwd=tmp_path))
+    searched = _run("dcr-index", "search", "--index_dir", str(tmp_path / "index"), "-k", "1",
+                    str(tmp_path / "gallery" / "bob" / "bob_1.jpg"), cwd=tmp_path)
+    _succeeded(searched)
+    assert json.loads(searched.stdout)["probes"][0]["results"][0]["identity"] == "bob"  # an enrolled face finds itself
 
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")

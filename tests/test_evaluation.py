@@ -240,7 +240,7 @@ def test_non_dcr_model_is_rejected(tmp_path):
 
     resnet = ResNetModel(ResNetConfig(embedding_size=8, hidden_sizes=[8, 8], depths=[1, 1]))
     resnet.save_pretrained(tmp_path / "resnet")
-    with pytest.raises(ValueError, match="model_type='resnet'"):
+    with pytest.raises(ValueError, match="holds a model of type 'resnet'.*DCR models only"):
         load_model_and_processor(str(tmp_path / "resnet"))
     with pytest.raises(ValueError, match="Expected a DCR model"):
         get_dcr_model(resnet)
