@@ -365,6 +365,11 @@ def plot_roc_curves(
     axes.set_xlabel("false accept rate")
     axes.set_ylabel("true accept rate")
     axes.set_title(title or f"ROC, {protocol} ({PROTOCOL_DESCRIPTIONS.get(protocol, protocol)})", fontsize="medium")
+    return _save_curves(figure, axes, path)
+
+
+def _save_curves(figure, axes, path: str | Path) -> Path:
+    """Grid, legend and layout of a curve figure, saved as PNG at `path` by rename (atomic)."""
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(loc="lower right", fontsize="x-small")
     figure.tight_layout()
@@ -392,13 +397,7 @@ def plot_cmc_curves(results_by_model: Mapping[str, Mapping[str, Any]], path: str
     axes.set_xlabel("rank")
     axes.set_ylabel("identification rate")
     axes.set_title(title or "CMC", fontsize="medium")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(loc="lower right", fontsize="x-small")
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
-    return path
+    return _save_curves(figure, axes, path)
 
 
 def plot_tpir_curves(results_by_model: Mapping[str, Mapping[str, Any]], path: str | Path, title: str | None = None) -> Path:
@@ -426,13 +425,7 @@ def plot_tpir_curves(results_by_model: Mapping[str, Mapping[str, Any]], path: st
     axes.set_xlabel("false positive identification rate")
     axes.set_ylabel("true positive identification rate")
     axes.set_title(title or "TPIR against FPIR", fontsize="medium")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(loc="lower right", fontsize="x-small")
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
-    return path
+    return _save_curves(figure, axes, path)
 
 
 def write_reports(
