@@ -94,3 +94,19 @@ def _check_dims(query_name: str, queries: np.ndarray, reference_name: str, refer
         raise DCRInputError(
             f"`{query_name}` has dimension {queries.shape[1]} but `{reference_name}` has {references.shape[1]}."
         )
+
+
+def _labelled_sets(
+    query_name: str, queries: ArrayLike, query_labels: ArrayLike,
+    reference_name: str, references: ArrayLike, reference_labels: ArrayLike,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Query and reference embeddings `[n, dim]` with their labels `[n]`, checked: 2-D and finite,
+    the same dim, one label per row. Labels are named `<query_name without _embeddings>_labels`."""
+    query_set, reference_set = _as_embeddings(query_name, queries), _as_embeddings(reference_name, references)
+    _check_dims(query_name, query_set, reference_name, reference_set)
+    query_label_name = query_name.replace("_embeddings", "_labels")
+    reference_label_name = reference_name.replace("_embeddings", "_labels")
+    query_labels, reference_labels = _as_1d(query_label_name, query_labels), _as_1d(reference_label_name, reference_labels)
+    _check_lengths(**{query_name: query_set, query_label_name: query_labels})
+    _check_lengths(**{reference_name: reference_set, reference_label_name: reference_labels})
+    return query_set, query_labels, reference_set, reference_labels

@@ -11,7 +11,7 @@ import torch
 from numpy.typing import ArrayLike
 
 from ..errors_dcr import DCRInputError
-from ._checks import _as_1d, _as_embeddings, _check_dims, _check_lengths
+from ._checks import _as_embeddings, _check_dims, _labelled_sets
 
 
 @dataclass(frozen=True)
@@ -65,15 +65,11 @@ def open_set_identification(
     highest unmated score, accept when `score > t`). A mated probe is a true positive at rank r when
     its identity's template is among its r best-scored templates and its score exceeds t.
     """
-    mated = _as_embeddings("mated_embeddings", mated_embeddings)
-    gallery = _as_embeddings("gallery_embeddings", gallery_embeddings)
+    mated, mated_labels, gallery, gallery_labels = _labelled_sets(
+        "mated_embeddings", mated_embeddings, mated_labels, "gallery_embeddings", gallery_embeddings, gallery_labels
+    )
     unmated = _as_embeddings("unmated_embeddings", unmated_embeddings)
-    _check_dims("mated_embeddings", mated, "gallery_embeddings", gallery)
     _check_dims("unmated_embeddings", unmated, "gallery_embeddings", gallery)
-    mated_labels = _as_1d("mated_labels", mated_labels)
-    gallery_labels = _as_1d("gallery_labels", gallery_labels)
-    _check_lengths(mated_embeddings=mated, mated_labels=mated_labels)
-    _check_lengths(gallery_embeddings=gallery, gallery_labels=gallery_labels)
     ranks = sorted({int(rank) for rank in ranks})
     if not ranks or ranks[0] < 1:
         raise DCRInputError(f"`ranks` must be positive integers, got {ranks}.")

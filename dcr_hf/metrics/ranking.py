@@ -23,7 +23,7 @@ from numpy.typing import ArrayLike
 from transformers.utils import logging
 
 from ..errors_dcr import DCRInputError
-from ._checks import _as_1d, _as_embeddings, _check_dims, _check_lengths
+from ._checks import _as_1d, _as_embeddings, _check_dims, _check_lengths, _labelled_sets
 
 
 logger = logging.get_logger(__name__)
@@ -179,13 +179,9 @@ def identification_accuracy(
         gallery_labels: `[num_gallery]` subject ids.
         ranks: ranks k >= 1 to report.
     """
-    probes = _as_embeddings("probe_embeddings", probe_embeddings)
-    gallery = _as_embeddings("gallery_embeddings", gallery_embeddings)
-    _check_dims("probe_embeddings", probes, "gallery_embeddings", gallery)
-    probe_labels = _as_1d("probe_labels", probe_labels)
-    gallery_labels = _as_1d("gallery_labels", gallery_labels)
-    _check_lengths(probe_embeddings=probes, probe_labels=probe_labels)
-    _check_lengths(gallery_embeddings=gallery, gallery_labels=gallery_labels)
+    probes, probe_labels, gallery, gallery_labels = _labelled_sets(
+        "probe_embeddings", probe_embeddings, probe_labels, "gallery_embeddings", gallery_embeddings, gallery_labels
+    )
     ranks = sorted({int(rank) for rank in ranks})
     if not ranks or ranks[0] < 1:
         raise DCRInputError(f"`ranks` must be non-empty positive integers, got {ranks}.")

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from ._checks import _as_1d, _as_embeddings, _check_dims, _check_lengths
+from ._checks import _labelled_sets
 
 
 @dataclass(frozen=True)
@@ -48,13 +48,9 @@ def gallery_search(
     Scores are computed a block of probes at a time (`[block_size, num_gallery]` in memory): no
     library computes the rank of every mate, which mAP needs, from a top-k search.
     """
-    probes = _as_embeddings("probe_embeddings", probe_embeddings)
-    gallery = _as_embeddings("gallery_embeddings", gallery_embeddings)
-    _check_dims("probe_embeddings", probes, "gallery_embeddings", gallery)
-    probe_labels = _as_1d("probe_labels", probe_labels)
-    gallery_labels = _as_1d("gallery_labels", gallery_labels)
-    _check_lengths(probe_embeddings=probes, probe_labels=probe_labels)
-    _check_lengths(gallery_embeddings=gallery, gallery_labels=gallery_labels)
+    probes, probe_labels, gallery, gallery_labels = _labelled_sets(
+        "probe_embeddings", probe_embeddings, probe_labels, "gallery_embeddings", gallery_embeddings, gallery_labels
+    )
     queries = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(probes, dtype=np.float32)), dim=1)
     references = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(gallery, dtype=np.float32)), dim=1)
     first = np.zeros(len(probes), dtype=np.int64)
