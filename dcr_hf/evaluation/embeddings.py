@@ -250,6 +250,24 @@ def compute_embeddings(
     )["embeddings"]
 
 
+def embed_row_groups(
+    model: torch.nn.Module, images: Dataset, groups: Iterable[tuple[np.ndarray, Resolution, str]],
+    transform: EvalTransform, **common: Any,
+) -> np.ndarray:
+    """`[len(images), dim]` embeddings in dataset order, each group `(rows, resolution, desc)` of rows
+    embedded through its branch (`transform` applied to their `image` column)."""
+    embeddings = None
+    for rows, resolution, desc in groups:
+        subset = apply_transform(images.select(rows).select_columns(["image"]), transform)
+        embedded = compute_embedding_views(
+            model, subset, [EmbeddingView("images", resolution=resolution)], desc=desc, **common
+        )["images"]
+        if embeddings is None:
+            embeddings = np.empty((len(images), embedded.shape[1]), dtype=np.float32)
+        embeddings[rows] = embedded
+    return embeddings
+
+
 __all__ = [
     "EmbeddingView",
     "HR",
@@ -257,6 +275,7 @@ __all__ = [
     "check_sizes",
     "compute_embedding_views",
     "compute_embeddings",
+    "embed_row_groups",
     "get_dcr_model",
     "processor_for",
 ]

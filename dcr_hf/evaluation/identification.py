@@ -15,7 +15,9 @@ from ..image_processing_dcr import DCRImageProcessor
 from ..metrics import identification_accuracy
 from ..modeling_dcr import DCRModel
 from ._inputs import check_raw, column, model_kind
-from .embeddings import HR, EmbeddingView, Resolution, check_resolution, compute_embedding_views, get_dcr_model, processor_for
+from .embeddings import (
+    HR, EmbeddingView, Resolution, check_resolution, compute_embedding_views, embed_row_groups, get_dcr_model, processor_for,
+)
 
 
 def default_probe_resolutions(model: torch.nn.Module, distances: Sequence[int]) -> dict[int, int | str]:
@@ -134,17 +136,11 @@ def _embed_probes(
     transform: EvalTransform, common: dict[str, Any],
 ) -> np.ndarray:
     """Embeddings of every probe, in dataset order, each distance through its branch."""
-    embeddings = None
-    for distance, resolution in resolution_of.items():
-        rows = np.flatnonzero(distances == distance)
-        subset = apply_transform(probe.select(rows).select_columns(["image"]), transform)
-        embedded = compute_embedding_views(
-            model, subset, [EmbeddingView("probe", resolution=resolution)], desc=f"Probes d{distance}", **common
-        )["probe"]
-        if embeddings is None:
-            embeddings = np.empty((len(probe), embedded.shape[1]), dtype=np.float32)
-        embeddings[rows] = embedded
-    return embeddings
+    groups = (
+        (np.flatnonzero(distances == distance), resolution, f"Probes d{distance}")
+        for distance, resolution in resolution_of.items()
+    )
+    return embed_row_groups(model, probe, groups, transform, **common)
 
 
 __all__ = ["default_probe_resolutions", "evaluate_identification"]

@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from datasets import Dataset
 
-from ..data.transforms import EvalTransform, apply_transform
+from ..data.transforms import EvalTransform
 from ..image_processing_dcr import DCRImageProcessor
 from ..pipeline_dcr import nearest_resolution
 from ._inputs import column
-from .embeddings import HR, EmbeddingView, compute_embedding_views, get_dcr_model, processor_for
+from .embeddings import HR, embed_row_groups, get_dcr_model, processor_for
 
 
 def native_sides(dataset: Dataset, what: str) -> np.ndarray:
@@ -51,18 +51,11 @@ def embed_images(
     dcr = get_dcr_model(model)
     transform = EvalTransform(processor_for(dcr, image_processor), low_resolution_sizes=())
     routes_array = np.asarray([str(route) for route in routes])
-    embeddings = None
-    for route in dict.fromkeys(routes):
-        rows = np.flatnonzero(routes_array == str(route))
-        subset = apply_transform(images.select(rows).select_columns(["image"]), transform)
-        label = "HR" if route == HR else f"branch {route}"
-        embedded = compute_embedding_views(
-            model, subset, [EmbeddingView("images", resolution=route)], desc=f"{desc} ({label})", **common
-        )["images"]
-        if embeddings is None:
-            embeddings = np.empty((len(images), embedded.shape[1]), dtype=np.float32)
-        embeddings[rows] = embedded
-    return embeddings
+    groups = (
+        (np.flatnonzero(routes_array == str(route)), route, f"{desc} ({'HR' if route == HR else f'branch {route}'})")
+        for route in dict.fromkeys(routes)
+    )
+    return embed_row_groups(model, images, groups, transform, **common)
 
 
 __all__ = ["embed_images", "native_routes", "native_sides", "routing_table"]
