@@ -217,8 +217,8 @@ def test_cross_resolution_rules_hand_case():
 @pytest.mark.parametrize("metric", ["cosine", "l2"])
 @pytest.mark.parametrize("setting", ["other_images", "same_set", "exclude_own", "original"])
 def test_retrieval_equals_accuracy_calculator_to_the_bit(metric, setting):
-    """`retrieval_metrics` calls pytorch-metric-learning's metric functions without the calculator's
-    glue: the numbers are `AccuracyCalculator.get_accuracy`'s, exactly, lone labels included."""
+    """`retrieval_metrics` computes pytorch-metric-learning's formulas without the calculator's glue:
+    the numbers are `AccuracyCalculator.get_accuracy`'s, exactly, lone labels included."""
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
     rng = np.random.default_rng(10)

@@ -10,6 +10,7 @@ import torch
 from numpy.typing import ArrayLike
 
 from ._checks import _labelled_sets
+from .products import InnerProducts
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,11 @@ def gallery_search(
     )
     queries = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(probes, dtype=np.float32)), dim=1)
     references = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(gallery, dtype=np.float32)), dim=1)
+    products = InnerProducts(references)
     first = np.zeros(len(probes), dtype=np.int64)
     average_precision = np.zeros(len(probes), dtype=np.float64)
     for start in range(0, len(probes), block_size):
-        scores = (queries[start:start + block_size] @ references.T).numpy()
+        scores = products(queries[start:start + block_size]).numpy()
         for row, score in enumerate(scores):
             index = start + row
             mates = gallery_labels == probe_labels[index]
