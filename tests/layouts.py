@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy.io import savemat
 
 IMAGE_SIZE = 120
 
@@ -174,6 +175,27 @@ def matlab_cell(rows: Sequence[Sequence[str]]) -> np.ndarray:
         for j, name in enumerate(row):
             cell[i, j] = name
     return cell
+
+
+def write_survface_pairs(path: Path, name: str, pairs: Sequence[Sequence[str]]) -> Path:
+    """`Face_Verification_Test_Set/<name>.mat` as the release has it: one variable `name`, an
+    `{N x 2}` cell array of image file names (loadmat gives `[N, 2]` objects of `[1]` string arrays)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    savemat(path, {name: matlab_cell(pairs)})
+    return path
+
+
+def write_survface_ids(path: Path, names_key: str, ids_key: str, entries: Sequence[tuple[str, int]],
+                       id_dtype: type = np.uint16) -> Path:
+    """`<role>_img_ID_pairs.mat` as the release has it: `names_key` an `{N x 1}` cell array of file
+    names and `ids_key` an `N x 1` column of positive integer ids (`uint16` as public tests of
+    loaders of the release write it, unverified against the release; `double` reads the same)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    savemat(path, {names_key: matlab_cell([[name] for name, _ in entries]),
+                   ids_key: np.array([[identity] for _, identity in entries], dtype=id_dtype)})
+    return path
 
 
 def save_sized_face(path: Path, width: int, height: int, seed: int) -> Path:

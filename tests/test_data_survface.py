@@ -13,8 +13,8 @@ import torch
 from datasets import Dataset
 from huggingface_hub import ModelCard
 from PIL import Image
-from scipy.io import savemat
-from tests.layouts import matlab_cell, save_sized_face
+from scipy.io import loadmat, savemat
+from tests.layouts import matlab_cell, save_sized_face, write_survface_ids, write_survface_pairs
 from tests.models import tiny_config
 
 from dcr_hf import DCRImageProcessor, DCRModel
@@ -36,27 +36,26 @@ NEGATIVE = [[f"{a}_cam1_1.jpg", f"{b}_cam2_7.jpg"] for a, b in
              (104, 101), (105, 102))]
 GALLERY = [("201_cam1_1.jpg", 201), ("201_cam3_4.jpg", 201), ("202_cam1_2.jpg", 202), ("203_cam2_9.jpg", 203)]
 MATED = [("201_cam2_5.jpg", 201), ("202_cam4_1.jpg", 202), ("203_cam1_3.jpg", 203), ("202_cam3_8.jpg", 202)]
-UNMATED = [f"{900 + i}_cam1_1.jpg" for i in range(10)]
+# Unmated probes as the release names them: other test persons' images and unlabelled distractors.
+UNMATED = [f"{900 + i}_cam1_1.jpg" for i in range(6)] + [f"distractors_{i}.jpg" for i in (3, 17, 40, 112)]
 
 
-def make_survface(root: Path) -> Path:
+def make_survface(root: Path, id_dtype: type = np.uint16) -> Path:
+    """The release's layout (docs/evaluation.md, QMUL-SurvFace), written by the shared writers."""
     verification = root / "Face_Verification_Test_Set"
     for index, name in enumerate(VERIFICATION_IMAGES):
         _face(verification / "verification_images" / name, 8 + index, seed=index)
-    savemat(verification / "positive_pairs_names.mat", {"positive_pairs_names": matlab_cell(POSITIVE)})
-    savemat(verification / "negative_pairs_names.mat", {"negative_pairs_names": matlab_cell(NEGATIVE)})
+    write_survface_pairs(verification / "positive_pairs_names.mat", "positive_pairs_names", POSITIVE)
+    write_survface_pairs(verification / "negative_pairs_names.mat", "negative_pairs_names", NEGATIVE)
     identification = root / "Face_Identification_Test_Set"
     for folder, entries in (("gallery", GALLERY), ("mated_probe", MATED)):
         for index, (name, _) in enumerate(entries):
             _face(identification / folder / name, 10 + 3 * index, seed=100 + len(folder) * 10 + index)
     for index, name in enumerate(UNMATED):
         _face(identification / "unmated_probe" / name, 9 + index, seed=500 + index)
-    savemat(identification / "gallery_img_ID_pairs.mat", {
-        "gallery_set": matlab_cell([[name] for name, _ in GALLERY]),
-        "gallery_ids": np.array([[identity] for _, identity in GALLERY], dtype=np.uint16)})
-    savemat(identification / "mated_probe_img_ID_pairs.mat", {
-        "mated_probe_set": matlab_cell([[name] for name, _ in MATED]),
-        "mated_probe_ids": np.array([[identity] for _, identity in MATED], dtype=np.uint16)})
+    write_survface_ids(identification / "gallery_img_ID_pairs.mat", "gallery_set", "gallery_ids", GALLERY, id_dtype)
+    write_survface_ids(identification / "mated_probe_img_ID_pairs.mat", "mated_probe_set", "mated_probe_ids", MATED,
+                       id_dtype)
     return root
 
 
@@ -93,6 +92,31 @@ def test_load_survface_identification(tmp_path):
     assert len(splits["unmated_probe"]) == len(UNMATED)
 
 
+def test_the_fixture_has_the_form_the_release_has(tmp_path):
+    # What a check of the release zip reports (see the module docstring of dcr_hf.data.survface):
+    # {N x 2} / {N x 1} cells each holding one basename, and integer-valued id columns.
+    root = make_survface(tmp_path)
+    pairs = loadmat(root / "Face_Verification_Test_Set" / "positive_pairs_names.mat")["positive_pairs_names"]
+    assert pairs.shape == (len(POSITIVE), 2) and pairs.dtype == object
+    assert all(cell.shape == (1,) and cell.dtype.kind == "U" for cell in pairs.reshape(-1))
+    gallery = loadmat(root / "Face_Identification_Test_Set" / "gallery_img_ID_pairs.mat")
+    assert gallery["gallery_set"].shape == (len(GALLERY), 1) and gallery["gallery_ids"].shape == (len(GALLERY), 1)
+    assert [str(cell[0]) for cell in gallery["gallery_set"][:, 0]] == [name for name, _ in GALLERY]
+
+
+def test_ids_as_matlab_doubles_and_lists_in_the_evaluation_folder(tmp_path):
+    # MATLAB saves numbers as double unless told otherwise; and one public loader reads the two
+    # identification lists from Face_Identification_Evaluation/ rather than the test-set folder.
+    root = make_survface(tmp_path, id_dtype=np.float64)
+    evaluation = root / "Face_Identification_Evaluation"
+    evaluation.mkdir()
+    for name in ("gallery_img_ID_pairs.mat", "mated_probe_img_ID_pairs.mat"):
+        shutil.move(root / "Face_Identification_Test_Set" / name, evaluation / name)
+    splits = load_survface_identification(root)
+    assert splits["gallery"]["label"] == [201, 201, 202, 203]
+    assert splits["mated_probe"]["label"] == [201, 202, 203, 202]
+
+
 def test_bad_input_is_one_line(tmp_path):
     root = make_survface(tmp_path)
     (root / "Face_Verification_Test_Set" / "verification_images" / "103_cam2_7.jpg").unlink()
@@ -103,7 +127,7 @@ def test_bad_input_is_one_line(tmp_path):
     with pytest.raises(DCRInputError, match=r"shape \(4, 1\); expected an N x 2 cell array"):
         load_survface_verification(root)
     (root / "Face_Identification_Test_Set" / "mated_probe_img_ID_pairs.mat").unlink()
-    with pytest.raises(DCRFileNotFoundError, match="mated_probe_img_ID_pairs.mat"):
+    with pytest.raises(DCRFileNotFoundError, match=r"mated_probe_img_ID_pairs.mat' not found \(nor '.*Face_Identification_Evaluation"):
         load_survface_identification(root)
 
 

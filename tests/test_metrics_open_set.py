@@ -65,3 +65,31 @@ def test_blocks_do_not_change_the_result():
     whole = open_set_identification(MATED, MATED_LABELS, GALLERY, GALLERY_LABELS, UNMATED)
     blocked = open_set_identification(MATED, MATED_LABELS, GALLERY, GALLERY_LABELS, UNMATED, block_size=1)
     assert blocked.tpir == whole.tpir and blocked.thresholds == whole.thresholds
+
+
+def test_tpir_is_the_best_operating_point_of_the_published_definition():
+    # qmul-survface.github.io/protocols.html: FPIR(t) is the share of unmated searches with a gallery
+    # candidate scoring at or above t; a mated search is a true positive at rank r when its mate is
+    # among the r best candidates and scores at or above t. Swept over every t, the best TPIR with
+    # FPIR <= f must be what open_set_identification reports (it accepts "> threshold" instead).
+    rng = np.random.default_rng(7)
+    centres = rng.normal(size=(20, 8))
+    gallery_labels = np.repeat(np.arange(1, 21), 3)
+    gallery = centres[gallery_labels - 1] + rng.normal(scale=0.3, size=(60, 8))
+    mated_labels = rng.integers(1, 21, size=80)
+    mated = centres[mated_labels - 1] + rng.normal(scale=0.9, size=(80, 8))
+    unmated = rng.normal(size=(50, 8))
+    result = open_set_identification(mated, mated_labels, gallery, gallery_labels, unmated, ranks=(1, 5))
+
+    unit = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
+    templates = np.stack([unit[gallery_labels == identity].mean(0) for identity in range(1, 21)])
+    templates /= np.linalg.norm(templates, axis=1, keepdims=True)
+    mated_scores = mated / np.linalg.norm(mated, axis=1, keepdims=True) @ templates.T
+    mate = mated_scores[np.arange(80), mated_labels - 1]
+    rank = 1 + (mated_scores > mate[:, None]).sum(axis=1)
+    best = (unmated / np.linalg.norm(unmated, axis=1, keepdims=True) @ templates.T).max(axis=1)
+    candidates = np.concatenate([best, mate, [np.inf]])
+    for target in (0.3, 0.2, 0.1):
+        for r in (1, 5):
+            expected = max(np.mean((rank <= r) & (mate >= t)) for t in candidates if np.mean(best >= t) <= target)
+            assert result.tpir[r][target] == pytest.approx(expected, abs=1e-9), (target, r)

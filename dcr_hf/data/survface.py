@@ -1,16 +1,41 @@
-"""QMUL-SurvFace (Cheng et al., 2018): native surveillance faces, verification and open-set identification.
+"""QMUL-SurvFace (Cheng, Zhu, Gong 2018): native surveillance faces, verification and open-set identification.
 
-Layout (under the data root), with the file and variable names that public evaluation code reads
-(e.g. the SurvFace loaders of feature-similarity-KD and bob.bio.face; the dataset's own MATLAB
-evaluation code was not available to check against):
+Layout (under the data root, the archive's `QMUL-SurvFace/` folder):
 
-- `Face_Verification_Test_Set/positive_pairs_names.mat` (`positive_pairs_names`) and
-  `negative_pairs_names.mat` (`negative_pairs_names`): `N x 2` cell arrays of file names in
-  `verification_images/`;
+- `Face_Verification_Test_Set/positive_pairs_names.mat` (variable `positive_pairs_names`) and
+  `negative_pairs_names.mat` (`negative_pairs_names`): `{N x 2}` cell arrays of file names in
+  `verification_images/` (N = 5,320 each in the release);
 - `Face_Identification_Test_Set/gallery_img_ID_pairs.mat` (`gallery_set`, `gallery_ids`) and
-  `mated_probe_img_ID_pairs.mat` (`mated_probe_set`, `mated_probe_ids`): cell arrays of names in
-  `gallery/` and `mated_probe/` with their id vectors; every image of `unmated_probe/` is an unmated
-  probe (the dataset lists them in no `.mat` file).
+  `mated_probe_img_ID_pairs.mat` (`mated_probe_set`, `mated_probe_ids`): `{N x 1}` cell arrays of
+  names in `gallery/` and `mated_probe/` and `N x 1` columns of positive integer ids; read from
+  `Face_Identification_Evaluation/` when not in the test-set folder (one public loader reads them
+  there). Every image of `unmated_probe/` is an unmated probe (labelled persons' `<person>_cam<c>_<f>.jpg`
+  and unlabelled `distractors_<n>.jpg`); no `.mat` lists them.
+
+What was checked, and against what. The dataset's own readme and MATLAB evaluation code
+(`readme.txt`, `Face_Verification_Evaluation/`, `Face_Identification_Evaluation/` in the archive)
+could not be reached: no stored copy of the archive, of qmul-survface.github.io's repository or of
+a repository vendoring those files was found (searched: file-name and variable-name string search
+over the public code index, semantic search of code, pages, docs and issues). What the names above
+rest on instead:
+
+- https://qmul-survface.github.io/protocols.html (the project page; its opening only): 3,000 of the
+  5,319 multi-shot test identities form the watch list with half their images in the gallery; the
+  probes are their other images plus every image of the other test identities; FPIR counts the
+  unmated searches with a gallery candidate scoring "at or above" the threshold.
+- A public audit script that opens the release zip itself and checks it (found by string search;
+  its repository is not named by the index): the four `.mat` paths and variable names above, the
+  `(5320, 2)` pair shape, cells holding one basename ending in `.jpg`, integer-valued positive ids
+  consistent with the person prefix of the file names, the three identification folders, and
+  `distractors_<n>.jpg` names only in `unmated_probe/`; the verification images are copies of
+  test images.
+- Loaders reading the same files: bioidiap/bob.bio.face `bob/bio/face/database/survface.py`
+  (commit 1009646c2a4aab4b07137bfcdb1f1aa8aaead3be) and gist-ailab/feature-similarity-KD
+  `face_recognition/test_qmul_id.py`, `test_qmul_ver.py` (commit 3774ab41f87e347b3aaad7d003f76c0a3d9cff7f).
+
+Unverified (assumptions, see docs/evaluation.md): the fold split of the verification pairs, the
+threshold sweep and TAR@FAR / TPIR@FPIR read-out of the official code, and whether it scores a
+probe against identity templates or gallery images.
 
 The loaders return each image once with its native size (`width`, `height`), so that each is
 embedded once and routed by size.
@@ -29,6 +54,8 @@ from .matlab import cell_strings, id_vector, pair_strings, read_mat
 
 VERIFICATION_DIR = "Face_Verification_Test_Set"
 IDENTIFICATION_DIR = "Face_Identification_Test_Set"
+#: Where one public loader reads the identification `.mat` files from (the archive's evaluation-code folder).
+IDENTIFICATION_EVALUATION_DIR = "Face_Identification_Evaluation"
 #: Verification folds: pair i of each list goes to fold `i * NUM_FOLDS // len(list)` (an assumption, see docs).
 NUM_FOLDS = 10
 _IMAGE_FEATURES = Features({"image": Image(), "width": Value("int32"), "height": Value("int32")})
@@ -91,6 +118,13 @@ def load_survface_identification(data_root: PathLike, *, follow_symlinks_outside
         ("mated_probe", "mated_probe_img_ID_pairs.mat", ("mated_probe_set", "mated_probe_ids")),
     ):
         mat = folder / mat_name
+        if not mat.is_file():
+            mat = root / IDENTIFICATION_EVALUATION_DIR / mat_name
+            if not mat.is_file():
+                raise DCRFileNotFoundError(
+                    f"survface protocol file '{folder / mat_name}' not found (nor '{mat}'); expected the MATLAB "
+                    "file the dataset ships (layout: docs/datasets.md)."
+                )
         values = read_mat(mat, root, "survface", (names_key, ids_key), follow_symlinks_outside_root=follow)
         names = _checked(cell_strings(values[names_key], mat, names_key), mat)
         ids = id_vector(values[ids_key], len(names), mat, ids_key)
