@@ -187,7 +187,19 @@ class DataArguments(DatasetOptions):
     streaming: bool = field(
         default=False,
         metadata={"help": "Read an identity-folder tree through a compact file index, images opened by the loader "
-                  "(for trees larger than memory; RecordIO packs always are)."},
+                  "(for trees larger than memory; RecordIO packs always are); stream a Hub dataset id or a folder of "
+                  "parquet shards (datasets.load_dataset(..., streaming=True): nothing downloaded up front; needs "
+                  "--samples_per_class and --max_steps)."},
+    )
+    stream_buffer_images: int = field(
+        default=4096,
+        metadata={"help": "Streamed Hub dataset: images buffered while P x K batches are gathered; when full, the "
+                  "oldest buffered image is evicted (logged). Saved in every checkpoint."},
+    )
+    num_classes: int | None = field(
+        default=None,
+        metadata={"help": "Streamed Hub dataset whose label column holds ints, not a ClassLabel: its number of "
+                  "identities (labels 0..N-1)."},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training samples."})
     validation_dataset: str = field(

@@ -1,0 +1,104 @@
+"""Training from a streamed dataset through `train_hf.py`'s code path (`--dataset <Hub id or folder of
+parquet shards> --streaming true`): P x K batches, the refusals of the plan, and an exact resume (the
+stream's position and the buffer saved in the checkpoint, the same weights as an uninterrupted run)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dcr_hf.data.stream import IdentityBatchStream, check_stream_checkpoint
+from dcr_hf.errors_dcr import DCRInputError
+from dcr_hf.training import plan_training, run_training
+from dcr_hf.training.command import parse_arguments
+from dcr_hf.training.command import train as train_command
+from tests.layouts import make_hub_dataset
+from tests.test_training_recordio import TINY, _one_thread  # noqa: F401 -- its autouse fixture, one torch thread
+
+IDENTITIES, PER_IDENTITY = 5, 4
+
+
+@pytest.fixture(scope="module")
+def hub_folder(tmp_path_factory) -> Path:
+    return make_hub_dataset(tmp_path_factory.mktemp("hub"), [i for i in range(IDENTITIES) for _ in range(PER_IDENTITY)],
+                            num_shards=2, size=32)
+
+
+def _argv(output_dir: Path, source: Path | str, *extra: str) -> list[str]:
+    return ["--output_dir", str(output_dir), "--dataset", str(source), "--streaming", "true", *TINY,
+            "--stream_buffer_images", "6", *extra]
+
+
+def _run(output_dir: Path, source, monkeypatch, *extra: str) -> list[list[int]]:
+    """Train, returning the labels of every batch the stream yielded."""
+    seen: list[list[int]] = []
+    original = IdentityBatchStream._rows
+
+    def recording(self, rows):
+        seen.append([label for label, _ in rows])
+        return original(self, rows)
+
+    monkeypatch.setattr(IdentityBatchStream, "_rows", recording)
+    run_training(plan_training(*parse_arguments(_argv(output_dir, source, *extra))))
+    monkeypatch.setattr(IdentityBatchStream, "_rows", original)
+    return seen
+
+
+def test_trains_on_a_streamed_folder_of_parquet_shards(tmp_path, hub_folder, monkeypatch):
+    seen = _run(tmp_path / "run", hub_folder, monkeypatch, "--max_steps", "3")
+    assert len(seen) == 3 and all(len(b) == 4 and b[0] == b[1] and b[2] == b[3] != b[0] for b in seen)
+    assert load_file(str(tmp_path / "run" / "model.safetensors"))["centers"].shape[0] == IDENTITIES
+    assert str(hub_folder.name) in (tmp_path / "run" / "README.md").read_text()
+
+
+def test_resume_continues_the_stream_and_ends_with_the_same_weights(tmp_path, hub_folder, monkeypatch):
+    # 20 images, 5 batches a pass: the checkpoint at step 4 has images buffered, the resume crosses into pass 2.
+    options = ["--max_steps", "8", "--save_strategy", "steps", "--save_steps", "4", "--augmentation", "flip"]
+    uninterrupted = _run(tmp_path / "a", hub_folder, monkeypatch, *options)
+    assert len(uninterrupted) == 8
+    checkpoint = tmp_path / "a" / "checkpoint-4"
+    assert (checkpoint / "stream_state-0.json").is_file() and (checkpoint / "stream_state-0.safetensors").is_file()
+    shutil.copytree(checkpoint, tmp_path / "b" / "checkpoint-4")
+    resumed = _run(tmp_path / "b", hub_folder, monkeypatch, *options, "--resume_from_checkpoint",
+                   str(tmp_path / "b" / "checkpoint-4"))
+    assert resumed == uninterrupted[4:]
+    expected, got = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(got[key], expected[key]), key
+    # The checkpoint on another number of processes, or without its stream state, is refused before training.
+    resume = ["--max_steps", "8", "--resume_from_checkpoint", str(checkpoint)]
+    with pytest.raises(DCRInputError, match="holds the stream states of 1 process; resume it on 1, not 2"):
+        check_stream_checkpoint(checkpoint, 2)  # what the plan calls with the launcher's WORLD_SIZE
+    for path in checkpoint.glob("stream_state-*"):
+        path.unlink()
+    with pytest.raises(DCRInputError, match="holds no stream state"):
+        plan_training(*parse_arguments(_argv(tmp_path / "a", hub_folder, *resume)))
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ([], r"give --max_steps N \(a stream has no length"),
+    (["--max_steps", "2", "--dataloader_num_workers", "2"], "--dataloader_num_workers must be 0, got 2"),
+    (["--max_steps", "2", "--lr_milestones", "1"], "--lr_milestones are epochs"),
+    (["--max_steps", "2", "--stream_buffer_images", "3"], "--stream_buffer_images 3 cannot hold one batch of 4"),
+    (["--max_steps", "2", "--num_classes", "1"], "--num_classes must be at least 2"),
+])
+def test_the_plan_refuses_what_a_stream_cannot_serve(tmp_path, hub_folder, extra, message):
+    with pytest.raises(DCRInputError, match=message):
+        plan_training(*parse_arguments(_argv(tmp_path / "run", hub_folder, *extra)))
+
+
+def test_the_plan_refuses_a_stream_without_samples_per_class(tmp_path, hub_folder):
+    argv = _argv(tmp_path / "run", hub_folder, "--max_steps", "2")
+    at = argv.index("--samples_per_class")
+    with pytest.raises(DCRInputError, match="give --samples_per_class K"):
+        plan_training(*parse_arguments(argv[:at] + argv[at + 2:]))
+
+
+def test_num_classes_is_refused_for_a_dataset_that_names_its_classes(tmp_path):
+    with pytest.raises(DCRInputError, match="--num_classes 5 applies to a streamed Hub dataset"):
+        plan_training(*parse_arguments(["--output_dir", str(tmp_path / "run"), *TINY, "--num_classes", "5"]))
