@@ -102,3 +102,40 @@ def test_the_plan_refuses_a_stream_without_samples_per_class(tmp_path, hub_folde
 def test_num_classes_is_refused_for_a_dataset_that_names_its_classes(tmp_path):
     with pytest.raises(DCRInputError, match="--num_classes 5 applies to a streamed Hub dataset"):
         plan_training(*parse_arguments(["--output_dir", str(tmp_path / "run"), *TINY, "--num_classes", "5"]))
+
+
+@pytest.mark.slow  # two torchrun launches of 2 gloo processes
+def test_two_processes_stream_their_own_parts_and_resume_exactly(tmp_path):
+    """Under torchrun each process batches its own shards (`split_dataset_by_node`): the checkpoint holds
+    one stream state per process, and a resume on 2 processes ends with the uninterrupted run's weights."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.test_training import WORKER, _env, _free_port
+
+    # 4 shards of 2 identities each: every process streams 2 whole shards (16 images, 4 batches a pass).
+    source = make_hub_dataset(tmp_path / "hub", [i for i in range(8) for _ in range(4)], num_shards=4, size=32)
+    options = ["--max_steps", "6", "--save_strategy", "steps", "--save_steps", "3"]
+
+    def launch(output_dir: Path, *extra: str) -> None:
+        completed = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+             "--master_port", str(_free_port()), str(WORKER), "--", *_argv(output_dir, source, *options, *extra)],
+            env=_env(), capture_output=True, text=True, timeout=300,
+        )
+        assert completed.returncode == 0, completed.stderr[-3000:]
+
+    launch(tmp_path / "a")
+    checkpoint = tmp_path / "a" / "checkpoint-3"
+    states = [json.loads((checkpoint / f"stream_state-{rank}.json").read_text()) for rank in (0, 1)]
+    assert [state["batches"] for state in states] == [3, 3]
+    # Rank 0 streams shards 0 and 2 (identities 0, 1, 4, 5), rank 1 shards 1 and 3: their buffers are disjoint.
+    assert states[0]["rows"]["label"] and set(states[0]["rows"]["label"]) <= {0, 1, 4, 5}
+    assert states[1]["rows"]["label"] and set(states[1]["rows"]["label"]) <= {2, 3, 6, 7}
+    assert json.loads((tmp_path / "a" / "training_recipe.json").read_text())["global_batch_size"] == 8
+    shutil.copytree(checkpoint, tmp_path / "b" / "checkpoint-3")
+    launch(tmp_path / "b", "--resume_from_checkpoint", str(tmp_path / "b" / "checkpoint-3"))
+    expected, got = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    for key in expected:
+        assert torch.equal(got[key], expected[key]), key
