@@ -139,3 +139,30 @@ def test_two_processes_stream_their_own_parts_and_resume_exactly(tmp_path):
     expected, got = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
     for key in expected:
         assert torch.equal(got[key], expected[key]), key
+
+
+def test_trains_on_a_hub_dataset_id_streamed_from_the_hub_standin(tmp_path, monkeypatch, hub_folder):
+    """`--dataset org/faces --streaming true` against the local stand-in for the Hub: the parquet shards are
+    read over HTTP as the batches need them, nothing is downloaded to the cache."""
+    from tests.hub_standin import HubStandIn
+
+    with HubStandIn() as hub:
+        hub.patch(monkeypatch)
+        monkeypatch.setenv("HF_TOKEN", hub.token)
+        import datasets.config
+        from huggingface_hub import constants
+
+        monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache" / "datasets")
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache" / "hub"))
+        hub.add_repo("org/faces", private=False, repo_type="dataset")
+        repo = hub.repos[("dataset", "org/faces")]
+        repo["snapshots"][repo["branches"]["main"]].update(
+            {str(path.relative_to(hub_folder)): path.read_bytes() for path in hub_folder.rglob("*.parquet")})
+        seen = _run(tmp_path / "run", "org/faces", monkeypatch, "--max_steps", "2")
+    assert len(seen) == 2 and all(len(batch) == 4 and batch[0] == batch[1] for batch in seen)
+    shards = {request.path.rsplit("/", 1)[1] for request in hub.requests if request.path.endswith(".parquet")}
+    assert shards == {"train-00000-of-00002.parquet"}  # 2 batches need the first shard only
+    cached = [path.name for path in (tmp_path / "cache").rglob("*") if path.suffix in (".parquet", ".arrow")]
+    assert not cached
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "org/faces" in card
