@@ -166,3 +166,15 @@ def test_trains_on_a_hub_dataset_id_streamed_from_the_hub_standin(tmp_path, monk
     assert not cached
     card = (tmp_path / "run" / "README.md").read_text()
     assert "org/faces" in card
+
+
+def test_a_bad_label_column_ends_the_command_in_one_line(tmp_path, hub_folder, capsys):
+    from dcr_hf.training.command import main as train_main
+
+    with pytest.raises(SystemExit) as exited:
+        train_main(_argv(tmp_path / "run", hub_folder, "--max_steps", "2", "--label_column", "person"))
+    error = capsys.readouterr().err
+    assert exited.value.code == 2 and "Traceback" not in error
+    assert error.strip().splitlines()[-1].endswith(
+        f"error: --label_column 'person': the streamed dataset {hub_folder} has no such column; it has ['image', 'label'].")
+    assert not (tmp_path / "run" / "model.safetensors").exists()
