@@ -100,3 +100,22 @@ def test_a_label_outside_the_classes_is_one_line(tmp_path):
     folder = make_hub_dataset(tmp_path, [0, 0, 5, 5], num_shards=1, size=8, class_label=False)
     with pytest.raises(DCRInputError, match=r"streamed row 2: label 5 is not a class id in 0..2"):
         _batches(IdentityBatchStream(load_face_stream(folder, num_classes=3), 3, 2, 4, 64), 1)
+
+
+def test_the_saved_state_loads_back_and_a_damaged_one_is_one_line(tmp_path, hub_folder):
+    import json
+
+    from dcr_hf.data.stream import load_stream_state, save_stream_state
+
+    stream = IdentityBatchStream(load_face_stream(hub_folder), 6, 2, 4, max_buffered_images=5, seed=3)
+    iterator = iter(stream)
+    for _ in range(3):
+        next(iterator)
+    save_stream_state(stream, tmp_path, rank=0)
+    assert load_stream_state(tmp_path, 0) == stream.state_dict()
+    state = json.loads((tmp_path / "stream_state-0.json").read_text())
+    state["rows"]["length"][0] += 1
+    (tmp_path / "stream_state-0.json").write_text(json.dumps(state))
+    with pytest.raises(DCRInputError, match=r"stream_state-0.safetensors holds \d+ bytes of buffered images; its .json "
+                                            r"names \d+: the checkpoint is damaged"):
+        load_stream_state(tmp_path, 0)
