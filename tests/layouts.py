@@ -205,3 +205,28 @@ def save_sized_face(path: Path, width: int, height: int, seed: int) -> Path:
     pixels = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(path)
     return path
+
+
+def make_hub_dataset(root: Path, labels: list[int], num_shards: int = 2, size: int = 32, label_column: str = "label",
+                     class_label: bool = True, seed: int = 0) -> Path:
+    """A dataset folder in the layout `push_to_hub` writes (`data/train-0000i-of-0000N.parquet`): PNG
+    `image` + `label` (a `ClassLabel` `id0..`, or plain ints), row `i` of identity `labels[i]`,
+    split into `num_shards` contiguous shards."""
+    import io
+
+    from datasets import ClassLabel, Dataset, Features, Image as ImageFeature, Value
+
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in labels:
+        buffer = io.BytesIO()
+        Image.fromarray(smooth_photo(rng, size, size)).save(buffer, format="PNG")
+        images.append({"bytes": buffer.getvalue(), "path": None})
+    names = [f"id{i}" for i in range(max(labels) + 1)]
+    features = Features({"image": ImageFeature(), label_column: ClassLabel(names=names) if class_label else Value("int64")})
+    dataset = Dataset.from_dict({"image": images, label_column: labels}, features=features)
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    for shard in range(num_shards):
+        dataset.shard(num_shards, shard, contiguous=True).to_parquet(
+            str(root / "data" / f"train-{shard:05d}-of-{num_shards:05d}.parquet"))
+    return root

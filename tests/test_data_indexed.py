@@ -114,8 +114,6 @@ def test_streaming_option_selects_the_folder_index(tmp_path):
     assert isinstance(registry.load_training_split(str(tmp_path), options, 32).dataset, IndexedImageDataset)
     with pytest.raises(DCRInputError, match="--dataset casia is loaded whole: drop --streaming"):
         registry.load_training_split("casia", DataArguments(dataset="casia", data_root=str(tmp_path), streaming=True), 32)
-    with pytest.raises(DCRInputError, match="the Hub dataset org/faces is downloaded"):
-        registry.load_training_split("org/faces", DataArguments(dataset="org/faces", streaming=True), 32)
 
 
 def test_the_sampler_over_a_large_pack_keeps_a_few_bytes_an_image(big_pack):

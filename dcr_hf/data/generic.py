@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from datasets import ClassLabel, Dataset, DatasetDict, Image, Value, load_dataset, load_from_disk
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value, load_dataset, load_from_disk
 
 from ..errors_dcr import DCRFileNotFoundError, DCRInputError
 from ._layout import (
@@ -206,3 +206,53 @@ def load_face_dataset(
     if isinstance(loaded, DatasetDict):
         return DatasetDict({key: _standardize(value, image_column, label_column) for key, value in loaded.items()})
     return _standardize(loaded, image_column, label_column)
+
+
+def holds_data_files(path: PathLike) -> bool:
+    """Whether a folder is in the Hub's dataset layout (`*.parquet` shards at its top or under `data/`,
+    as `push_to_hub` writes them), which `load_dataset(path, streaming=True)` streams."""
+    path = Path(path)
+    return path.is_dir() and (any(path.glob("*.parquet")) or any(path.glob("data/**/*.parquet")))
+
+
+def load_face_stream(name_or_path: PathLike, image_column: str = "image", label_column: str = "label",
+                     num_classes: int | None = None, split: str = "train"):
+    """Stream the `split` of a Hub dataset id or a folder in the Hub's layout (`holds_data_files`)
+    without downloading it or reading its index: a `datasets.IterableDataset` of `image` (undecoded,
+    `{"bytes", "path"}`) and `label` (a `ClassLabel`) only.
+
+    The number of classes comes from the label column's `ClassLabel`, or `num_classes` for an int
+    column (`--num_classes`); a missing column, a label column of another type, or an int column
+    without `num_classes`, is one `DCRInputError`, before any image is read.
+    """
+    stream = load_dataset(str(name_or_path), split=split, streaming=True)
+    features = stream.features
+    if features is None:  # a format without a schema (JSON lines, ...): nothing names the columns up front
+        raise DCRInputError(f"the streamed dataset {name_or_path} declares no features; stream parquet shards or an "
+                            "imagefolder (their features are known before any row is read).")
+    for option, column in (("--image_column", image_column), ("--label_column", label_column)):
+        if column not in features:
+            raise DCRInputError(f"{option} {column!r}: the streamed dataset {name_or_path} has no such column; "
+                                f"it has {list(features)}.")
+    label = features[label_column]
+    if isinstance(label, ClassLabel):
+        if num_classes is not None and num_classes != label.num_classes:
+            raise DCRInputError(f"--num_classes {num_classes}: the label column {label_column!r} of {name_or_path} "
+                                f"is a ClassLabel of {label.num_classes} classes; leave --num_classes out.")
+    elif isinstance(label, Value) and label.dtype.startswith(("int", "uint")):
+        if num_classes is None:
+            raise DCRInputError(f"the label column {label_column!r} of {name_or_path} holds ints, not a ClassLabel: "
+                                "give --num_classes N (its labels are 0..N-1) to stream it.")
+        label = ClassLabel(num_classes=num_classes)
+    else:
+        raise DCRInputError(f"--label_column {label_column!r} of {name_or_path} must hold class ids (a ClassLabel, or "
+                            f"ints with --num_classes) to stream it, got {label}.")
+    if not isinstance(features[image_column], Image):
+        raise DCRInputError(f"--image_column {image_column!r} of {name_or_path} must be an Image column, "
+                            f"got {features[image_column]}.")
+    stream = stream.select_columns([image_column, label_column])
+    if image_column != "image":
+        stream = stream.rename_column(image_column, "image")
+    if label_column != "label":
+        stream = stream.rename_column(label_column, "label")
+    return stream.cast(Features({"image": Image(decode=False), "label": label}))

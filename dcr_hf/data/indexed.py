@@ -31,6 +31,16 @@ class ImageIndex(Protocol):
     def image(self, position: int) -> dict[str, Any]: ...
 
 
+def transformed_rows(batch: dict[str, list[Any]], transform=None) -> list[dict[str, Any]]:
+    """The rows of `batch` (`{"image": [...], "label": [...]}`) after `transform`, as `datasets` applies a
+    transform (one call per batch), split into rows for the collator."""
+    if transform is None:
+        return [{"image": image, "label": label} for image, label in zip(batch["image"], batch["label"])]
+    output = transform(batch)
+    count = len(next(iter(output.values()))) if output else 0
+    return [{name: value[i] for name, value in output.items()} for i in range(count)]
+
+
 class IndexedImageDataset:
     """Row `i` is `{"image": {"bytes", "path"}, "label": int}`, read from the index when fetched.
 
@@ -68,12 +78,7 @@ class IndexedImageDataset:
         positions = [int(i) if self.rows is None else int(self.rows[i]) for i in indices]
         batch = {"image": [self.index.image(p) for p in positions],
                  "label": [int(self.index.labels[p]) for p in positions]}
-        if self.transform is None:
-            return [{"image": image, "label": label} for image, label in zip(batch["image"], batch["label"])]
-        # As `datasets` does with a transform: one call per batch, then split into rows for the collator.
-        output = self.transform(batch)
-        count = len(next(iter(output.values()))) if output else 0
-        return [{name: value[i] for name, value in output.items()} for i in range(count)]
+        return transformed_rows(batch, self.transform)
 
     def select(self, indices: Sequence[int]) -> IndexedImageDataset:
         selected = np.asarray(indices, dtype=np.int64)
@@ -93,4 +98,4 @@ class IndexedImageDataset:
         return IndexedImageDataset(self.index, self.rows, transform)
 
 
-__all__ = ["ImageIndex", "IndexedImageDataset"]
+__all__ = ["ImageIndex", "IndexedImageDataset", "transformed_rows"]

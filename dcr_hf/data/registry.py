@@ -264,10 +264,28 @@ def _folder_train(options: DatasetOptions, image_size: int) -> TrainingSplit:
     return _generic_train(_root(options, "folder"), options)
 
 
-def _generic_train(source: str, options: DatasetOptions) -> TrainingSplit:
+def streams_from_hub(name: str, options: DatasetOptions) -> bool:
+    """Whether `--dataset name --streaming` streams a Hub dataset id, or a folder in the Hub's layout
+    (parquet shards), through `load_dataset(..., streaming=True)` (`generic.load_face_stream`)."""
+    if not (_streaming(options) and is_generic_source(name)):
+        return False
+    from .generic import holds_data_files
+
+    return looks_like_hub_id(name) or holds_data_files(name)
+
+
+def _generic_train(source: str, options: DatasetOptions, stream: bool = False) -> TrainingSplit:
     """The training split of a tree, a saved dataset or a Hub id; with `--streaming` a tree is
-    served from its compact file index (`generic.index_image_folder`) instead of an Arrow table."""
+    served from its compact file index (`generic.index_image_folder`) instead of an Arrow table,
+    and with `stream` (`streams_from_hub`) a Hub id or a folder of parquet shards is streamed
+    (`generic.load_face_stream`)."""
     from ._layout import is_saved_dataset
+
+    if stream:
+        from .generic import load_face_stream
+
+        loaded = load_face_stream(source, options.image_column, options.label_column, getattr(options, "num_classes", None))
+        return TrainingSplit(loaded, False)
 
     if _streaming(options) and Path(source).is_dir() and not is_saved_dataset(source):
         from .generic import index_image_folder
@@ -428,18 +446,15 @@ def check_training_dataset(name: str, options: DatasetOptions) -> None:
                 f"unknown dataset {name!r}: expected one of {TRAIN_DATASETS}, a prepared dataset folder or a Hub "
                 "dataset id (org/name)."
             )
-        if _streaming(options) and not Path(name).is_dir():
-            raise DCRInputError(
-                f"--streaming reads identity folders lazily; the Hub dataset {name} is downloaded to memory-mapped "
-                "Arrow files, of which only the labels are held in memory: drop --streaming."
-            )
+        if _streaming(options) and Path(name).exists() and not Path(name).is_dir():
+            raise DCRInputError(f"--streaming reads a folder or a Hub dataset id; {name} is a file.")
         return
     spec = get_spec(name)
     if spec.load_train is None:
         raise DCRInputError(f"dataset {name!r} is for evaluation only; train on one of {TRAIN_DATASETS}.")
     if _streaming(options) and name not in _NAMED_BY_ROOT:
-        raise DCRInputError(f"--streaming reads identity folders (--dataset folder) lazily, as RecordIO packs always are; "
-                            f"--dataset {name} is loaded whole: drop --streaming.")
+        raise DCRInputError(f"--streaming reads identity folders (--dataset folder) lazily, as RecordIO packs always are, "
+                            f"and streams Hub datasets (--dataset org/name); --dataset {name} is loaded whole: drop --streaming.")
     if spec.needs_data_root:
         _root(options, name)
 
@@ -448,7 +463,7 @@ def load_training_split(name: str, options: DatasetOptions, image_size: int) -> 
     """The training set of `name` (a registered dataset, a prepared folder or a Hub dataset id)."""
     check_training_dataset(name, options)
     if is_generic_source(name):
-        return _generic_train(name, options)
+        return _generic_train(name, options, stream=streams_from_hub(name, options))
     return get_spec(name).load_train(options, image_size)
 
 
@@ -500,5 +515,6 @@ __all__ = [
     "load_protocol_data",
     "load_training_split",
     "options_dict",
+    "streams_from_hub",
     "validation_for",
 ]

@@ -186,9 +186,12 @@ class DataArguments(DatasetOptions):
     )
     streaming: bool = field(
         default=False,
-        metadata={"help": "Read an identity-folder tree through a compact file index, images opened by the loader "
-                  "(for trees larger than memory; RecordIO packs always are)."},
+        metadata={"help": "Index a folder tree lazily; stream a Hub id or parquet shards."},
     )
+    stream_buffer_images: int = field(
+        default=4096, metadata={"help": "Stream: images buffered for P x K batches."},
+    )
+    num_classes: int | None = field(default=None, metadata={"help": "Stream: identities of int labels."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training samples."})
     validation_dataset: str = field(
         default="auto", metadata={"help": f"auto | none | {' | '.join(VALIDATION_DATASETS)} (auto: from --dataset)."}

@@ -133,6 +133,10 @@ def plan_training(
         raise DCRInputError(f"--divergence_factor must be >= 0 (0: no bound), got {training_args.divergence_factor}.")
     resume = _check_output_folder(training_args, stage, source, source_option)
     partial_fc_rate = _check_partial_fc(model_args, stage, training_args, resume)
+    if resume is not None and registry.streams_from_hub(data_args.dataset, data_args):
+        from ..data.stream import check_stream_checkpoint
+
+        check_stream_checkpoint(resume, int(os.environ.get("WORLD_SIZE", "1")))  # the launcher's, as for --partial_fc
 
     overrides = {**model_args.config_settings(), **degradation}
     if source is None:
@@ -220,6 +224,11 @@ def _check_data_options(data_args: DataArguments, training_args: DCRTrainingArgu
     if per_class is not None and per_class < 1:
         raise DCRInputError(f"--samples_per_class must be a positive number of images per identity, got {per_class}.")
     batch = training_args.per_device_train_batch_size
+    if registry.streams_from_hub(data_args.dataset, data_args):
+        check_stream_options(data_args, training_args)
+    elif data_args.num_classes is not None:
+        raise DCRInputError(f"--num_classes {data_args.num_classes} applies to a streamed Hub dataset (--streaming true "
+                            "with a Hub id or a folder of parquet shards); other datasets name their classes.")
     if per_class is not None and batch % per_class:
         raise DCRInputError(f"--per_device_train_batch_size {batch} must be a multiple of --samples_per_class {per_class}.")
     if per_class is not None and batch // per_class < 2:
@@ -228,6 +237,32 @@ def _check_data_options(data_args: DataArguments, training_args: DCRTrainingArgu
             f"--per_device_train_batch_size {batch} with --samples_per_class {per_class} holds {batch // per_class} "
             f"identity per batch; the M-per-class sampler needs at least 2 (a batch of at least {2 * per_class})."
         )
+
+
+def check_stream_options(data_args: DataArguments, training_args: DCRTrainingArguments) -> None:
+    """The options a streamed Hub dataset (`data.stream.IdentityBatchStream`) needs, and the ones it
+    cannot serve, refused in one line before anything is read; the data skip of a resume is turned off
+    (the stream's state saved in the checkpoint continues it instead)."""
+    source = data_args.dataset
+    if data_args.samples_per_class is None:
+        raise DCRInputError(f"--streaming {source}: give --samples_per_class K (a stream is batched as P identities x "
+                            "K images, gathered in a buffer; there is no label list to sample from).")
+    if training_args.max_steps is None or training_args.max_steps <= 0:
+        raise DCRInputError(f"--streaming {source}: give --max_steps N (a stream has no length, so epochs cannot be counted).")
+    if training_args.lr_milestones:
+        raise DCRInputError(f"--lr_milestones are epochs; --streaming {source} has no length to count them by: use "
+                            "--lr_scheduler_type with --max_steps.")
+    if training_args.dataloader_num_workers:
+        # The buffer and the stream's position live in the process that iterates: in workers they
+        # would not reach the checkpoint, and a resume would not be exact.
+        raise DCRInputError(f"--streaming {source} batches in the training process (its state goes into the checkpoint): "
+                            f"--dataloader_num_workers must be 0, got {training_args.dataloader_num_workers}.")
+    if data_args.stream_buffer_images < training_args.per_device_train_batch_size:
+        raise DCRInputError(f"--stream_buffer_images {data_args.stream_buffer_images} cannot hold one batch of "
+                            f"{training_args.per_device_train_batch_size} images (--per_device_train_batch_size).")
+    if data_args.num_classes is not None and data_args.num_classes < 2:
+        raise DCRInputError(f"--num_classes must be at least 2 identities, got {data_args.num_classes}.")
+    training_args.ignore_data_skip = True
 
 
 #: A learning rate above this is most likely a typo (DCR trains at 1e-3 .. 1e-1): the run is warned.
@@ -418,6 +453,6 @@ def complete_training_arguments(training_args: DCRTrainingArguments, protocol: s
 
 
 __all__ = [
-    "MAX_LEARNING_RATE", "DataSpec", "TrainingPlan", "check_optimizer_settings", "check_schedule", "complete_training_arguments", "data_spec", "new_trunk_config", "plan_training",
+    "MAX_LEARNING_RATE", "DataSpec", "TrainingPlan", "check_optimizer_settings", "check_schedule", "check_stream_options", "complete_training_arguments", "data_spec", "new_trunk_config", "plan_training",
     "prepare_push", "source_processor", "stage_config",
 ]

@@ -52,6 +52,8 @@ def load_training_data(spec: DataSpec) -> TrainingData:
     training labels are checked (`check_training_labels`) as soon as they are read, before the
     validation data."""
     split = registry.load_training_split(spec.dataset, spec.options, spec.image_size)
+    if registry.streams_from_hub(spec.dataset, spec.options):
+        return _stream_data(spec, split)
     train = split.dataset
     if spec.max_train_samples is not None:
         train = train.select(range(min(spec.max_train_samples, len(train))))
@@ -60,15 +62,37 @@ def load_training_data(spec: DataSpec) -> TrainingData:
     num_labels = getattr(label_feature, "num_classes", None) or (int(labels.max()) + 1 if labels.size else 0)
     check_training_labels(labels, num_labels, spec.samples_per_class, spec.batch_size)
     names = getattr(label_feature, "names", None) or [str(i) for i in range(num_labels)]
-    validation = None
-    if spec.validation_name is not None:
-        validation = registry.load_protocol_data(
-            spec.validation_name, spec.validation_protocol, spec.validation_options, spec.image_size
-        )
+    validation = _validation_data(spec)
     return TrainingData(
         train=train, num_labels=num_labels, id2label={i: str(n) for i, n in enumerate(names)},
         real_low_resolution=split.real_low_resolution, validation=validation,
         validation_protocol=spec.validation_protocol, validation_name=spec.validation_name,
+    )
+
+
+def _validation_data(spec: DataSpec) -> Dataset | DatasetDict | None:
+    if spec.validation_name is None:
+        return None
+    return registry.load_protocol_data(spec.validation_name, spec.validation_protocol, spec.validation_options,
+                                       spec.image_size)
+
+
+def _stream_data(spec: DataSpec, split: registry.TrainingSplit) -> TrainingData:
+    """A streamed Hub dataset as P x K batches (`data.stream.IdentityBatchStream`); its labels are
+    checked as they are read, and its classes named by its `ClassLabel` (`generic.load_face_stream`)."""
+    from ..data.stream import IdentityBatchStream
+
+    stream = split.dataset
+    if spec.max_train_samples is not None:
+        stream = stream.take(spec.max_train_samples)
+    label_feature = stream.features["label"]
+    batches = IdentityBatchStream(stream, label_feature.num_classes, spec.samples_per_class, spec.batch_size,
+                                  spec.options.stream_buffer_images)
+    validation = _validation_data(spec)
+    return TrainingData(
+        train=batches, num_labels=label_feature.num_classes, id2label=dict(enumerate(label_feature.names)),
+        real_low_resolution=False, validation=validation, validation_protocol=spec.validation_protocol,
+        validation_name=spec.validation_name,
     )
 
 
@@ -184,7 +208,7 @@ def _run_locked(plan: TrainingPlan, callbacks: list | None, data: TrainingData |
     set_seed(training_args.seed)
     if data is None:
         data = load_training_data(plan.data)  # its labels checked before the validation data is read
-    else:
+    elif not registry.streams_from_hub(plan.data.dataset, plan.data.options):
         check_training_labels(training_labels(data.train), data.num_labels, plan.data.samples_per_class,
                               plan.data.batch_size)
     model = build_model(plan, data.id2label)

@@ -116,6 +116,47 @@ class DCRTrainer(AtomicSaves, Trainer):
 
     # -- data --------------------------------------------------------------------------------
 
+    def get_train_dataloader(self):
+        from ..data.stream import IdentityBatchStream
+
+        if not isinstance(self.train_dataset, IdentityBatchStream):
+            return super().get_train_dataloader()
+        return self._stream_dataloader()
+
+    def _stream_dataloader(self) -> torch.utils.data.DataLoader:
+        """The batches of a streamed Hub dataset: this process's part of the stream, batched P x K by
+        `IdentityBatchStream` (`batch_size=None`), continued from the checkpoint's stream state on a
+        resume. Not passed through `accelerator.prepare`, which would shard the stream a second time
+        (or dispatch one process's batches to all); the Trainer moves each batch to the device."""
+        from ..data.stream import load_stream_state
+
+        if getattr(self, "_train_stream", None) is None:
+            self._train_stream = self.train_dataset.for_process(self.args.process_index, self.args.world_size,
+                                                                self.args.seed)
+            checkpoint = self.args.resume_from_checkpoint
+            if isinstance(checkpoint, str) and checkpoint:
+                self._train_stream.load_state_dict(*load_stream_state(checkpoint, self.args.process_index))
+        # Its own generator: a DataLoader's iterator draws a base seed when created, which from the global
+        # RNG would shift the draws of a resumed run (the Trainer restores the RNG before creating it).
+        return torch.utils.data.DataLoader(self._train_stream, batch_size=None, collate_fn=self.data_collator,
+                                           num_workers=0, pin_memory=self.args.dataloader_pin_memory,
+                                           generator=torch.Generator().manual_seed(self.args.seed))
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        super()._save_rng_state(output_dir)
+        stream = getattr(self, "_train_stream", None)
+        if stream is None:
+            return
+        from ..data.stream import save_stream_state
+
+        # The loader reads no batch ahead (no workers, not prepared): the stream's state is the one after
+        # the batches the steps so far consumed, which this asserts.
+        consumed = self.state.global_step * self.args.gradient_accumulation_steps
+        if stream.batches_emitted != consumed:
+            raise RuntimeError(f"the stream emitted {stream.batches_emitted} batches by step {self.state.global_step}, "
+                               f"expected {consumed}: its saved state would not continue the run exactly.")
+        save_stream_state(stream, output_dir, self.args.process_index)
+
     def _get_train_sampler(self, train_dataset=None):
         if self.samples_per_class is None:
             return super()._get_train_sampler(train_dataset)
