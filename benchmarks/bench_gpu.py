@@ -153,7 +153,9 @@ def bench_accelerate_run(args: argparse.Namespace, rows: list) -> None:
                         "--per_device_train_batch_size", "8"]
         if args.device == "cpu":
             command += ["--use_cpu", "true"]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(HERE.parent)}
+        # The repository first, then the caller's path (gpu.sh's carried wheels in /tmp/site).
+        path = os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": path}
         start = time.perf_counter()
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - start
@@ -236,6 +238,21 @@ def main() -> None:
         ["float32 GEMM peak", f"{gemm_gflops(args.device) / 1e3:.1f} TFLOP/s", "", ""],
         ["copy bandwidth", f"{copy_gbytes_per_second(args.device):.0f} GB/s", "", ""],
     ]
+    interrupted = False
+    try:
+        run_sections(args, rows, bf16_peak)
+    except KeyboardInterrupt:
+        # SIGINT from a time budget (benchmarks/gpu.sh runs this under `timeout --signal=INT`):
+        # the rows measured so far are still worth printing.
+        interrupted = True
+        rows.append(["INTERRUPTED (time budget): the sections after this row did not run", "", "", ""])
+    print_table(f"DCR on {args.device}: {describe_machine(args.device)}", ["workload", "figure", "vs the limit", "note"], rows)
+    if interrupted:
+        sys.exit(130)
+
+
+def run_sections(args: argparse.Namespace, rows: list, bf16_peak: float) -> None:
+    """The checks and the sections `--skip` leaves, each appending its rows as it ends."""
     check_device_path(args, rows)
     step_rate = float("inf")
     if "steps" not in args.skip:
@@ -255,7 +272,6 @@ def main() -> None:
         rows += [[*row, ""] for row in metric_rows]
     if "run" not in args.skip:
         bench_accelerate_run(args, rows)
-    print_table(f"DCR on {args.device}: {describe_machine(args.device)}", ["workload", "figure", "vs the limit", "note"], rows)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 # Every CPU benchmark, one after the other, each printing its summary table (about 8 minutes on
 # 2 cores). Run on a quiet machine: the figures are best-of-N, but other work still slows them.
 #   bash benchmarks/run_all.sh [--quick]      # --quick: fewer repeats, no torch.compile variants
-# The GPU script is separate: python benchmarks/bench_gpu.py (one H100/H200, about 6 minutes); so is
+# The GPU run is separate: bash benchmarks/gpu.sh (one H200 through the device tool, 8 minutes); so is
 # python benchmarks/bench_index.py (a 10^6-face gallery, long builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."

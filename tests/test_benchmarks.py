@@ -6,28 +6,82 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.slow  # trains a tiny model three ways and launches train_hf.py through accelerate
-def test_bench_gpu_runs_on_a_cpu_with_tiny_sizes():
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--device", "cpu", "--steps", "2", "--warmup", "1",
-         "--tiny", "--compile", "false", "--skip", "metrics"],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    table = done.stdout
+GPU_STEPS = ("wheels", "facts", "iresnet_b256", "iresnet_b1024", "bench_gpu")
+
+
+@pytest.mark.slow  # IResNet steps in emulated bf16, a tiny model trained three ways, train_hf.py through accelerate
+def test_gpu_script_runs_every_step_on_a_cpu_with_tiny_sizes(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
+    env.pop("OUT", None)
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--cpu", "--out", str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = (tmp_path / "summary.txt").read_text()
+    statuses = {line.split()[0]: line.split()[1] for line in summary.splitlines()}
+    assert statuses == dict.fromkeys(GPU_STEPS, "0"), summary
+    assert "imports: ok" in (tmp_path / "facts.txt").read_text()
+    for name in ("iresnet_b256", "iresnet_b1024"):
+        table = (tmp_path / f"{name}.txt").read_text()
+        for row in ("bf16 autocast, on cpu", "inference (embedder, no grad)", "training step (whole trunk)", "bf16 GEMM peak"):
+            assert row in table, table
+    table = (tmp_path / "bench_gpu.txt").read_text()
     for row in ("bf16 GEMM peak", "trunk step alone", "branch step alone", "device-first loader alone, JPEG files",
                 "device-first loader alone, prepared Arrow", "train_hf.py path", "accelerate launch train_hf.py"):
         assert row in table, table
-    assert "FAILED" not in table, table
+    assert "FAILED" not in table and "INTERRUPTED" not in table, table
     assert table.count(" ok ") == 2, table
+
+
+def _requirement_names(requirements) -> set[str]:
+    """Canonical names of the requirements that hold in every environment (no extras, no markers)."""
+    names = set()
+    for text in requirements:
+        requirement = Requirement(text)
+        if requirement.marker is None:
+            names.add(canonicalize_name(requirement.name))
+    return names
+
+
+KINDS = Path("/work/.library/device/KINDS.md")
+
+
+@pytest.mark.skipif(not KINDS.is_file(), reason=f"the device tool's package list ({KINDS}) exists only where the tool does")
+def test_gpu_wheels_cover_what_the_gpu_image_lacks():
+    kinds = KINDS.read_text()
+    listed = kinds[kinds.index("## Python packages already there"):].split("Packages:", 1)[1].split(".\n", 1)[0]
+    image = {canonicalize_name(name.strip()) for name in listed.split(",")}
+    assert {"torch", "transformers", "accelerate", "numpy"} <= image, listed[:300]
+    script = (ROOT / "benchmarks" / "gpu_wheels.sh").read_text()
+    block = script[script.index("PACKAGES=(") + len("PACKAGES=("):].split(")", 1)[0]
+    pins = dict(line.split("==") for line in block.split())
+    wheels = {canonicalize_name(name): version for name, version in pins.items()}
+    assert len(wheels) == len(pins), pins  # one version of each: two stop the whole install
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    dependencies = {canonicalize_name(Requirement(text).name): Requirement(text) for text in project["dependencies"]}
+    missing = set(dependencies) - image
+    assert missing and missing <= set(wheels), (missing, sorted(wheels))
+    for name in missing:  # the pins meet pyproject.toml's bounds
+        assert dependencies[name].specifier.contains(wheels[name]), (name, wheels[name])
+    # What the carried packages need in turn (their metadata, where this environment holds the same version).
+    for name, version in wheels.items():
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        if installed == version:
+            needs = _requirement_names(metadata.requires(name) or [])
+            assert needs <= image | set(wheels), (name, needs - image - set(wheels))
 
 
 @pytest.mark.slow  # builds a pack and reads it through a DataLoader, in a subprocess
