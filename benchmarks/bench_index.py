@@ -1,15 +1,15 @@
 """Gallery search at a million faces (not a test): build time, memory, queries/s and recall of
 each index kind of `dcr_hf.index.GalleryIndex` against exact search.
 
-    python benchmarks/bench_index.py [--tiny] [--num_faces 1000000] [--dim 512] [--kinds flat,ivfpq,hnsw]
+    python benchmarks/bench_index.py [--tiny] [--num_faces 1000000] [--dim 512] [--kinds ivfsq8,ivfpq,hnsw]
         [--threads 2] [--target_recall 0.95]
 
 The gallery is synthetic and clustered, so that neighbours mean something: `num_faces / 50`
 identities, each a random unit direction, and 50 faces an identity scattered around it (unit
 vectors after noise of norm about 1.2, cosine to their centre ~0.6, as face embeddings of one
 person); the queries are new faces of random identities. `flat` (exact, inner product) gives the
-ground truth. For the approximate kinds the search parameter is swept (IVF-PQ `nprobe`, HNSW
-`efSearch`) and each setting reports queries/s (a batch of queries through
+ground truth. For the approximate kinds the search parameter is swept (IVF-SQ8 and IVF-PQ
+`nprobe`, HNSW `efSearch`) and each setting reports queries/s (a batch of queries through
 `GalleryIndex.search_embeddings`, the API's whole call), its speed-up over exact search and:
 
 - recall@1: the fraction of queries whose approximate nearest face is the exact nearest face;
@@ -62,14 +62,17 @@ def clustered_gallery(num_faces: int, dim: int, num_queries: int, seed: int = 0)
 
 
 def index_bytes(gallery: GalleryIndex) -> int:
-    """Bytes of the faiss index: vectors or PQ codes, ids, coarse centroids and codebooks, HNSW links."""
+    """Bytes of the faiss index: vectors or codes, ids, coarse centroids and codebooks, HNSW links."""
     faiss = faiss_module()
     index = gallery.index
     ids = index.ntotal * 8
-    if gallery.kind.kind == "ivfpq":
+    if gallery.kind.kind in ("ivfsq8", "ivfpq"):
         ivf = faiss.extract_index_ivf(index)
+        lists = ids + index.ntotal * ivf.code_size + ivf.nlist * ivf.d * 4
+        if gallery.kind.kind == "ivfsq8":
+            return lists + faiss.downcast_index(ivf).sq.trained.size() * 4  # per-dimension minimum and range
         pq = faiss.downcast_index(ivf).pq
-        return ids + index.ntotal * ivf.code_size + ivf.nlist * ivf.d * 4 + pq.M * pq.ksub * pq.dsub * 4
+        return lists + pq.M * pq.ksub * pq.dsub * 4
     inner = faiss.downcast_index(index.index)
     vectors = index.ntotal * index.d * 4
     if gallery.kind.kind == "hnsw":
@@ -110,7 +113,7 @@ def main() -> None:
     parser.add_argument("--num_faces", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--num_queries", type=int, default=1000)
-    parser.add_argument("--kinds", default="flat,ivfpq,hnsw", help="approximate kinds to measure (flat always runs)")
+    parser.add_argument("--kinds", default="ivfsq8,ivfpq,hnsw", help="approximate kinds to measure (flat always runs)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--target_recall", type=float, default=0.95)
     args = parser.parse_args()
@@ -142,7 +145,7 @@ def main() -> None:
 
     for kind in kinds:
         gallery, _ = built(kind)
-        if kind == "ivfpq":
+        if kind in ("ivfsq8", "ivfpq"):
             nlist = faiss.extract_index_ivf(gallery.index).nlist
             name, settings = "nprobe", [p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if p <= nlist]
         else:

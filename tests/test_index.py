@@ -188,7 +188,7 @@ def test_probe_routing_by_native_size(setup):
     np.testing.assert_allclose(embeddings[:1], expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivfpq", "hnsw"])
+@pytest.mark.parametrize("kind", ["flat", "ivfsq8", "ivfpq", "hnsw"])
 def test_index_kinds_find_the_exact_neighbours_and_remove(kind, tmp_path):
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(40, 16)).astype(np.float32)
@@ -205,6 +205,16 @@ def test_index_kinds_find_the_exact_neighbours_and_remove(kind, tmp_path):
     assert loaded.remove(["id3", "id7"]) == 20 and len(loaded) == 380
     names_left = {row[0]["identity"] for row in loaded.search_embeddings(centers, k=1)}
     assert "id3" not in names_left and "id7" not in names_left
+    # Enrolled again (no rebuild, new ids), saved and loaded: found again, scores cosine similarities.
+    ids = loaded.add_embeddings(vectors[labels == 3], ["back3"] * 10)
+    assert ids.tolist() == list(range(400, 410)) and len(loaded) == 390
+    loaded.save(tmp_path / "again")
+    again = GalleryIndex.load(tmp_path / "again")
+    hits = again.search_embeddings(centers[3:4], k=10)[0]
+    assert {hit["identity"] for hit in hits} == {"back3"} and {hit["id"] for hit in hits} == set(range(400, 410))
+    enrolled = vectors[labels == 3] / np.linalg.norm(vectors[labels == 3], axis=1, keepdims=True)
+    exact = enrolled @ (centers[3] / np.linalg.norm(centers[3]))
+    assert sorted(hit["score"] for hit in hits) == pytest.approx(sorted(exact.tolist()), abs=0.02)
     with pytest.raises(ValueError, match="k must be a positive"):
         loaded.search_embeddings(centers, k=0)
     with pytest.raises(ValueError, match="dimension 8 but the index holds 16-d"):
@@ -215,6 +225,11 @@ def test_kind_choice_by_size():
     assert choose_kind("auto", 100_000) == "flat" and choose_kind("auto", 100_001) == "ivfpq"
     kind = index_kind("auto", 1_000_000, 512)
     assert (kind.factory, kind.search_parameters) == ("IVF4096,PQ128np", {"nprobe": 128})
+    kind = index_kind("ivfsq8", 1_000_000, 512)
+    assert (kind.kind, kind.factory, kind.search_parameters) == ("ivfsq8", "IVF4096,SQ8", {"nprobe": 4})
+    assert index_kind("ivfsq8", 1000, 16).search_parameters == {"nprobe": 4}
+    assert index_kind("ivfsq8", 100, 16).factory == "IVF2,SQ8"  # at least 39 training faces a cluster
+    assert index_kind("ivfsq8", 100, 16).search_parameters == {"nprobe": 2}
     with pytest.raises(ValueError, match="at least 256 faces"):
         index_kind("ivfpq", 100, 512)
 

@@ -1,6 +1,6 @@
 """`dcr-index` (`python -m dcr_hf.index`): build, grow, shrink and search a gallery index of faces.
 
-    dcr-index build  --gallery DIR --model_name_or_path M --index_dir OUT [--index_kind auto|flat|ivfpq|hnsw]
+    dcr-index build  --gallery DIR --model_name_or_path M --index_dir OUT [--index_kind auto|flat|ivfsq8|ivfpq|hnsw]
     dcr-index add    --index_dir OUT --gallery DIR [--model_name_or_path M]
     dcr-index remove --index_dir OUT --identity NAME [NAME ...]
     dcr-index search --index_dir OUT [--model_name_or_path M] [-k 5] PROBE [PROBE ...]
@@ -54,9 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(build, model_required=True)
     gallery(build)
     build.add_argument("--index_kind", choices=("auto", *KINDS), default="auto",
-                       help="flat: exact (up to ~10^5 faces, auto's choice there); ivfpq: compressed, auto beyond; hnsw: graph")
-    build.add_argument("--nlist", type=_positive, default=None, help="IVF-PQ coarse clusters (default: ~4 sqrt(n))")
-    build.add_argument("--nprobe", type=_positive, default=None, help="IVF-PQ clusters scanned a query (default: nlist / 32)")
+                       help="flat: exact (up to ~10^5 faces, auto's choice there); ivfsq8: 8-bit codes; "
+                            "ivfpq: PQ codes, least memory, auto beyond; hnsw: graph")
+    build.add_argument("--nlist", type=_positive, default=None, help="IVF coarse clusters (default: ~4 sqrt(n))")
+    build.add_argument("--nprobe", type=_positive, default=None, help="IVF clusters scanned a query (default: 4 for ivfsq8, nlist / 32 for ivfpq)")
     build.add_argument("--pq_m", type=_positive, default=None, help="IVF-PQ code bytes a face (default: dimension / 4)")
     build.add_argument("--ef_search", type=_positive, default=128, help="HNSW candidates kept while searching")
     build.add_argument("--overwrite", action="store_true", help="replace an index already in --index_dir")

@@ -9,7 +9,7 @@ A saved index is a folder with two files:
   -> its identity and source file).
 
 Embeddings go in L2-normalised; scores come out as cosine similarities (exact for `flat`,
-approximated by the PQ codes for `ivfpq`). The model-level methods (`build`, `add`, `search`)
+approximated by the codes for `ivfsq8` and `ivfpq`). The model-level methods (`build`, `add`, `search`)
 embed with `dcr_hf.index.embedding`; the `*_embeddings` methods take embeddings directly.
 """
 
@@ -97,9 +97,9 @@ class GalleryIndex:
     ) -> GalleryIndex:
         """A new index of `embeddings` `[n, dim]` with their `identities` `[n]` (and `sources`).
 
-        `kind`: "auto" (`flat` up to `kinds.EXACT_UP_TO` faces, else `ivfpq`), "flat", "ivfpq" or
-        "hnsw"; `kind_options` go to `kinds.index_kind` (nlist, nprobe, pq_m, hnsw_m, ef_search).
-        IVF-PQ trains on these embeddings, at most `TRAINING_POINTS_PER_LIST` x nlist of them (a
+        `kind`: "auto" (`flat` up to `kinds.EXACT_UP_TO` faces, else `ivfpq`), "flat", "ivfsq8",
+        "ivfpq" or "hnsw"; `kind_options` go to `kinds.index_kind` (nlist, nprobe, pq_m, hnsw_m,
+        ef_search). The IVF kinds train on these embeddings, at most `TRAINING_POINTS_PER_LIST` x nlist of them (a
         seeded random sample): faiss' k-means needs 39 to 256 a cluster, and its cost grows with them.
         """
         vectors = _normalized(embeddings, "The gallery embeddings")
@@ -127,11 +127,11 @@ class GalleryIndex:
         self.next_id += len(vectors)
         self._gpu_index = None
         if self.kind.kind == "flat" and len(self) > EXACT_UP_TO:
-            logger.warning(f"The exact index now holds {len(self)} faces; beyond {EXACT_UP_TO} rebuild it with --index_kind ivfpq or hnsw.")
+            logger.warning(f"The exact index now holds {len(self)} faces; beyond {EXACT_UP_TO} rebuild it with --index_kind ivfsq8, ivfpq or hnsw.")
         return ids
 
     def remove(self, identities: Sequence[str]) -> int:
-        """Delete every face of `identities` (no rebuild for flat and IVF-PQ; HNSW rebuilds its graph).
+        """Delete every face of `identities` (no rebuild for flat and the IVF kinds; HNSW rebuilds its graph).
 
         Returns the number of faces removed; an identity that is not enrolled is a `DCRInputError`.
         """

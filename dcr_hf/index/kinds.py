@@ -1,4 +1,4 @@
-"""The faiss index kinds of a gallery: exact, IVF-PQ and HNSW, as faiss `index_factory` strings.
+"""The faiss index kinds of a gallery: exact, IVF-SQ8, IVF-PQ and HNSW, as faiss `index_factory` strings.
 
 A kind is data saved with the index (its factory string and search parameters go into the
 manifest), so a loaded index is searched as it was built. Every kind holds L2-normalised
@@ -6,6 +6,11 @@ embeddings and keeps the caller's int64 ids:
 
 - `flat`: `IDMap2,Flat` with inner products, exact cosine search; for up to ~10^5 faces (a
   search reads every vector: 2 KiB a 512-d face).
+- `ivfsq8`: `IVF{nlist},SQ8` with L2 distances (on unit vectors the same order as cosine):
+  `nlist` coarse clusters (about 4 sqrt(n)), each face's vector as one byte a dimension (faiss'
+  per-dimension 8-bit scalar quantiser, 512 B a 512-d face); a search scans `nprobe` clusters
+  (default `IVF_NPROBE`). 4x the memory of 128-byte PQ codes, for codes that keep the order of
+  faces whose cosines to the probe are close (PQ's ranking error); `remove` is native, O(n).
 - `ivfpq`: `IVF{nlist},PQ{m}np` with L2 distances (on unit vectors the same order as cosine):
   `nlist` coarse clusters (about 4 sqrt(n)), product-quantised residuals of `m` bytes a face;
   a search scans `nprobe` clusters. `remove` is native but scans every inverted list (O(n)).
@@ -22,11 +27,14 @@ from typing import Any
 
 from ..errors_dcr import DCRInputError
 
-KINDS = ("flat", "ivfpq", "hnsw")
+KINDS = ("flat", "ivfsq8", "ivfpq", "hnsw")
 #: Above this many faces `auto` picks `ivfpq`: an exact search then reads over 200 MB of 512-d vectors a query.
 EXACT_UP_TO = 100_000
 #: Training points faiss wants per k-means centroid (fewer: a warning and poorer clusters).
 POINTS_PER_CENTROID = 39
+#: IVF-SQ8's default clusters scanned a query (`benchmarks/bench_index.py`, 512-d clustered faces: at 10^5
+#: recall@10 1.000 at nprobe 4, 0.989 at 1; at 10^6 the coarse clusters, not the codes, limit the recall).
+IVF_NPROBE = 4
 
 
 def faiss_module():
@@ -85,20 +93,24 @@ def index_kind(kind: str, num_vectors: int, dimension: int, *, nlist: int | None
                pq_m: int | None = None, hnsw_m: int = 32, ef_search: int = 128) -> IndexKind:
     """The `IndexKind` for `num_vectors` training faces of `dimension` (`kind` "auto" or one of `KINDS`).
 
-    IVF-PQ: `nlist` defaults to the power of two nearest 4 sqrt(n) (at most n / 39, faiss' points per
-    centroid), `nprobe` to nlist / 32 (at least 1), `pq_m` to `pq_bytes(dimension)`; it needs at least
-    256 training faces (the 8-bit codebooks have 256 centroids).
+    IVF-SQ8 and IVF-PQ: `nlist` defaults to the power of two nearest 4 sqrt(n) (at most n / 39, faiss'
+    points per centroid). IVF-SQ8: `nprobe` defaults to `IVF_NPROBE` (at most nlist). IVF-PQ: `nprobe`
+    to nlist / 32 (at least 1), `pq_m` to `pq_bytes(dimension)`; it needs at least 256 training faces
+    (the 8-bit codebooks have 256 centroids).
     """
     kind = choose_kind(kind, num_vectors)
     if kind == "flat":
         return IndexKind("flat", "IDMap2,Flat", "inner_product")
     if kind == "hnsw":
         return IndexKind("hnsw", f"IDMap2,HNSW{hnsw_m},Flat", "l2", {"efSearch": ef_search})
-    if num_vectors < 256:
-        raise DCRInputError(f"--index_kind ivfpq needs at least 256 faces to train its codebooks, got {num_vectors}; use flat.")
     if nlist is None:
         nlist = 2 ** round(math.log2(4 * math.sqrt(num_vectors)))
         nlist = max(1, min(nlist, num_vectors // POINTS_PER_CENTROID))
+    if kind == "ivfsq8":
+        nprobe = min(IVF_NPROBE, nlist) if nprobe is None else nprobe
+        return IndexKind("ivfsq8", f"IVF{nlist},SQ8", "l2", {"nprobe": nprobe})
+    if num_vectors < 256:
+        raise DCRInputError(f"--index_kind ivfpq needs at least 256 faces to train its codebooks, got {num_vectors}; use flat.")
     pq_m = pq_bytes(dimension) if pq_m is None else pq_m
     if dimension % pq_m:
         raise DCRInputError(f"--pq_m {pq_m} must divide the embedding dimension {dimension}.")
@@ -108,7 +120,7 @@ def index_kind(kind: str, num_vectors: int, dimension: int, *, nlist: int | None
 
 
 def new_index(kind: IndexKind, dimension: int):
-    """An empty faiss index of `kind` (to be trained when it is IVF-PQ)."""
+    """An empty faiss index of `kind` (to be trained when it is IVF-SQ8 or IVF-PQ)."""
     faiss = faiss_module()
     metric = faiss.METRIC_INNER_PRODUCT if kind.metric == "inner_product" else faiss.METRIC_L2
     index = faiss.index_factory(dimension, kind.factory, metric)
@@ -144,5 +156,5 @@ def scores_from_distances(kind: IndexKind, distances):
     return distances if kind.metric == "inner_product" else 1.0 - distances / 2.0
 
 
-__all__ = ["EXACT_UP_TO", "KINDS", "IndexKind", "choose_kind", "faiss_module", "index_kind", "new_index", "pq_bytes",
+__all__ = ["EXACT_UP_TO", "IVF_NPROBE", "KINDS", "IndexKind", "choose_kind", "faiss_module", "index_kind", "new_index", "pq_bytes",
            "scores_from_distances", "set_search_parameters", "to_gpu"]
