@@ -323,3 +323,27 @@ def test_exact_knn_torch_path_equals_the_faiss_path(metric):
     torch_scores, torch_indices = ExactKNN(metric, block_size=16, use_faiss=False).search(queries, references, 9)
     np.testing.assert_array_equal(torch_indices.numpy(), faiss_indices.numpy())
     np.testing.assert_allclose(torch_scores.numpy(), faiss_scores.numpy(), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("threads, expect_faiss", [(1, True), (2, False)])
+def test_faiss_searches_by_default_only_with_one_torch_thread(monkeypatch, threads, expect_faiss):
+    """oneDNN's products win with 2+ threads and lose with one (see `ExactKNN`): the default follows."""
+    pytest.importorskip("faiss")
+    calls = []
+    original = ExactKNN._faiss_search
+
+    def recorded(self, *args):
+        calls.append(True)
+        return original(self, *args)
+
+    monkeypatch.setattr(ExactKNN, "_faiss_search", recorded)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        queries, references = torch.randn(20, 8), torch.randn(30, 8)
+        scores, indices = ExactKNN("l2").search(queries, references, 3)
+    finally:
+        torch.set_num_threads(previous)
+    assert bool(calls) == expect_faiss
+    exact = torch.cdist(queries.double(), references.double()).topk(3, largest=False).indices
+    assert torch.equal(indices, exact)

@@ -45,9 +45,11 @@ class ExactKNN:
     By blocks of `block_size` queries: their products with the references (`InnerProducts`: on a
     CPU through oneDNN's float32 kernels, elsewhere `torch.mm`; cosine: of L2-normalised rows; l2:
     squared distances as |q|^2 - 2 q.r + |r|^2) and `torch.topk`, on the tensors' device (no faiss
-    GPU build is needed on a GPU). On this project's 2-core EPYC, 5000 x 5000 x 512-d at k = 29:
-    108-128 ms against 155-160 ms for faiss' `IndexFlatL2` (its OpenBLAS products and heaps), which
-    `use_faiss=True` still selects on a CPU.
+    GPU build is needed on a GPU). On this project's 2-core EPYC, 5000 x 5000 x 512-d at k = 29,
+    2 threads: 108-128 ms against 155-160 ms for faiss' `IndexFlatL2` (its OpenBLAS products and
+    heaps). With one torch thread oneDNN's product runs at a quarter of its 2-thread rate (83
+    against 351 GFLOP/s) and faiss is the faster (292 against 373 ms): it is then chosen when
+    installed.
 
     Args:
         metric: "cosine" or "l2".
@@ -56,12 +58,12 @@ class ExactKNN:
         rule: one of `RETRIEVAL_RULES`, applied when called with `ref_includes_query=True`.
         block_size: queries per matrix product of the torch path (bounds the memory to
             block_size x references).
-        use_faiss: search with faiss' flat indexes on a CPU when faiss is installed (default False:
-            the blocked products everywhere).
+        use_faiss: True: faiss' flat indexes on a CPU when faiss is installed; False: the blocked
+            products everywhere; None (default): faiss on a CPU only when torch runs one thread.
     """
 
     def __init__(self, metric: Metric = "cosine", queries: torch.Tensor | None = None, rule: str = "exclude_own",
-                 block_size: int = 512, use_faiss: bool = False) -> None:
+                 block_size: int = 512, use_faiss: bool | None = None) -> None:
         if metric not in ("cosine", "l2"):
             raise DCRInputError(f"`metric` must be 'cosine' or 'l2', got {metric!r}.")
         if rule not in RETRIEVAL_RULES:
@@ -77,7 +79,8 @@ class ExactKNN:
             queries = torch.nn.functional.normalize(queries, dim=1)
             references = torch.nn.functional.normalize(references, dim=1)
         k = min(k, len(references))
-        if self.use_faiss and queries.device.type == "cpu" and _faiss() is not None:
+        use_faiss = torch.get_num_threads() == 1 if self.use_faiss is None else self.use_faiss
+        if use_faiss and queries.device.type == "cpu" and _faiss() is not None:
             return self._faiss_search(queries, references, k)
         scores = torch.empty((len(queries), k), dtype=torch.float32, device=queries.device)
         indices = torch.empty((len(queries), k), dtype=torch.int64, device=queries.device)
