@@ -250,8 +250,6 @@ class IdentityBatchStream(torch.utils.data.IterableDataset):
                                 self.transform)
 
 
-
-
 #: A checkpoint's stream state, one pair of files per process: `{name}-{rank}.json` / `.safetensors`.
 STATE_FILE = "stream_state"
 

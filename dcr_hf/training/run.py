@@ -12,13 +12,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, IterableDataset
 from transformers import EarlyStoppingCallback, set_seed
 from transformers.utils import logging
 
 from ..errors_dcr import DCRInputError
 from ..configuration_dcr import DCRConfig
 from ..data import registry
+from ..data.stream import IdentityBatchStream
 from ..data.transforms import FinetuneTransform, TrainTransform, apply_transform
 from ..degradation import degradation_for
 from ..image_processing_dcr import DCRImageProcessor
@@ -52,7 +53,7 @@ def load_training_data(spec: DataSpec) -> TrainingData:
     training labels are checked (`check_training_labels`) as soon as they are read, before the
     validation data."""
     split = registry.load_training_split(spec.dataset, spec.options, spec.image_size)
-    if registry.streams_from_hub(spec.dataset, spec.options):
+    if isinstance(split.dataset, IterableDataset):  # a streamed Hub dataset (`registry.streams_from_hub`)
         return _stream_data(spec, split)
     train = split.dataset
     if spec.max_train_samples is not None:
@@ -80,8 +81,6 @@ def _validation_data(spec: DataSpec) -> Dataset | DatasetDict | None:
 def _stream_data(spec: DataSpec, split: registry.TrainingSplit) -> TrainingData:
     """A streamed Hub dataset as P x K batches (`data.stream.IdentityBatchStream`); its labels are
     checked as they are read, and its classes named by its `ClassLabel` (`generic.load_face_stream`)."""
-    from ..data.stream import IdentityBatchStream
-
     stream = split.dataset
     if spec.max_train_samples is not None:
         stream = stream.take(spec.max_train_samples)
@@ -208,7 +207,7 @@ def _run_locked(plan: TrainingPlan, callbacks: list | None, data: TrainingData |
     set_seed(training_args.seed)
     if data is None:
         data = load_training_data(plan.data)  # its labels checked before the validation data is read
-    elif not registry.streams_from_hub(plan.data.dataset, plan.data.options):
+    elif not isinstance(data.train, IdentityBatchStream):  # a stream's labels are checked as they are read
         check_training_labels(training_labels(data.train), data.num_labels, plan.data.samples_per_class,
                               plan.data.batch_size)
     model = build_model(plan, data.id2label)
