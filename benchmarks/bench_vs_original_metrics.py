@@ -14,7 +14,8 @@ Workloads (drawn as in `bench_metrics.py`, fixed seeds):
 - verification: LFW's 6000 pairs (10 folds of 300 same + 300 different), 512-d float32, one HR
   side and 4 probe sides (one per LR size). Original: `BaseDataset.evaluate_verification` (torch
   cosine, `KFold`, `find_best_threshold` on `np.arange(-1, 1, 0.005)`); ours:
-  `cosine_similarity_pairs` + `verification_accuracy(threshold_grid="original")` per size.
+  `cosine_similarity_pairs` of the HR side with the 4 probe sets in one call (`[4, 6000]`
+  scores), then `verification_accuracy(threshold_grid="original")` per size.
 - retrieval: 5000 LR queries against their 5000 HR images, 300 identities, 512-d, raw L2
   distances, each query's first neighbour dropped. Original: `AccuracyCalculator.get_accuracy(
   query, reference, labels, labels, True)` with precision@1, R-precision and MAP@R (faiss
@@ -125,8 +126,9 @@ def workloads(tiny: bool) -> dict[str, np.ndarray]:
 
 def ours_verification(data: dict[str, np.ndarray]) -> dict[str, list[float]]:
     found = {}
-    for index, probes in enumerate(data["probes"]):
-        result = verification_accuracy(cosine_similarity_pairs(data["hr"], probes), data["is_same"], threshold_grid="original")
+    # Every size's probes against the one HR side: `[sizes, pairs]` scores, the HR side read once.
+    for index, scores in enumerate(cosine_similarity_pairs(data["hr"], data["probes"])):
+        result = verification_accuracy(scores, data["is_same"], threshold_grid="original")
         found[str(index + 1)] = [result.accuracy, result.accuracy_std, result.threshold]
     return found
 

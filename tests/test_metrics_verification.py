@@ -165,6 +165,30 @@ def test_cosine_similarity_pairs_of_float32_and_tensors():
     np.testing.assert_array_equal(cosine_similarity_pairs(a.tolist(), b.tolist()), cosine_similarity_pairs(a.astype(np.float64), b))
 
 
+def test_cosine_similarity_pairs_of_several_sets_against_one_side():
+    """[sets, pairs, dim] against [pairs, dim] (either way round, or set by set): each set's scores
+    are the two-array call's, to the bit; a bad row is named as in that call."""
+    rng = np.random.default_rng(2)
+    hr, probes = rng.normal(size=(1500, 24)).astype(np.float32), rng.normal(size=(3, 1500, 24)).astype(np.float32)
+    scores = cosine_similarity_pairs(hr, probes)
+    assert scores.shape == (3, 1500)
+    for index in range(3):
+        np.testing.assert_array_equal(scores[index], cosine_similarity_pairs(hr, probes[index]))
+    np.testing.assert_array_equal(cosine_similarity_pairs(probes, hr), scores)
+    np.testing.assert_array_equal(cosine_similarity_pairs(probes, probes[::-1].copy())[1], cosine_similarity_pairs(probes[1], probes[1]))
+    probes[2, 9] *= 1e25  # |b|^2 overflows float32: scored again in float64
+    np.testing.assert_allclose(cosine_similarity_pairs(hr, probes)[2, 9], cosine_similarity_pairs(hr, probes[2])[9])
+    with pytest.raises(ValueError, match="expected the same"):
+        cosine_similarity_pairs(hr, probes[:, :100])
+    with pytest.raises(ValueError, match="expected the same"):
+        cosine_similarity_pairs(probes[:2], probes)
+    probes[1, 4, 0] = np.nan
+    with pytest.raises(ValueError, match="`embeddings_b` has 1 row"):
+        cosine_similarity_pairs(hr, probes)
+    with pytest.raises(ValueError, match=r"2-D \[num_pairs, dim\] or 3-D"):
+        cosine_similarity_pairs(hr[0], hr)
+
+
 # ----------------------------------------------------------------------------- ROC
 
 

@@ -54,10 +54,11 @@ def _as_embeddings(name: str, values: ArrayLike) -> np.ndarray:
     return array
 
 
-def _as_float_tensor(name: str, values: ArrayLike | torch.Tensor) -> torch.Tensor:
-    """A non-empty 2-D `[num, dim]` float tensor, without a copy where possible: a tensor stays on
-    its device, a numpy array is shared; float32/float64 keep their precision, half precisions
-    become float32 and other dtypes float64. Values are not checked here (see the callers)."""
+def _as_float_tensor(name: str, values: ArrayLike | torch.Tensor, sets: bool = False) -> torch.Tensor:
+    """A non-empty 2-D `[num, dim]` float tensor (with `sets`, also 3-D `[sets, num, dim]`), without
+    a copy where possible: a tensor stays on its device, a numpy array is shared; float32/float64
+    keep their precision, half precisions become float32 and other dtypes float64. Values are not
+    checked here (see the callers)."""
     if torch.is_tensor(values):
         tensor = values.detach()
     else:
@@ -65,8 +66,9 @@ def _as_float_tensor(name: str, values: ArrayLike | torch.Tensor) -> torch.Tenso
         if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
             raise DCRInputError(f"`{name}` must hold real numbers, got dtype {array.dtype}.")
         tensor = torch.from_numpy(np.ascontiguousarray(array) if array.dtype != np.float16 else array.astype(np.float32))
-    if tensor.ndim != 2 or tensor.shape[0] == 0:
-        raise DCRInputError(f"`{name}` must be a non-empty 2-D [num_pairs, dim] array, got shape {tuple(tensor.shape)}.")
+    if tensor.ndim not in ((2, 3) if sets else (2,)) or tensor.numel() == 0:
+        expected = "2-D [num_pairs, dim] or 3-D [sets, num_pairs, dim]" if sets else "2-D [num_pairs, dim]"
+        raise DCRInputError(f"`{name}` must be a non-empty {expected} array, got shape {tuple(tensor.shape)}.")
     if tensor.dtype in (torch.float16, torch.bfloat16):
         return tensor.float()
     return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.double()

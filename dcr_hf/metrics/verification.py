@@ -32,6 +32,11 @@ ORIGINAL_THRESHOLD_GRID.setflags(write=False)
 def cosine_similarity_pairs(embeddings_a: ArrayLike | torch.Tensor, embeddings_b: ArrayLike | torch.Tensor) -> np.ndarray:
     """Cosine similarity of row i of `embeddings_a` with row i of `embeddings_b`.
 
+    Either side may hold several sets of pairs against one set of the other (e.g. the probes of
+    every LR size against one HR side): `[num_pairs, dim]` with `[sets, num_pairs, dim]` gives
+    `[sets, num_pairs]`, set s the same numbers as the two-array call on set s, with the shared
+    side read (and its norms computed) once; two 3-D inputs pair set s with set s.
+
     Computed by torch in the inputs' precision (float32 embeddings in float32, float64 in float64;
     other dtypes in float64), on the device of torch inputs. The checks cost nothing extra: a row
     with a NaN or an infinite value has a non-finite norm, so only rows whose norm is not finite
@@ -39,50 +44,57 @@ def cosine_similarity_pairs(embeddings_a: ArrayLike | torch.Tensor, embeddings_b
     e.g. values whose float32 squares overflow).
 
     Args:
-        embeddings_a, embeddings_b: `[num_pairs, dim]` float arrays or tensors.
+        embeddings_a, embeddings_b: `[num_pairs, dim]` or `[sets, num_pairs, dim]` float arrays or tensors.
 
     Returns:
-        `[num_pairs]` similarities in [-1, 1], float32 for float32 inputs, else float64.
+        `[num_pairs]` (or `[sets, num_pairs]`) similarities in [-1, 1], float32 for float32 inputs,
+        else float64.
     """
-    a = _as_float_tensor("embeddings_a", embeddings_a)
-    b = _as_float_tensor("embeddings_b", embeddings_b)
-    if a.shape != b.shape:
-        raise DCRInputError(f"`embeddings_a` has shape {tuple(a.shape)} but `embeddings_b` has shape {tuple(b.shape)}.")
+    a = _as_float_tensor("embeddings_a", embeddings_a, sets=True)
+    b = _as_float_tensor("embeddings_b", embeddings_b, sets=True)
+    if a.shape[-2:] != b.shape[-2:] or (a.ndim == b.ndim == 3 and len(a) != len(b)):
+        raise DCRInputError(f"`embeddings_a` has shape {tuple(a.shape)} but `embeddings_b` has shape {tuple(b.shape)}: "
+                            "expected the same [num_pairs, dim], with [sets, ...] on one side or the same sets on both.")
     if a.dtype != b.dtype:
         a, b = a.double(), b.double()
     if b.device != a.device:
         b = b.to(a.device)
+    single = a.ndim == b.ndim == 2
+    a, b = a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:])  # [sets or 1, num_pairs, dim], views
     scores, norms = _paired_dot_and_norms(a, b)
     scores.div_(norms)
     suspicious = ~(torch.isfinite(norms) & (norms > 0))
     if bool(suspicious.any()):
-        rows = suspicious.nonzero().flatten().cpu().numpy()
+        sets, rows = (index.cpu().numpy() for index in suspicious.nonzero(as_tuple=True))
         scores = scores.cpu()
-        exact = _exact_cosine(a.cpu().numpy()[rows], b.cpu().numpy()[rows], len(a))
-        scores[rows] = torch.from_numpy(exact).to(scores.dtype)
-    return scores.cpu().numpy()
+        first, second = a.cpu().numpy(), b.cpu().numpy()
+        exact = _exact_cosine(first[sets % len(first), rows], second[sets % len(second), rows], a.shape[1])
+        scores[sets, rows] = torch.from_numpy(exact).to(scores.dtype)
+    return scores.cpu().numpy()[0] if single else scores.cpu().numpy()
 
 
 def _paired_dot_and_norms(a: torch.Tensor, b: torch.Tensor, rows: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row-wise dot products `[num]` of `[num, dim]` tensors and the products of their norms `[num]`.
+    """Row-wise dot products `[sets, num]` of `[sets or 1, num, dim]` tensors (a side with one set
+    is paired with every set of the other) and the products of their norms `[sets, num]`.
 
     On a CPU in one pass over the inputs: by blocks of `rows`, each block's norms and dot products
-    computed while it is in the cache (1024 x 512 float32: 2 MiB a side), the products written into
-    one small buffer (a product the size of the inputs would be a fresh allocation, whose page faults
-    cost as much as the arithmetic). Measured on 4 x 6000 x 512 float32 pairs: 3.8 ms instead of
-    4.6 ms for whole-array norms, then the dot products.
+    computed while it is in the cache (1024 x 512 float32: 2 MiB a side; a one-set side's block
+    serves every set). Measured on 4 x 6000 x 512 float32 pairs against one side: 3.4-4.0 ms, against
+    20 ms for whole-array norms and dot products, and 4.2 ms for the four sets one call each.
     """
     if a.device.type != "cpu":
-        return torch.linalg.vecdot(a, b), torch.linalg.vector_norm(a, dim=1) * torch.linalg.vector_norm(b, dim=1)
-    dots, norms, norms_b = (torch.empty(len(a), dtype=a.dtype) for _ in range(3))
-    buffer = torch.empty((min(rows, len(a)), a.shape[1]), dtype=a.dtype)
-    for start in range(0, len(a), rows):
-        stop = min(start + rows, len(a))
-        block_a, block_b = a[start:stop], b[start:stop]
-        torch.linalg.vector_norm(block_a, dim=1, out=norms[start:stop])
-        torch.linalg.vector_norm(block_b, dim=1, out=norms_b[start:stop])
-        torch.sum(torch.mul(block_a, block_b, out=buffer[: stop - start]), dim=1, out=dots[start:stop])
-    return dots, norms.mul_(norms_b)
+        return torch.linalg.vecdot(a, b), torch.linalg.vector_norm(a, dim=2) * torch.linalg.vector_norm(b, dim=2)
+    num_sets, num = max(len(a), len(b)), a.shape[1]
+    dots = torch.empty((num_sets, num), dtype=a.dtype)
+    norms_a, norms_b = torch.empty((len(a), num), dtype=a.dtype), torch.empty((len(b), num), dtype=a.dtype)
+    for start in range(0, num, rows):
+        stop = min(start + rows, num)
+        for side, norms in ((a, norms_a), (b, norms_b)):
+            for index in range(len(side)):
+                torch.linalg.vector_norm(side[index, start:stop], dim=1, out=norms[index, start:stop])
+        for index in range(num_sets):
+            torch.linalg.vecdot(a[index % len(a), start:stop], b[index % len(b), start:stop], out=dots[index, start:stop])
+    return dots, norms_a.mul(norms_b)
 
 
 def _exact_cosine(a: np.ndarray, b: np.ndarray, total: int) -> np.ndarray:
