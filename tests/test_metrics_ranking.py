@@ -325,6 +325,43 @@ def test_exact_knn_torch_path_equals_the_faiss_path(metric):
     np.testing.assert_allclose(torch_scores.numpy(), faiss_scores.numpy(), rtol=1e-5, atol=1e-4)
 
 
+def test_heap_selection_equals_the_flat_index_with_ties():
+    """The blocked path's selection (faiss' heaps): the k largest of each row, largest first, tied
+    scores in the order faiss' flat inner-product index gives them (its products of the rows with
+    the unit vectors are the rows themselves); a row with NaN products is redone by torch.topk, so
+    no slot is left unfilled."""
+    from dcr_hf.metrics.ranking import _heap_top_k
+
+    rng = np.random.default_rng(12)
+    products = rng.integers(0, 6, size=(40, 30)).astype(np.float32)  # many ties
+    flat = faiss.IndexFlatIP(30)
+    flat.add(np.eye(30, dtype=np.float32))
+    expected_scores, expected_indices = flat.search(products, 8)
+    products[3, 4] = np.nan
+    scores, indices = torch.empty(40, 8), torch.empty(40, 8, dtype=torch.int64)
+    _heap_top_k(torch.from_numpy(products), scores, indices)
+    rows = [row for row in range(40) if row != 3]
+    np.testing.assert_array_equal(indices.numpy()[rows], expected_indices[rows])
+    np.testing.assert_array_equal(scores.numpy()[rows], expected_scores[rows])
+    assert (indices[3] >= 0).all() and len(set(indices[3].tolist())) == 8
+    np.testing.assert_array_equal(scores[3].numpy(), np.sort(products[3][~np.isnan(products[3])])[::-1][:8])
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_exact_knn_selects_the_same_without_faiss(monkeypatch, metric):
+    """Without faiss (or on a GPU) the blocks go through torch.topk: the same neighbours."""
+    from dcr_hf.metrics import ranking
+
+    rng = np.random.default_rng(13)
+    queries = torch.from_numpy(rng.normal(size=(50, 8)).astype(np.float32))
+    references = torch.from_numpy(rng.normal(size=(70, 8)).astype(np.float32))
+    with_heaps = ExactKNN(metric, block_size=16, use_faiss=False).search(queries, references, 9)
+    monkeypatch.setattr(ranking, "_faiss", lambda: None)
+    with_topk = ExactKNN(metric, block_size=16).search(queries, references, 9)
+    np.testing.assert_array_equal(with_topk[1].numpy(), with_heaps[1].numpy())
+    np.testing.assert_array_equal(with_topk[0].numpy(), with_heaps[0].numpy())
+
+
 @pytest.mark.parametrize("threads, expect_faiss", [(1, True), (2, False)])
 def test_faiss_searches_by_default_only_with_one_torch_thread(monkeypatch, threads, expect_faiss):
     """oneDNN's products win with 2+ threads and lose with one (see `ExactKNN`): the default follows."""
