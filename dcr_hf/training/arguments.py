@@ -240,6 +240,9 @@ class DCRTrainingArguments(TrainingArguments):
     save_on_interrupt: bool = field(
         default=True, metadata={"help": "Save a checkpoint when SIGINT or SIGTERM stops the run."}
     )
+    cpu_memory_reuse: bool = field(
+        default=True, metadata={"help": "CPU training: keep freed memory for the next step (glibc), saving its page faults."}
+    )
     divergence_factor: float = field(
         default=100.0,
         metadata={"help": "Stop when a logged training loss exceeds this many times the first logged one (0: never). "

@@ -103,6 +103,10 @@ def build_parser(show_all: bool = False, prog: str | None = None) -> HfArgumentP
             trainer_group._group_actions.append(action)
             if not show_all or action.dest in UNSUPPORTED_TRAINER_OPTIONS:
                 action.help = argparse.SUPPRESS
+    # The `--no_X` of a true-by-default flag repeats X's help: listed by `--help_all` only (X takes `false`).
+    for action in parser._actions:
+        if isinstance(action, argparse._StoreFalseAction) and action.help not in (None, argparse.SUPPRESS):
+            action.help = f"The same as --{action.dest} false." if show_all else argparse.SUPPRESS
     parser.add_argument("--help_all", action=_HelpAll, help="Show every option, the Trainer's included, and exit.")
     return parser
 

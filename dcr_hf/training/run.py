@@ -25,6 +25,7 @@ from ..degradation import degradation_for
 from ..image_processing_dcr import DCRImageProcessor
 from ..saving import write_text_atomic
 from .checkpoints import check_output_dir, finished_message, remove_previous_checkpoints
+from .host_memory import keep_freed_memory
 from .interrupt import StopOnSignal
 from .lock import LOCK_FILE, RunLock
 from .mining import build_miner
@@ -204,6 +205,8 @@ def run_training(plan: TrainingPlan, callbacks: list | None = None, data: Traini
 
 def _run_locked(plan: TrainingPlan, callbacks: list | None, data: TrainingData | None) -> dict[str, Any]:
     training_args, config = plan.training_args, plan.config
+    if training_args.cpu_memory_reuse and training_args.device.type == "cpu":
+        keep_freed_memory()
     set_seed(training_args.seed)
     if data is None:
         data = load_training_data(plan.data)  # its labels checked before the validation data is read
