@@ -48,9 +48,9 @@ class ExactKNN:
     the cache (faiss' heaps on a CPU, `_heap_top_k`; `torch.topk` on a GPU or without faiss), on the
     tensors' device (no faiss GPU build is needed on a GPU). On this project's 2-core EPYC, 5000 x
     5000 x 512-d l2 at k = 29, 2 threads, min / median of 12: 109 / 123 ms (125 / 138 ms with
-    `torch.topk`) against 163 / 177 ms for faiss' `IndexFlatL2` (its OpenBLAS products and heaps). With one torch thread oneDNN's product runs at a quarter of its 2-thread rate (83
-    against 351 GFLOP/s) and faiss is the faster (292 against 373 ms): it is then chosen when
-    installed.
+    `torch.topk`) against 163 / 177 ms for faiss' `IndexFlatL2` (its OpenBLAS products and heaps).
+    With one torch thread oneDNN's product runs at a quarter of its 2-thread rate (83 against 351
+    GFLOP/s) and faiss is the faster (292 against 373 ms): it is then chosen when installed.
 
     Args:
         metric: "cosine" or "l2".

@@ -7,8 +7,8 @@ of 120x120: 147 MB a float32 map after the stem), so each step pays a page fault
 of them and the kernel's zeroing of the new pages. `keep_freed_memory` raises the mmap and trim
 thresholds (`mallopt`), so freed blocks stay in the heap and the next step reuses them. Measured
 on this project's 2-core EPYC, that trunk step (forward, backward, AdamW), best of 6: 2.66 s ->
-1.95 s in float32, 1.60 s -> 1.16 s in bf16. The process keeps its peak resident memory between
-steps, which every step reaches anyway.
+1.95-2.02 s in float32, 1.60 s -> 1.16-1.25 s in bf16. The process keeps its peak resident
+memory between steps, which every step reaches anyway.
 
 Hand-written: torch caches only pinned and device memory, not pageable CPU tensors, and an
 allocator swapped in by `LD_PRELOAD` (jemalloc, tcmalloc) would have to be installed and set
