@@ -105,6 +105,17 @@ def test_identification_with_probe_resolutions(models, capsys):
     assert "Nothing was saved: pass --output_dir" in out
 
 
+def test_a_cpu_evaluation_keeps_freed_memory(models, monkeypatch):
+    """The models embed on a CPU: each batch reuses the memory the previous one freed (`host_memory`)."""
+    import dcr_hf.host_memory as host_memory
+
+    calls = []
+    monkeypatch.setattr(host_memory, "keep_freed_memory", lambda: calls.append(True) or True)
+    trunk, _ = models
+    assert "dcr-trunk" in run(["--model", trunk, *SYNTHETIC, "--sizes", "12"])
+    assert calls == [True]
+
+
 @pytest.mark.parametrize("protocol", ["intra-verification", "retrieval", "intra-retrieval"])
 def test_other_protocols(models, protocol, capsys):
     trunk, _ = models

@@ -103,6 +103,17 @@ def _main_json(args: list[str]) -> dict:
     return json.loads(output.getvalue())
 
 
+def test_a_cpu_build_keeps_freed_memory(setup, tmp_path, monkeypatch):
+    """The model embeds on a CPU: its batches reuse the memory the previous one freed (`host_memory`)."""
+    import dcr_hf.host_memory as host_memory
+
+    calls = []
+    monkeypatch.setattr(host_memory, "keep_freed_memory", lambda: calls.append(True) or True)
+    built = _main_json(["build", "--gallery", str(setup["gallery"]), "--model_name_or_path", str(setup["model"]),
+                        "--index_dir", str(tmp_path / "idx")])
+    assert built["num_faces"] == 5 and calls == [True]
+
+
 @pytest.mark.slow  # one `python -m dcr_hf.index` subprocess, models loaded per case
 def test_command_refusals_are_one_line(setup, tmp_path):
     index_dir = tmp_path / "idx"

@@ -14,17 +14,13 @@ from dcr_hf.training import plan_training
 from dcr_hf.training.command import parse_arguments
 from dcr_hf.training.command import train as train_command
 
+from .models import TINY_TRAINING
+
 needs_no_accelerator = pytest.mark.skipif(
     precision.has_accelerator(), reason="this machine has an accelerator: --bf16 trains there"
 )
 
-#: Tiny quickstart settings (the README's `--synthetic_*` options), without `--use_cpu`.
-TINY = [
-    "--synthetic_num_identities", "6", "--synthetic_images_per_identity", "3", "--synthetic_num_pairs", "20",
-    "--image_size", "48", "--low_resolution_sizes", "8", "12", "--depths", "1", "1", "1", "1",
-    "--hidden_sizes", "8", "8", "16", "16", "--embedding_size", "16", "--per_device_train_batch_size", "6",
-    "--dataloader_num_workers", "0", "--disable_tqdm", "true",
-]
+TINY = TINY_TRAINING
 NOTE = "--bf16 without CUDA or another accelerator: use_cpu set, training on the CPU with bf16 autocast."
 EMULATED = "bf16 is emulated here and slower than float32"
 

@@ -341,6 +341,7 @@ def run(argv: Sequence[str] | None = None, parser: HfArgumentParser | None = Non
 
     from ..configuration_dcr import DEGRADATION_PRESETS
     from ..degradation import degradation_for
+    from ..host_memory import keep_freed_memory
     from ..hub import load_model_and_processor
     from .embeddings import check_sizes
     from .probes import first_face, write_probe_figure
@@ -366,6 +367,8 @@ def run(argv: Sequence[str] | None = None, parser: HfArgumentParser | None = Non
     if eval_args.threshold_grid == "insightface":
         notes.append("thresholds: insightface's (squared L2 of normalized embeddings, 0..4 step 0.01, same when below)")
     accelerator = Accelerator()
+    if accelerator.device.type == "cpu":
+        keep_freed_memory()  # each batch's activations reused, not faulted in again (`host_memory`)
     options = _protocol_options(data_args, eval_args, accelerator)
     loaded = [load_model_and_processor(path, "--model_name_or_path" if index == 0 else "--compare")
               for index, path in enumerate(models)]

@@ -78,10 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_model(name_or_path: str, dimension: int | None) -> tuple[Any, Any, dict[str, Any]]:
+    from ..host_memory import keep_freed_memory
     from ..hub.loading import load_model_and_processor
     from .embedding import model_identity
 
     model, processor = load_model_and_processor(name_or_path, option="--model_name_or_path")
+    if next(model.parameters()).device.type == "cpu":
+        keep_freed_memory()  # each batch's activations reused, not faulted in again (`host_memory`)
     size = model.config.embedding_size
     if dimension is not None and size != dimension:
         raise DCRInputError(f"--model_name_or_path {name_or_path} makes {size}-d embeddings but the index holds {dimension}-d ones.")

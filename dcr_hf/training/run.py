@@ -25,7 +25,7 @@ from ..degradation import degradation_for
 from ..image_processing_dcr import DCRImageProcessor
 from ..saving import write_text_atomic
 from .checkpoints import check_output_dir, finished_message, remove_previous_checkpoints
-from .host_memory import keep_freed_memory
+from ..host_memory import keep_freed_memory
 from .interrupt import StopOnSignal
 from .lock import LOCK_FILE, RunLock
 from .mining import build_miner

@@ -1,4 +1,4 @@
-"""Freed memory kept for the next step on a CPU (`dcr_hf.training.host_memory`): a freed large
+"""Freed memory kept for the next step on a CPU (`dcr_hf.host_memory`): a freed large
 block comes back without page faults, nothing is changed off glibc, and a CPU run turns it on
 unless `--cpu_memory_reuse false`."""
 
@@ -10,15 +10,17 @@ import sys
 
 import pytest
 
-import dcr_hf.training.host_memory as host_memory
+import dcr_hf.host_memory as host_memory
 import dcr_hf.training.run as run
 from dcr_hf.training.command import train as train_command
+
+from .models import TINY_TRAINING
 
 # In a fresh process (the setting is process-wide): page faults of the 4th "step" that allocates,
 # fills, reduces and frees a 256 MB tensor (glibc's heap settles within the first steps).
 REFAULTS = """
 import resource, sys, torch
-from dcr_hf.training.host_memory import keep_freed_memory
+from dcr_hf.host_memory import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else None
 for step in range(4):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -26,14 +28,8 @@ for step in range(4):
 print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
-TINY = [
-    "--synthetic_num_identities", "4", "--synthetic_images_per_identity", "2", "--synthetic_num_pairs", "20",
-    "--image_size", "48", "--low_resolution_sizes", "8", "--depths", "1", "1", "1", "1",
-    "--hidden_sizes", "4", "4", "8", "8", "--embedding_size", "8", "--per_device_train_batch_size", "4",
-    "--dataloader_num_workers", "0", "--disable_tqdm", "true", "--use_cpu", "true", "--max_steps", "1",
-    "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false",
-    "--evaluate_before_training", "false",
-]
+TINY = [*TINY_TRAINING, "--use_cpu", "true", "--max_steps", "1", "--eval_strategy", "no", "--save_strategy", "no",
+        "--load_best_model_at_end", "false", "--evaluate_before_training", "false"]
 
 
 def _refaults(mode: str) -> tuple[str, int]:
