@@ -39,7 +39,7 @@ def keep_freed_memory() -> bool:
     """Set glibc's thresholds so freed blocks are kept for reuse; False (and nothing changed) when
     the C library is not glibc (macOS, musl) or refuses a setting."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        logger.info("Freed CPU memory is returned to the system as usual: the C library is not glibc.")
+        logger.debug("Freed CPU memory is returned to the system as usual: the C library is not glibc.")
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -48,7 +48,7 @@ def keep_freed_memory() -> bool:
     done = all(libc.mallopt(parameter, ctypes.c_int(value)) == 1
                for parameter, value in ((M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD)))
     if done:
-        logger.info("CPU: freed memory is kept for the next step (glibc mallopt).")
+        logger.debug("CPU: freed memory is kept for the next step (glibc mallopt).")
     else:
         logger.warning("glibc refused the malloc thresholds that keep freed memory; CPU steps pay their page faults.")
     return done
