@@ -101,12 +101,12 @@ def _run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=600)
 
 
-@pytest.mark.slow  # builds flat, IVF-SQ8, IVF-PQ and HNSW indexes of 10^4 faces in a subprocess
+@pytest.mark.slow  # builds flat, IVF-SQ8, IVF-PQ and two HNSW indexes of 10^4 faces in a subprocess
 def test_bench_index_runs_tiny():
     done = _run_benchmark("bench_index.py", "--tiny")
     assert done.returncode == 0, done.stderr[-3000:]
     for row in ("flat: IDMap2,Flat", "exact search", "ivfsq8: IVF", ",SQ8", "ivfpq: IVF", "nprobe=1", "hnsw: IDMap2,HNSW32,Flat",
-                "efSearch=16"):
+                "hnswsq8: IDMap2,HNSW32,SQ8,RFlat", "efSearch=16"):
         assert row in done.stdout, done.stdout
 
 
