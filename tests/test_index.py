@@ -295,3 +295,20 @@ def test_hnswsq8_saves_its_search_parameters_reranks_exactly_and_rebuilds_from_e
     ids = loaded.add_embeddings(vectors[:6], ["again"] * 6)
     assert ids.tolist() == list(range(600, 606))
     assert loaded.search_embeddings(unit[:1], k=1)[0][0]["id"] == 600
+
+
+def test_command_builds_hnswsq8_with_its_search_options(setup, tmp_path):
+    """`dcr-index build --index_kind hnswsq8 --ef_search --k_factor`: saved in the manifest, searched and removed from."""
+    index_dir = str(tmp_path / "sq8")
+    built = _main_json(["build", "--gallery", str(setup["gallery"]), "--model_name_or_path", str(setup["model"]),
+                        "--index_dir", index_dir, "--index_kind", "hnswsq8", "--ef_search", "40", "--k_factor", "3"])
+    assert (built["index_kind"], built["factory"], built["num_faces"]) == ("hnswsq8", "IDMap2,HNSW32,SQ8,RFlat", 5)
+    manifest = json.loads((tmp_path / "sq8" / "manifest.json").read_text())
+    assert manifest["index"]["search_parameters"] == {"efSearch": 40, "k_factor_rf": 3}
+    found = _main_json(["search", "--index_dir", index_dir, "-k", "2", str(setup["probes"] / "bob_hr.png")])
+    hits = found["probes"][0]["results"]
+    assert hits[0]["identity"] == "bob" and hits[0]["score"] == pytest.approx(1.0, abs=1e-5)  # exact re-ranked score
+    assert _main_json(["remove", "--index_dir", index_dir, "--identity", "bob"])["num_faces"] == 3
+    after = _main_json(["search", "--index_dir", index_dir, "-k", "5", str(setup["probes"] / "bob_hr.png")])
+    assert {hit["identity"] for hit in after["probes"][0]["results"]} == {"ada", "cyd"}
+    assert json.loads((tmp_path / "sq8" / "manifest.json").read_text())["index"]["search_parameters"] == {"efSearch": 40, "k_factor_rf": 3}

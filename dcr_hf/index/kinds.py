@@ -19,8 +19,11 @@ embeddings and keeps the caller's int64 ids:
   quarter of the memory read a step of the walk), whose `efSearch` best faces are re-ranked by
   faiss' `IndexRefineFlat` over the exact vectors it keeps (`k_factor_rf` x k of them): exact
   cosine scores. At 10^6 x 512 (`benchmarks/ann_search.py`, clustered faces) efSearch 96 finds
-  the exact nearest face among its 10 for 0.961 of the queries at 14x exact search's queries/s;
-  memory ~2.8 KB a 512-d face (the exact vectors, codes, links, id).
+  the exact nearest face among its 10 for 0.961 of the queries at 14x exact search's queries/s
+  (2 cores, under load: the goal of 0.95 at 10x reached); memory ~2.8 KB a 512-d face (the exact
+  vectors, codes, links, id), so `auto` hands over to `ivfpq` beyond `HNSW_UP_TO`. The codes' per-dimension
+  ranges are those of the faces it was built with: a face added later outside them is clipped in
+  the walk (its re-ranked score stays exact); rebuild after enrolling far more than the first build.
 - `hnsw`: `IDMap2,HNSW32,Flat` with L2 distances, the same graph over the full vectors: each step
   of the walk reads 2 KiB a face, so at 10^6 it ran at about a quarter of `hnswsq8`'s queries/s at
   the same efSearch and recall (runs under load, `docs/benchmarks.md`); kept for indexes built with it.
@@ -41,7 +44,7 @@ KINDS = ("flat", "ivfsq8", "ivfpq", "hnswsq8", "hnsw")
 EXACT_UP_TO = 100_000
 #: Above this many faces `auto` picks `ivfpq` (136 B a face): `hnswsq8` keeps ~2.8 KB a 512-d face, 11 GB at 4 x 10^6.
 HNSW_UP_TO = 4_000_000
-#: HNSW graph candidates kept while adding a face (faiss' default 40: at 10^6 a lower recall at the same efSearch).
+#: HNSW graph candidates kept while adding a face (faiss' default 40: at 10^6 x 512 recall@10 0.705 at efSearch 96, 80: 0.961).
 HNSW_EF_CONSTRUCTION = 80
 #: `hnswsq8`'s defaults: candidates kept while searching, and the refine factor (k_factor_rf x k re-ranked exactly).
 #: At 10^6 x 512 efSearch 96 reaches recall@10 0.961; the graph's misses, not the codes, bound it (the same 0.961
