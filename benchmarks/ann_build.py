@@ -6,7 +6,8 @@
 The gallery is `bench_index.clustered_gallery` (seed 0; 1000 queries). The first run saves the
 queries and the exact ground truth (faiss `IndexFlatIP`, top 100) as .npy beside the indexes, so
 every index is measured against the same truth by `benchmarks/ann_search.py`. The index is written
-with `faiss.write_index` as `OUT/<factory with , -> _>[_efC<e>].faissindex`, with positions 0..n-1 as ids.
+with `faiss.write_index` as `OUT/<factory with , -> _>[_efC<e>].faissindex`, with positions 0..n-1 as ids
+(`--efConstruction` is the graph's of an HNSW index; an `IVF..._HNSW..` quantizer keeps faiss' default).
 IVF coarse quantizers are trained on `--train_points` faces drawn at random (seeded), `--niter`
 k-means iterations; an `IVF..._HNSW..` quantizer assigns through its own HNSW graph while training.
 """
@@ -52,7 +53,7 @@ def load_or_make(out: Path, num_faces: int, dim: int, num_queries: int, threads:
 
 def index_path(out: Path, factory: str, ef_construction: int | None) -> Path:
     name = factory.replace(",", "_")
-    if ef_construction is not None and "HNSW" in factory:
+    if ef_construction is not None and "HNSW" in factory and not factory.startswith("IVF"):  # not an HNSW coarse quantizer
         name += f"_efC{ef_construction}"
     return out / f"{name}.faissindex"
 
