@@ -1,7 +1,7 @@
 """Gallery search at a million faces (not a test): build time, memory, queries/s and recall of
 each index kind of `dcr_hf.index.GalleryIndex` against exact search.
 
-    python benchmarks/bench_index.py [--tiny] [--num_faces 1000000] [--dim 512] [--kinds ivfsq8,ivfpq,hnsw]
+    python benchmarks/bench_index.py [--tiny] [--num_faces 1000000] [--dim 512] [--kinds ivfsq8,ivfpq,hnswsq8,hnsw]
         [--threads 2] [--target_recall 0.95]
 
 The gallery is synthetic and clustered, so that neighbours mean something: `num_faces / 50`
@@ -9,8 +9,9 @@ identities, each a random unit direction, and 50 faces an identity scattered aro
 vectors after noise of norm about 1.2, cosine to their centre ~0.6, as face embeddings of one
 person); the queries are new faces of random identities. `flat` (exact, inner product) gives the
 ground truth. For the approximate kinds the search parameter is swept (IVF-SQ8 and IVF-PQ
-`nprobe`, HNSW `efSearch`) and each setting reports queries/s (a batch of queries through
-`GalleryIndex.search_embeddings`, the API's whole call), its speed-up over exact search and:
+`nprobe`, HNSW `efSearch`; `hnswsq8` keeps its refine factor) and each setting reports queries/s
+(a batch of queries through `GalleryIndex.search_embeddings`, the API's whole call), its speed-up
+over exact search and:
 
 - recall@1: the fraction of queries whose approximate nearest face is the exact nearest face;
 - recall@10: the fraction whose exact nearest face is among the approximate 10 (faiss' "1-R@10");
@@ -37,7 +38,7 @@ from _limits import describe_machine  # noqa: E402
 from _timing import print_table, set_threads  # noqa: E402
 
 from dcr_hf.index import GalleryIndex  # noqa: E402
-from dcr_hf.index.kinds import faiss_module  # noqa: E402
+from dcr_hf.index.kinds import faiss_module, hnsw_of  # noqa: E402
 
 FACES_PER_IDENTITY = 50
 
@@ -73,11 +74,15 @@ def index_bytes(gallery: GalleryIndex) -> int:
             return lists + faiss.downcast_index(ivf).sq.trained.size() * 4  # per-dimension minimum and range
         pq = faiss.downcast_index(ivf).pq
         return lists + pq.M * pq.ksub * pq.dsub * 4
-    inner = faiss.downcast_index(index.index)
-    vectors = index.ntotal * index.d * 4
-    if gallery.kind.kind == "hnsw":
-        return ids + vectors + inner.hnsw.neighbors.size() * 4 + inner.hnsw.offsets.size() * 8 + index.ntotal * 4
-    return ids + vectors
+    vectors = index.ntotal * index.d * 4  # flat, hnsw's storage, hnswsq8's refine index
+    graph = hnsw_of(index)
+    if graph is None:
+        return ids + vectors
+    links = graph.hnsw.neighbors.size() * 4 + graph.hnsw.offsets.size() * 8 + index.ntotal * 4  # links, offsets, levels
+    if gallery.kind.kind == "hnswsq8":
+        storage = faiss.downcast_index(graph.storage)
+        return ids + vectors + links + index.ntotal * storage.code_size + storage.sq.trained.size() * 4
+    return ids + vectors + links
 
 
 def rss_megabytes() -> tuple[float, float]:
@@ -113,7 +118,7 @@ def main() -> None:
     parser.add_argument("--num_faces", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--num_queries", type=int, default=1000)
-    parser.add_argument("--kinds", default="ivfsq8,ivfpq,hnsw", help="approximate kinds to measure (flat always runs)")
+    parser.add_argument("--kinds", default="ivfsq8,ivfpq,hnswsq8,hnsw", help="approximate kinds to measure (flat always runs)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--target_recall", type=float, default=0.95)
     args = parser.parse_args()
@@ -149,10 +154,10 @@ def main() -> None:
             nlist = faiss.extract_index_ivf(gallery.index).nlist
             name, settings = "nprobe", [p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if p <= nlist]
         else:
-            name, settings = "efSearch", [16, 32, 64, 128, 256, 512]
+            name, settings = "efSearch", [16, 32, 64, 96, 128, 256, 512]
         reached = False
         for value in settings:
-            gallery.kind.search_parameters = {name: value}
+            gallery.kind.search_parameters = {**gallery.kind.search_parameters, name: value}
             gallery._gpu_index = None  # the next search applies the parameter to its searcher
             faiss.ParameterSpace().set_index_parameter(gallery.index, name, value)
             seconds, found = timed_search(gallery, queries, 10)

@@ -101,13 +101,31 @@ def _run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=600)
 
 
-@pytest.mark.slow  # builds flat, IVF-SQ8, IVF-PQ and HNSW indexes of 10^4 faces in a subprocess
+@pytest.mark.slow  # builds flat, IVF-SQ8, IVF-PQ and two HNSW indexes of 10^4 faces in a subprocess
 def test_bench_index_runs_tiny():
     done = _run_benchmark("bench_index.py", "--tiny")
     assert done.returncode == 0, done.stderr[-3000:]
     for row in ("flat: IDMap2,Flat", "exact search", "ivfsq8: IVF", ",SQ8", "ivfpq: IVF", "nprobe=1", "hnsw: IDMap2,HNSW32,Flat",
-                "efSearch=16"):
+                "hnswsq8: IDMap2,HNSW32,SQ8,RFlat", "efSearch=16"):
         assert row in done.stdout, done.stdout
+
+
+@pytest.mark.slow  # three subprocesses: a saved HNSW-SQ8 index built, then re-timed from disk with and without refine
+def test_ann_build_and_search_run_tiny_and_share_the_saved_truth(tmp_path):
+    built = _run_benchmark("ann_build.py", "--tiny", "--factory", "HNSW32,SQ8", "--out", str(tmp_path))
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert (tmp_path / "tiny" / "HNSW32_SQ8_efC80.faissindex").is_file()
+    assert (tmp_path / "tiny" / "gallery_10000x64_q200_truth100.npy").is_file()
+    again = _run_benchmark("ann_build.py", "--tiny", "--factory", "IVF16_HNSW32,SQ8", "--out", str(tmp_path))
+    assert again.returncode == 0, again.stderr[-3000:]
+    index = ",".join(str(tmp_path / "tiny" / name) for name in ("HNSW32_SQ8_efC80.faissindex", "IVF16_HNSW32_SQ8.faissindex"))
+    done = _run_benchmark("ann_search.py", "--tiny", "--out", str(tmp_path), "--index", index, "--efSearch", "16,64",
+                          "--nprobe", "16", "--k_factor", "0,2", "--repeats", "1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {line.strip().split("  ")[0]: line.split() for line in done.stdout.splitlines()}
+    assert rows["exact (IndexFlatIP)"][-3:] == ["1.000", "1.000", "1.000"]  # the saved truth is exact search's
+    assert "efSearch 64, refine k_factor 2" in rows and float(rows["efSearch 64, refine k_factor 2"][-2]) >= 0.9
+    assert float(rows["nprobe 16"][-2]) == 1.0  # every list scanned: only the 8-bit codes can miss, and not at 10
 
 
 ORIGINAL_REPO = Path("/work/.mirror/gyfastas+CS7319E1G16/repo")

@@ -199,7 +199,7 @@ def test_probe_routing_by_native_size(setup):
     np.testing.assert_allclose(embeddings[:1], expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivfsq8", "ivfpq", "hnsw"])
+@pytest.mark.parametrize("kind", ["flat", "ivfsq8", "ivfpq", "hnswsq8", "hnsw"])
 def test_index_kinds_find_the_exact_neighbours_and_remove(kind, tmp_path):
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(40, 16)).astype(np.float32)
@@ -233,9 +233,15 @@ def test_index_kinds_find_the_exact_neighbours_and_remove(kind, tmp_path):
 
 
 def test_kind_choice_by_size():
-    assert choose_kind("auto", 100_000) == "flat" and choose_kind("auto", 100_001) == "ivfpq"
+    assert choose_kind("auto", 100_000) == "flat" and choose_kind("auto", 100_001) == "hnswsq8"
+    assert choose_kind("auto", 4_000_000) == "hnswsq8" and choose_kind("auto", 4_000_001) == "ivfpq"
     kind = index_kind("auto", 1_000_000, 512)
-    assert (kind.factory, kind.search_parameters) == ("IVF4096,PQ128np", {"nprobe": 128})
+    assert (kind.factory, kind.search_parameters) == ("IDMap2,HNSW32,SQ8,RFlat", {"efSearch": 96, "k_factor_rf": 2})
+    kind = index_kind("auto", 10_000_000, 512)
+    assert (kind.factory, kind.search_parameters) == ("IVF16384,PQ128np", {"nprobe": 512})
+    assert index_kind("hnsw", 1000, 16).search_parameters == {"efSearch": 128}
+    assert index_kind("hnswsq8", 1000, 16, hnsw_m=16, ef_search=40, k_factor=4).to_dict() == {
+        "kind": "hnswsq8", "factory": "IDMap2,HNSW16,SQ8,RFlat", "metric": "l2", "search_parameters": {"efSearch": 40, "k_factor_rf": 4}}
     kind = index_kind("ivfsq8", 1_000_000, 512)
     assert (kind.kind, kind.factory, kind.search_parameters) == ("ivfsq8", "IVF4096,SQ8", {"nprobe": 4})
     assert index_kind("ivfsq8", 1000, 16).search_parameters == {"nprobe": 4}
@@ -259,3 +265,61 @@ def test_build_from_a_prepared_dataset_folder(setup, tmp_path):
     queries = np.random.default_rng(0).normal(size=(3, 32)).astype(np.float32)
     hits = [[(h["identity"], round(h["score"], 5)) for h in row] for row in from_tree.search_embeddings(queries, 5)]
     assert [[(h["identity"], round(h["score"], 5)) for h in row] for row in from_prepared.search_embeddings(queries, 5)] == hits
+
+
+def test_hnswsq8_saves_its_search_parameters_reranks_exactly_and_rebuilds_from_exact_vectors(tmp_path):
+    """The graph walks 8-bit codes; the refine step's exact vectors give the scores and survive a remove."""
+    import faiss
+
+    from dcr_hf.index.kinds import hnsw_of
+
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(600, 32)).astype(np.float32)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    names = [f"id{i // 6}" for i in range(600)]
+    index = GalleryIndex.from_embeddings(vectors, names, kind="hnswsq8", ef_search=50, k_factor=3)
+    index.save(tmp_path / "sq8")
+    loaded = GalleryIndex.load(tmp_path / "sq8")
+    assert loaded.kind.search_parameters == {"efSearch": 50, "k_factor_rf": 3}
+    refine = faiss.downcast_index(loaded.index.index)
+    assert isinstance(refine, faiss.IndexRefineFlat) and refine.k_factor == 3 and hnsw_of(loaded.index).hnsw.efSearch == 50
+    assert isinstance(faiss.downcast_index(refine.base_index), faiss.IndexHNSWSQ)
+    # Scores are the exact cosines (re-ranked with the float vectors, not the 8-bit codes), nearest first.
+    queries = unit[:20] + 0.05 * rng.normal(size=(20, 32)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    for query, hits in zip(queries, loaded.search_embeddings(queries, k=5)):
+        exact = unit @ query
+        assert hits[0]["id"] == int(np.argmax(exact))
+        np.testing.assert_allclose([hit["score"] for hit in hits], exact[[hit["id"] for hit in hits]], atol=1e-5)
+        assert [hit["score"] for hit in hits] == sorted((hit["score"] for hit in hits), reverse=True)
+    # remove rebuilds the graph from the refine index's exact vectors, codes trained as before, parameters kept.
+    assert loaded.remove(["id0", "id5"]) == 12 and len(loaded) == 588
+    kept = np.array(sorted(set(range(600)) - set(range(6)) - set(range(30, 36))))
+    np.testing.assert_allclose(loaded.index.reconstruct_batch(kept), unit[kept], rtol=0, atol=1e-6)  # codes: ~1e-2 off
+    refine = faiss.downcast_index(loaded.index.index)
+    assert refine.k_factor == 3 and hnsw_of(loaded.index).hnsw.efSearch == 50 and loaded.index.is_trained
+    hits = loaded.search_embeddings(unit[6:7], k=1)[0]
+    assert hits[0]["id"] == 6 and hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
+    assert {row[0]["identity"] for row in loaded.search_embeddings(unit[:6], k=1)}.isdisjoint({"id0"})
+    # Everything removed, then enrolled again: the emptied index keeps its trained codes.
+    assert loaded.remove(loaded.identity_names) == 588 and len(loaded) == 0
+    ids = loaded.add_embeddings(vectors[:6], ["again"] * 6)
+    assert ids.tolist() == list(range(600, 606))
+    assert loaded.search_embeddings(unit[:1], k=1)[0][0]["id"] == 600
+
+
+def test_command_builds_hnswsq8_with_its_search_options(setup, tmp_path):
+    """`dcr-index build --index_kind hnswsq8 --ef_search --k_factor`: saved in the manifest, searched and removed from."""
+    index_dir = str(tmp_path / "sq8")
+    built = _main_json(["build", "--gallery", str(setup["gallery"]), "--model_name_or_path", str(setup["model"]),
+                        "--index_dir", index_dir, "--index_kind", "hnswsq8", "--ef_search", "40", "--k_factor", "3"])
+    assert (built["index_kind"], built["factory"], built["num_faces"]) == ("hnswsq8", "IDMap2,HNSW32,SQ8,RFlat", 5)
+    manifest = json.loads((tmp_path / "sq8" / "manifest.json").read_text())
+    assert manifest["index"]["search_parameters"] == {"efSearch": 40, "k_factor_rf": 3}
+    found = _main_json(["search", "--index_dir", index_dir, "-k", "2", str(setup["probes"] / "bob_hr.png")])
+    hits = found["probes"][0]["results"]
+    assert hits[0]["identity"] == "bob" and hits[0]["score"] == pytest.approx(1.0, abs=1e-5)  # exact re-ranked score
+    assert _main_json(["remove", "--index_dir", index_dir, "--identity", "bob"])["num_faces"] == 3
+    after = _main_json(["search", "--index_dir", index_dir, "-k", "5", str(setup["probes"] / "bob_hr.png")])
+    assert {hit["identity"] for hit in after["probes"][0]["results"]} == {"ada", "cyd"}
+    assert json.loads((tmp_path / "sq8" / "manifest.json").read_text())["index"]["search_parameters"] == {"efSearch": 40, "k_factor_rf": 3}

@@ -1,4 +1,4 @@
-"""Gallery search: enrolled faces in a faiss index (exact, IVF-PQ or HNSW), saved with the id map
+"""Gallery search: enrolled faces in a faiss index (exact, IVF-SQ8, IVF-PQ or HNSW), saved with the id map
 and the model that embedded them; probes routed to their branch by native size.
 
 - `gallery`: `GalleryIndex` (build / add / remove / search / save / load).
@@ -8,7 +8,7 @@ and the model that embedded them; probes routed to their branch by native size.
 """
 
 from .gallery import GalleryIndex
-from .kinds import EXACT_UP_TO, KINDS, IndexKind, choose_kind, index_kind
+from .kinds import EXACT_UP_TO, HNSW_UP_TO, KINDS, IndexKind, choose_kind, index_kind
 
 
-__all__ = ["EXACT_UP_TO", "KINDS", "GalleryIndex", "IndexKind", "choose_kind", "index_kind"]
+__all__ = ["EXACT_UP_TO", "HNSW_UP_TO", "KINDS", "GalleryIndex", "IndexKind", "choose_kind", "index_kind"]

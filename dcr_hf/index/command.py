@@ -1,6 +1,6 @@
 """`dcr-index` (`python -m dcr_hf.index`): build, grow, shrink and search a gallery index of faces.
 
-    dcr-index build  --gallery DIR --model_name_or_path M --index_dir OUT [--index_kind auto|flat|ivfsq8|ivfpq|hnsw]
+    dcr-index build  --gallery DIR --model_name_or_path M --index_dir OUT [--index_kind auto|flat|ivfsq8|ivfpq|hnswsq8|hnsw]
     dcr-index add    --index_dir OUT --gallery DIR [--model_name_or_path M]
     dcr-index remove --index_dir OUT --identity NAME [NAME ...]
     dcr-index search --index_dir OUT [--model_name_or_path M] [-k 5] PROBE [PROBE ...]
@@ -54,12 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     common(build, model_required=True)
     gallery(build)
     build.add_argument("--index_kind", choices=("auto", *KINDS), default="auto",
-                       help="flat: exact (up to ~10^5 faces, auto's choice there); ivfsq8: 8-bit codes; "
-                            "ivfpq: PQ codes, least memory, auto beyond; hnsw: graph")
+                       help="flat: exact (up to ~10^5 faces, auto's choice there); hnswsq8: graph over 8-bit codes, "
+                            "exact re-ranking (auto's choice to 4 x 10^6); ivfpq: PQ codes, least memory (auto's beyond); "
+                            "ivfsq8: IVF with 8-bit codes; hnsw: graph over the full vectors")
     build.add_argument("--nlist", type=_positive, default=None, help="IVF coarse clusters (default: ~4 sqrt(n))")
     build.add_argument("--nprobe", type=_positive, default=None, help="IVF clusters scanned a query (default: 4 for ivfsq8, nlist / 32 for ivfpq)")
     build.add_argument("--pq_m", type=_positive, default=None, help="IVF-PQ code bytes a face (default: dimension / 4)")
-    build.add_argument("--ef_search", type=_positive, default=128, help="HNSW candidates kept while searching")
+    build.add_argument("--ef_search", type=_positive, default=None,
+                       help="HNSW candidates kept while searching (default: 96 for hnswsq8, 128 for hnsw)")
+    build.add_argument("--k_factor", type=_positive, default=2,
+                       help="hnswsq8: k_factor x k graph candidates re-ranked with the exact vectors")
     build.add_argument("--overwrite", action="store_true", help="replace an index already in --index_dir")
 
     add = commands.add_parser("add", help="enroll the faces of a gallery into an index")
@@ -109,7 +113,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         model, processor, identity = _load_model(args.model_name_or_path, None)
         index = GalleryIndex.build(args.gallery, model, processor, identity, kind=args.index_kind, batch_size=args.batch_size,
                                    follow_symlinks_outside_root=args.follow_symlinks_outside_root, nlist=args.nlist,
-                                   nprobe=args.nprobe, pq_m=args.pq_m, ef_search=args.ef_search)
+                                   nprobe=args.nprobe, pq_m=args.pq_m, ef_search=args.ef_search,
+                                   k_factor=args.k_factor)
         index.save(target)
         return _summary(index, args.index_dir)
     index = GalleryIndex.load(args.index_dir)

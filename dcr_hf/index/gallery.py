@@ -9,7 +9,7 @@ A saved index is a folder with two files:
   -> its identity and source file).
 
 Embeddings go in L2-normalised; scores come out as cosine similarities (exact for `flat`,
-approximated by the codes for `ivfsq8` and `ivfpq`). The model-level methods (`build`, `add`, `search`)
+approximated by the codes for `ivfsq8` and `ivfpq`; `hnswsq8` re-ranks with the exact vectors). The model-level methods (`build`, `add`, `search`)
 embed with `dcr_hf.index.embedding`; the `*_embeddings` methods take embeddings directly.
 """
 
@@ -97,16 +97,19 @@ class GalleryIndex:
     ) -> GalleryIndex:
         """A new index of `embeddings` `[n, dim]` with their `identities` `[n]` (and `sources`).
 
-        `kind`: "auto" (`flat` up to `kinds.EXACT_UP_TO` faces, else `ivfpq`), "flat", "ivfsq8",
-        "ivfpq" or "hnsw"; `kind_options` go to `kinds.index_kind` (nlist, nprobe, pq_m, hnsw_m,
-        ef_search). The IVF kinds train on these embeddings, at most `TRAINING_POINTS_PER_LIST` x nlist of them (a
-        seeded random sample): faiss' k-means needs 39 to 256 a cluster, and its cost grows with them.
+        `kind`: "auto" (`flat` up to `kinds.EXACT_UP_TO` faces, `hnswsq8` up to `kinds.HNSW_UP_TO`, else
+        `ivfpq`), "flat", "ivfsq8", "ivfpq", "hnswsq8" or "hnsw"; `kind_options` go to `kinds.index_kind`
+        (nlist, nprobe, pq_m, hnsw_m, ef_search, k_factor). The IVF kinds train on these embeddings, at most
+        `TRAINING_POINTS_PER_LIST` x nlist of them (a seeded random sample): faiss' k-means needs 39 to 256 a
+        cluster, and its cost grows with them. `hnswsq8`'s 8-bit codes train on all of them (one pass for
+        each dimension's range).
         """
         vectors = _normalized(embeddings, "The gallery embeddings")
         chosen = index_kind(kind, len(vectors), vectors.shape[1], **kind_options)
         index = new_index(chosen, vectors.shape[1])
         if not index.is_trained:
-            limit = TRAINING_POINTS_PER_LIST * getattr(faiss_module().extract_index_ivf(index), "nlist", 1)
+            ivf = faiss_module().try_extract_index_ivf(index)
+            limit = len(vectors) if ivf is None else TRAINING_POINTS_PER_LIST * ivf.nlist
             sample = vectors if len(vectors) <= limit else vectors[np.sort(np.random.default_rng(0).choice(len(vectors), limit, replace=False))]
             index.train(sample)
         gallery = cls(index, chosen, vectors.shape[1], dict(model or {}), dict(preprocessing or {}), {}, {}, 0)
@@ -127,7 +130,7 @@ class GalleryIndex:
         self.next_id += len(vectors)
         self._gpu_index = None
         if self.kind.kind == "flat" and len(self) > EXACT_UP_TO:
-            logger.warning(f"The exact index now holds {len(self)} faces; beyond {EXACT_UP_TO} rebuild it with --index_kind ivfsq8, ivfpq or hnsw.")
+            logger.warning(f"The exact index now holds {len(self)} faces; beyond {EXACT_UP_TO} rebuild it with --index_kind hnswsq8, ivfsq8 or ivfpq.")
         return ids
 
     def remove(self, identities: Sequence[str]) -> int:
@@ -140,7 +143,7 @@ class GalleryIndex:
         if unknown:
             raise DCRInputError(f"No face of identity {unknown[0]!r} is enrolled in this index ({len(self.identity_names)} identities).")
         ids = np.array([face_id for face_id, name in self.identities.items() if name in names], dtype=np.int64)
-        if self.kind.kind == "hnsw":
+        if self.kind.kind in ("hnsw", "hnswsq8"):
             self._rebuild_without(ids)
         else:
             removed = self.index.remove_ids(faiss_module().IDSelectorBatch(ids))
@@ -152,12 +155,17 @@ class GalleryIndex:
         return len(ids)
 
     def _rebuild_without(self, ids: np.ndarray) -> None:
-        """HNSW: a new graph of the kept faces' stored vectors (faiss' HNSW has no deletion)."""
+        """HNSW: a new graph of the kept faces' stored vectors (faiss' HNSW has no deletion).
+
+        The vectors are the exact ones (`Flat` storage, or `hnswsq8`'s refine index); `reset` empties the
+        graph, the vectors and the id map but keeps the trained SQ8 ranges and the search parameters.
+        """
+        faiss = faiss_module()
         keep = np.array(sorted(set(self.identities) - set(ids.tolist())), dtype=np.int64)
-        inner = faiss_module().downcast_index(self.index.index)
-        positions = {face_id: position for position, face_id in enumerate(faiss_module().vector_to_array(self.index.id_map))}
+        positions = {face_id: position for position, face_id in enumerate(faiss.vector_to_array(self.index.id_map))}
+        inner = faiss.downcast_index(self.index.index)
         vectors = inner.reconstruct_batch(np.array([positions[i] for i in keep.tolist()], dtype=np.int64)) if len(keep) else None
-        self.index = new_index(self.kind, self.dimension)
+        self.index.reset()
         if vectors is not None:
             self.index.add_with_ids(vectors, keep)
 
