@@ -1,7 +1,7 @@
 """Raw-faiss experiments for the 10^6 gallery (not a test): build one index by factory string and save it.
 
     python benchmarks/ann_build.py --factory HNSW32,SQ8 [--efConstruction 80] [--train_points 200000]
-        [--niter 10] [--out /work/wt/_index] [--tiny]
+        [--niter 10] [--out ann_index] [--tiny]
 
 The gallery is `bench_index.clustered_gallery` (seed 0; 1000 queries). The first run saves the
 queries and the exact ground truth (faiss `IndexFlatIP`, top 100) as .npy beside the indexes, so
@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--num_queries", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default="/work/wt/_index")
+    parser.add_argument("--out", default="ann_index", help="folder of the saved indexes, queries and truth")
     parser.add_argument("--tiny", action="store_true", help="10^4 x 64-d, 200 queries, under OUT/tiny")
     args = parser.parse_args()
     out = Path(args.out)

@@ -1,6 +1,6 @@
 """Search-only timing of saved 10^6 indexes (not a test): queries/s and recall against the saved exact truth.
 
-    python benchmarks/ann_search.py --index /work/wt/_index/HNSW32_SQ8_efC80.faissindex \
+    python benchmarks/ann_search.py --index ann_index/HNSW32_SQ8_efC80.faissindex \
         --efSearch 32,48,64,96,128 [--k_factor 0,2,4] [--nprobe 8,16,32] [--threads 2] [--tiny]
 
 Loads an index written by `benchmarks/ann_build.py` (same gallery: `bench_index.clustered_gallery`,
@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--num_queries", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default="/work/wt/_index", help="where the queries and truth are")
+    parser.add_argument("--out", default="ann_index", help="where ann_build.py saved the queries and truth")
     parser.add_argument("--tiny", action="store_true")
     args = parser.parse_args()
     out = Path(args.out)

@@ -19,8 +19,8 @@ embeddings and keeps the caller's int64 ids:
   quarter of the memory read a step of the walk), whose `efSearch` best faces are re-ranked by
   faiss' `IndexRefineFlat` over the exact vectors it keeps (`k_factor_rf` x k of them): exact
   cosine scores. At 10^6 x 512 (`benchmarks/ann_search.py`, clustered faces) efSearch 96 finds
-  the exact nearest face among its 10 for 0.961 of the queries at 14x exact search's queries/s
-  (2 cores, under load: the goal of 0.95 at 10x reached); memory ~2.8 KB a 512-d face (the exact
+  the exact nearest face among its 10 for 0.961 of the queries at 14.3x exact search's queries/s
+  (2 cores, quiet: the goal of 0.95 at 10x reached); memory ~2.8 KB a 512-d face (the exact
   vectors, codes, links, id), so `auto` hands over to `ivfpq` beyond `HNSW_UP_TO`. The codes' per-dimension
   ranges are those of the faces it was built with: a face added later outside them is clipped in
   the walk (its re-ranked score stays exact); rebuild after enrolling far more than the first build.
