@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_index import clustered_gallery, rss_megabytes  # noqa: E402
 
-from dcr_hf.index.kinds import faiss_module  # noqa: E402
+from dcr_hf.index.kinds import faiss_module, hnsw_of  # noqa: E402
 
 
 def gallery_files(out: Path, num_faces: int, dim: int, num_queries: int) -> dict[str, Path]:
@@ -33,7 +33,7 @@ def gallery_files(out: Path, num_faces: int, dim: int, num_queries: int) -> dict
     return {"queries": out / f"{stem}_queries.npy", "truth": out / f"{stem}_truth100.npy"}
 
 
-def load_or_make(out: Path, num_faces: int, dim: int, num_queries: int, threads: int):
+def load_or_make(out: Path, num_faces: int, dim: int, num_queries: int):
     """(gallery `[n, d]`, queries `[q, d]`, exact top-100 ids `[q, 100]`): truth computed once and saved."""
     faiss = faiss_module()
     vectors, _, queries = clustered_gallery(num_faces, dim, num_queries)
@@ -78,13 +78,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     faiss = faiss_module()
     faiss.omp_set_num_threads(args.threads)
-    vectors, _, _ = load_or_make(out, args.num_faces, args.dim, args.num_queries, args.threads)
+    vectors, _, _ = load_or_make(out, args.num_faces, args.dim, args.num_queries)
 
     index = faiss.index_factory(args.dim, args.factory, faiss.METRIC_L2)
-    for sub in (index, *([index.base_index] if hasattr(index, "base_index") else [])):
-        sub = faiss.downcast_index(sub)
-        if hasattr(sub, "hnsw"):
-            sub.hnsw.efConstruction = args.efConstruction
+    graph = hnsw_of(index)  # None for an IVF index, whose HNSW quantizer keeps faiss' default
+    if graph is not None:
+        graph.hnsw.efConstruction = args.efConstruction
     ivf = faiss.try_extract_index_ivf(index)
     timings: dict[str, float] = {}
     start = time.perf_counter()

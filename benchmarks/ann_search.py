@@ -62,7 +62,7 @@ def main() -> None:
         args.num_faces, args.dim, args.num_queries, out = 10_000, 64, 200, out / "tiny"
     faiss = faiss_module()
     faiss.omp_set_num_threads(args.threads)
-    vectors, queries, truth = load_or_make(out, args.num_faces, args.dim, args.num_queries, args.threads)
+    vectors, queries, truth = load_or_make(out, args.num_faces, args.dim, args.num_queries)
 
     exact = faiss.IndexFlatIP(args.dim)
     exact.add(vectors)
