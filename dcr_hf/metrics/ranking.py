@@ -24,6 +24,7 @@ from transformers.utils import logging
 
 from ..errors_dcr import DCRInputError
 from ._checks import _as_1d, _as_embeddings, _check_dims, _check_lengths, _labelled_sets
+from . import screening
 from .products import InnerProducts
 
 
@@ -42,44 +43,67 @@ Metric = Literal["cosine", "l2"]
 class ExactKNN:
     """Exact k-nearest-neighbour search, usable as AccuracyCalculator's `knn_func`.
 
-    By blocks of `block_size` queries: their products with the references (`InnerProducts`: on a
-    CPU through oneDNN's float32 kernels, elsewhere `torch.mm`; cosine: of L2-normalised rows; l2:
-    squared distances as |q|^2 - 2 q.r + |r|^2) and the k best of each row while the block is in
-    the cache (faiss' heaps on a CPU, `_heap_top_k`; `torch.topk` on a GPU or without faiss), on the
-    tensors' device (no faiss GPU build is needed on a GPU). On this project's 2-core EPYC, 5000 x
-    5000 x 512-d l2 at k = 29, 2 threads, min / median of 12: 109 / 123 ms (125 / 138 ms with
-    `torch.topk`) against 163 / 177 ms for faiss' `IndexFlatL2` (its OpenBLAS products and heaps).
-    With one torch thread oneDNN's product runs at a quarter of its 2-thread rate (83 against 351
-    GFLOP/s) and faiss is the faster (292 against 373 ms): it is then chosen when installed.
+    On a CPU with bf16 dot-product instructions and a large enough search (`screening.screening_pays`),
+    a bf16 screening product picks each query's candidates under a proven error bound and faiss
+    scores only those in float32 (`screening.screened_search`: the same neighbours as the float32
+    search). Otherwise, and for the queries the screening leaves unsettled: by blocks of
+    `block_size` queries, their products with the references (`InnerProducts`: on a CPU through
+    oneDNN's float32 kernels, elsewhere `torch.mm`; cosine: of L2-normalised rows; l2: squared
+    distances as |q|^2 - 2 q.r + |r|^2) and the k best of each row while the block is in the cache
+    (faiss' heaps on a CPU, `_heap_top_k`; `torch.topk` on a GPU or without faiss), on the tensors'
+    device (no faiss GPU build is needed on a GPU). On this project's 2-core EPYC, 5000 x 5000 x
+    512-d l2 at k = 29, 2 threads, min / median of 12: 109 / 123 ms for the blocked search (125 / 138
+    ms with `torch.topk`) against 163 / 177 ms for faiss' `IndexFlatL2` (its OpenBLAS products and
+    heaps). With one torch thread oneDNN's product runs at a quarter of its 2-thread rate (83 against
+    351 GFLOP/s) and faiss is the faster (292 against 373 ms): it is then chosen when installed.
 
     Args:
         metric: "cosine" or "l2".
         queries: `[num_queries, dim]` to search with instead of the `query` AccuracyCalculator
             passes (see `retrieval_metrics`), or None.
         rule: one of `RETRIEVAL_RULES`, applied when called with `ref_includes_query=True`.
-        block_size: queries per matrix product of the torch path (bounds the memory to
+        block_size: queries per matrix product of the blocked search (bounds the memory to
             block_size x references).
         use_faiss: True: faiss' flat indexes on a CPU when faiss is installed; False: the blocked
             products everywhere; None (default): faiss on a CPU only when torch runs one thread.
+        screen: the bf16 screening on a CPU with faiss: None (default) where it pays, True always
+            (also where bf16 is emulated: slow but exact), False never. `use_faiss=True` turns it off.
     """
 
     def __init__(self, metric: Metric = "cosine", queries: torch.Tensor | None = None, rule: str = "exclude_own",
-                 block_size: int = 512, use_faiss: bool | None = None) -> None:
+                 block_size: int = 512, use_faiss: bool | None = None, screen: bool | None = None) -> None:
         if metric not in ("cosine", "l2"):
             raise DCRInputError(f"`metric` must be 'cosine' or 'l2', got {metric!r}.")
         if rule not in RETRIEVAL_RULES:
             raise DCRInputError(f"`rule` must be one of {RETRIEVAL_RULES}, got {rule!r}.")
         self.metric, self.queries, self.rule, self.block_size = metric, queries, rule, block_size
-        self.use_faiss = use_faiss
+        self.use_faiss, self.screen = use_faiss, screen
 
-    def search(self, queries: torch.Tensor, references: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def search(self, queries: torch.Tensor, references: torch.Tensor, k: int,
+               k_per_query: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """`(scores, indices)` `[num_queries, k]` of each query's k nearest references, nearest first
-        (scores: cosine similarity or negated squared L2 distance)."""
+        (scores: cosine similarity or negated squared L2 distance). With `k_per_query` (`[num_queries]`
+        ints), row i is only promised exact in its first `k_per_query[i]` entries (the screening then
+        rescores fewer candidates); past them it may hold other references or -1 (score -inf)."""
         queries, references = queries.float(), references.float()
         if self.metric == "cosine":
             queries = torch.nn.functional.normalize(queries, dim=1)
             references = torch.nn.functional.normalize(references, dim=1)
         k = min(k, len(references))
+        on_cpu = queries.device.type == "cpu" and _faiss() is not None
+        screen = self.screen if self.screen is not None else screening.screening_pays(
+            len(queries), len(references), queries.shape[1], k)
+        if not (on_cpu and screen and self.use_faiss is not True and 2 * k <= len(references)):
+            return self._plain_search(queries, references, k)
+        wanted = None if k_per_query is None else k_per_query.cpu().clamp(1, k)
+        scores, indices, unsettled = screening.screened_search(queries, references, k, self.metric, wanted)
+        rows = unsettled.nonzero()[:, 0]
+        if len(rows):
+            scores[rows], indices[rows] = self._plain_search(queries[rows], references, k)
+        return scores, indices
+
+    def _plain_search(self, queries: torch.Tensor, references: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The float32 search of every query: faiss' flat index or the blocked products (see the class)."""
         use_faiss = torch.get_num_threads() == 1 if self.use_faiss is None else self.use_faiss
         if use_faiss and queries.device.type == "cpu" and _faiss() is not None:
             return self._faiss_search(queries, references, k)
@@ -117,22 +141,36 @@ class ExactKNN:
         return (scores if self.metric == "cosine" else scores.neg_()), torch.from_numpy(indices)
 
     def __call__(
-        self, query: torch.Tensor, k: int, reference: torch.Tensor, ref_includes_query: bool = False
+        self, query: torch.Tensor, k: int, reference: torch.Tensor, ref_includes_query: bool = False,
+        k_per_query: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """AccuracyCalculator's knn_func: `(distances, indices)` `[num_queries, k]`; with
-        `ref_includes_query`, reference i is query i's own image, kept out by `rule`."""
-        from pytorch_metric_learning.utils.inference import return_results
-
+        `ref_includes_query`, reference i is query i's own image, kept out by `rule`. `k_per_query`:
+        as in `search` (row i exact in its first `k_per_query[i]` entries only)."""
         queries = query if self.queries is None else self.queries.to(reference.device)
-        scores, indices = self.search(queries, reference, k + int(ref_includes_query))
+        extra = int(ref_includes_query)
+        wanted = None if k_per_query is None else k_per_query + extra
+        scores, indices = self.search(queries, reference, k + extra, wanted)
         distances = -scores if self.metric == "l2" else 1.0 - scores
         if not ref_includes_query:
             return distances, indices
         if self.rule == "original":
             return distances[:, 1:], indices[:, 1:]
-        # pytorch-metric-learning's own exclusion of query i's entry i (or of the last neighbour
-        # when ties pushed it out of the k + 1 found).
-        return return_results(distances, indices, ref_includes_query=True)
+        return _drop_own(distances, indices, None if wanted is None else wanted.to(indices.device) - 1)
+
+
+def _drop_own(distances: torch.Tensor, indices: torch.Tensor, k_per_query: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`[rows, k]` from `[rows, k + 1]` neighbours: row i without reference i when it is among the
+    first `k_per_query[i] + 1` (all k + 1 when None), else without entry `k_per_query[i]` (the last one
+    that row needs): pytorch-metric-learning's `return_results(..., ref_includes_query=True)` for
+    rows exact in their first entries only (equal to it when `k_per_query` is None)."""
+    rows, width = indices.shape
+    positions = torch.arange(width, device=indices.device)
+    last = torch.full((rows,), width - 1, device=indices.device) if k_per_query is None else k_per_query
+    own = (indices == torch.arange(rows, device=indices.device)[:, None]) & (positions[None, :] <= last[:, None])
+    drop = torch.where(own.any(dim=1), own.int().argmax(dim=1), last)
+    keep = positions[None, :] != drop[:, None]
+    return distances[keep].view(rows, width - 1), indices[keep].view(rows, width - 1)
 
 
 def _heap_top_k(products: torch.Tensor, scores: torch.Tensor, indices: torch.Tensor) -> None:
@@ -324,8 +362,10 @@ def _retrieval_scores(
     # R of each query: its label's references, less its own image when the references include it.
     counts = torch.bincount(reference_codes, minlength=int(query_codes.max()) + 1)[query_codes] - int(ref_includes_query)
     not_lone = counts > 0
-    _, indices = knn(query, int(counts.max()), reference, ref_includes_query)  # k = the largest R
-    same_label = reference_codes[indices][not_lone] == query_codes[not_lone][:, None]
+    # k = the largest R; each query needs only its first R (the screened search then rescores fewer).
+    _, indices = knn(query, int(counts.max()), reference, ref_includes_query, k_per_query=counts.clamp(min=1))
+    # Entries past a query's R may be -1 (padding): masked out by `relevant` below, read as reference 0.
+    same_label = reference_codes[indices.clamp(min=0)][not_lone] == query_codes[not_lone][:, None]
     counts = counts[not_lone]
     num_queries, k = same_label.shape
     relevant = torch.arange(k, device=counts.device) < counts[:, None]  # the first R of each row
