@@ -189,6 +189,28 @@ def test_cosine_similarity_pairs_of_several_sets_against_one_side():
         cosine_similarity_pairs(hr[0], hr)
 
 
+@pytest.mark.parametrize("threshold_grid", [None, "original", [0.5, -0.25, 0.0, 0.125]])
+@pytest.mark.parametrize("given_folds", [False, True])
+def test_verification_of_several_sets_is_each_sets_own_call(threshold_grid, given_folds):
+    """`[sets, pairs]` scores give one result per set, each equal to the call with that row, to the bit."""
+    rng = np.random.default_rng(4)
+    is_same = rng.random(900) < 0.5
+    scores = np.clip(np.where(is_same, 0.4, 0.0) + 0.3 * rng.normal(size=(3, 900)), -1, 1).round(2)  # ties
+    folds = rng.integers(0, 7, 900) if given_folds else None
+    results = verification_accuracy(scores, is_same, folds, threshold_grid=threshold_grid)
+    assert len(results) == 3
+    for row, result in zip(scores, results):
+        alone = verification_accuracy(row, is_same, folds, threshold_grid=threshold_grid)
+        assert (result.accuracy, result.accuracy_std, result.threshold) == (alone.accuracy, alone.accuracy_std, alone.threshold)
+        np.testing.assert_array_equal(result.fold_accuracies, alone.fold_accuracies)
+        np.testing.assert_array_equal(result.fold_thresholds, alone.fold_thresholds)
+    with pytest.raises(ValueError, match="`scores` has 899, `is_same` has 900"):
+        verification_accuracy(scores[:, 1:], is_same)
+    scores[1, 5] = np.nan
+    with pytest.raises(ValueError, match="only finite values"):
+        verification_accuracy(scores, is_same)
+
+
 # ----------------------------------------------------------------------------- ROC
 
 

@@ -152,8 +152,12 @@ def verification_accuracy(
     *,
     num_folds: int | None = None,
     threshold_grid: Literal["original"] | ArrayLike | None = None,
-) -> VerificationResult:
+) -> VerificationResult | list[VerificationResult]:
     """k-fold verification accuracy: threshold chosen on the other folds, accuracy on the held-out one.
+
+    `scores` may hold several sets of scores of the same pairs, one row each (e.g. one per probe
+    size, as `cosine_similarity_pairs` gives them): `[sets, num_pairs]` gives a list of results, set
+    s the same as the call with row s, computed together (the grid search of all sets at once).
 
     A pair is predicted "same" when `score > threshold` (the original's rule). For each fold the
     threshold maximises the accuracy on the other folds; among equally accurate thresholds the
@@ -171,7 +175,7 @@ def verification_accuracy(
     - an array: that grid of thresholds (sorted and deduplicated).
 
     Args:
-        scores: `[num_pairs]` similarity scores (e.g. `cosine_similarity_pairs`).
+        scores: `[num_pairs]` similarity scores (e.g. `cosine_similarity_pairs`), or `[sets, num_pairs]`.
         is_same: `[num_pairs]` booleans or 0/1, true when the pair shows one identity.
         folds: `[num_pairs]` integer fold id of every pair (e.g. the sets of LFW `pairs.txt`).
             None: `num_folds` contiguous blocks in order, as the original (LFW's 10 sets of 600).
@@ -179,50 +183,69 @@ def verification_accuracy(
         threshold_grid: see above.
 
     Returns:
-        `VerificationResult` with mean/std accuracy, mean threshold and per-fold values.
+        `VerificationResult` with mean/std accuracy, mean threshold and per-fold values (a list of
+        them, one per set, for `[sets, num_pairs]` scores).
     """
-    scores = _as_1d("scores", scores, finite=True).astype(np.float64)
+    array = np.asarray(scores)
+    single = array.ndim != 2
+    if single:
+        array = _as_1d("scores", array, finite=True)[None]
+    elif array.size == 0 or not np.isfinite(array).all():
+        raise DCRInputError(f"`scores` of shape {array.shape} must be non-empty and hold only finite values.")
+    array = array.astype(np.float64)
     is_same = _as_binary("is_same", is_same)
-    _check_lengths(scores=scores, is_same=is_same)
+    _check_lengths(scores=array[0], is_same=is_same)
     _check_both_classes(is_same)
     if folds is not None:
-        _check_lengths(scores=scores, folds=np.asarray(folds).reshape(-1))
-    fold_ids, num_folds = _fold_ids(folds, len(scores), num_folds)
+        _check_lengths(scores=array[0], folds=np.asarray(folds).reshape(-1))
+    fold_ids, num_folds = _fold_ids(folds, array.shape[1], num_folds)
 
     if threshold_grid is None:
-        # One sort for everything: distinct scores ascending and the position of each pair in them.
-        values, positions = np.unique(scores, return_inverse=True)
-        gain = _training_gain(fold_ids, num_folds, positions, len(values), is_same)
-        thresholds = _exact_thresholds(values, positions, fold_ids, num_folds, gain)
+        thresholds = np.stack([_exact_set_thresholds(row, fold_ids, num_folds, is_same) for row in array])
     else:
-        thresholds = _grid_thresholds(scores, fold_ids, num_folds, is_same, threshold_grid)
-    held_out_correct = (scores > thresholds[fold_ids]) == is_same
-    fold_accuracies = np.bincount(fold_ids, weights=held_out_correct, minlength=num_folds) / np.bincount(
-        fold_ids, minlength=num_folds
-    )
-    return VerificationResult(
-        accuracy=float(fold_accuracies.mean()),
-        accuracy_std=float(fold_accuracies.std()),
-        threshold=float(thresholds.mean()),
-        fold_accuracies=fold_accuracies,
-        fold_thresholds=thresholds,
-    )
+        thresholds = _grid_thresholds(array, fold_ids, num_folds, is_same, threshold_grid)
+    held_out_correct = (array > thresholds[:, fold_ids]) == is_same  # [sets, num_pairs]
+    keys = (np.arange(len(array))[:, None] * num_folds + fold_ids).ravel()
+    fold_accuracies = (np.bincount(keys, weights=held_out_correct.ravel(), minlength=len(array) * num_folds)
+                       .reshape(len(array), num_folds) / np.bincount(fold_ids, minlength=num_folds))
+    results = [
+        VerificationResult(
+            accuracy=float(accuracies.mean()),
+            accuracy_std=float(accuracies.std()),
+            threshold=float(set_thresholds.mean()),
+            fold_accuracies=accuracies,
+            fold_thresholds=set_thresholds,
+        )
+        for accuracies, set_thresholds in zip(fold_accuracies, thresholds)
+    ]
+    return results[0] if single else results
+
+
+def _exact_set_thresholds(scores: np.ndarray, fold_ids: np.ndarray, num_folds: int, is_same: np.ndarray) -> np.ndarray:
+    """Threshold `[folds]` of each fold's best distinct decision for one set of scores (`threshold_grid=None`)."""
+    # One sort for everything: distinct scores ascending and the position of each pair in them.
+    values, positions = np.unique(scores, return_inverse=True)
+    gain = _training_gain(fold_ids, num_folds, positions[None], len(values), is_same)[0]
+    return _exact_thresholds(values, positions, fold_ids, num_folds, gain)
 
 
 def _training_gain(
     fold_ids: np.ndarray, num_folds: int, positions: np.ndarray, num_values: int, is_same: np.ndarray
 ) -> np.ndarray:
-    """Gain `[folds, m + 1]` in correct training pairs of each cut over cut 0, for every held-out fold,
-    where pair i lies in bin `positions[i]` of `num_values` ordered bins (its distinct score's rank)."""
+    """Gain `[sets, folds, m + 1]` in correct training pairs of each cut over cut 0, for every held-out
+    fold of every set, where pair i of set s lies in bin `positions[s, i]` of `num_values` ordered
+    bins (its distinct score's rank, or its grid bin)."""
     # Cut c (0..m) predicts "different" for the c lowest bins and "same" above them.
     # Relative to cut 0 ("all same"), each pair at or below the cut adds +1 correct if it is
     # different and -1 if it is same: training accuracy = (training same pairs + gain) / pairs.
-    fold_gain = np.bincount(
-        fold_ids * num_values + positions, weights=np.where(is_same, -1.0, 1.0), minlength=num_folds * num_values
-    ).reshape(num_folds, num_values)
-    np.cumsum(fold_gain, axis=1, out=fold_gain)
-    gain = np.zeros((num_folds, num_values + 1))  # column 0: cut 0, "all same"
-    np.subtract(fold_gain.sum(axis=0), fold_gain, out=gain[:, 1:])  # all folds minus the held-out one
+    sets = len(positions)
+    keys = (np.arange(sets)[:, None] * num_folds + fold_ids) * num_values + positions
+    weights = np.broadcast_to(np.where(is_same, -1.0, 1.0), positions.shape)
+    fold_gain = np.bincount(keys.ravel(), weights=weights.ravel(), minlength=sets * num_folds * num_values).reshape(
+        sets, num_folds, num_values)
+    np.cumsum(fold_gain, axis=2, out=fold_gain)
+    gain = np.zeros((sets, num_folds, num_values + 1))  # column 0: cut 0, "all same"
+    np.subtract(fold_gain.sum(axis=1, keepdims=True), fold_gain, out=gain[..., 1:])  # all folds minus the held-out one
     return gain
 
 
@@ -251,7 +274,8 @@ def _grid_thresholds(
     scores: np.ndarray, fold_ids: np.ndarray, num_folds: int, is_same: np.ndarray,
     threshold_grid: Literal["original"] | ArrayLike,
 ) -> np.ndarray:
-    """Threshold `[folds]` of the best grid value of each fold (`threshold_grid` "original" or an array)."""
+    """Threshold `[sets, folds]` of the best grid value of each fold of each set of `scores` `[sets,
+    num_pairs]` (`threshold_grid` "original" or an array)."""
     if isinstance(threshold_grid, str):
         if threshold_grid != "original":
             raise DCRInputError(f"`threshold_grid` must be None, 'original' or an array, got {threshold_grid!r}.")
@@ -263,7 +287,7 @@ def _grid_thresholds(
     # the scores (the grid has 400 values, LFW 6000 pairs).
     bins = _grid_bins(grid, scores)
     gain = _training_gain(fold_ids, num_folds, bins, len(grid) + 1, is_same)
-    return grid[_last_argmax(gain[:, 1 : len(grid) + 1])]
+    return grid[_last_argmax(gain[..., 1 : len(grid) + 1])]
 
 
 def _even_step(grid: np.ndarray) -> float | None:
