@@ -55,7 +55,9 @@ class ExactKNN:
     512-d l2 at k = 29, 2 threads, min / median of 12: 109 / 123 ms for the blocked search (125 / 138
     ms with `torch.topk`) against 163 / 177 ms for faiss' `IndexFlatL2` (its OpenBLAS products and
     heaps). With one torch thread oneDNN's product runs at a quarter of its 2-thread rate (83 against
-    351 GFLOP/s) and faiss is the faster (292 against 373 ms): it is then chosen when installed.
+    351 GFLOP/s) and faiss is the faster (292 against 373 ms): it is then the float32 search when
+    installed. The screened search of the same workload, metrics included (`retrieval_metrics`):
+    59-78 ms with 2 threads, 106-125 ms with one (`docs/benchmarks.md`).
 
     Args:
         metric: "cosine" or "l2".
