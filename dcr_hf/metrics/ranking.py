@@ -56,8 +56,8 @@ class ExactKNN:
     ms with `torch.topk`) against 163 / 177 ms for faiss' `IndexFlatL2` (its OpenBLAS products and
     heaps). With one torch thread oneDNN's product runs at a quarter of its 2-thread rate (83 against
     351 GFLOP/s) and faiss is the faster (292 against 373 ms): it is then the float32 search when
-    installed. The screened search of the same workload, metrics included (`retrieval_metrics`):
-    59-78 ms with 2 threads, 106-125 ms with one (`docs/benchmarks.md`).
+    installed. The screened search of the same workload, metrics included (`retrieval_metrics`,
+    min of 9 over several runs): 59-78 ms with 2 threads, 106-109 ms with one (`docs/benchmarks.md`).
 
     Args:
         metric: "cosine" or "l2".

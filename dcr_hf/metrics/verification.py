@@ -79,9 +79,9 @@ def _paired_dot_and_norms(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tenso
 
     The dot products are one `einsum` (a batched matrix product over the rows: one read of each side,
     no broadcast copy of the one-set side), the norms one reduction per side. Measured on 4 x 6000 x
-    512 float32 pairs against one side, on this project's 2-core EPYC: 2.4-2.9 ms with the caches
-    flushed, against 3.1-3.5 ms for blocks of 512 rows (norms and dot products while a block is in
-    the cache), 3.5-4.0 ms for the four sets one call each, and 15 ms for a broadcast `vecdot`.
+    512 float32 pairs against one side, on this project's 2-core EPYC with the caches flushed: 2.4-3.5
+    ms (two runs), against 3.1-3.5 ms for blocks of 512 rows (norms and dot products while a block is
+    in the cache) and 3.5-4.0 ms for the four sets one call each; a broadcast `vecdot` takes 15 ms.
     """
     sides = [(side[0], "nd") if len(side) == 1 else (side, "snd") for side in (a, b)]
     spec = f"{sides[0][1]},{sides[1][1]}->{'sn' if len(a) > 1 or len(b) > 1 else 'n'}"
