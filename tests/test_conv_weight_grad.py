@@ -25,10 +25,16 @@ def _every_convolution(*shapes) -> bool:
     return True
 
 
+def _routing(routed: bool):
+    """Every convolution through the GEMM path, or the stock path."""
+    return gemm_weight_grad(_every_convolution) if routed else contextlib.nullcontext()
+
+
 def _conv_step(pixels, weight, bias, stride, padding, routed: bool):
     """Output and gradients of one CPU bf16-autocast convolution, through the GEMM path or the stock one."""
-    leaves = [tensor.detach().clone().requires_grad_() for tensor in (pixels, weight) + ((bias,) if bias is not None else ())]
-    with torch.autocast("cpu", dtype=torch.bfloat16), (gemm_weight_grad(_every_convolution) if routed else contextlib.nullcontext()):
+    tensors = (pixels, weight) + ((bias,) if bias is not None else ())
+    leaves = [tensor.detach().clone().requires_grad_() for tensor in tensors]
+    with torch.autocast("cpu", dtype=torch.bfloat16), _routing(routed):
         output = F.conv2d(leaves[0], leaves[1], leaves[2] if bias is not None else None, stride, padding)
     # A fixed, uneven upstream gradient (a plain sum would give every weight the same gradient).
     output.float().mul(torch.linspace(-1.0, 1.0, output.numel()).view_as(output)).sum().backward()
@@ -67,7 +73,7 @@ def test_a_trunk_step_gives_the_stock_gradients():
         # a fresh copy each time: the forward pass moves the centers and the batch-norm statistics
         step_model = copy.deepcopy(model)
         torch.manual_seed(1)
-        with torch.autocast("cpu", dtype=torch.bfloat16), (gemm_weight_grad(_every_convolution) if routed else contextlib.nullcontext()):
+        with torch.autocast("cpu", dtype=torch.bfloat16), _routing(routed):
             loss = step_model(pixels, labels=labels).loss
         loss.backward()
         return {name: parameter.grad for name, parameter in step_model.named_parameters() if parameter.grad is not None}
