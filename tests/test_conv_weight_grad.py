@@ -132,7 +132,7 @@ TINY = [*TINY_TRAINING, "--use_cpu", "true", "--max_steps", "1", "--eval_strateg
 @pytest.mark.parametrize(
     "options, expected",
     [(["--bf16", "true"], True), (["--bf16", "true", "--cpu_gemm_weight_grad", "false"], False), ([], False),
-     (["--bf16", "true", "--gradient_checkpointing", "true"], False)],
+     (["--bf16", "true", "--activation_checkpointing", "true"], False)],
     ids=["bf16", "bf16-off", "float32", "bf16-checkpointing"],
 )
 def test_the_training_command_uses_it_for_cpu_bf16(tmp_path, monkeypatch, options, expected):

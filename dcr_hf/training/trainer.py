@@ -106,12 +106,12 @@ class DCRTrainer(AtomicSaves, Trainer):
         self._set_tensorboard_dir()
         # CPU bf16 steps on AVX512-BF16 without AMX: the weight gradients of small-map convolutions
         # by one GEMM (`conv_weight_grad`), measured faster there than oneDNN's own kernel. Not with
-        # torch.compile (its graph has its own kernels) nor gradient checkpointing (the forward it
+        # torch.compile (its graph has its own kernels) nor activation checkpointing (the forward it
         # recomputes in the backward runs outside the step's context, so its saved tensors would differ).
         self.gemm_weight_grad = bool(
             getattr(self.args, "cpu_gemm_weight_grad", False) and self.args.bf16
             and self.args.device.type == "cpu" and not self.args.torch_compile
-            and not self.args.gradient_checkpointing and gemm_weight_grad_helps()
+            and not self.args.activation_checkpointing and gemm_weight_grad_helps()
         )
         if self.gemm_weight_grad:
             logger.info("CPU bf16: small-map convolution weight gradients by GEMM (--cpu_gemm_weight_grad).")
