@@ -192,3 +192,10 @@ def test_bench_partial_fc_runs_with_tiny_sizes():
     # The shard holds about half the rows: its tensors (weight, gradient, centers) about half the replicated ones.
     replicated, sharded = float(rows[0][-3]), float(rows[1][-3])
     assert sharded == pytest.approx(replicated / 2, rel=0.1)
+
+
+def test_bench_conv_weight_grad_runs_tiny():
+    done = _run_benchmark("bench_conv_weight_grad.py", "--tiny")
+    assert done.returncode == 0, done.stderr[-3000:]
+    for row in ("Weight gradient of one convolution", "yes", "stock oneDNN weight gradients", "GEMM weight gradients (routed)"):
+        assert row in done.stdout, done.stdout

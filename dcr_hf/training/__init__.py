@@ -11,8 +11,9 @@ bf16 on a CPU) -> `run` (`run_training(plan)`: data, model, Trainer, train, vali
 -> `model` (the stage's model), `trainer` (`DCRTrainer`), `mining` (the center terms' batch-hard
 miner), `guard` (the divergence guard), `checkpoints` (the output folder and resuming), `lock`
 (one run per output folder), `saving` (atomic saves), `interrupt` (a clean stop on SIGINT / SIGTERM),
-`partial_fc` (`--partial_fc`: the classifier and centers sharded by identity across the processes)
-and `partial_fc_trainer` (`PartialFCTrainer`, the Trainer with the shard).
+`partial_fc` (`--partial_fc`: the classifier and centers sharded by identity across the processes),
+`partial_fc_trainer` (`PartialFCTrainer`, the Trainer with the shard) and `conv_weight_grad` (CPU
+bf16 on AVX512-BF16 without AMX: small-map convolution weight gradients by one GEMM).
 
 The names below are imported when first used, so that `--help` does not load the data and model
 modules.

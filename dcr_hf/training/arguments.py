@@ -243,6 +243,11 @@ class DCRTrainingArguments(TrainingArguments):
     cpu_memory_reuse: bool = field(
         default=True, metadata={"help": "CPU training: keep freed memory for the next step (glibc), saving its page faults."}
     )
+    cpu_gemm_weight_grad: bool = field(
+        default=True,
+        metadata={"help": "CPU bf16 training on AVX512-BF16 without AMX: compute the weight gradients of the "
+                  "convolutions with small output maps by one bf16 GEMM, faster there than oneDNN's kernel."},
+    )
     divergence_factor: float = field(
         default=100.0,
         metadata={"help": "Stop when a logged training loss exceeds this many times the first logged one (0: never). "

@@ -29,23 +29,29 @@ def has_accelerator() -> bool:
     return torch.accelerator.is_available() or is_torch_xla_available()
 
 
-def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool | None:
-    """Whether the CPU computes in bf16 natively (`NATIVE_BF16_FLAGS` in `/proc/cpuinfo`);
-    `None` when the flags cannot be read (not Linux)."""
+def cpu_flag_sets(cpuinfo: str | None = None) -> dict[str, set[str]] | None:
+    """The instruction-set flags of `/proc/cpuinfo` by line name (`"flags"` on x86, `"Features"` on
+    Arm); `None` when the file cannot be read (not Linux)."""
     try:
         with open(cpuinfo or CPUINFO, encoding="utf-8", errors="replace") as handle:
             lines = handle.read().splitlines()
     except OSError:
         return None
-    seen = False
+    found: dict[str, set[str]] = {}
     for line in lines:
         key, _, value = line.partition(":")
-        flags = NATIVE_BF16_FLAGS.get(key.strip())
-        if flags is not None:
-            seen = True
-            if flags & set(value.split()):
-                return True
-    return False if seen else None
+        if key.strip() in NATIVE_BF16_FLAGS:
+            found.setdefault(key.strip(), set()).update(value.split())
+    return found
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool | None:
+    """Whether the CPU computes in bf16 natively (`NATIVE_BF16_FLAGS` in `/proc/cpuinfo`);
+    `None` when the flags cannot be read (not Linux)."""
+    found = cpu_flag_sets(cpuinfo)
+    if not found:
+        return None
+    return any(NATIVE_BF16_FLAGS[key] & flags for key, flags in found.items())
 
 
 def check_precision(training_args) -> None:
@@ -64,4 +70,7 @@ def check_precision(training_args) -> None:
         logger.warning_once(EMULATED_BF16_WARNING)
 
 
-__all__ = ["CPUINFO", "EMULATED_BF16_WARNING", "NATIVE_BF16_FLAGS", "check_precision", "cpu_has_native_bf16", "has_accelerator"]
+__all__ = [
+    "CPUINFO", "EMULATED_BF16_WARNING", "NATIVE_BF16_FLAGS", "check_precision", "cpu_flag_sets", "cpu_has_native_bf16",
+    "has_accelerator",
+]

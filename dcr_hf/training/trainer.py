@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from typing import Any
@@ -16,6 +17,7 @@ from ..errors_dcr import DCRInputError
 from ..data.augment import apply_flips, draw_flips
 from ..data.transforms import TrainTransform
 from ..modeling_dcr import Miner
+from .conv_weight_grad import gemm_weight_grad, gemm_weight_grad_helps
 from .guard import DivergenceGuard, NonFiniteLossError
 from .saving import AtomicSaves
 
@@ -102,6 +104,17 @@ class DCRTrainer(AtomicSaves, Trainer):
             if self.pop_callback(default) is not None:
                 self.add_callback(quiet)
         self._set_tensorboard_dir()
+        # CPU bf16 steps on AVX512-BF16 without AMX: the weight gradients of small-map convolutions
+        # by one GEMM (`conv_weight_grad`), measured faster there than oneDNN's own kernel. Not with
+        # torch.compile (its graph has its own kernels) nor activation checkpointing (the forward it
+        # recomputes in the backward runs outside the step's context, so its saved tensors would differ).
+        self.gemm_weight_grad = bool(
+            getattr(self.args, "cpu_gemm_weight_grad", False) and self.args.bf16
+            and self.args.device.type == "cpu" and not self.args.torch_compile
+            and not self.args.activation_checkpointing and gemm_weight_grad_helps()
+        )
+        if self.gemm_weight_grad:
+            logger.info("CPU bf16: small-map convolution weight gradients by GEMM (--cpu_gemm_weight_grad).")
 
     def _set_tensorboard_dir(self) -> None:
         """TensorBoard logs under `<output_dir>/runs/<date>_<host>`, the Trainer's own choice at
@@ -207,7 +220,9 @@ class DCRTrainer(AtomicSaves, Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if inputs.get("labels") is not None and inputs["labels"].numel() == 0:  # nothing decoded (`collate_batch`)
             return self._skipped_batch_loss(model, return_outputs)
-        outputs = self.forward_step(model, self._prepare_step_inputs(inputs, model.training))
+        inputs = self._prepare_step_inputs(inputs, model.training)
+        with gemm_weight_grad() if self.gemm_weight_grad and model.training else contextlib.nullcontext():
+            outputs = self.forward_step(model, inputs)
         loss = outputs["loss"]
         if model.training:
             self.guard.record_loss(loss, self.state.global_step + 1)  # checked before any save, without a sync here
