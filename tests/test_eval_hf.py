@@ -116,6 +116,21 @@ def test_a_cpu_evaluation_keeps_freed_memory(models, monkeypatch):
     assert calls == [True]
 
 
+def test_an_earlier_bf16_run_in_the_process_does_not_make_the_evaluation_bf16(models):
+    """accelerate keeps one state per process: after a bf16 training there (here its Accelerator), the
+    evaluation still embeds in float32, with the numbers of a fresh process's evaluation."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    trunk, _ = models
+    argv = ["--model", trunk, *SYNTHETIC, "--sizes", "12", "--flip_tta"]
+    expected = run(argv)["dcr-trunk"]["by_resolution"]
+    AcceleratorState._reset_state()
+    Accelerator(mixed_precision="bf16", cpu=True)  # what a `--bf16` training leaves behind
+    assert run(argv)["dcr-trunk"]["by_resolution"] == expected
+    assert AcceleratorState().mixed_precision == "no"
+
+
 @pytest.mark.parametrize("protocol", ["intra-verification", "retrieval", "intra-retrieval"])
 def test_other_protocols(models, protocol, capsys):
     trunk, _ = models

@@ -329,6 +329,28 @@ def build_parser() -> HfArgumentParser:
     )
 
 
+
+def _evaluation_accelerator():
+    """The evaluation's `Accelerator`, with the precision its launch asks for (`accelerate launch
+    --mixed_precision`, i.e. `ACCELERATE_MIXED_PRECISION`; float32 by default).
+
+    accelerate keeps one `AcceleratorState` per process: after a bf16 training in the same process
+    (a notebook, a script that trains then evaluates) `Accelerator()` would inherit its bf16 and
+    embed every image under bf16 autocast without a word. That state is cleared first then (the
+    process group, accelerate's `PartialState`, stays), as accelerate's own tests do between runs.
+    """
+    import os
+
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, is_initialized
+
+    asked = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if is_initialized() and AcceleratorState().mixed_precision != asked:
+        logger.info(f"Evaluating in {asked}, not the {AcceleratorState().mixed_precision} an earlier run in this process set up.")
+        AcceleratorState._reset_state()
+    return Accelerator()
+
+
 def run(argv: Sequence[str] | None = None, parser: HfArgumentParser | None = None) -> dict[str, dict]:
     """Parse a command line, evaluate every model, print and write the reports; `{model name: result}`
     (several `.bin` files: `{file stem: {model name: result}}`, each set's reports in `--output_dir/<stem>/`)."""
@@ -337,8 +359,6 @@ def run(argv: Sequence[str] | None = None, parser: HfArgumentParser | None = Non
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     # The work, imported once the arguments parsed (`--help` needs none of it).
-    from accelerate import Accelerator
-
     from ..configuration_dcr import DEGRADATION_PRESETS
     from ..degradation import degradation_for
     from ..host_memory import keep_freed_memory
@@ -366,7 +386,7 @@ def run(argv: Sequence[str] | None = None, parser: HfArgumentParser | None = Non
     notes = apply_original_protocol(eval_args)
     if eval_args.threshold_grid == "insightface":
         notes.append("thresholds: insightface's (squared L2 of normalized embeddings, 0..4 step 0.01, same when below)")
-    accelerator = Accelerator()
+    accelerator = _evaluation_accelerator()
     if accelerator.device.type == "cpu":
         keep_freed_memory()  # each batch's activations reused, not faulted in again (`host_memory`)
     options = _protocol_options(data_args, eval_args, accelerator)

@@ -23,8 +23,8 @@ from numpy.typing import ArrayLike
 from transformers.utils import logging
 
 from ..errors_dcr import DCRInputError
-from ._checks import _as_1d, _as_embeddings, _check_dims, _check_lengths, _labelled_sets
 from . import screening
+from ._checks import _as_1d, _as_embeddings, _check_dims, _check_lengths, _labelled_sets
 from .products import InnerProducts
 
 
