@@ -207,8 +207,10 @@ def test_verification_of_several_sets_is_each_sets_own_call(threshold_grid, give
     with pytest.raises(ValueError, match="`scores` has 899, `is_same` has 900"):
         verification_accuracy(scores[:, 1:], is_same)
     scores[1, 5] = np.nan
-    with pytest.raises(ValueError, match="only finite values"):
+    with pytest.raises(ValueError, match="`scores` holds 1 NaN or infinite value"):
         verification_accuracy(scores, is_same)
+    with pytest.raises(ValueError, match=r"1-D \[num_pairs\] or 2-D \[sets, num_pairs\]"):
+        verification_accuracy(scores[None], is_same)
 
 
 # ----------------------------------------------------------------------------- ROC

@@ -188,10 +188,10 @@ def verification_accuracy(
     """
     array = np.asarray(scores)
     single = array.ndim != 2
-    if single:
-        array = _as_1d("scores", array, finite=True)[None]
-    elif array.size == 0 or not np.isfinite(array).all():
-        raise DCRInputError(f"`scores` of shape {array.shape} must be non-empty and hold only finite values.")
+    if array.ndim > 2:
+        raise DCRInputError(f"`scores` must be 1-D [num_pairs] or 2-D [sets, num_pairs], got shape {array.shape}.")
+    # The 1-D checks (real, finite, non-empty) on every value, with their one-line messages.
+    array = _as_1d("scores", array.reshape(-1) if array.ndim == 2 else array, finite=True).reshape(-1, array.shape[-1])
     array = array.astype(np.float64)
     is_same = _as_binary("is_same", is_same)
     _check_lengths(scores=array[0], is_same=is_same)
