@@ -3,11 +3,11 @@ bf16 matrix product.
 
 Every query-reference score is first computed as a bf16 product (the CPU's bf16 dot-product
 instructions, twice its float32 rate); a proven bound on that product's error says which references
-can still be among a query's k nearest, and only those (a handful past k on face embeddings) are
-scored in float32 by faiss' per-pair kernels and heaps, which also order exact ties as faiss' flat
-index does (the candidates are given in ascending order). A query left with too many candidates is
-reported unsettled, for the caller's plain search. Hand-written: faiss has no bf16 product and torch
-no bounded screening.
+can still be among a query's k nearest, and only those (a handful past k on the benchmark's
+clustered embeddings) are scored in float32 by faiss' per-pair kernels and heaps, which also order
+exact ties as faiss' flat index does (the candidates are given in ascending order). A query left
+with too many candidates is reported unsettled, for the caller's plain search. Hand-written: faiss
+has no bf16 product and torch no bounded screening.
 
 The screening value is a distance, >= 0 up to rounding: |q - r|^2 / 2 for "l2" and 1 - q.r for
 "cosine" (rows L2-normalised by the caller), one bf16 product of operands with the norms as extra
