@@ -25,6 +25,8 @@ import math
 import numpy as np
 import torch
 
+from ..cpu_flags import cpu_has_native_bf16
+
 #: bf16's unit roundoff (8 significand bits, round to nearest).
 BF16_UNIT_ROUNDOFF = 2.0**-8
 
@@ -43,9 +45,8 @@ MAX_BLOCK = 1024
 
 
 def native_bf16() -> bool:
-    """Whether this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX), as torch reads them."""
-    probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
-    return any(probe is not None and bool(probe()) for probe in probes)
+    """Whether this CPU has bf16 dot-product instructions (`cpu_flags.cpu_has_native_bf16`)."""
+    return bool(cpu_has_native_bf16())
 
 
 def screening_pays(num_queries: int, num_references: int, dim: int, k: int) -> bool:
@@ -188,7 +189,8 @@ def screened_search(queries: torch.Tensor, references: torch.Tensor, k: int, met
         mask of the queries left to the caller (too many candidates, or bounds that do not hold:
         non-finite or enormous rows), whose rows here are unspecified.
     """
-    faiss = _faiss()
+    import faiss
+
     num_queries, num_references = len(queries), len(references)
     wanted = np.full(num_queries, k, dtype=np.int64) if k_per_query is None else k_per_query.numpy().astype(np.int64)
     limits = default_cap(wanted) if cap is None else np.maximum(cap, wanted)
@@ -249,12 +251,6 @@ def screened_search(queries: torch.Tensor, references: torch.Tensor, k: int, met
         indices[start + settled_rows] = found_tensor[settled_rows]
         unsettled[start + settled_rows] = False
     return scores, indices, unsettled
-
-
-def _faiss():
-    import faiss
-
-    return faiss
 
 
 __all__ = ["SCREEN_MIN_WORK", "default_cap", "native_bf16", "screened_search", "screening_pays"]

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from .precision import cpu_flag_sets
+from ..cpu_flags import cpu_flag_sets
 
 #: Convolutions of at least this many input channels whose kernel is 1x1 or whose output maps have
 #: at most `MAX_GEMM_OUTPUT_PIXELS` pixels take the GEMM path: the layers measured faster that way on

@@ -5,16 +5,10 @@ from __future__ import annotations
 import torch
 from transformers.utils import is_torch_xla_available, logging
 
+from ..cpu_flags import CPUINFO, cpu_has_native_bf16
 from ..errors_dcr import DCRInputError
 
 logger = logging.get_logger(__name__)
-
-#: Where the CPU's instruction-set flags are read (Linux).
-CPUINFO = "/proc/cpuinfo"
-
-#: CPU flags of native bf16 arithmetic: x86 AVX512-BF16 / AMX-BF16, Arm's BF16 extension.
-NATIVE_BF16_FLAGS = {"flags": {"avx512_bf16", "amx_bf16"}, "Features": {"bf16"}}
-
 
 #: Said once per process when `--bf16` trains on a CPU without native bf16. The figure is a measurement:
 #: `train_hf.py --bf16 --use_cpu` ran 0.22 samples/s against 2.7 in float32 on such a host (issue 21).
@@ -29,31 +23,6 @@ def has_accelerator() -> bool:
     return torch.accelerator.is_available() or is_torch_xla_available()
 
 
-def cpu_flag_sets(cpuinfo: str | None = None) -> dict[str, set[str]] | None:
-    """The instruction-set flags of `/proc/cpuinfo` by line name (`"flags"` on x86, `"Features"` on
-    Arm); `None` when the file cannot be read (not Linux)."""
-    try:
-        with open(cpuinfo or CPUINFO, encoding="utf-8", errors="replace") as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return None
-    found: dict[str, set[str]] = {}
-    for line in lines:
-        key, _, value = line.partition(":")
-        if key.strip() in NATIVE_BF16_FLAGS:
-            found.setdefault(key.strip(), set()).update(value.split())
-    return found
-
-
-def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool | None:
-    """Whether the CPU computes in bf16 natively (`NATIVE_BF16_FLAGS` in `/proc/cpuinfo`);
-    `None` when the flags cannot be read (not Linux)."""
-    found = cpu_flag_sets(cpuinfo)
-    if not found:
-        return None
-    return any(NATIVE_BF16_FLAGS[key] & flags for key, flags in found.items())
-
-
 def check_precision(training_args) -> None:
     """Refuse fp16 on a CPU; on a CPU with `--bf16`, say that the CPU trains (when `use_cpu` was
     set for the user) and warn once when bf16 is emulated there."""
@@ -66,11 +35,8 @@ def check_precision(training_args) -> None:
         return
     if getattr(training_args, "use_cpu_for_bf16", False):
         logger.info("--bf16 without CUDA or another accelerator: use_cpu set, training on the CPU with bf16 autocast.")
-    if cpu_has_native_bf16() is False:
+    if cpu_has_native_bf16(CPUINFO) is False:
         logger.warning_once(EMULATED_BF16_WARNING)
 
 
-__all__ = [
-    "CPUINFO", "EMULATED_BF16_WARNING", "NATIVE_BF16_FLAGS", "check_precision", "cpu_flag_sets", "cpu_has_native_bf16",
-    "has_accelerator",
-]
+__all__ = ["CPUINFO", "EMULATED_BF16_WARNING", "check_precision", "cpu_has_native_bf16", "has_accelerator"]
