@@ -20,6 +20,7 @@ still keeps them, which is all the screening needs (`screened_search`).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -44,8 +45,10 @@ BLOCK_SCORES = 2**25
 MAX_BLOCK = 1024
 
 
+@functools.cache
 def native_bf16() -> bool:
-    """Whether this CPU has bf16 dot-product instructions (`cpu_flags.cpu_has_native_bf16`)."""
+    """Whether this CPU has bf16 dot-product instructions (`cpu_flags.cpu_has_native_bf16`), read once
+    a process: every search asks."""
     return bool(cpu_has_native_bf16())
 
 
