@@ -5,7 +5,7 @@ against the stock oneDNN path, in one process, the two alternating step by step.
 
 First, for every convolution shape of the DCR trunk (`--architecture dcr`, 32 samples x 5
 resolutions of 120x120 = 160 images a step), the weight gradient alone, best of `--repeats`: oneDNN's
-(`aten.convolution_backward`, weight only) against the GEMM's (`patch_matrix` + `torch.mm`), with
+(`aten.convolution_backward`, weight only) against the GEMMs' (`weight_grad_by_offsets`), with
 the layers `uses_gemm_weight_grad` routes marked. Then the whole step as `train_hf.py --bf16
 --use_cpu` computes it (bf16 autocast, channels-last, the trunk loss, backward, gradient clipping,
 fused AdamW; the host-memory reuse of `--cpu_memory_reuse` on), the stock step and the routed one
@@ -33,7 +33,7 @@ from _timing import best_time, print_table, set_threads  # noqa: E402
 from dcr_hf import DCRConfig, DCRForImageClassification  # noqa: E402
 from dcr_hf.host_memory import keep_freed_memory  # noqa: E402
 from dcr_hf.training import conv_weight_grad  # noqa: E402
-from dcr_hf.training.conv_weight_grad import gemm_weight_grad, patch_matrix, uses_gemm_weight_grad  # noqa: E402
+from dcr_hf.training.conv_weight_grad import gemm_weight_grad, uses_gemm_weight_grad, weight_grad_by_offsets  # noqa: E402
 
 NUM_CLASSES = 200
 
@@ -64,8 +64,7 @@ def weight_grad_times(shape: tuple, repeats: int) -> tuple[float, float]:
     onednn = best_time(lambda: torch.ops.aten.convolution_backward(
         grad_output, pixels, weight, None, list(stride), list(padding), [1, 1], False, [0, 0], 1, [False, True, False]),
         repeats=repeats)
-    rows = grad_output.permute(1, 0, 2, 3).reshape(weight_shape[0], -1)
-    gemm = best_time(lambda: rows @ patch_matrix(pixels, weight_shape[2:], stride, padding), repeats=repeats)
+    gemm = best_time(lambda: weight_grad_by_offsets(grad_output, pixels, weight_shape[2:], stride, padding), repeats=repeats)
     return onednn, gemm
 
 

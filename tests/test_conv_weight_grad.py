@@ -44,8 +44,8 @@ def _conv_step(pixels, weight, bias, stride, padding, routed: bool):
 @pytest.mark.parametrize(
     "in_channels, out_channels, size, kernel, stride, bias",
     [(8, 16, 6, 3, 1, False), (8, 16, 7, 3, 2, False), (8, 16, 7, 1, 2, False), (3, 8, 12, 7, 2, False),
-     (64, 64, 4, 3, 1, False), (6, 4, 5, 3, 1, True)],
-    ids=["3x3", "3x3-stride2", "1x1-stride2", "7x7-stem", "64ch-4x4", "bias"],
+     (64, 64, 4, 3, 1, False), (6, 4, 5, 3, 1, True), (8, 8, 1, 3, 1, False), (8, 8, 2, 5, 2, False)],
+    ids=["3x3", "3x3-stride2", "1x1-stride2", "7x7-stem", "64ch-4x4", "bias", "1x1-map", "5x5-stride2-2x2-map"],
 )
 def test_the_gradients_are_the_stock_paths(in_channels, out_channels, size, kernel, stride, bias):
     torch.manual_seed(0)
